@@ -1,0 +1,155 @@
+/**
+ * The only file that touches the native addon: it loads `vitrim.node` (a prebuilt binary from
+ * `prebuilds/<platform>-<arch>/` first, else the local `build/Release/`) and declares its surface.
+ * Every function here validates its arguments natively and throws an Error whose `code` is one of
+ * the `ERR_VITRIM_*` codes (mapped to typed error classes in `errors.ts`).
+ *
+ * Conventions: tensors are contiguous row-major; float32 unless stated; index tensors are int32;
+ * attention's qkv is timm's fused layout [B, N, 3C]; seeds/offsets are integers in [0, 2^53].
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type DType = 'float32' | 'bfloat16' | 'int32';
+export type Device = 'cpu' | 'cuda';
+export type TypedData = Float32Array | Int32Array | Uint16Array;
+
+/** A native tensor handle. Freed handles throw ERR_VITRIM_DISPOSED on every access but `freed`/`free`. */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly device: Device;
+  readonly nbytes: number;
+  readonly freed: boolean;
+  /** A copy of the data (Uint16Array holds bfloat16 bits). */
+  read(): TypedData;
+  write(data: TypedData): void;
+  /** Drops this handle's reference to the storage (idempotent). */
+  free(): void;
+  /** A view with another shape sharing storage (one dimension may be -1). */
+  reshape(shape: number[]): NativeTensor;
+  sameStorage(other: NativeTensor): boolean;
+}
+
+export type UnaryOp = 'neg' | 'abs' | 'sqr' | 'sqrt' | 'exp' | 'log' | 'sigmoid' | 'tanh' | 'relu' | 'gelu';
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div';
+export type ReduceOp = 'sum' | 'mean' | 'max';
+export type Dist = 'uniform' | 'normal' | 'gumbel' | 'logistic';
+type T = NativeTensor;
+type OptT = NativeTensor | null;
+
+export interface MemoryInfo {
+  device: Device;
+  liveTensors: number;
+  bytesInUse: number;
+  bytesCached: number;
+}
+
+export interface NativeInfo {
+  threads: number;
+  isa: string;
+  napiVersion: number;
+  cudaCompiled: boolean;
+  compiler: string;
+}
+
+export interface Addon {
+  NativeTensor: unknown;
+  // ---- core (napi/core.cpp) ----
+  fromArray(data: TypedData, shape: number[], dtype: DType): T;
+  full(shape: number[], value: number, dtype: DType): T;
+  cast(x: T, dtype: DType): T;
+  copy(x: T): T;
+  memory(): MemoryInfo[];
+  info(): NativeInfo;
+  setNumThreads(n: number): void;
+  // ---- elementwise (cpu/elementwise.cpp): binary ops broadcast numpy-style ----
+  binary(op: BinaryOp, a: T, b: T): T;
+  unary(op: UnaryOp, x: T): T;
+  /** dL/dx of y = unary(op, x), from x, y and dL/dy. */
+  unaryBackward(op: UnaryOp, x: T, y: T, gy: T): T;
+  /** alpha * x + beta */
+  affine(x: T, alpha: number, beta: number): T;
+  /** 1 where x > threshold, else 0 (float32) */
+  step(x: T, threshold: number): T;
+  /** Sums x down to `shape` (the reverse of broadcasting). */
+  sumTo(x: T, shape: number[]): T;
+  // ---- reductions (cpu/reduce.cpp) ----
+  reduce(op: ReduceOp, x: T, axes: number[], keepDims: boolean): T;
+  // ---- layout (cpu/layout.cpp) ----
+  permute(x: T, perm: number[]): T;
+  slice(x: T, axis: number, start: number, end: number): T;
+  sliceBackward(gy: T, shape: number[], axis: number, start: number): T;
+  concat(xs: T[], axis: number): T;
+  // ---- gemm (cpu/gemm.cpp) ----
+  /** [.., M, K] x [.., K, N] (with optional transposes); b may be 2-D and shared across the batch. */
+  matmul(a: T, b: T, transA: boolean, transB: boolean): T;
+  /** y = x W^T + b over the last axis of x; W is [N, K]. */
+  linearForward(x: T, w: T, b: OptT): T;
+  /** [gx, gw, gb | null] */
+  linearBackward(gy: T, x: T, w: T, needBias: boolean): [T, T, OptT];
+  // ---- layernorm (cpu/layernorm.cpp) ----
+  /** [y, mean, rstd] */
+  layernormForward(x: T, w: OptT, b: OptT, eps: number): [T, T, T];
+  /** [gx, gw | null, gb | null] */
+  layernormBackward(gy: T, x: T, w: OptT, mean: T, rstd: T): [T, OptT, OptT];
+  // ---- softmax (cpu/softmax.cpp), last axis ----
+  softmaxForward(x: T, log: boolean): T;
+  softmaxBackward(y: T, gy: T, log: boolean): T;
+  // ---- attention (cpu/attention.cpp) ----
+  /** [out [B,N,C], stats]; keep [B,N] is DynamicViT's key mask, headGate [B,H] scales head outputs. */
+  attentionForward(qkv: T, numHeads: number, scale: number, keep: OptT, headGate: OptT, eps: number): [T, T];
+  /** [gqkv, gkeep | null, gheadGate | null] */
+  attentionBackward(
+    gout: T, qkv: T, numHeads: number, scale: number, keep: OptT, headGate: OptT, eps: number, out: T, stats: T,
+  ): [T, OptT, OptT];
+  // ---- gather (cpu/gather.cpp) ----
+  gatherTokens(x: T, idx: T): T;
+  scatterTokens(g: T, idx: T, n: number): T;
+  // ---- loss (cpu/loss.cpp) ----
+  /** [loss (scalar, mean over rows), lse [R]] */
+  crossEntropyForward(logits: T, labels: T, smoothing: number): [T, T];
+  crossEntropyBackward(logits: T, labels: T, smoothing: number, lse: T, gloss: number): T;
+  // ---- topk (cpu/topk.cpp) ----
+  /** [values, indices (int32)] along the last axis, sorted */
+  topk(x: T, k: number, largest: boolean): [T, T];
+  // ---- sampling (cpu/sample.cpp) ----
+  random(shape: number[], dist: Dist, seed: number, offset: number): T;
+  /** [y, ySoft] */
+  gumbelSigmoid(logits: T, tau: number, threshold: number, hard: boolean, noise: OptT, seed: number, offset: number): [T, T];
+  gumbelSigmoidBackward(ySoft: T, gy: T, tau: number): T;
+  /** [y, ySoft] */
+  gumbelSoftmax(logits: T, tau: number, hard: boolean, noise: OptT, seed: number, offset: number): [T, T];
+  gumbelSoftmaxBackward(ySoft: T, gy: T, tau: number): T;
+  // ---- patch (cpu/patch.cpp) ----
+  patchify(x: T, p: number): T;
+  unpatchify(g: T, imageShape: number[], p: number): T;
+  // ---- optim (cpu/optim.cpp) ----
+  /** In place on param, m and v. */
+  adamwStep(param: T, grad: T, m: T, v: T, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void;
+  /** Name of the GEMM micro-kernel chosen at run time. */
+  gemmIsa(): string;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..');
+
+function load(): Addon {
+  const require = createRequire(import.meta.url);
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => Addon;
+  try {
+    return nodeGypBuild(root);
+  } catch (e) {
+    const err = new Error(
+      `vitrim: the native addon could not be loaded (${(e as Error).message}). ` +
+        'Run `npm install` (it builds from source with cmake-js when no prebuilt binary matches) ' +
+        'or `npm run build`.',
+    );
+    (err as Error & { cause?: unknown }).cause = e;
+    throw err;
+  }
+}
+
+export const native: Addon = load();

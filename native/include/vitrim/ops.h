@@ -1,0 +1,126 @@
+// The op surface shared by the backends. The CPU implementations live in native/cpu/<family>.cpp
+// under namespace vitrim::cpu; CUDA ones (later) carry the same names in vitrim::cuda.
+// All tensors are contiguous row-major. float32 unless stated; index tensors are int32.
+// Every function validates its arguments (shape, dtype, device, index ranges) and throws
+// vitrim::Error; none of them may crash on bad input.
+#pragma once
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "vitrim/tensor.h"
+
+namespace vitrim {
+namespace cpu {
+
+// ---- core (core/convert.cpp) ----
+Tensor cast(const Tensor& x, DType to);  // f32<->bf16 (round-to-nearest-even), f32<->i32 (trunc)
+Tensor copy(const Tensor& x);
+Tensor full(const Shape& shape, double value, DType dtype);
+
+// ---- elementwise (cpu/elementwise.cpp): numpy broadcasting for binary ops ----
+enum class BinaryOp { Add, Sub, Mul, Div };
+enum class UnaryOp { Neg, Abs, Sqr, Sqrt, Exp, Log, Sigmoid, Tanh, Relu, Gelu };
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+Tensor unary(UnaryOp op, const Tensor& x);
+// Gradient wrt x of y = unary(op, x), given x, y and dL/dy (same shapes).
+Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy);
+Tensor affine(const Tensor& x, double alpha, double beta);  // alpha*x + beta
+Tensor step(const Tensor& x, double threshold);             // 1.0f where x > threshold else 0.0f
+// Sum x down to `shape` (the inverse of broadcasting `shape` up to x.shape): backward of binary ops.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- reductions (cpu/reduce.cpp) ----
+enum class ReduceOp { Sum, Mean, Max };
+Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim);
+
+// ---- layout (cpu/layout.cpp) ----
+Tensor permute(const Tensor& x, const std::vector<int64_t>& perm);
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
+// Backward of slice: a zero tensor of `shape` with gy written at [start, start+len) along axis.
+Tensor slice_backward(const Tensor& gy, const Shape& shape, int64_t axis, int64_t start);
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+
+// ---- gemm (cpu/gemm.cpp) ----
+// C[M,N] = alpha * op(A) op(B) + beta * C with op = transpose when trans*. Row-major, leading
+// dimensions in elements. Threaded unless called from inside a parallel_for (then serial).
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// Name of the micro-kernel chosen at run time by CPUID ("avx512", "avx2", "generic").
+const char* gemm_isa();
+// Batched matmul over equal leading dims; b may be 2-D (shared). [.., M, K] x [.., K, N].
+Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB);
+// y[..., N] = x[..., K] W[N, K]^T + bias[N]
+Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias);
+// returns {gx, gw, gbias (if need_bias)}
+std::tuple<Tensor, Tensor, std::optional<Tensor>> linear_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                                                  bool need_bias);
+
+// ---- layernorm (cpu/layernorm.cpp): over the last axis ----
+// returns {y, mean[rows], rstd[rows]}; weight/bias optional (no affine when absent)
+std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const std::optional<Tensor>& w,
+                                                     const std::optional<Tensor>& b, double eps);
+// returns {gx, gw, gb} (gw, gb only when w was given)
+std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backward(
+    const Tensor& gy, const Tensor& x, const std::optional<Tensor>& w, const Tensor& mean, const Tensor& rstd);
+
+// ---- softmax (cpu/softmax.cpp): over the last axis ----
+Tensor softmax_forward(const Tensor& x, bool log);
+Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log);  // y = the forward output
+
+// ---- attention (cpu/attention.cpp) ----
+// qkv [B, N, 3C] in timm's fused layout (q | k | v, each C = H*D, head-major). Output [B, N, C].
+// keep [B, N] (optional, values in [0,1]): DynamicViT's key mask with the diagonal kept:
+//   A_ij = exp(s_ij - max_j s_ij) * (keep_j + (1 - keep_j) * [i == j]),
+//   attn_ij = (A_ij + eps/N) / (sum_j A_ij + eps).
+// Without keep: plain softmax(s). head_gate [B, H] (optional) scales head h's output channels.
+// stats: opaque tensor saved for backward.
+std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_heads, double scale,
+                                             const std::optional<Tensor>& keep,
+                                             const std::optional<Tensor>& head_gate, double eps);
+// returns {gqkv, gkeep (if keep), ghead_gate (if head_gate)}
+std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> attention_backward(
+    const Tensor& gout, const Tensor& qkv, int64_t num_heads, double scale, const std::optional<Tensor>& keep,
+    const std::optional<Tensor>& head_gate, double eps, const Tensor& out, const Tensor& stats);
+
+// ---- gather (cpu/gather.cpp) ----
+Tensor gather_tokens(const Tensor& x, const Tensor& idx);              // [B,N,C],[B,K] -> [B,K,C]
+Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n);  // [B,K,C] -> [B,n,C], accumulates
+
+// ---- loss (cpu/loss.cpp) ----
+// Mean softmax-cross-entropy over rows of logits [R, K] with labels [R] int32 (in [0, K)) and label
+// smoothing s: target = (1-s) onehot + s/K. Returns {loss [] (scalar), lse [R]}.
+std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Tensor& labels, double smoothing);
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double smoothing, const Tensor& lse,
+                              double gloss);
+
+// ---- topk (cpu/topk.cpp): along the last axis, sorted (largest first when largest) ----
+std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, bool largest);
+
+// ---- random / sampling (cpu/sample.cpp), Philox keyed by (seed, offset, element index) ----
+enum class Dist { Uniform, Normal, Gumbel, Logistic };
+Tensor random(const Shape& shape, Dist dist, uint64_t seed, uint64_t offset);
+// Gumbel-sigmoid: y_soft = sigmoid((z + noise) / tau), noise ~ Logistic (= g1 - g2) or given;
+// hard: y = 1[y_soft > threshold] (forward value), else y = y_soft. Returns {y, y_soft}.
+std::tuple<Tensor, Tensor> gumbel_sigmoid(const Tensor& logits, double tau, double threshold, bool hard,
+                                          const std::optional<Tensor>& noise, uint64_t seed, uint64_t offset);
+Tensor gumbel_sigmoid_backward(const Tensor& y_soft, const Tensor& gy, double tau);  // straight-through
+// Gumbel-softmax over the last axis: y_soft = softmax((z + g) / tau), hard: one-hot of argmax.
+std::tuple<Tensor, Tensor> gumbel_softmax(const Tensor& logits, double tau, bool hard,
+                                          const std::optional<Tensor>& noise, uint64_t seed, uint64_t offset);
+Tensor gumbel_softmax_backward(const Tensor& y_soft, const Tensor& gy, double tau);
+
+// ---- patch (cpu/patch.cpp) ----
+// [B, C, H, W] -> [B, (H/p)*(W/p), C*p*p], patches row-major, each flattened (c, py, px) to match
+// a Conv2d(k=p, s=p) weight [E, C, p, p] reshaped to [E, C*p*p].
+Tensor patchify(const Tensor& x, int64_t p);
+Tensor unpatchify(const Tensor& g, const Shape& image_shape, int64_t p);
+
+// ---- optim (cpu/optim.cpp) ----
+// Fused AdamW (decoupled weight decay, bias correction with `step` >= 1), in place on param, m, v.
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+                double eps, double weight_decay, int64_t step);
+
+}  // namespace cpu
+}  // namespace vitrim

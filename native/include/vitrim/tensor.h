@@ -1,0 +1,77 @@
+// Tensor core: contiguous, row-major tensors over reference-counted storage.
+// A Tensor is a cheap value (shared_ptr to Storage + shape + dtype). Views exist only where they are
+// free (reshape shares storage); every other layout change is an op that writes a new tensor.
+// CPU storage is 64-byte aligned so SIMD kernels may use aligned loads on row starts of aligned rows.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vitrim/error.h"
+
+namespace vitrim {
+
+enum class DType : int { F32 = 0, BF16 = 1, I32 = 2 };
+enum class Device : int { CPU = 0, CUDA = 1 };
+using Shape = std::vector<int64_t>;
+
+size_t dtype_size(DType d);
+const char* dtype_name(DType d);
+const char* device_name(Device d);
+std::string shape_str(const Shape& s);
+
+// Largest tensor we accept: guards against hostile sizes (e.g. from a corrupt file) turning into a
+// huge allocation or an int64 overflow.
+constexpr int64_t kMaxNumel = int64_t(1) << 40;
+int64_t shape_numel(const Shape& s);  // validates dims >= 0 and the kMaxNumel bound
+
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device = Device::CPU;
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct Tensor {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  DType dtype = DType::F32;
+
+  Device device() const { return storage ? storage->device : Device::CPU; }
+  int64_t numel() const { return shape_numel(shape); }
+  int64_t dim() const { return (int64_t)shape.size(); }
+  int64_t size(int64_t i) const { return shape[i < 0 ? i + (int64_t)shape.size() : i]; }
+  size_t nbytes() const { return (size_t)numel() * dtype_size(dtype); }
+  void* raw() const { return storage ? storage->data : nullptr; }
+  float* f32() const { return static_cast<float*>(raw()); }
+  int32_t* i32() const { return static_cast<int32_t*>(raw()); }
+  uint16_t* bf16() const { return static_cast<uint16_t*>(raw()); }
+  Tensor reshape(const Shape& s) const;  // view; numel must match
+};
+
+// Allocation (uninitialised / zero-filled). Throws ErrorKind::Memory naming the request on failure.
+Tensor empty(const Shape& shape, DType dtype, Device device = Device::CPU);
+Tensor zeros(const Shape& shape, DType dtype, Device device = Device::CPU);
+
+// Process-wide accounting, per device: live storages and bytes.
+struct MemoryStats {
+  int64_t live_tensors = 0;
+  int64_t bytes_in_use = 0;
+  int64_t bytes_cached = 0;
+};
+MemoryStats memory_stats(Device d);
+
+// Argument checks shared by every op. `what` names the argument in the message.
+void check_dtype(const Tensor& t, DType d, const char* what);
+void check_cpu(const Tensor& t, const char* what);
+void check_rank(const Tensor& t, int64_t rank, const char* what);
+void check_same_shape(const Tensor& a, const Tensor& b, const char* wa, const char* wb);
+void check_shape(const Tensor& t, const Shape& s, const char* what);
+// For an op on CPU float32 data: device, dtype and non-empty storage checks in one call.
+void check_f32_cpu(const Tensor& t, const char* what);
+
+}  // namespace vitrim

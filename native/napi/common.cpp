@@ -1,0 +1,149 @@
+#include "common.h"
+
+#include <atomic>
+#include <cmath>
+
+#include "tensor_wrap.h"
+
+namespace vitrim::napi {
+
+std::vector<OpEntry>& op_registry() {
+  static std::vector<OpEntry> r;
+  return r;
+}
+
+void throw_js(Napi::Env env, const std::exception& e) {
+  const char* code = "ERR_VITRIM_INTERNAL";
+  if (auto* ve = dynamic_cast<const vitrim::Error*>(&e)) code = error_code(ve->kind());
+  else if (dynamic_cast<const std::bad_alloc*>(&e)) code = "ERR_VITRIM_MEMORY";
+  Napi::Error err = Napi::Error::New(env, e.what());
+  err.Set("code", Napi::String::New(env, code));
+  err.ThrowAsJavaScriptException();
+}
+
+void sync_external_memory(Napi::Env env) {
+  static std::atomic<int64_t> reported{0};
+  int64_t now = memory_stats(Device::CPU).bytes_in_use;
+  int64_t delta = now - reported.exchange(now);
+  if (delta != 0) {
+    int64_t unused;
+    napi_adjust_external_memory(env, delta, &unused);
+  }
+}
+
+static void arg_fail(const char* what, const char* expected) {
+  fail(ErrorKind::Argument, what, " must be ", expected);
+}
+
+const Tensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!JsTensor::is(v)) arg_fail(what, "a tensor");
+  JsTensor* w = JsTensor::Unwrap(v.As<Napi::Object>());
+  VITRIM_CHECK(w->t.has_value(), Disposed, what, " was disposed");
+  return *w->t;
+}
+
+std::optional<Tensor> arg_opt_tensor(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (v.IsNull() || v.IsUndefined()) return std::nullopt;
+  return arg_tensor(info, i, what);
+}
+
+std::vector<Tensor> arg_tensor_list(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsArray()) arg_fail(what, "an array of tensors");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<Tensor> out;
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value e = a.Get(k);
+    if (!JsTensor::is(e)) arg_fail(what, "an array of tensors");
+    JsTensor* w = JsTensor::Unwrap(e.As<Napi::Object>());
+    VITRIM_CHECK(w->t.has_value(), Disposed, what, "[", k, "] was disposed");
+    out.push_back(*w->t);
+  }
+  return out;
+}
+
+double arg_number(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber()) arg_fail(what, "a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  VITRIM_CHECK(!std::isnan(d), Argument, what, " must not be NaN");
+  return d;
+}
+
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  double d = arg_number(info, i, what);
+  VITRIM_CHECK(std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0, Argument, what,
+               " must be an integer, got ", d);
+  return (int64_t)d;
+}
+
+uint64_t arg_u64(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  int64_t v = arg_int(info, i, what);
+  VITRIM_CHECK(v >= 0, Argument, what, " must be a non-negative integer, got ", v);
+  return (uint64_t)v;
+}
+
+bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsBoolean()) arg_fail(what, "a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string arg_string(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsString()) arg_fail(what, "a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::vector<int64_t> arg_int_list(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsArray()) arg_fail(what, "an array of integers");
+  Napi::Array a = v.As<Napi::Array>();
+  VITRIM_CHECK(a.Length() <= 64, Argument, what, " has too many entries (", a.Length(), ")");
+  std::vector<int64_t> out;
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value e = a.Get(k);
+    if (!e.IsNumber()) arg_fail(what, "an array of integers");
+    double d = e.As<Napi::Number>().DoubleValue();
+    VITRIM_CHECK(std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0, Argument, what,
+                 " must contain integers, got ", d);
+    out.push_back((int64_t)d);
+  }
+  return out;
+}
+
+Shape arg_shape(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Shape s = arg_int_list(info, i, what);
+  for (int64_t d : s) VITRIM_CHECK(d >= 0, Shape, what, " has a negative dimension: ", shape_str(s));
+  shape_numel(s);  // bounds check
+  return s;
+}
+
+DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  std::string s = arg_string(info, i, what);
+  if (s == "float32") return DType::F32;
+  if (s == "bfloat16") return DType::BF16;
+  if (s == "int32") return DType::I32;
+  fail(ErrorKind::DType, what, " must be 'float32', 'bfloat16' or 'int32', got '", s, "'");
+}
+
+Napi::Value wrap(Napi::Env env, const Tensor& t) {
+  Napi::Object o = JsTensor::ctor->New({});
+  JsTensor::Unwrap(o)->t = t;
+  return o;
+}
+
+Napi::Value wrap_opt(Napi::Env env, const std::optional<Tensor>& t) {
+  return t ? wrap(env, *t) : env.Null();
+}
+
+Napi::Value wrap_list(Napi::Env env, std::initializer_list<Napi::Value> vals) {
+  Napi::Array a = Napi::Array::New(env, vals.size());
+  uint32_t k = 0;
+  for (auto& v : vals) a.Set(k++, v);
+  return a;
+}
+
+}  // namespace vitrim::napi

@@ -1,0 +1,67 @@
+// Shared helpers for the Node-API binding. Each native/napi/<family>.cpp defines its JS functions with
+// VITRIM_OP(jsName) { ... } — the macro registers the function at load time (no central list to edit)
+// and wraps the body so that vitrim::Error becomes a JS Error with a `code`, and any other C++
+// exception becomes ERR_VITRIM_INTERNAL. Argument readers throw ErrorKind::Argument on wrong JS types.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vitrim/tensor.h"
+
+namespace vitrim::napi {
+
+using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
+struct OpEntry {
+  const char* name;
+  OpFn fn;
+};
+std::vector<OpEntry>& op_registry();
+struct OpRegistrar {
+  OpRegistrar(const char* name, OpFn fn) { op_registry().push_back({name, fn}); }
+};
+
+// Convert the current C++ exception into a pending JS exception (called from the catch blocks).
+void throw_js(Napi::Env env, const std::exception& e);
+// Report the change in native bytes since the last call to V8 (napi_adjust_external_memory).
+void sync_external_memory(Napi::Env env);
+
+#define VITRIM_OP(jsname)                                                                   \
+  static Napi::Value vitrim_op_impl_##jsname(const Napi::CallbackInfo& info);               \
+  static Napi::Value vitrim_op_##jsname(const Napi::CallbackInfo& info) {                   \
+    try {                                                                                   \
+      Napi::Value r = vitrim_op_impl_##jsname(info);                                        \
+      ::vitrim::napi::sync_external_memory(info.Env());                                     \
+      return r;                                                                             \
+    } catch (const Napi::Error& e) {                                                        \
+      throw;                                                                                \
+    } catch (const std::exception& e) {                                                     \
+      ::vitrim::napi::throw_js(info.Env(), e);                                              \
+      return info.Env().Undefined();                                                        \
+    }                                                                                       \
+  }                                                                                         \
+  static ::vitrim::napi::OpRegistrar vitrim_op_reg_##jsname(#jsname, &vitrim_op_##jsname);  \
+  static Napi::Value vitrim_op_impl_##jsname(const Napi::CallbackInfo& info)
+
+// ---- argument readers (i = position; `what` names the argument in messages) ----
+const Tensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* what);
+std::optional<Tensor> arg_opt_tensor(const Napi::CallbackInfo& info, size_t i, const char* what);  // null/undefined -> none
+std::vector<Tensor> arg_tensor_list(const Napi::CallbackInfo& info, size_t i, const char* what);
+double arg_number(const Napi::CallbackInfo& info, size_t i, const char* what);
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* what);  // must be an integer
+uint64_t arg_u64(const Napi::CallbackInfo& info, size_t i, const char* what);  // integer in [0, 2^53]
+bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* what);
+std::string arg_string(const Napi::CallbackInfo& info, size_t i, const char* what);
+Shape arg_shape(const Napi::CallbackInfo& info, size_t i, const char* what);
+std::vector<int64_t> arg_int_list(const Napi::CallbackInfo& info, size_t i, const char* what);
+DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* what);
+
+// ---- results ----
+Napi::Value wrap(Napi::Env env, const Tensor& t);
+Napi::Value wrap_opt(Napi::Env env, const std::optional<Tensor>& t);  // none -> null
+Napi::Value wrap_list(Napi::Env env, std::initializer_list<Napi::Value> vals);
+
+}  // namespace vitrim::napi

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import { native } from '../lib/native.js';
+import { expectCode, nt, randn } from './helpers.js';
+
+describe('native core', () => {
+  it('round-trips data through fromArray/read and reshapes as a view', () => {
+    const d = randn([3, 4], 1);
+    const t = nt(d, [3, 4]);
+    expect(t.shape).toEqual([3, 4]);
+    expect(t.dtype).toBe('float32');
+    expect(t.device).toBe('cpu');
+    expect(Array.from(t.read())).toEqual(Array.from(d));
+    const v = t.reshape([2, -1]);
+    expect(v.shape).toEqual([2, 6]);
+    expect(v.sameStorage(t)).toBe(true);
+    t.free();
+    expect(Array.from(v.read())).toEqual(Array.from(d)); // the view keeps the storage alive
+    v.free();
+  });
+
+  it('casts float32 <-> bfloat16 <-> int32 with round-to-nearest-even', () => {
+    const x = nt([1, 1.00390625, 1.01171875, -2.5, 3.9], [5]);
+    const b = native.cast(x, 'bfloat16');
+    // 1.00390625 is halfway between bf16 1.0 and 1.0078125: ties to even -> 1.0
+    expect(Array.from(native.cast(b, 'float32').read())).toEqual([1, 1, 1.015625, -2.5, 3.90625]);
+    expect(Array.from(native.cast(x, 'int32').read())).toEqual([1, 1, 1, -2, 3]);
+    expectCode(() => native.cast(nt([Number.NaN], [1]), 'int32'), 'ERR_VITRIM_ARGUMENT');
+  });
+
+  it('counts live tensors and bytes', () => {
+    const before = native.memory()[0];
+    const t = native.full([256, 256], 2, 'float32');
+    const mid = native.memory()[0];
+    expect(mid.liveTensors - before.liveTensors).toBe(1);
+    expect(mid.bytesInUse - before.bytesInUse).toBe(256 * 256 * 4);
+    t.free();
+    t.free(); // idempotent
+    expect(native.memory()[0].bytesInUse).toBe(before.bytesInUse);
+  });
+
+  it('turns bad input into typed errors and keeps working', () => {
+    expectCode(() => native.fromArray(new Float32Array(3), [2, 2], 'float32'), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.fromArray(new Float32Array(4), [2, 2], 'int32'), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.fromArray(new Float32Array(4), [2, -2], 'float32'), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.full([1 << 30, 1 << 30, 4], 0, 'float32'), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.full([2], 0, 'float64' as never), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.full([2.5], 0, 'float32'), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.cast({} as never, 'float32'), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.copy(null as never), 'ERR_VITRIM_ARGUMENT');
+    const t = nt([1, 2], [2]);
+    t.free();
+    expectCode(() => t.read(), 'ERR_VITRIM_DISPOSED');
+    expectCode(() => native.copy(t), 'ERR_VITRIM_DISPOSED');
+    expectCode(() => nt([1, 2], [2]).reshape([3]), 'ERR_VITRIM_SHAPE');
+    expectCode(() => nt([1, 2], [2]).write(new Float32Array(3)), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.setNumThreads(0), 'ERR_VITRIM_ARGUMENT');
+    expect(Array.from(native.copy(nt([5, 6], [2])).read())).toEqual([5, 6]);
+  });
+
+  it('reports build and machine info', () => {
+    const i = native.info();
+    expect(i.threads).toBeGreaterThanOrEqual(1);
+    expect(['avx512', 'avx2', 'generic']).toContain(i.isa);
+  });
+});
