@@ -1,0 +1,176 @@
+/**
+ * Define-by-run reverse-mode autograd. Each differentiable op, when some input needs a gradient and
+ * grad mode is on, attaches a GradNode to its output: the inputs, the native handles it saved, and a
+ * backward function from dL/d(output) to dL/d(inputs), written against native handles (so backward
+ * creates no scope-tracked tensors). backward() walks the graph in reverse topological order,
+ * accumulates gradients, writes leaf gradients to `.grad`, then frees what the graph saved (unless
+ * retainGraph).
+ */
+import { ArgumentError, rethrow, VitrimError } from './errors.js';
+import { native, type NativeTensor } from './native.js';
+import { Tensor, untracked } from './tensor.js';
+
+export interface GradNode {
+  readonly name: string;
+  /** The op's tensor inputs; null where no gradient flows (indices, constants). */
+  readonly inputs: readonly (Tensor | null)[];
+  /** dL/d(output) -> dL/d(input) per input (null: none). Must not free `g`. */
+  readonly backward: (g: NativeTensor) => (NativeTensor | null)[];
+  saved: NativeTensor[];
+  released: boolean;
+}
+
+let gradEnabled = true;
+
+/** Runs fn with gradient recording off (inference, evaluation, optimiser steps). */
+export function noGrad<R>(fn: () => R): R {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** True when an op over these inputs must record a node. */
+export function needsGrad(...xs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const x of xs) if (x && (x.requiresGrad || x.gradFn)) return true;
+  return false;
+}
+
+/** A handle of its own on h's storage, for a node to keep through backward. */
+export function save(h: NativeTensor): NativeTensor {
+  return h.reshape(h.shape);
+}
+
+/** Attaches a node to `out`. `saved` are handles made with save() (freed when the node is released). */
+export function record(
+  out: Tensor,
+  name: string,
+  inputs: (Tensor | null | undefined)[],
+  backward: (g: NativeTensor) => (NativeTensor | null)[],
+  saved: NativeTensor[] = [],
+): Tensor {
+  out.gradFn = {
+    name,
+    inputs: inputs.map((x) => (x && (x.requiresGrad || x.gradFn) ? x : null)),
+    backward,
+    saved,
+    released: false,
+  };
+  return out;
+}
+
+function accumulate(map: Map<Tensor, NativeTensor>, t: Tensor, g: NativeTensor): void {
+  const prev = map.get(t);
+  if (!prev) {
+    map.set(t, g);
+    return;
+  }
+  map.set(t, native.binary('add', prev, g));
+  prev.free();
+  g.free();
+}
+
+/**
+ * Backpropagates from `root`. A non-scalar root needs `grad` (same shape). Leaves with requiresGrad
+ * receive (accumulate into) `.grad`. The graph is freed afterwards unless opts.retainGraph.
+ */
+export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+  if (!(root instanceof Tensor)) throw new ArgumentError('backward: root must be a Tensor');
+  if (!root.gradFn && !root.requiresGrad) {
+    throw new ArgumentError('backward: this tensor does not depend on anything that requires a gradient (or its graph was already freed by an earlier backward())');
+  }
+  if (root.gradFn?.released) throw new ArgumentError('backward: the graph was freed by an earlier backward(); pass { retainGraph: true } to the first call');
+  // Reverse topological order by iterative DFS.
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const node = top[0].gradFn;
+    const inputs = node ? node.inputs : [];
+    if (top[1] < inputs.length) {
+      const next = inputs[top[1]++];
+      if (next && !seen.has(next)) {
+        seen.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      order.push(top[0]);
+      stack.pop();
+    }
+  }
+  const grads = new Map<Tensor, NativeTensor>();
+  try {
+    let g0: NativeTensor;
+    if (grad) {
+      if (!(grad instanceof Tensor)) throw new ArgumentError('backward: grad must be a Tensor');
+      if (grad.shape.join() !== root.shape.join()) throw new ArgumentError(`backward: grad shape [${grad.shape}] differs from the root's [${root.shape}]`);
+      g0 = native.copy(grad.handle);
+    } else {
+      if (root.size !== 1) throw new ArgumentError(`backward: a non-scalar root (shape [${root.shape}]) needs an explicit grad`);
+      g0 = native.full([...root.shape], 1, 'float32');
+    }
+    grads.set(root, g0);
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i];
+      const g = grads.get(t);
+      if (!g) continue;
+      const node = t.gradFn;
+      if (!node) {
+        grads.delete(t);
+        if (t.requiresGrad && !t.isDisposed) {
+          const gt = g.shape.join() === t.shape.join() ? g : g.reshape([...t.shape]);
+          if (gt !== g) g.free();
+          if (t.grad && !t.grad.isDisposed) {
+            const sum = native.binary('add', t.grad.handle, gt);
+            t.grad.dispose();
+            gt.free();
+            t.grad = untracked(sum);
+          } else t.grad = untracked(gt);
+        } else g.free();
+        continue;
+      }
+      if (node.released) throw new ArgumentError(`backward: the graph through '${node.name}' was already freed`);
+      let gin: (NativeTensor | null)[];
+      try {
+        gin = node.backward(g);
+      } catch (e) {
+        rethrow(e, `backward of ${node.name}`);
+      }
+      grads.delete(t);
+      g.free();
+      node.inputs.forEach((x, k) => {
+        const gx = gin[k];
+        if (!gx) return;
+        if (!x) {
+          gx.free();
+          return;
+        }
+        accumulate(grads, x, gx);
+      });
+    }
+  } catch (e) {
+    for (const g of grads.values()) g.free();
+    if (e instanceof VitrimError) throw e;
+    rethrow(e, 'backward');
+  }
+  if (!opts.retainGraph) {
+    for (const t of order) {
+      const node = t.gradFn;
+      if (!node) continue;
+      for (const h of node.saved) h.free();
+      node.saved = [];
+      node.released = true;
+      t.gradFn = null;
+    }
+  }
+}

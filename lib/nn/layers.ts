@@ -1,0 +1,32 @@
+/** Basic layers with timm's parameter names: Linear (weight [out, in], bias), LayerNorm (weight, bias). */
+import { layerNorm, linear } from '../ops/index.js';
+import { full, type Tensor } from '../tensor.js';
+import { Module, Parameter } from './module.js';
+import { truncNormal } from './init.js';
+
+export class Linear extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean; seed?: number } = {}) {
+    super();
+    // timm's ViT init: trunc_normal(std=.02) weights, zero bias.
+    this.weight = truncNormal([outFeatures, inFeatures], 0.02, opts.seed ?? 0);
+    this.bias = opts.bias === false ? null : Parameter.from(full([outFeatures], 0));
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+export class LayerNorm extends Module {
+  weight: Parameter;
+  bias: Parameter;
+  constructor(readonly dim: number, readonly eps = 1e-6) {
+    super();
+    this.weight = Parameter.from(full([dim], 1));
+    this.bias = Parameter.from(full([dim], 0));
+  }
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}

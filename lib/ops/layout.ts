@@ -1,0 +1,75 @@
+/** Layout ops: reshape (a free view), permute, slice, concat. */
+import { needsGrad, record } from '../autograd.js';
+import { ArgumentError } from '../errors.js';
+import { native, type NativeTensor } from '../native.js';
+import type { Tensor } from '../tensor.js';
+import { call, handleOf, int, out } from './_util.js';
+
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const hx = handleOf(x, 'x', 'reshape');
+  const y = out(call('reshape', () => hx.reshape([...shape])));
+  if (needsGrad(x)) {
+    const xs = [...x.shape];
+    record(y, 'reshape', [x], (g) => [g.reshape(xs)]);
+  }
+  return y;
+}
+
+export function permute(x: Tensor, perm: readonly number[]): Tensor {
+  const hx = handleOf(x, 'x', 'permute');
+  const y = out(call('permute', () => native.permute(hx, [...perm])));
+  if (needsGrad(x)) {
+    const inv = new Array<number>(perm.length);
+    perm.forEach((p, i) => (inv[p] = i));
+    record(y, 'permute', [x], (g) => [native.permute(g, inv)]);
+  }
+  return y;
+}
+
+/** Swaps two axes. */
+export function transpose(x: Tensor, a = -2, b = -1): Tensor {
+  const r = x.rank;
+  const perm = Array.from({ length: r }, (_, i) => i);
+  const ia = a < 0 ? a + r : a;
+  const ib = b < 0 ? b + r : b;
+  if (!(ia >= 0 && ia < r && ib >= 0 && ib < r)) throw new ArgumentError(`transpose: axes ${a}, ${b} out of range for rank ${r}`);
+  [perm[ia], perm[ib]] = [perm[ib], perm[ia]];
+  return permute(x, perm);
+}
+
+/** x[..., start:end, ...] along `axis`. */
+export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
+  const hx = handleOf(x, 'x', 'slice');
+  int(axis, 'axis', 'slice');
+  int(start, 'start', 'slice');
+  int(end, 'end', 'slice');
+  const y = out(call('slice', () => native.slice(hx, axis, start, end)));
+  if (needsGrad(x)) {
+    const xs = [...x.shape];
+    const ax = axis < 0 ? axis + xs.length : axis;
+    const st = start < 0 ? start + xs[ax] : start;
+    record(y, 'slice', [x], (g) => [native.sliceBackward(g, xs, ax, st)]);
+  }
+  return y;
+}
+
+export function concat(xs: readonly Tensor[], axis: number): Tensor {
+  if (!Array.isArray(xs) || xs.length === 0) throw new ArgumentError('concat: needs a non-empty array of tensors');
+  const hs: NativeTensor[] = xs.map((x, i) => handleOf(x, `xs[${i}]`, 'concat'));
+  int(axis, 'axis', 'concat');
+  const y = out(call('concat', () => native.concat(hs, axis)));
+  if (needsGrad(...xs)) {
+    const rank = xs[0].rank;
+    const ax = axis < 0 ? axis + rank : axis;
+    const sizes = xs.map((x) => x.shape[ax]);
+    record(y, 'concat', [...xs], (g) => {
+      let at = 0;
+      return sizes.map((n) => {
+        const r = native.slice(g, ax, at, at + n);
+        at += n;
+        return r;
+      });
+    });
+  }
+  return y;
+}

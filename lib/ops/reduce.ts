@@ -1,0 +1,48 @@
+/** Reductions over axes: sum, mean (differentiable), max (values only, no gradient). */
+import { needsGrad, record } from '../autograd.js';
+import { ArgumentError } from '../errors.js';
+import { native } from '../native.js';
+import type { Tensor } from '../tensor.js';
+import { call, handleOf, out } from './_util.js';
+
+function normAxes(axes: number | readonly number[] | undefined, rank: number, op: string): number[] {
+  if (axes === undefined) return [];
+  const list = typeof axes === 'number' ? [axes] : [...axes];
+  for (const a of list) if (!Number.isInteger(a)) throw new ArgumentError(`${op}: axes must be integers, got ${a}`);
+  return list.map((a) => (a < 0 ? a + rank : a));
+}
+
+function reduceOp(kind: 'sum' | 'mean', x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  const hx = handleOf(x, 'x', kind);
+  const ax = normAxes(axes, x.rank, kind);
+  const y = out(call(kind, () => native.reduce(kind, hx, ax, keepDims)));
+  if (needsGrad(x)) {
+    const xs = [...x.shape];
+    const all = ax.length === 0 ? xs.map((_, i) => i) : ax;
+    const kshape = xs.map((d, i) => (all.includes(i) ? 1 : d));
+    const count = all.reduce((p, i) => p * xs[i], 1);
+    record(y, kind, [x], (g) => {
+      const gk = g.reshape(kshape);
+      const z = native.full(xs, 0, 'float32');
+      const s = native.binary('add', z, gk);
+      z.free();
+      gk.free();
+      if (kind === 'sum') return [s];
+      const r = native.affine(s, 1 / count, 0);
+      s.free();
+      return [r];
+    });
+  }
+  return y;
+}
+
+/** Sum over `axes` (all when omitted). */
+export const sum = (x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor => reduceOp('sum', x, axes, keepDims);
+/** Mean over `axes` (all when omitted). */
+export const mean = (x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor => reduceOp('mean', x, axes, keepDims);
+/** Max over `axes` (no gradient). */
+export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  const hx = handleOf(x, 'x', 'max');
+  const ax = normAxes(axes, x.rank, 'max');
+  return out(call('max', () => native.reduce('max', hx, ax, keepDims)));
+}

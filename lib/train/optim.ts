@@ -1,0 +1,56 @@
+/** Optimisers over Parameters. AdamW is the fused native update (PyTorch's torch.optim.AdamW semantics). */
+import { ArgumentError } from '../errors.js';
+import { native, type NativeTensor } from '../native.js';
+import type { Parameter } from '../nn/module.js';
+
+export interface AdamWOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+}
+
+export class AdamW {
+  lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** Number of updates taken (the bias-correction step). */
+  t = 0;
+  private state = new Map<Parameter, { m: NativeTensor; v: NativeTensor }>();
+
+  constructor(readonly params: Parameter[], opts: AdamWOptions = {}) {
+    this.lr = opts.lr ?? 1e-3;
+    this.betas = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    if (!(this.lr >= 0)) throw new ArgumentError(`AdamW: lr must be ≥ 0, got ${this.lr}`);
+  }
+
+  /** One update of every parameter that has a gradient. */
+  step(): void {
+    this.t++;
+    for (const p of this.params) {
+      if (!p.grad || p.isDisposed) continue;
+      let s = this.state.get(p);
+      if (!s) {
+        s = { m: native.full([...p.shape], 0, 'float32'), v: native.full([...p.shape], 0, 'float32') };
+        this.state.set(p, s);
+      }
+      native.adamwStep(p.handle, p.grad.handle, s.m, s.v, this.lr, this.betas[0], this.betas[1], this.eps,
+        this.weightDecay, this.t);
+    }
+  }
+
+  zeroGrad(): void {
+    for (const p of this.params) p.zeroGrad();
+  }
+
+  dispose(): void {
+    for (const s of this.state.values()) {
+      s.m.free();
+      s.v.free();
+    }
+    this.state.clear();
+  }
+}
