@@ -9,6 +9,8 @@ export { Module, Parameter, parameter } from './nn/module.js';
 export { Linear, LayerNorm } from './nn/layers.js';
 export { AdamW } from './train/optim.js';
 export * as safetensors from './io/safetensors.js';
+export * as vit from './models.js';
+export { VisionTransformer, type VitConfig } from './nn/vit.js';
 export type { DType, Device } from './native.js';
 
 export interface BackendInfo {

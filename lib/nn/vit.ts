@@ -1,0 +1,302 @@
+/**
+ * VisionTransformer mirroring timm's `VisionTransformer` (class token, learned position embedding,
+ * pre-norm blocks, token pooling): same module structure and parameter names, so timm state dicts
+ * load without renaming. LayerNorm eps 1e-6 and exact-erf GELU as timm; attention runs the fused
+ * kernel over the packed qkv.
+ *
+ * Forward, for x [B, C, H, W]:
+ *   t = patch_embed(x) [B, L, E] → cat(cls_token, t) + pos_embed → blocks → norm → t[:, 0] → head.
+ * A block: t = t + attn(norm1(t)); t = t + mlp(norm2(t)).
+ */
+import { ArgumentError } from '../errors.js';
+import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
+import * as ops from '../ops/index.js';
+import { full, tidy, type Tensor } from '../tensor.js';
+import { truncNormal } from './init.js';
+import { LayerNorm, Linear } from './layers.js';
+import { Module, Parameter } from './module.js';
+
+export interface VitConfig {
+  imgSize: number;
+  patchSize: number;
+  inChans: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  numClasses: number;
+  qkvBias: boolean;
+  /** LayerNorm eps (timm: 1e-6; Hugging Face ViT configs use 1e-12). */
+  layerNormEps: number;
+}
+
+const BASE: Omit<VitConfig, 'embedDim' | 'depth' | 'numHeads'> = {
+  imgSize: 224, patchSize: 16, inChans: 3, mlpRatio: 4, numClasses: 1000, qkvBias: true, layerNormEps: 1e-6,
+};
+
+/** timm's named configurations (vit_* and deit_* share the architecture). */
+export const VIT_CONFIGS: Record<string, VitConfig> = {
+  vit_tiny_patch16_224: { ...BASE, embedDim: 192, depth: 12, numHeads: 3 },
+  vit_small_patch16_224: { ...BASE, embedDim: 384, depth: 12, numHeads: 6 },
+  vit_base_patch16_224: { ...BASE, embedDim: 768, depth: 12, numHeads: 12 },
+  deit_tiny_patch16_224: { ...BASE, embedDim: 192, depth: 12, numHeads: 3 },
+  deit_small_patch16_224: { ...BASE, embedDim: 384, depth: 12, numHeads: 6 },
+  deit_base_patch16_224: { ...BASE, embedDim: 768, depth: 12, numHeads: 12 },
+};
+
+/** Fills defaults and validates a config (clear errors for every inconsistent field). */
+export function resolveConfig(c: Partial<VitConfig> | string, overrides: Partial<VitConfig> = {}): VitConfig {
+  let base: Partial<VitConfig>;
+  if (typeof c === 'string') {
+    const named = VIT_CONFIGS[c];
+    if (!named) throw new ArgumentError(`unknown model '${c}'; known: ${Object.keys(VIT_CONFIGS).join(', ')}`);
+    base = named;
+  } else base = { ...BASE, ...c };
+  const cfg = { ...BASE, ...base, ...overrides } as VitConfig;
+  const intFields: (keyof VitConfig)[] = ['imgSize', 'patchSize', 'inChans', 'embedDim', 'depth', 'numHeads', 'numClasses'];
+  for (const k of intFields) {
+    const v = cfg[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < (k === 'depth' || k === 'numClasses' ? 0 : 1)) {
+      throw new ArgumentError(`config.${k} must be a positive integer, got ${String(v)}`);
+    }
+  }
+  if (cfg.imgSize % cfg.patchSize) throw new ArgumentError(`config.imgSize ${cfg.imgSize} must be divisible by patchSize ${cfg.patchSize}`);
+  if (cfg.embedDim % cfg.numHeads) throw new ArgumentError(`config.embedDim ${cfg.embedDim} must be divisible by numHeads ${cfg.numHeads}`);
+  if (!(cfg.mlpRatio > 0)) throw new ArgumentError(`config.mlpRatio must be > 0, got ${cfg.mlpRatio}`);
+  if (!Number.isInteger(cfg.embedDim * cfg.mlpRatio)) throw new ArgumentError('config.embedDim * mlpRatio must be an integer');
+  if (!(cfg.layerNormEps >= 0)) throw new ArgumentError(`config.layerNormEps must be ≥ 0, got ${cfg.layerNormEps}`);
+  cfg.qkvBias = !!cfg.qkvBias;
+  return cfg;
+}
+
+/** The parameters of timm's patch_embed.proj Conv2d: weight [E, C, p, p], bias [E]. */
+export class ConvProj extends Module {
+  weight: Parameter;
+  bias: Parameter;
+  constructor(embedDim: number, inChans: number, patchSize: number, seed: number) {
+    super();
+    this.weight = truncNormal([embedDim, inChans, patchSize, patchSize], 0.02, seed);
+    this.bias = Parameter.from(full([embedDim], 0));
+  }
+}
+
+/** Conv2d(inChans, E, kernel = stride = patchSize) as unfold + GEMM. */
+export class PatchEmbed extends Module {
+  proj: ConvProj;
+  constructor(readonly patchSize: number, inChans: number, embedDim: number, seed: number) {
+    super();
+    this.proj = new ConvProj(embedDim, inChans, patchSize, seed);
+  }
+  forward(x: Tensor): Tensor {
+    return ops.patchEmbed(x, this.proj.weight, this.proj.bias, this.patchSize);
+  }
+}
+
+export class Attention extends Module {
+  qkv: Linear;
+  proj: Linear;
+  constructor(readonly dim: number, readonly numHeads: number, qkvBias: boolean, seed: number) {
+    super();
+    this.qkv = new Linear(dim, dim * 3, { bias: qkvBias, seed });
+    this.proj = new Linear(dim, dim, { seed: seed + 1 });
+  }
+  /** opts: keep mask / head gate as in ops.attention. */
+  forward(x: Tensor, opts: { keep?: Tensor | null; headGate?: Tensor | null } = {}): Tensor {
+    const qkv = this.qkv.forward(x);
+    const o = ops.attention(qkv, { numHeads: this.numHeads, keep: opts.keep, headGate: opts.headGate });
+    const y = this.proj.forward(o);
+    qkv.dispose();
+    o.dispose();
+    return y;
+  }
+}
+
+export class Mlp extends Module {
+  fc1: Linear;
+  fc2: Linear;
+  constructor(dim: number, hidden: number, seed: number) {
+    super();
+    this.fc1 = new Linear(dim, hidden, { seed });
+    this.fc2 = new Linear(hidden, dim, { seed: seed + 1 });
+  }
+  forward(x: Tensor): Tensor {
+    const h = this.fc1.forward(x);
+    const a = ops.gelu(h);
+    const y = this.fc2.forward(a);
+    h.dispose();
+    a.dispose();
+    return y;
+  }
+}
+
+export class Block extends Module {
+  norm1: LayerNorm;
+  attn: Attention;
+  norm2: LayerNorm;
+  mlp: Mlp;
+  constructor(cfg: VitConfig, seed: number) {
+    super();
+    this.norm1 = new LayerNorm(cfg.embedDim, cfg.layerNormEps);
+    this.attn = new Attention(cfg.embedDim, cfg.numHeads, cfg.qkvBias, seed);
+    this.norm2 = new LayerNorm(cfg.embedDim, cfg.layerNormEps);
+    this.mlp = new Mlp(cfg.embedDim, cfg.embedDim * cfg.mlpRatio, seed + 2);
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const a = ops.add(x, this.attn.forward(this.norm1.forward(x)));
+      return ops.add(a, this.mlp.forward(this.norm2.forward(a)));
+    });
+  }
+}
+
+export class VisionTransformer extends Module {
+  readonly config: VitConfig;
+  patch_embed: PatchEmbed;
+  cls_token: Parameter;
+  pos_embed: Parameter;
+  blocks: Block[];
+  norm: LayerNorm;
+  head: Linear;
+
+  constructor(config: Partial<VitConfig> | string, opts: { seed?: number } & Partial<VitConfig> = {}) {
+    super();
+    const { seed = 0, ...over } = opts;
+    const cfg = resolveConfig(config, over);
+    this.config = cfg;
+    const L = (cfg.imgSize / cfg.patchSize) ** 2;
+    this.patch_embed = new PatchEmbed(cfg.patchSize, cfg.inChans, cfg.embedDim, seed * 1000 + 1);
+    this.cls_token = truncNormal([1, 1, cfg.embedDim], 1e-6, seed * 1000 + 2);
+    this.pos_embed = truncNormal([1, L + 1, cfg.embedDim], 0.02, seed * 1000 + 3);
+    this.blocks = Array.from({ length: cfg.depth }, (_, i) => new Block(cfg, seed * 1000 + 10 + i * 8));
+    this.norm = new LayerNorm(cfg.embedDim, cfg.layerNormEps);
+    this.head = new Linear(cfg.embedDim, cfg.numClasses, { seed: seed * 1000 + 4 });
+  }
+
+  get numTokens(): number {
+    return (this.config.imgSize / this.config.patchSize) ** 2 + 1;
+  }
+
+  private checkInput(x: Tensor): void {
+    const c = this.config;
+    if (x.rank !== 4 || x.shape[1] !== c.inChans || x.shape[2] !== c.imgSize || x.shape[3] !== c.imgSize) {
+      throw new ArgumentError(`VisionTransformer: input must be [B, ${c.inChans}, ${c.imgSize}, ${c.imgSize}], got [${x.shape}]`);
+    }
+  }
+
+  /** Patch embedding + class token + position embedding: [B, C, H, W] → [B, 1 + L, E]. */
+  embed(x: Tensor): Tensor {
+    this.checkInput(x);
+    return tidy(() => {
+      const t = this.patch_embed.forward(x);
+      const B = x.shape[0];
+      const cls = ops.add(full([B, 1, this.config.embedDim], 0), this.cls_token);
+      return ops.add(ops.concat([cls, t], 1), this.pos_embed);
+    });
+  }
+
+  /** Final norm and head on the class token: [B, N, E] → [B, numClasses]. */
+  classify(tokens: Tensor): Tensor {
+    return tidy(() => {
+      const n = this.norm.forward(tokens);
+      const cls = ops.reshape(ops.slice(n, 1, 0, 1), [tokens.shape[0], this.config.embedDim]);
+      return this.head.forward(cls);
+    });
+  }
+
+  /** Token features after the blocks (before the final norm). */
+  forwardFeatures(x: Tensor): Tensor {
+    let t = this.embed(x);
+    for (const blk of this.blocks) {
+      const next = blk.forward(t);
+      t.dispose();
+      t = next;
+    }
+    return t;
+  }
+
+  /** Logits [B, numClasses]. */
+  forward(x: Tensor): Tensor {
+    const f = this.forwardFeatures(x);
+    const y = this.classify(f);
+    f.dispose();
+    return y;
+  }
+
+  /** Copies of every parameter, by timm name. */
+  stateDict(): StateDict {
+    const m: StateDict = new Map();
+    for (const [name, p] of this.namedParameters()) m.set(name, { shape: [...p.shape], data: p.dataSync() as Float32Array });
+    return m;
+  }
+
+  /**
+   * Loads weights from a safetensors checkpoint (ours, timm's, or Hugging Face transformers'). Strict
+   * by default: missing, unexpected and mismatched names are all reported in one error.
+   */
+  async load(path: string, opts: { strict?: boolean } = {}): Promise<this> {
+    const { state } = await readCheckpoint(path);
+    this.loadStateDict(state, opts.strict ?? true);
+    return this;
+  }
+
+  /** Saves weights (timm names, float32) with the config in the metadata; atomic. */
+  async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    await writeCheckpoint(path, this.stateDict(), { ...metadata, [CONFIG_KEY]: JSON.stringify(this.config) });
+  }
+}
+
+/** Guesses a config from a foreign checkpoint's shapes (numHeads = embedDim / 64 unless given). */
+export function inferConfig(state: StateDict, over: Partial<VitConfig> = {}): VitConfig {
+  const need = (k: string) => {
+    const e = state.get(k);
+    if (!e) throw new ArgumentError(`cannot infer the model config: '${k}' is missing (pass a config)`);
+    return e.shape;
+  };
+  const w = need('patch_embed.proj.weight');
+  const pos = need('pos_embed');
+  const embedDim = w[0];
+  let depth = 0;
+  while (state.has(`blocks.${depth}.norm1.weight`)) depth++;
+  const fc1 = depth ? need('blocks.0.mlp.fc1.weight') : [embedDim * 4];
+  const grid = Math.round(Math.sqrt(pos[1] - 1));
+  return resolveConfig({
+    patchSize: w[2],
+    inChans: w[1],
+    embedDim,
+    imgSize: grid * w[2],
+    depth,
+    numHeads: over.numHeads ?? Math.max(1, Math.round(embedDim / 64)),
+    mlpRatio: fc1[0] / embedDim,
+    numClasses: state.get('head.weight')?.shape[0] ?? 0,
+    qkvBias: state.has('blocks.0.attn.qkv.bias'),
+    ...over,
+  });
+}
+
+/** Builds a model from a checkpoint: our config metadata when present, else inferred from shapes. */
+export async function fromFile(path: string, over: Partial<VitConfig> = {}): Promise<VisionTransformer> {
+  const { state, metadata } = await readCheckpoint(path);
+  let cfg: VitConfig;
+  if (metadata[CONFIG_KEY]) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(metadata[CONFIG_KEY]);
+    } catch {
+      throw new ArgumentError(`${path}: the ${CONFIG_KEY} metadata is not valid JSON`);
+    }
+    cfg = resolveConfig(parsed as Partial<VitConfig>, over);
+  } else cfg = inferConfig(state, over);
+  const m = new VisionTransformer(cfg);
+  try {
+    m.loadStateDict(state, true);
+  } catch (e) {
+    m.dispose();
+    throw e;
+  }
+  return m;
+}
+
+/** Creates a model by timm name ('deit_small_patch16_224', ...) or config, randomly initialised. */
+export function create(config: string | Partial<VitConfig>, opts: { seed?: number } & Partial<VitConfig> = {}): VisionTransformer {
+  return new VisionTransformer(config, opts);
+}
