@@ -104,9 +104,16 @@ export interface Addon {
   attentionBackward(
     gout: T, qkv: T, numHeads: number, scale: number, keep: OptT, headGate: OptT, eps: number, out: T, stats: T,
   ): [T, OptT, OptT];
+  /** Varlen attention over packed sequences: qkv [R, 3C], cuSeqlens [S+1] int32, headGate [S, H] (0 = skip). */
+  attentionVarlen(qkv: T, cuSeqlens: T, numHeads: number, scale: number, headGate: OptT): T;
   // ---- gather (cpu/gather.cpp) ----
   gatherTokens(x: T, idx: T): T;
   scatterTokens(g: T, idx: T, n: number): T;
+  // ---- pack (cpu/pack.cpp): inference on packed kept rows ----
+  /** x [R0, C], rows [R] int32 → [R, C] */
+  gatherRows(x: T, rows: T): T;
+  /** dst[rows[i]] += src[i] in place (rows distinct). */
+  indexAddRows(dst: T, rows: T, src: T): void;
   // ---- loss (cpu/loss.cpp) ----
   /** [loss (scalar, mean over rows), lse [R]] */
   crossEntropyForward(logits: T, labels: T, smoothing: number): [T, T];

@@ -84,9 +84,20 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> attention_backw
     const Tensor& gout, const Tensor& qkv, int64_t num_heads, double scale, const std::optional<Tensor>& keep,
     const std::optional<Tensor>& head_gate, double eps, const Tensor& out, const Tensor& stats);
 
+// Varlen forward for inference on packed sequences: qkv [R, 3C] holds S sequences back to back,
+// sequence s at rows [cu_seqlens[s], cu_seqlens[s+1]) (int32 [S+1], cu_seqlens[0] = 0,
+// nondecreasing, cu_seqlens[S] = R). Plain softmax attention within each sequence; head_gate [S, H]
+// (optional) scales head outputs and a head whose gate is 0 is not computed (its output is 0).
+Tensor attention_varlen_forward(const Tensor& qkv, const Tensor& cu_seqlens, int64_t num_heads, double scale,
+                                const std::optional<Tensor>& head_gate);
+
 // ---- gather (cpu/gather.cpp) ----
 Tensor gather_tokens(const Tensor& x, const Tensor& idx);              // [B,N,C],[B,K] -> [B,K,C]
 Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n);  // [B,K,C] -> [B,n,C], accumulates
+
+// ---- pack (cpu/pack.cpp): packed rows for inference that skips dropped tokens ----
+Tensor gather_rows(const Tensor& x, const Tensor& rows);                     // [R0,C],[R] -> [R,C]
+void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src);      // dst[rows[i]] += src[i], in place
 
 // ---- loss (cpu/loss.cpp) ----
 // Mean softmax-cross-entropy over rows of logits [R, K] with labels [R] int32 (in [0, K)) and label

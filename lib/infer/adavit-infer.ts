@@ -1,0 +1,164 @@
+/**
+ * AdaViT inference that removes the dropped work.
+ *
+ * Activations stay a dense [B·N, C] matrix that each block updates in place. For a gated block the
+ * policy's decisions are read back (a few hundred numbers), then for the attention sub-layer the
+ * rows of the samples that run it and of their kept tokens (class token always) are gathered into
+ * one packed [R, C] matrix; LayerNorm, the qkv GEMM, varlen attention (per-sample sequences, dropped
+ * heads not computed) and the output GEMM run on the packed rows only, and the result is added back
+ * into those rows. The MLP sub-layer does the same for the samples whose MLP gate is on. A dropped
+ * token's row is untouched, exactly as in the masked training forward (AdaVitPolicy.maskedBlock).
+ *
+ * Budget knobs (no retraining): `threshold` moves θ for every gate; `keepRatio` instead keeps, per
+ * sample and block, the ⌈keepRatio·(N−1)⌉ patches with the highest gate logits.
+ * MACs are counted per sample from the decisions actually taken (lib/infer/flops.ts), gates included.
+ */
+import { ArgumentError } from '../errors.js';
+import { native, type NativeTensor } from '../native.js';
+import type { AdaVitPolicy } from '../policies/adavit.js';
+import { noGrad } from '../autograd.js';
+import { Tensor, tidy } from '../tensor.js';
+import { attnMacs, headMacs, mlpMacs, patchEmbedMacs } from './flops.js';
+
+export interface AdaVitInferOptions {
+  /** Decision threshold θ for all gates (default: the policy's). Higher keeps less. */
+  threshold?: number;
+  /** Keep this fraction of patches per gated block (top gate logits) instead of thresholding them. */
+  keepRatio?: number;
+}
+
+export interface InferResult {
+  logits: Tensor;
+  /** Mean fraction kept over gated blocks and samples: patches, heads, sub-layers. */
+  kept: { patch: number; head: number; block: number };
+  /** MACs per image (mean over the batch) and per sample. */
+  macs: number;
+  macsPerSample: Float64Array;
+  /** Dense model MACs per image, for the ratio. */
+  denseMacs: number;
+  ms: number;
+}
+
+function logit(p: number): number {
+  return Math.log(p / (1 - p));
+}
+
+export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOptions = {}): InferResult {
+  const t0 = performance.now();
+  const m = policy.model;
+  const c = m.config;
+  const theta = opts.threshold ?? policy.threshold;
+  if (!(theta > 0 && theta < 1)) throw new ArgumentError(`infer: threshold must be in (0, 1), got ${theta}`);
+  const ratio = opts.keepRatio;
+  if (ratio !== undefined && !(ratio >= 0 && ratio <= 1)) throw new ArgumentError(`infer: keepRatio must be in [0, 1], got ${ratio}`);
+  const cut = logit(theta) * policy.tau; // keep iff z > τ·logit(θ)  ⟺  σ(z/τ) > θ
+  const B = x.shape[0];
+  const N = m.numTokens;
+  const C = c.embedDim;
+  const H = c.numHeads;
+  const macs = new Float64Array(B).fill(patchEmbedMacs(c) + headMacs(c));
+  let keptPatch = 0;
+  let keptHead = 0;
+  let keptBlock = 0;
+  let gated = 0;
+
+  return noGrad(() => {
+    let t = m.embed(x);
+    for (let l = 0; l < policy.keepLayers; l++) {
+      const next = m.blocks[l].forward(t);
+      t.dispose();
+      t = next;
+      for (let b = 0; b < B; b++) macs[b] += attnMacs(c, N) + mlpMacs(c, N);
+    }
+    // From here the activations are updated in place: take a private handle on [B·N, C].
+    const x2: NativeTensor = native.copy(t.handle).reshape([B * N, C]);
+    t.dispose();
+    const x3 = x2.reshape([B, N, C]);
+    const tokensView = new Tensor(x3, false);
+    for (let l = policy.keepLayers; l < m.blocks.length; l++) {
+      const blk = m.blocks[l];
+      const z = tidy(() => policy.logits(l, tokensView));
+      const zh = z.head.dataSync() as Float32Array;
+      const zb = z.block.dataSync() as Float32Array;
+      const zp = z.patch.dataSync() as Float32Array;
+      z.head.dispose();
+      z.block.dispose();
+      z.patch.dispose();
+      gated++;
+      const rows: number[] = [];
+      const rowsMlp: number[] = [];
+      const cuAttn: number[] = [0];
+      const gates: number[] = [];
+      const kPatch = ratio === undefined ? -1 : Math.ceil(ratio * (N - 1));
+      for (let b = 0; b < B; b++) {
+        macs[b] += C * H + C * 2 + (N - 1) * C; // the gate layers
+        const kept: number[] = [0];
+        if (!policy.gatePatches) for (let j = 1; j < N; j++) kept.push(j);
+        else if (kPatch >= 0) {
+          const order = Array.from({ length: N - 1 }, (_, j) => j).sort((p, q) => zp[b * (N - 1) + q] - zp[b * (N - 1) + p] || p - q);
+          for (let j = 0; j < kPatch; j++) kept.push(order[j] + 1);
+          kept.sort((p, q) => p - q);
+        } else for (let j = 1; j < N; j++) if (zp[b * (N - 1) + j - 1] > cut) kept.push(j);
+        let h = 0;
+        for (let k = 0; k < H; k++) {
+          const on = !policy.gateHeads || zh[b * H + k] > cut ? 1 : 0;
+          h += on;
+          gates.push(on);
+        }
+        const attnOn = !policy.gateBlocks || zb[b * 2] > cut;
+        const mlpOn = !policy.gateBlocks || zb[b * 2 + 1] > cut;
+        keptPatch += (kept.length - 1) / (N - 1);
+        keptHead += h / H;
+        keptBlock += ((attnOn ? 1 : 0) + (mlpOn ? 1 : 0)) / 2;
+        const n = kept.length;
+        if (attnOn && h > 0) {
+          for (const j of kept) rows.push(b * N + j);
+          cuAttn.push(cuAttn[cuAttn.length - 1] + n);
+          macs[b] += attnMacs(c, n, h);
+        } else gates.length -= H; // this sample does not run attention
+        if (mlpOn) {
+          for (const j of kept) rowsMlp.push(b * N + j);
+          macs[b] += mlpMacs(c, n);
+        }
+      }
+      if (rows.length) {
+        const S = cuAttn.length - 1;
+        const r = native.fromArray(Int32Array.from(rows), [rows.length], 'int32');
+        const cu = native.fromArray(Int32Array.from(cuAttn), [S + 1], 'int32');
+        const hg = policy.gateHeads ? native.fromArray(Float32Array.from(gates), [S, H], 'float32') : null;
+        const p = native.gatherRows(x2, r);
+        const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps);
+        const qkv = native.linearForward(ln, blk.attn.qkv.weight.handle, blk.attn.qkv.bias?.handle ?? null);
+        const o = native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg);
+        const y = native.linearForward(o, blk.attn.proj.weight.handle, blk.attn.proj.bias?.handle ?? null);
+        native.indexAddRows(x2, r, y);
+        for (const h of [r, cu, hg, p, ln, mean, rstd, qkv, o, y]) h?.free();
+      }
+      if (rowsMlp.length) {
+        const r = native.fromArray(Int32Array.from(rowsMlp), [rowsMlp.length], 'int32');
+        const p = native.gatherRows(x2, r);
+        const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps);
+        const h1 = native.linearForward(ln, blk.mlp.fc1.weight.handle, blk.mlp.fc1.bias?.handle ?? null);
+        const a = native.unary('gelu', h1);
+        const y = native.linearForward(a, blk.mlp.fc2.weight.handle, blk.mlp.fc2.bias?.handle ?? null);
+        native.indexAddRows(x2, r, y);
+        for (const h of [r, p, ln, mean, rstd, h1, a, y]) h.free();
+      }
+    }
+    const logits = m.classify(tokensView);
+    tokensView.dispose();
+    x2.free();
+    const denom = Math.max(1, gated * B);
+    let total = 0;
+    for (const v of macs) total += v;
+    const dense = patchEmbedMacs(c) + headMacs(c) + c.depth * (attnMacs(c, N) + mlpMacs(c, N));
+    return {
+      logits,
+      kept: { patch: keptPatch / denom, head: keptHead / denom, block: keptBlock / denom },
+      macs: total / B,
+      macsPerSample: macs,
+      denseMacs: dense,
+      ms: performance.now() - t0,
+    };
+  });
+}

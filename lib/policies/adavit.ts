@@ -1,0 +1,258 @@
+/**
+ * AdaViT (Meng et al., CVPR 2022): per-image patch, head and block gates for a ViT backbone.
+ *
+ * Decision network, for every block l ≥ keepLayers (earlier blocks run dense):
+ *   head gate  Linear(C → H) on the class token of the block input   → one logit per head
+ *   block gate Linear(C → 2) on the class token                        → attention / MLP sub-layer
+ *   patch gate Linear(C → 1) on every patch token                      → one logit per patch
+ * The class token is always kept; decisions are per block, not hierarchical (a patch dropped at l
+ * may return at l+1: its activation passes through block l unchanged).
+ *
+ * Training (masked, dense compute): Gumbel-sigmoid with straight-through gradients,
+ *   y_soft = σ((z + ε)/τ), ε ~ Logistic(0,1), forward value y = 1[y_soft > θ].
+ * A dropped token is masked as a key (attention logits of kept queries to it are −∞; it attends only
+ * to itself, eps = 0 so no leakage), and its attention and MLP updates are multiplied by its
+ * decision, so it leaves the block unchanged; a dropped head's output channels are zero; a dropped
+ * sub-layer is skipped: x ← x + b_attn·keep·proj(Attn(norm1 x)); x ← x + b_mlp·keep·MLP(norm2 x).
+ * This is exactly what the packed inference computes when it removes the dropped work.
+ *
+ * One threshold θ for training and inference (deviation from the public code, which uses θ = 0.6 for
+ * tokens in training but keeps z > 0.405 at inference): inference keeps iff σ(z/τ) > θ, i.e. the
+ * training rule with the noise at its median 0. With the default θ = 0.5 both reduce to z > 0.
+ * τ is configurable (default 5 as the public code) with an optional linear schedule.
+ *
+ * Loss: CE + 2·|head usage − γ_h| + 2·|block usage − γ_b| + 2·(token usage − γ_t)² (the public
+ * code's form and weights), usage measured on the hard decisions (straight-through gradients).
+ */
+import { ArgumentError } from '../errors.js';
+import * as ops from '../ops/index.js';
+import { Linear } from '../nn/layers.js';
+import { Module, Parameter } from '../nn/module.js';
+import type { VisionTransformer } from '../nn/vit.js';
+import { full, tidy, type Tensor } from '../tensor.js';
+
+export interface AdaVitTargets {
+  patch: number;
+  head: number;
+  block: number;
+}
+
+export interface AdaVitOptions {
+  /** Target usage ratios γ (default 0.5 each). */
+  targets?: Partial<AdaVitTargets>;
+  /** Blocks before this index run dense (default 1). */
+  keepLayers?: number;
+  /** Gumbel temperature τ (default 5, as the public code), or a schedule from step to τ. */
+  tau?: number | ((step: number) => number);
+  /** Decision threshold θ in (0,1), the same in training and inference (default 0.5). */
+  threshold?: number;
+  /** Loss weights (defaults 2, 2, 2). */
+  weights?: Partial<AdaVitTargets>;
+  /** Initial gate bias: σ(bias/τ) is the initial keep probability (default 3). */
+  initBias?: number;
+  /** Philox seed for the Gumbel noise. */
+  seed?: number;
+  /** Gate the attention heads (default true). */
+  gateHeads?: boolean;
+  /** Gate whole sub-layers (default true). */
+  gateBlocks?: boolean;
+  /** Gate patches (default true). */
+  gatePatches?: boolean;
+}
+
+/** Gate layers of one block: timm-like names `gates.{i}.head|block|patch.weight`. */
+export class BlockGates extends Module {
+  head: Linear;
+  block: Linear;
+  patch: Linear;
+  constructor(dim: number, heads: number, bias: number, seed: number) {
+    super();
+    this.head = new Linear(dim, heads, { seed });
+    this.block = new Linear(dim, 2, { seed: seed + 1 });
+    this.patch = new Linear(dim, 1, { seed: seed + 2 });
+    for (const l of [this.head, this.block, this.patch]) l.bias!.assign(new Float32Array(l.outFeatures).fill(bias));
+  }
+}
+
+export interface Decisions {
+  /** [B, N] keep (class token 1), or null when patches are not gated. */
+  keep: Tensor | null;
+  /** [B, H] head keep, or null. */
+  heads: Tensor | null;
+  /** [B, 1, 1] attention / MLP sub-layer keep, or null. */
+  attn: Tensor | null;
+  mlp: Tensor | null;
+}
+
+export interface AdaVitTrainOutput {
+  logits: Tensor;
+  /** Mean usage over gated blocks (scalars with straight-through gradients). */
+  usage: { patch: Tensor | null; head: Tensor | null; block: Tensor | null };
+}
+
+export class AdaVitPolicy extends Module {
+  readonly kind = 'adavit';
+  gates: BlockGates[];
+  readonly targets: AdaVitTargets;
+  readonly weights: AdaVitTargets;
+  readonly keepLayers: number;
+  readonly threshold: number;
+  readonly gateHeads: boolean;
+  readonly gateBlocks: boolean;
+  readonly gatePatches: boolean;
+  private readonly tauOpt: number | ((step: number) => number);
+  /** Training step (advances the τ schedule and the noise stream). */
+  step = 0;
+  seed: number;
+  private calls = 0;
+
+  constructor(readonly model: VisionTransformer, opts: AdaVitOptions = {}) {
+    super();
+    const c = model.config;
+    this.keepLayers = opts.keepLayers ?? 1;
+    if (!Number.isInteger(this.keepLayers) || this.keepLayers < 0 || this.keepLayers > c.depth) {
+      throw new ArgumentError(`adavit: keepLayers must be an integer in [0, ${c.depth}], got ${opts.keepLayers}`);
+    }
+    const t = { patch: 0.5, head: 0.5, block: 0.5, ...opts.targets };
+    for (const [k, v] of Object.entries(t)) {
+      if (!(typeof v === 'number' && v >= 0 && v <= 1)) throw new ArgumentError(`adavit: targets.${k} must be in [0, 1], got ${v}`);
+    }
+    this.targets = t;
+    this.weights = { patch: 2, head: 2, block: 2, ...opts.weights };
+    this.threshold = opts.threshold ?? 0.5;
+    if (!(this.threshold > 0 && this.threshold < 1)) throw new ArgumentError(`adavit: threshold must be in (0, 1), got ${this.threshold}`);
+    this.tauOpt = opts.tau ?? 5;
+    if (typeof this.tauOpt === 'number' && !(this.tauOpt > 0)) throw new ArgumentError(`adavit: tau must be > 0, got ${this.tauOpt}`);
+    this.gateHeads = opts.gateHeads ?? true;
+    this.gateBlocks = opts.gateBlocks ?? true;
+    this.gatePatches = opts.gatePatches ?? true;
+    this.seed = opts.seed ?? 0;
+    const bias = opts.initBias ?? 3;
+    this.gates = Array.from({ length: c.depth - this.keepLayers }, (_, i) => new BlockGates(c.embedDim, c.numHeads, bias, 7000 + i * 3 + this.seed));
+  }
+
+  get tau(): number {
+    const t = typeof this.tauOpt === 'function' ? this.tauOpt(this.step) : this.tauOpt;
+    if (!(t > 0)) throw new ArgumentError(`adavit: the tau schedule returned ${t} at step ${this.step}`);
+    return t;
+  }
+
+  /** Gate logits of block l from its input x [B, N, C]: {head [B,H], block [B,2], patch [B,N-1]}. */
+  logits(l: number, x: Tensor): { head: Tensor; block: Tensor; patch: Tensor } {
+    const g = this.gates[l - this.keepLayers];
+    const [B, N, C] = x.shape;
+    const cls = ops.reshape(ops.slice(x, 1, 0, 1), [B, C]);
+    const patches = ops.slice(x, 1, 1, N);
+    return {
+      head: g.head.forward(cls),
+      block: g.block.forward(cls),
+      patch: ops.reshape(g.patch.forward(patches), [B, N - 1]),
+    };
+  }
+
+  private sample(z: Tensor, training: boolean): Tensor {
+    const tau = this.tau;
+    if (training) {
+      return ops.gumbelSigmoid(z, { tau, threshold: this.threshold, hard: true, seed: this.seed, offset: this.step * 4096 + this.calls++ });
+    }
+    // Inference: the training rule without noise, σ(z/τ) > θ.
+    return ops.step(ops.scale(z, 1 / tau), Math.log(this.threshold / (1 - this.threshold)));
+  }
+
+  /** Decisions of block l for input x (training: sampled with straight-through; else deterministic). */
+  decide(l: number, x: Tensor, training: boolean): Decisions {
+    const [B] = x.shape;
+    const z = this.logits(l, x);
+    const keepP = this.gatePatches ? this.sample(z.patch, training) : null;
+    const keep = keepP ? ops.concat([full([B, 1], 1), keepP], 1) : null;
+    const heads = this.gateHeads ? this.sample(z.head, training) : null;
+    let attn: Tensor | null = null;
+    let mlp: Tensor | null = null;
+    if (this.gateBlocks) {
+      const b = this.sample(z.block, training);
+      attn = ops.reshape(ops.slice(b, 1, 0, 1), [B, 1, 1]);
+      mlp = ops.reshape(ops.slice(b, 1, 1, 2), [B, 1, 1]);
+    }
+    return { keep, heads, attn, mlp };
+  }
+
+  /** One block with masks (training path; differentiable in the decisions). */
+  static maskedBlock(model: VisionTransformer, l: number, x: Tensor, d: Decisions): Tensor {
+    const blk = model.blocks[l];
+    const [B, N] = x.shape;
+    const keep3 = d.keep ? ops.reshape(d.keep, [B, N, 1]) : null;
+    const gate = (y: Tensor, sub: Tensor | null): Tensor => {
+      let r = y;
+      if (keep3) r = ops.mul(r, keep3);
+      if (sub) r = ops.mul(r, sub);
+      return r;
+    };
+    const h = blk.norm1.forward(x);
+    const qkv = blk.attn.qkv.forward(h);
+    const o = ops.attention(qkv, { numHeads: blk.attn.numHeads, keep: d.keep, headGate: d.heads, eps: 0 });
+    const a = ops.add(x, gate(blk.attn.proj.forward(o), d.attn));
+    return ops.add(a, gate(blk.mlp.forward(blk.norm2.forward(a)), d.mlp));
+  }
+
+  /**
+   * Training forward: masked, with sampled decisions. Returns logits and usage (means over gated
+   * blocks of the hard decisions, with straight-through gradients).
+   */
+  forwardTrain(x: Tensor): AdaVitTrainOutput {
+    const m = this.model;
+    this.calls = 0;
+    const use = { patch: [] as Tensor[], head: [] as Tensor[], block: [] as Tensor[] };
+    let t = m.embed(x);
+    for (let l = 0; l < m.blocks.length; l++) {
+      if (l < this.keepLayers) {
+        t = m.blocks[l].forward(t);
+        continue;
+      }
+      const d = this.decide(l, t, true);
+      if (d.keep) use.patch.push(ops.mean(ops.slice(d.keep, 1, 1, t.shape[1])));
+      if (d.heads) use.head.push(ops.mean(d.heads));
+      if (d.attn && d.mlp) use.block.push(ops.mean(ops.concat([d.attn, d.mlp], 0)));
+      t = AdaVitPolicy.maskedBlock(m, l, t, d);
+    }
+    const logits = m.classify(t);
+    const avg = (xs: Tensor[]) => (xs.length ? ops.mean(ops.concat(xs.map((v) => ops.reshape(v, [1])), 0)) : null);
+    return { logits, usage: { patch: avg(use.patch), head: avg(use.head), block: avg(use.block) } };
+  }
+
+  /** AdaViT's loss: CE + usage penalties toward the targets. Returns the total and its parts. */
+  loss(out: AdaVitTrainOutput, labels: Tensor, opts: { labelSmoothing?: number } = {}): { total: Tensor; ce: Tensor } {
+    const ce = ops.crossEntropy(out.logits, labels, opts);
+    let total = ce;
+    const { patch, head, block } = out.usage;
+    if (head) total = ops.add(total, ops.scale(ops.abs(ops.sub(head, this.targets.head)), this.weights.head));
+    if (block) total = ops.add(total, ops.scale(ops.abs(ops.sub(block, this.targets.block)), this.weights.block));
+    if (patch) total = ops.add(total, ops.scale(ops.square(ops.sub(patch, this.targets.patch)), this.weights.patch));
+    return { total, ce };
+  }
+
+  /** Masked forward with deterministic (inference) decisions: the reference for packed inference. */
+  forwardMasked(x: Tensor): Tensor {
+    return tidy(() => {
+      const m = this.model;
+      let t = m.embed(x);
+      for (let l = 0; l < m.blocks.length; l++) {
+        t = l < this.keepLayers ? m.blocks[l].forward(t) : AdaVitPolicy.maskedBlock(m, l, t, this.decide(l, t, false));
+      }
+      return m.classify(t);
+    });
+  }
+
+  /** Policy parameters only (the decision network). */
+  policyParameters(): Parameter[] {
+    return this.gates.flatMap((g) => g.parameters());
+  }
+
+  /** The decision network's parameters (not the backbone's). */
+  override *namedParameters(prefix = ''): Generator<[string, Parameter]> {
+    for (let i = 0; i < this.gates.length; i++) yield* this.gates[i].namedParameters(`${prefix ? `${prefix}.` : ''}gates.${i}`);
+  }
+}
+
+export function adavit(model: VisionTransformer, opts: AdaVitOptions = {}): AdaVitPolicy {
+  return new AdaVitPolicy(model, opts);
+}
