@@ -46,6 +46,28 @@ export class AdamW {
     for (const p of this.params) p.zeroGrad();
   }
 
+  /** Moments of the parameters that have state, by name (for checkpoints). */
+  *stateByName(named: Iterable<[string, Parameter]>): Generator<[string, { shape: number[]; m: Float32Array; v: Float32Array }]> {
+    for (const [name, p] of named) {
+      const s = this.state.get(p);
+      if (s) yield [name, { shape: [...p.shape], m: s.m.read() as Float32Array, v: s.v.read() as Float32Array }];
+    }
+  }
+
+  /** Restores moments saved by stateByName under `${tag}.${name}.m|v`, and the step count t. */
+  loadStateByName(tag: string, named: Iterable<[string, Parameter]>, state: Map<string, { shape: number[]; data: Float32Array }>, t: number): void {
+    for (const [name, p] of named) {
+      const m = state.get(`${tag}.${name}.m`);
+      const v = state.get(`${tag}.${name}.v`);
+      if (!m || !v) continue;
+      if (m.data.length !== p.size || v.data.length !== p.size) throw new ArgumentError(`AdamW: saved state of '${name}' does not match its shape [${p.shape}]`);
+      this.state.get(p)?.m.free();
+      this.state.get(p)?.v.free();
+      this.state.set(p, { m: native.fromArray(m.data, [...p.shape], 'float32'), v: native.fromArray(v.data, [...p.shape], 'float32') });
+    }
+    this.t = t;
+  }
+
   dispose(): void {
     for (const s of this.state.values()) {
       s.m.free();

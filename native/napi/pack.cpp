@@ -11,3 +11,13 @@ VITRIM_OP(indexAddRows) {
 }
 
 }  // namespace vitrim::napi
+
+namespace vitrim::napi {
+
+VITRIM_OP(attentionVarlen) {
+  return wrap(info.Env(), cpu::attention_varlen_forward(arg_tensor(info, 0, "qkv"), arg_tensor(info, 1, "cuSeqlens"),
+                                                        arg_int(info, 2, "numHeads"), arg_number(info, 3, "scale"),
+                                                        arg_opt_tensor(info, 4, "headGate")));
+}
+
+}  // namespace vitrim::napi

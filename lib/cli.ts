@@ -1,0 +1,158 @@
+#!/usr/bin/env node
+/**
+ * The `vitrim` command: info, train, eval.
+ *
+ *   vitrim info
+ *   vitrim train --data fashion-mnist --model fmnist-vit --epochs 10 --out runs/dense
+ *   vitrim train --data fashion-mnist --init runs/dense/model.safetensors --policy adavit --targets 0.5 --out runs/ada
+ *   vitrim eval  --data fashion-mnist --checkpoint runs/ada --batch-size 64
+ */
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import * as data from './data/index.js';
+import type { Dataset } from './data/dataset.js';
+import { backends, setNumThreads } from './index.js';
+import { readCheckpoint } from './io/checkpoint.js';
+import { native } from './native.js';
+import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js';
+import { adavit, type AdaVitPolicy } from './policies/adavit.js';
+import { evaluate, Trainer } from './train/trainer.js';
+
+/** Small configurations for the built-in data sets (the timm names are accepted too). */
+export const PRESETS: Record<string, Partial<VitConfig>> = {
+  'fmnist-vit': { imgSize: 28, patchSize: 4, inChans: 1, embedDim: 128, depth: 6, numHeads: 4, mlpRatio: 2, numClasses: 10 },
+  'shapes-vit': { imgSize: 32, patchSize: 4, inChans: 3, embedDim: 96, depth: 4, numHeads: 3, mlpRatio: 2, numClasses: 10 },
+};
+
+const num = (name: string, int = false, min = -Infinity) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min) throw new InvalidArgumentError(`${name} must be ${int ? 'an integer' : 'a number'} ≥ ${min}`);
+  return n;
+};
+
+function dataset(name: string, split: 'train' | 'test', o: { dataDir?: string; imgSize?: number; seed?: number; length?: number; channels?: number }): Dataset {
+  if (name === 'shapes') return data.shapes({ split, size: o.imgSize ?? 32, seed: o.seed ?? 0, length: o.length ?? (split === 'train' ? 20000 : 2000) });
+  if (name === 'fashion-mnist') return data.fashionMnist({ split, dir: o.dataDir, size: o.imgSize, channels: o.channels });
+  throw new InvalidArgumentError(`unknown data set '${name}' (shapes, fashion-mnist)`);
+}
+
+async function loadModel(spec: string, over: Partial<VitConfig>): Promise<VisionTransformer> {
+  if (existsSync(spec)) {
+    const path = statSync(spec).isDirectory() ? join(spec, 'model.safetensors') : spec;
+    return fromFile(path, over);
+  }
+  if (PRESETS[spec]) return create({ ...PRESETS[spec], ...over });
+  return create(spec, over);
+}
+
+async function loadPolicy(dir: string, model: VisionTransformer, opts: Record<string, unknown>): Promise<AdaVitPolicy | null> {
+  const path = join(dir, 'policy.safetensors');
+  if (!existsSync(path)) return null;
+  const { state, metadata } = await readCheckpoint(path);
+  const cfg = metadata['vitrim.policy.config'] ? JSON.parse(metadata['vitrim.policy.config']) : {};
+  const p = adavit(model, { ...cfg, ...opts });
+  p.loadStateDict(state);
+  return p;
+}
+
+const program = new Command();
+program.name('vitrim').description('Adaptive vision transformers: train, evaluate and inspect').version('0.1.0');
+
+program.command('info').description('backends, CPU features and build').action(() => {
+  console.log(JSON.stringify({ backends: backends(), build: native.info(), memory: native.memory() }, null, 2));
+});
+
+program.command('train')
+  .description('train a ViT (dense) or an AdaViT policy on it')
+  .option('--data <name>', 'shapes | fashion-mnist', 'shapes')
+  .option('--data-dir <dir>', 'Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)')
+  .option('--model <spec>', 'preset (fmnist-vit, shapes-vit), timm name, or checkpoint', '')
+  .option('--init <checkpoint>', 'start from these weights (e.g. a trained dense model)')
+  .option('--policy <name>', 'none | adavit', 'none')
+  .option('--targets <ratio>', 'AdaViT target usage for patches, heads and blocks', num('targets', false, 0), 0.5)
+  .option('--tau <t>', 'Gumbel temperature', num('tau', false, 0), 5)
+  .option('--epochs <n>', 'epochs', num('epochs', true, 1), 10)
+  .option('--batch-size <n>', 'batch size', num('batch-size', true, 1), 64)
+  .option('--lr <lr>', 'learning rate (backbone)', num('lr', false, 0), 5e-4)
+  .option('--policy-lr <lr>', 'learning rate of the policy', num('policy-lr', false, 0))
+  .option('--backbone-lr-scale <k>', 'backbone lr relative to --lr', num('backbone-lr-scale', false, 0), 1)
+  .option('--freeze-backbone', 'train the policy only')
+  .option('--weight-decay <wd>', 'AdamW weight decay', num('weight-decay', false, 0), 0.05)
+  .option('--warmup <epochs>', 'warm-up epochs', num('warmup', false, 0), 1)
+  .option('--label-smoothing <s>', 'label smoothing', num('label-smoothing', false, 0), 0)
+  .option('--distill', 'distil from the frozen --init model (AdaViT)')
+  .option('--limit <n>', 'batches per epoch (quick runs)', num('limit', true, 1))
+  .option('--seed <n>', 'seed', num('seed', true, 0), 0)
+  .option('--threads <n>', 'CPU threads', num('threads', true, 1))
+  .option('--out <dir>', 'output directory (checkpoints, metrics.jsonl)', 'runs/latest')
+  .option('--resume', 'continue from --out')
+  .option('--device <d>', 'cpu (cuda: when the CUDA backend is built)', 'cpu')
+  .action(async (o) => {
+    if (o.device !== 'cpu') throw new InvalidArgumentError(`device '${o.device}' is not available: ${backends().find((b) => b.device === 'cuda')?.reason}`);
+    if (o.threads) setNumThreads(o.threads);
+    const train = dataset(o.data, 'train', { dataDir: o.dataDir, seed: o.seed });
+    const test = dataset(o.data, 'test', { dataDir: o.dataDir, seed: o.seed });
+    const spec = o.init ?? (o.model || (o.data === 'fashion-mnist' ? 'fmnist-vit' : 'shapes-vit'));
+    const model = await loadModel(spec, {});
+    const [C, H] = train.imageShape;
+    if (model.config.inChans !== C || model.config.imgSize !== H) {
+      throw new InvalidArgumentError(`model expects [${model.config.inChans}, ${model.config.imgSize}, ${model.config.imgSize}] images, the data set gives [${train.imageShape}]`);
+    }
+    let policy: AdaVitPolicy | null = null;
+    const pcfg = { targets: { patch: o.targets, head: o.targets, block: o.targets }, tau: o.tau, seed: o.seed };
+    if (o.policy === 'adavit') policy = adavit(model, pcfg);
+    else if (o.policy !== 'none') throw new InvalidArgumentError(`unknown policy '${o.policy}' (none, adavit)`);
+    const teacher = o.distill && o.init ? await loadModel(o.init, {}) : null;
+    const trainer = new Trainer({
+      model, policy, outDir: o.out, seed: o.seed,
+      optimizer: { lr: o.lr, weightDecay: o.weightDecay }, policyLr: o.policyLr,
+      backboneLrScale: o.backboneLrScale, freezeBackbone: !!o.freezeBackbone,
+      warmupEpochs: o.warmup, labelSmoothing: o.labelSmoothing,
+      distill: teacher ? { teacher, alpha: 0.5 } : undefined,
+    });
+    await trainer.fit(train, { epochs: o.epochs, batchSize: o.batchSize, eval: test, limit: o.limit, resume: !!o.resume });
+    if (policy) {
+      const { writeCheckpoint } = await import('./io/checkpoint.js');
+      const state = new Map([...policy.namedParameters()].map(([k, p]) => [k, { shape: [...p.shape], data: p.dataSync() as Float32Array }]));
+      await writeCheckpoint(join(o.out, 'policy.safetensors'), state, { 'vitrim.policy': 'adavit', 'vitrim.policy.config': JSON.stringify(pcfg) });
+    }
+    console.log(`saved to ${o.out}`);
+  });
+
+program.command('eval')
+  .description('accuracy, kept units, MACs and images/s of a checkpoint (with its policy when present)')
+  .option('--data <name>', 'shapes | fashion-mnist', 'shapes')
+  .option('--data-dir <dir>', 'Fashion-MNIST IDX directory')
+  .requiredOption('--checkpoint <path>', 'a run directory (model + policy) or a model .safetensors')
+  .option('--split <split>', 'train | test', 'test')
+  .option('--dense', 'ignore the policy: run the dense model')
+  .option('--random-policy', 'replace the learned decisions with random ones at the same keep rates')
+  .option('--threshold <t>', 'decision threshold (budget knob)', num('threshold', false, 0))
+  .option('--keep-ratio <r>', 'keep this fraction of patches per block (budget knob)', num('keep-ratio', false, 0))
+  .option('--batch-size <n>', 'batch size', num('batch-size', true, 1), 64)
+  .option('--limit <n>', 'batches', num('limit', true, 1))
+  .option('--threads <n>', 'CPU threads', num('threads', true, 1))
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    if (o.threads) setNumThreads(o.threads);
+    const ds = dataset(o.data, o.split, { dataDir: o.dataDir });
+    const model = await loadModel(o.checkpoint, {});
+    const dir = existsSync(o.checkpoint) && statSync(o.checkpoint).isDirectory() ? o.checkpoint : null;
+    const policy = dir && !o.dense ? await loadPolicy(dir, model, {}) : null;
+    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit });
+    if (o.json) console.log(JSON.stringify(r));
+    else {
+      console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % on ${r.count} images (${o.data} ${o.split})`);
+      console.log(`MACs/image ${(r.macs / 1e6).toFixed(2)} M = ${((100 * r.macs) / r.denseMacs).toFixed(1)} % of dense (${(r.denseMacs / 1e6).toFixed(2)} M)`);
+      if (r.kept) console.log(`kept: patches ${(100 * r.kept.patch).toFixed(1)} %, heads ${(100 * r.kept.head).toFixed(1)} %, sub-layers ${(100 * r.kept.block).toFixed(1)} %`);
+      console.log(`throughput ${r.imagesPerSec.toFixed(1)} images/s (batch ${o.batchSize}, ${native.info().threads} threads)`);
+    }
+  });
+
+program.parseAsync(process.argv).catch((e: Error) => {
+  console.error(`vitrim: ${e.message}`);
+  process.exit(1);
+});
+
+export { program };
