@@ -53,11 +53,15 @@ const deriv: Record<UnaryOp, (x: number) => number> = {
   sqrt: (x) => 1 / (2 * Math.sqrt(x)),
   exp: (x) => Math.exp(x),
   log: (x) => 1 / x,
+  // s(1-s) and 1-tanh^2 would cancel even in float64 once |x| > ~20: use e/(1+e)^2 forms
   sigmoid: (x) => {
-    const s = 1 / (1 + Math.exp(-x));
-    return s * (1 - s);
+    const e = Math.exp(-Math.abs(x));
+    return e / (1 + e) ** 2;
   },
-  tanh: (x) => 1 - Math.tanh(x) ** 2,
+  tanh: (x) => {
+    const e = Math.exp(-2 * Math.abs(x));
+    return (4 * e) / (1 + e) ** 2;
+  },
   relu: (x) => (x > 0 ? 1 : 0),
   gelu: (x) => 0.5 * erfc64(-x * SQRT1_2) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI),
 };
@@ -67,7 +71,7 @@ const UNARY = Object.keys(fwd) as UnaryOp[];
 function inputFor(op: UnaryOp, n: number, seed: number): Float32Array {
   if (op === 'sqrt' || op === 'log') return randu([n], seed, 0.3, 4);
   const x = randn([n], seed, 2);
-  if (op === 'abs' || op === 'relu') for (let i = 0; i < n; i++) if (Math.abs(x[i]) < 0.05) x[i] = 0.05 + x[i];
+  if (op === 'abs' || op === 'relu') for (let i = 0; i < n; i++) if (Math.abs(x[i]) < 0.05) x[i] += x[i] < 0 ? -0.05 : 0.05;
   return x;
 }
 
@@ -328,6 +332,17 @@ describe('unaryBackward', () => {
     expect(Array.from(bw('log'))).toEqual([Infinity, -Infinity]);
     expectClose(bw('gelu'), [0.5, -1], 1e-7, 'gelu at 0');
     expectClose(bw('sigmoid'), [0.25, -0.5], 1e-7, 'sigmoid at 0');
+  });
+
+  it('sigmoid and tanh derivatives stay accurate per element where y saturates (no 1 - y cancellation)', () => {
+    const r = rng(77);
+    const x = Float32Array.from([-15, -9, -6, -4.5, 4.5, 6, 9, 15, 30, -30], (v) => v + r() * 0.5);
+    const ones = nt(new Float32Array(x.length).fill(1), [x.length]);
+    for (const op of ['sigmoid', 'tanh'] as const) {
+      const xt = nt(x, [x.length]);
+      const gx = native.unaryBackward(op, xt, native.unary(op, xt), ones).read();
+      expectElementwise(gx, Array.from(x, deriv[op]), 1e-5, `${op}'`);
+    }
   });
 
   it('large input (threaded) equals the per-element reference', () => {

@@ -18,7 +18,8 @@
 // affine computes (float)alpha * x + (float)beta. step compares in double (NaN x gives 0).
 // Backward (what autograd saves: x and y = forward output):
 //   neg: -g   abs: sign(x) g (0 at 0)   sqr: 2x g   sqrt: g/(2y) (inf at 0, as PyTorch)
-//   exp: y g  log: g/x (inf at 0, as PyTorch)  sigmoid: y(1-y) g  tanh: (1-y^2) g
+//   exp: y g  log: g/x (inf at 0, as PyTorch)  sigmoid: s(x)s(-x) g  tanh: sech^2(x) g (both from x:
+//   PyTorch's y(1-y) and 1-y^2 lose ~1e-4 relative to cancellation once |x| > ~5)
 //   relu: g where x > 0 (0 at 0, as PyTorch)   gelu: (Phi(x) + x phi(x)) g
 //
 // sum_to reduces over the leading extra dims and the dims where the target has 1 (cpu::reduce with
@@ -301,8 +302,20 @@ Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor
     case UnaryOp::Sqrt: return map3(x, y, gy, [](float, float r, float g) { return g / (2.f * r); });
     case UnaryOp::Exp: return map3(x, y, gy, [](float, float r, float g) { return g * r; });
     case UnaryOp::Log: return map3(x, y, gy, [](float v, float, float g) { return g / v; });
-    case UnaryOp::Sigmoid: return map3(x, y, gy, [](float, float r, float g) { return g * r * (1.f - r); });
-    case UnaryOp::Tanh: return map3(x, y, gy, [](float, float r, float g) { return g * (1.f - r * r); });
+    // sigmoid' and tanh' from x, not as y(1-y) / 1-y^2: those cancel when y is near 1 (relative error
+    // 1e-4 already at |x| ~ 5), while e/(1+e)^2 with e = exp(-|x|) loses nothing and cannot overflow.
+    case UnaryOp::Sigmoid:
+      return map3(x, y, gy, [](float v, float, float g) {
+        const float e = std::exp(-std::fabs(v));
+        const float d = 1.f + e;
+        return g * (e / (d * d));
+      });
+    case UnaryOp::Tanh:
+      return map3(x, y, gy, [](float v, float, float g) {
+        const float e = std::exp(-2.f * std::fabs(v));
+        const float d = 1.f + e;
+        return g * (4.f * e / (d * d));
+      });
     case UnaryOp::Relu: return map3(x, y, gy, [](float v, float, float g) { return v > 0.f ? g : 0.f; });
     case UnaryOp::Gelu:
       return map3(x, y, gy, [](float v, float, float g) {
