@@ -1,0 +1,18 @@
+// Binding of cpu::reduce (cpu/reduce.cpp): reduce(op, x, axes, keepDims).
+#include "common.h"
+#include "vitrim/ops.h"
+
+namespace vitrim::napi {
+
+VITRIM_OP(reduce) {
+  std::string s = arg_string(info, 0, "op");
+  cpu::ReduceOp op;
+  if (s == "sum") op = cpu::ReduceOp::Sum;
+  else if (s == "mean") op = cpu::ReduceOp::Mean;
+  else if (s == "max") op = cpu::ReduceOp::Max;
+  else fail(ErrorKind::Argument, "reduce op must be 'sum', 'mean' or 'max', got '", s, "'");
+  return wrap(info.Env(), cpu::reduce(op, arg_tensor(info, 1, "x"), arg_int_list(info, 2, "axes"),
+                                      arg_bool(info, 3, "keepDims")));
+}
+
+}  // namespace vitrim::napi
