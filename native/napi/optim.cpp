@@ -1,0 +1,20 @@
+// Binding for the fused AdamW step (cpu/optim.cpp). Updates param, m and v in place; returns undefined.
+#include "common.h"
+#include "vitrim/ops.h"
+
+namespace vitrim::napi {
+
+// adamwStep(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step)
+VITRIM_OP(adamwStep) {
+  // Copies of the handles share storage with the JS tensors, so the in-place update is visible there.
+  Tensor param = arg_tensor(info, 0, "param");
+  const Tensor& grad = arg_tensor(info, 1, "grad");
+  Tensor m = arg_tensor(info, 2, "m");
+  Tensor v = arg_tensor(info, 3, "v");
+  cpu::adamw_step(param, grad, m, v, arg_number(info, 4, "lr"), arg_number(info, 5, "beta1"),
+                  arg_number(info, 6, "beta2"), arg_number(info, 7, "eps"), arg_number(info, 8, "weightDecay"),
+                  arg_int(info, 9, "step"));
+  return info.Env().Undefined();
+}
+
+}  // namespace vitrim::napi
