@@ -26,28 +26,33 @@
 // The `out` argument of the backward is only shape-checked: D_i is recomputed from P and G rather
 // than taken as go_i.out_i / g_h, which would fail for a gate of 0 (hard gates).
 //
-// Work split: the forward runs (b, h, block of kRowBlock query rows) tasks in parallel, so a
+// Work split: the forward runs (b, h, block of <= kMaxRowBlock query rows) tasks in parallel, so a
 // batch-1 call still spreads over the cores; the backward runs (b, h) tasks (gk/gv accumulate over
 // all query rows). Inside a task every product is one vitrim::cpu::sgemm call on strided views of
-// qkv / out / gqkv (serial there, because nested in parallel_for), over scratch of at most
-// 3 * kRowBlock * N floats per task chunk, so memory stays O(N) per row rather than O(N^2) per head.
+// qkv / out / gqkv (serial there when nested in parallel_for; a lone task lets sgemm thread), over
+// scratch of at most 3 * kMaxRowBlock * N floats per task chunk, so memory stays O(N) per query row
+// rather than O(N^2) per head. The per-row softmax work is the ISA-dispatched rowkernels.h.
 // keep with eps = 0 divides by Z_i, which underflows to 0 when every kept score is ~88 below the
 // row max: the result is then NaN, as in PyTorch.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "rowmath.h"
+#include "rowkernels.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
 namespace vitrim::cpu {
 
-namespace rm = rowmath;
-
 namespace {
 
-constexpr int64_t kRowBlock = 64;
+// Query rows per block: at most kMaxRowBlock, split evenly (197 -> 99 + 98) so that forward tasks
+// are balanced and no block is a small remainder (each sgemm call re-packs K or V).
+constexpr int64_t kMaxRowBlock = 128;
+int64_t row_block(int64_t N) {
+  int64_t nblk = (N + kMaxRowBlock - 1) / kMaxRowBlock;
+  return nblk ? (N + nblk - 1) / nblk : 1;
+}
 
 struct AttnDims {
   int64_t B, N, H, C, D, C3;
@@ -94,7 +99,8 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
   const int64_t B = d.B, N = d.N, H = d.H, C = d.C, D = d.D, C3 = d.C3;
   Tensor out = empty({B, N, C}, DType::F32);
   Tensor stats = empty({B, H, N, 2}, DType::F32);
-  const int64_t nblk = (N + kRowBlock - 1) / kRowBlock;
+  const int64_t rbk = row_block(N), nblk = (N + rbk - 1) / rbk;
+  const RowKernels& rk = row_kernels();
   const float* x = qkv.f32();
   const float* kp = keep ? keep->f32() : nullptr;
   const float* gp = head_gate ? head_gate->f32() : nullptr;
@@ -103,37 +109,16 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
   const float fscale = (float)scale, feps = (float)eps;
 
   parallel_for(B * H * nblk, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> S((size_t)(std::min(kRowBlock, N) * N));
+    std::vector<float> S((size_t)(rbk * N));
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / (H * nblk), h = (t / nblk) % H, i0 = (t % nblk) * kRowBlock;
-      const int64_t rb = std::min(kRowBlock, N - i0);
+      const int64_t b = t / (H * nblk), h = (t / nblk) % H, i0 = (t % nblk) * rbk;
+      const int64_t rb = std::min(rbk, N - i0);
       const float* q = x + b * N * C3 + h * D;
       const float* k = q + C;
       const float* v = q + 2 * C;
       const float* keep_b = kp ? kp + b * N : nullptr;
       sgemm(false, true, rb, N, D, fscale, q + i0 * C3, C3, k, C3, 0.f, S.data(), N);
-      for (int64_t r = 0; r < rb; ++r) {
-        const int64_t i = i0 + r;
-        float* s = S.data() + r * N;
-        float m = rm::max(s, N);
-        for (int64_t j = 0; j < N; ++j) s[j] = rm::exp_nonpos(s[j] - m);
-        float den;
-        if (keep_b) {
-          float ei = s[i];
-          for (int64_t j = 0; j < N; ++j) s[j] *= keep_b[j];
-          s[i] = ei;
-          den = rm::sum(s, N) + feps;
-          float rr = 1.f / den, add = feps / (float)N * rr;
-          for (int64_t j = 0; j < N; ++j) s[j] = s[j] * rr + add;
-        } else {
-          den = rm::sum(s, N);
-          float rr = 1.f / den;
-          for (int64_t j = 0; j < N; ++j) s[j] *= rr;
-        }
-        float* sr = st + ((b * H + h) * N + i) * 2;
-        sr[0] = m;
-        sr[1] = den;
-      }
+      rk.attn_probs_fwd(S.data(), rb, N, i0, keep_b, feps, st + ((b * H + h) * N + i0) * 2);
       const float g = gp ? gp[b * H + h] : 1.f;
       sgemm(false, false, rb, D, N, g, S.data(), N, v, C3, 0.f, op + (b * N + i0) * C + h * D, C);
     }
@@ -170,11 +155,13 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> attention_backw
   float* gx = gqkv.f32();
   float* ggp = head_gate ? ggate->f32() : nullptr;
   const float fscale = (float)scale, feps = (float)eps;
+  const int64_t rbk = row_block(N);
+  const RowKernels& rk = row_kernels();
 
   parallel_for(B * H, 1, [&](int64_t t0, int64_t t1) {
-    const size_t blk = (size_t)(std::min(kRowBlock, N) * N);
+    const size_t blk = (size_t)(rbk * N);
     std::vector<float> E(blk), P(blk), G(blk);
-    std::vector<int64_t> amax((size_t)std::min(kRowBlock, N));
+    std::vector<int64_t> amax((size_t)rbk);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / H, h = t % H;
       const float* q = x + b * N * C3 + h * D;
@@ -188,61 +175,18 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> attention_backw
       float* colsum = keep_b ? gkeep_part.data() + t * N : nullptr;
       const float g = gp ? gp[t] : 1.f;
       double gate_acc = 0;
-      for (int64_t i0 = 0; i0 < N; i0 += kRowBlock) {
-        const int64_t rb = std::min(kRowBlock, N - i0);
+      for (int64_t i0 = 0; i0 < N; i0 += rbk) {
+        const int64_t rb = std::min(rbk, N - i0);
         const float beta = i0 == 0 ? 0.f : 1.f;
         sgemm(false, true, rb, N, D, fscale, q + i0 * C3, C3, k, C3, 0.f, E.data(), N);
-        // P (and e in E) from the saved row max and denominator.
-        for (int64_t r = 0; r < rb; ++r) {
-          const int64_t i = i0 + r;
-          const float* sr = st + (t * N + i) * 2;
-          const float m = sr[0], rr = 1.f / sr[1];
-          float* e = E.data() + r * N;
-          float* p = P.data() + r * N;
-          if (keep_b) {
-            // The (first) argmax of the recomputed scores receives the max's gradient. The same
-            // sgemm call as in the forward recomputes them, so they match it; where they could
-            // differ in the last bit, the entries are tied to rounding and either choice is right.
-            const float mx = rm::max(e, N);
-            int64_t am = 0;
-            while (am < N - 1 && !(e[am] == mx)) ++am;
-            amax[r] = am;
-          }
-          for (int64_t j = 0; j < N; ++j) e[j] = rm::exp_nonpos(e[j] - m);
-          if (keep_b) {
-            const float add = feps / (float)N * rr;
-            for (int64_t j = 0; j < N; ++j) p[j] = e[j] * keep_b[j] * rr + add;
-            p[i] = e[i] * rr + add;
-          } else {
-            for (int64_t j = 0; j < N; ++j) p[j] = e[j] * rr;
-          }
-        }
+        // e (in E) and P from the saved row max and denominator.
+        rk.attn_probs_bwd(E.data(), P.data(), rb, N, i0, keep_b, feps, st + (t * N + i0) * 2, amax.data());
         // gv += g P^T go  (rows i0 .. i0+rb of go)
         sgemm(true, false, N, D, rb, g, P.data(), N, go + i0 * C, C, beta, gv, C3);
         // G = go v^T (ungated)
         sgemm(false, true, rb, N, D, 1.f, go + i0 * C, C, v, C3, 0.f, G.data(), N);
-        for (int64_t r = 0; r < rb; ++r) {
-          const int64_t i = i0 + r;
-          const float den = st[(t * N + i) * 2 + 1];
-          const float* p = P.data() + r * N;
-          const float* e = E.data() + r * N;
-          float* gs = G.data() + r * N;
-          const float di = rm::dot(p, gs, N);
-          gate_acc += di;
-          if (keep_b) {
-            const float mean_g = rm::sum(gs, N) / (float)N;
-            const float coef = g / den;
-            for (int64_t j = 0; j < N; ++j) gs[j] = coef * e[j] * (gs[j] - di);  // W_ij
-            for (int64_t j = 0; j < N; ++j) colsum[j] += gs[j];
-            const float wii = gs[i];
-            colsum[i] -= wii;
-            for (int64_t j = 0; j < N; ++j) gs[j] *= keep_b[j];
-            gs[i] = wii;
-            gs[amax[r]] -= feps * coef * (di - mean_g);
-          } else {
-            for (int64_t j = 0; j < N; ++j) gs[j] = g * p[j] * (gs[j] - di);
-          }
-        }
+        gate_acc += rk.attn_grad_scores(G.data(), P.data(), E.data(), rb, N, i0, keep_b, feps, g,
+                                        st + (t * N + i0) * 2, amax.data(), colsum);
         // gq = scale gs k (rows of this block), gk += scale gs^T q
         sgemm(false, false, rb, D, N, fscale, G.data(), N, k, C3, 0.f, gq + i0 * C3, C3);
         sgemm(true, false, N, D, rb, fscale, G.data(), N, q + i0 * C3, C3, beta, gk, C3);

@@ -3,22 +3,23 @@
 // -ffast-math: reductions keep 8 independent partial accumulators (a fixed order, so the result
 // does not depend on the vector width), and exp is a branch-free Cephes-style polynomial instead of
 // a libm call (libm's expf does not vectorise without -ffast-math). Checked with -fopt-info-vec.
+// Everything here has internal linkage (static) and uses no std:: inline templates, because the
+// header is compiled into TUs with different ISA flags (rowkernels*.cpp): a shared COMDAT copy
+// built for AVX-512 could otherwise be picked by the linker for the baseline path.
 #pragma once
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <limits>
+
 
 namespace vitrim::cpu::rowmath {
 
-inline int32_t bits_of(float f) {
+static inline int32_t bits_of(float f) {
   int32_t i;
-  std::memcpy(&i, &f, sizeof i);
+  __builtin_memcpy(&i, &f, sizeof i);
   return i;
 }
-inline float float_of(int32_t i) {
+static inline float float_of(int32_t i) {
   float f;
-  std::memcpy(&f, &i, sizeof f);
+  __builtin_memcpy(&f, &i, sizeof f);
   return f;
 }
 
@@ -29,7 +30,7 @@ inline float float_of(int32_t i) {
 // bits. Every test and select is done with integer masks on the bit pattern: under GCC's default
 // -ftrapping-math a float compare, or a select that makes the polynomial conditional, stops the
 // loop from being if-converted and vectorised.
-inline float exp_nonpos(float x) {
+static inline float exp_nonpos(float x) {
   const int32_t ib = bits_of(x);
   const int32_t mag = ib & 0x7fffffff;
   const int32_t lo_bits = (int32_t)0xc2aeac50u;  // -87.3365447f = ln(FLT_MIN)
@@ -58,12 +59,12 @@ inline float exp_nonpos(float x) {
 // Maximum of a row. Floats are compared through a signed-integer key with the same order (integer
 // compares vectorise where float compares do not, see above). A positive NaN wins, so it
 // propagates into the softmax as PyTorch's does.
-inline int32_t order_key(float f) {
+static inline int32_t order_key(float f) {
   int32_t i = bits_of(f);
   return i ^ ((i >> 31) & 0x7fffffff);
 }
-inline float max(const float* x, int64_t n) {
-  int32_t acc = order_key(-std::numeric_limits<float>::infinity());
+static inline float max(const float* x, int64_t n) {
+  int32_t acc = order_key(-__builtin_inff());
   for (int64_t j = 0; j < n; ++j) {
     int32_t k = order_key(x[j]);
     acc = k > acc ? k : acc;
@@ -71,7 +72,7 @@ inline float max(const float* x, int64_t n) {
   return float_of(acc ^ ((acc >> 31) & 0x7fffffff));
 }
 
-inline float sum(const float* x, int64_t n) {
+static inline float sum(const float* x, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
   for (; j + 8 <= n; j += 8)
@@ -81,7 +82,7 @@ inline float sum(const float* x, int64_t n) {
   return s;
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
+static inline float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
   for (; j + 8 <= n; j += 8)
@@ -92,7 +93,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 }
 
 // y[j] = exp(x[j] - m) (y may alias x); returns the sum of y.
-inline float exp_sub_sum(const float* x, float m, float* y, int64_t n) {
+static inline float exp_sub_sum(const float* x, float m, float* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] = exp_nonpos(x[j] - m);
   return sum(y, n);
 }

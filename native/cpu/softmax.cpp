@@ -4,17 +4,16 @@
 // Backward from the forward output y only (nothing else is saved):
 //   softmax     gx_j = y_j (gy_j - Σ_k y_k gy_k)
 //   log-softmax gx_j = gy_j - exp(y_j) Σ_k gy_k
-// Threaded over rows. A row of all -inf gives NaN (as PyTorch does). Rank-0 tensors are rejected
-// (there is no last axis); rows of length 0 give an empty result.
-#include <cmath>
+// Threaded over rows; the row loops are the ISA-dispatched kernels of rowkernels.h. A row of all
+// -inf gives NaN (as PyTorch does). Rank-0 tensors are rejected (there is no last axis); rows of
+// length 0 give an empty result.
+#include <algorithm>
 
-#include "rowmath.h"
+#include "rowkernels.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
 namespace vitrim::cpu {
-
-namespace rm = rowmath;
 
 static int64_t row_grain(int64_t L) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(L, 1)); }
 
@@ -25,21 +24,8 @@ Tensor softmax_forward(const Tensor& x, bool log) {
   Tensor y = empty(x.shape, DType::F32);
   const float* xp = x.f32();
   float* yp = y.f32();
-  parallel_for(R, row_grain(L), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = xp + r * L;
-      float* yr = yp + r * L;
-      float m = rm::max(xr, L);
-      float s = rm::exp_sub_sum(xr, m, yr, L);
-      if (log) {
-        float c = m + std::log(s);
-        for (int64_t j = 0; j < L; ++j) yr[j] = xr[j] - c;
-      } else {
-        float inv = 1.f / s;
-        for (int64_t j = 0; j < L; ++j) yr[j] *= inv;
-      }
-    }
-  });
+  const RowKernels& k = row_kernels();
+  parallel_for(R, row_grain(L), [&](int64_t r0, int64_t r1) { k.softmax_fwd(xp + r0 * L, yp + r0 * L, r1 - r0, L, log); });
   return y;
 }
 
@@ -53,20 +39,9 @@ Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log) {
   const float* yp = y.f32();
   const float* gp = gy.f32();
   float* op = gx.f32();
+  const RowKernels& k = row_kernels();
   parallel_for(R, row_grain(L), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* yr = yp + r * L;
-      const float* gr = gp + r * L;
-      float* o = op + r * L;
-      if (log) {
-        // libm exp rather than exp_nonpos: y is caller data here and need not be <= 0.
-        float s = rm::sum(gr, L);
-        for (int64_t j = 0; j < L; ++j) o[j] = gr[j] - std::exp(yr[j]) * s;
-      } else {
-        float d = rm::dot(yr, gr, L);
-        for (int64_t j = 0; j < L; ++j) o[j] = yr[j] * (gr[j] - d);
-      }
-    }
+    k.softmax_bwd(yp + r0 * L, gp + r0 * L, op + r0 * L, r1 - r0, L, log);
   });
   return gx;
 }
