@@ -1,0 +1,184 @@
+// LayerNorm over the last axis of x [..., L] (R = numel / L rows), as torch.nn.functional.layer_norm:
+//   mean = Σ x / L, var = Σ (x - mean)^2 / L (biased), rstd = 1 / sqrt(var + eps),
+//   xhat = (x - mean) rstd, y = xhat * w + b (w, b of shape [L], optional: no affine when absent).
+// Two-pass statistics accumulated in double, so rows with a large common offset or constant rows
+// (var = 0 -> xhat = 0, rstd = eps^-1/2) stay accurate; eps >= 0 is a parameter (timm ViT 1e-6,
+// DynamicViT's predictor 1e-5). Saved for backward: mean [R] and rstd [R] (float32); x is re-read.
+// Backward, with g = gy * w (or gy):
+//   gx = rstd (g - mean_L(g) - xhat mean_L(g xhat)),  gw = Σ_rows gy xhat,  gb = Σ_rows gy.
+// gw/gb are reduced over a fixed number of row groups (independent of the thread count, so the
+// result is deterministic) with double partials. Deviation from torch: a bias without a weight is
+// rejected, because the backward contract returns gb only when w is given.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "vitrim/ops.h"
+#include "vitrim/parallel.h"
+
+namespace vitrim::cpu {
+
+namespace {
+
+struct LnDims {
+  int64_t R, L;
+};
+
+LnDims ln_dims(const Tensor& x, const char* op) {
+  check_f32_cpu(x, "x");
+  VITRIM_CHECK(x.dim() >= 1, Shape, op, ": x must have at least one dimension, got a scalar");
+  int64_t L = x.size(-1);
+  VITRIM_CHECK(L > 0, Shape, op, ": the normalised (last) dimension of x must be non-empty, got ", shape_str(x.shape));
+  return {x.numel() / L, L};
+}
+
+void check_affine(const std::optional<Tensor>& t, int64_t L, const char* what) {
+  if (!t) return;
+  check_f32_cpu(*t, what);
+  check_shape(*t, {L}, what);
+}
+
+// Σ a_j (b == nullptr) or Σ a_j b_j in double, with 4 partial sums so that it vectorises.
+inline double sum_d(const float* a, const float* b, int64_t L) {
+  double acc[4] = {0, 0, 0, 0};
+  int64_t j = 0;
+  if (b) {
+    for (; j + 4 <= L; j += 4)
+      for (int k = 0; k < 4; ++k) acc[k] += (double)a[j + k] * (double)b[j + k];
+  } else {
+    for (; j + 4 <= L; j += 4)
+      for (int k = 0; k < 4; ++k) acc[k] += (double)a[j + k];
+  }
+  double s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (; j < L; ++j) s += b ? (double)a[j] * (double)b[j] : (double)a[j];
+  return s;
+}
+
+// mean and rstd of one row in double (two passes).
+inline void row_stats(const float* x, int64_t L, double eps, double& mean, double& rstd) {
+  double a[4] = {0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 4 <= L; j += 4)
+    for (int k = 0; k < 4; ++k) a[k] += (double)x[j + k];
+  double s = (a[0] + a[1]) + (a[2] + a[3]);
+  for (; j < L; ++j) s += (double)x[j];
+  mean = s / (double)L;
+  double v[4] = {0, 0, 0, 0};
+  j = 0;
+  for (; j + 4 <= L; j += 4)
+    for (int k = 0; k < 4; ++k) {
+      double d = (double)x[j + k] - mean;
+      v[k] += d * d;
+    }
+  double var = (v[0] + v[1]) + (v[2] + v[3]);
+  for (; j < L; ++j) {
+    double d = (double)x[j] - mean;
+    var += d * d;
+  }
+  var /= (double)L;
+  rstd = 1.0 / std::sqrt(var + eps);
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const std::optional<Tensor>& w,
+                                                     const std::optional<Tensor>& b, double eps) {
+  auto [R, L] = ln_dims(x, "layernorm");
+  check_affine(w, L, "weight");
+  check_affine(b, L, "bias");
+  VITRIM_CHECK(!b || w, Argument, "layernorm: a bias needs a weight (pass both or neither)");
+  VITRIM_CHECK(std::isfinite(eps) && eps >= 0, Argument, "layernorm: eps must be finite and >= 0, got ", eps);
+  Tensor y = empty(x.shape, DType::F32), mean = empty({R}, DType::F32), rstd = empty({R}, DType::F32);
+  const float* xp = x.f32();
+  const float* wp = w ? w->f32() : nullptr;
+  const float* bp = b ? b->f32() : nullptr;
+  float *yp = y.f32(), *mp = mean.f32(), *rp = rstd.f32();
+  parallel_for(R, std::max<int64_t>(1, 16384 / L), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = xp + r * L;
+      float* yr = yp + r * L;
+      double mu, rs;
+      row_stats(xr, L, eps, mu, rs);
+      mp[r] = (float)mu;
+      rp[r] = (float)rs;
+      if (wp && bp) {
+        for (int64_t j = 0; j < L; ++j) yr[j] = (float)(((double)xr[j] - mu) * rs) * wp[j] + bp[j];
+      } else if (wp) {
+        for (int64_t j = 0; j < L; ++j) yr[j] = (float)(((double)xr[j] - mu) * rs) * wp[j];
+      } else {
+        for (int64_t j = 0; j < L; ++j) yr[j] = (float)(((double)xr[j] - mu) * rs);
+      }
+    }
+  });
+  return {y, mean, rstd};
+}
+
+std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backward(
+    const Tensor& gy, const Tensor& x, const std::optional<Tensor>& w, const Tensor& mean, const Tensor& rstd) {
+  auto [R, L] = ln_dims(x, "layernorm_backward");
+  check_f32_cpu(gy, "gy");
+  check_same_shape(gy, x, "gy", "x");
+  check_affine(w, L, "weight");
+  check_f32_cpu(mean, "mean");
+  check_f32_cpu(rstd, "rstd");
+  check_shape(mean, {R}, "mean");
+  check_shape(rstd, {R}, "rstd");
+
+  Tensor gx = empty(x.shape, DType::F32);
+  const int64_t groups = std::min<int64_t>(64, (R + 31) / 32);
+  const int64_t per = groups ? (R + groups - 1) / groups : 0;
+  std::vector<double> part_w, part_b;  // [groups, L] each
+  if (w) {
+    part_w.assign((size_t)(groups * L), 0.0);
+    part_b.assign((size_t)(groups * L), 0.0);
+  }
+  const float *xp = x.f32(), *gp = gy.f32(), *wp = w ? w->f32() : nullptr, *mp = mean.f32(), *rp = rstd.f32();
+  float* op = gx.f32();
+  parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> xh((size_t)L), gh((size_t)L);
+    for (int64_t g = g0; g < g1; ++g) {
+      double* pw = wp ? part_w.data() + g * L : nullptr;
+      double* pb = wp ? part_b.data() + g * L : nullptr;
+      for (int64_t r = g * per, re = std::min(R, (g + 1) * per); r < re; ++r) {
+        const float *xr = xp + r * L, *gr = gp + r * L;
+        double mu = mp[r], rsd = rp[r];
+        float rs = rp[r];
+        for (int64_t j = 0; j < L; ++j) xh[j] = (float)(((double)xr[j] - mu) * rsd);
+        if (wp) {
+          for (int64_t j = 0; j < L; ++j) gh[j] = gr[j] * wp[j];
+        } else {
+          std::copy(gr, gr + L, gh.data());
+        }
+        double sa = sum_d(gh.data(), nullptr, L), sb = sum_d(gh.data(), xh.data(), L);
+        float a = (float)(sa / (double)L), c = (float)(sb / (double)L);
+        float* o = op + r * L;
+        for (int64_t j = 0; j < L; ++j) o[j] = rs * (gh[j] - a - xh[j] * c);
+        if (pw) {
+          for (int64_t j = 0; j < L; ++j) {
+            pw[j] += (double)gr[j] * (double)xh[j];
+            pb[j] += (double)gr[j];
+          }
+        }
+      }
+    }
+  });
+
+  std::optional<Tensor> gw, gb;
+  if (w) {
+    gw = empty({L}, DType::F32);
+    gb = empty({L}, DType::F32);
+    float *gwp = gw->f32(), *gbp = gb->f32();
+    for (int64_t j = 0; j < L; ++j) {
+      double sw = 0, sb = 0;
+      for (int64_t g = 0; g < groups; ++g) {
+        sw += part_w[g * L + j];
+        sb += part_b[g * L + j];
+      }
+      gwp[j] = (float)sw;
+      gbp[j] = (float)sb;
+    }
+  }
+  return {gx, gw, gb};
+}
+
+}  // namespace vitrim::cpu
