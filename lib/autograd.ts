@@ -6,7 +6,7 @@
  * accumulates gradients, writes leaf gradients to `.grad`, then frees what the graph saved (unless
  * retainGraph).
  */
-import { ArgumentError, rethrow, VitrimError } from './errors.js';
+import { ArgumentError, DisposedError, rethrow, VitrimError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
 import { Tensor, untracked } from './tensor.js';
 
@@ -84,6 +84,7 @@ function accumulate(map: Map<Tensor, NativeTensor>, t: Tensor, g: NativeTensor):
  */
 export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
   if (!(root instanceof Tensor)) throw new ArgumentError('backward: root must be a Tensor');
+  if (root.isDisposed) throw new DisposedError('backward: the tensor was disposed');
   if (!root.gradFn && !root.requiresGrad) {
     throw new ArgumentError('backward: this tensor does not depend on anything that requires a gradient (or its graph was already freed by an earlier backward())');
   }

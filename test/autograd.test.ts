@@ -70,9 +70,11 @@ describe('autograd tape', () => {
     const before = live();
     const y = tidy(() => ops.matmul(ops.linear(ops.linear(x, w), w), tensor(randn([8, 1], 33), [8, 1])));
     // only y survives the scope (plus the graph's saved handles)
-    y.backward(tensor(new Float32Array(4).fill(1), [4, 1]));
+    const g = tensor(new Float32Array(4).fill(1), [4, 1]);
+    y.backward(g);
     expect(w.grad).not.toBeNull();
     y.dispose();
+    g.dispose();
     w.zeroGrad();
     expect(live()).toBe(before);
     expect(() => y.backward()).toThrow(DisposedError);
