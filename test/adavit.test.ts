@@ -42,6 +42,9 @@ describe('AdaViT policy', () => {
   it('the straight-through gradient reaches every gate and the backbone', () => {
     const { p, x } = setup(2, { tau: 1, initBias: 0 });
     spreadGates(p, 50);
+    // sub-layers open (σ(4) ≈ 0.98, still a non-zero straight-through slope): with attention gated
+    // off for a whole batch, its head gates would rightly receive no gradient
+    for (const g of p.gates) g.block.bias!.assign(new Float32Array([4, 4]));
     const y = tensor(new Int32Array([0, 1, 2, 3]), [4]);
     const loss = tidy(() => p.loss(p.forwardTrain(x), y).total);
     loss.backward();
