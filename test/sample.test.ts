@@ -444,6 +444,8 @@ describe('sampling bad input', () => {
     expectCode(() => native.gumbelSigmoidBackward(dn, ok, 1), 'ERR_VITRIM_DISPOSED');
     expectCode(() => native.gumbelSoftmaxBackward(ok, dn, 1), 'ERR_VITRIM_DISPOSED');
     expectCode(() => native.gumbelSoftmaxBackward(ok, {} as never, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.gumbelSigmoidBackward(undefined as never, ok, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.gumbelSigmoidBackward(ok, ok, '1' as never), 'ERR_VITRIM_ARGUMENT');
     // still works
     const [y, s] = native.gumbelSigmoid(z, 1, 0.5, false, ok, 0, 0);
     const zr = z.read();

@@ -141,12 +141,13 @@ std::tuple<Tensor, Tensor> gumbel_softmax(const Tensor& logits, double tau, bool
       const int64_t base = r * L;
       const float* z = Z + base;
       float* s = S + base;
-      // t_j is recomputed in the second pass rather than stored: it costs one more Philox draw per
-      // element but needs no scratch buffer.
-      auto t_of = [&](int64_t j) {
-        double g = N ? (double)N[base + j] : (double)philox_gumbel(seed, offset, (uint64_t)(base + j));
-        return ((double)z[j] + g) * inv_tau;
-      };
+      float* yr = Y + base;
+      // The Philox noise is drawn once per element and parked in the y row (overwritten below), so
+      // the second pass re-forms t_j = (z_j + g_j)/τ in double from the same float g_j.
+      const float* g = N ? N + base : yr;
+      if (!N)
+        for (int64_t j = 0; j < L; ++j) yr[j] = philox_gumbel(seed, offset, (uint64_t)(base + j));
+      auto t_of = [&](int64_t j) { return ((double)z[j] + (double)g[j]) * inv_tau; };
       double m = -INFINITY;
       bool nan = false;
       for (int64_t j = 0; j < L; ++j) {
@@ -166,10 +167,9 @@ std::tuple<Tensor, Tensor> gumbel_softmax(const Tensor& logits, double tau, bool
         int64_t best = 0;
         for (int64_t j = 1; j < L; ++j)
           if (s[j] > s[best] || (std::isnan(s[best]) && !std::isnan(s[j]))) best = j;
-        float* yr = Y + base;
         for (int64_t j = 0; j < L; ++j) yr[j] = j == best ? 1.0f : 0.0f;
       } else {
-        for (int64_t j = 0; j < L; ++j) Y[base + j] = s[j];
+        for (int64_t j = 0; j < L; ++j) yr[j] = s[j];
       }
     }
   });
