@@ -86,7 +86,14 @@ describe('gradients through the tape match finite differences', () => {
     gradcheck('patchEmbed', (x, w, b) => ops.patchEmbed(x, w, b, 2), [inp([1, 2, 4, 4], 63), inp([3, 2, 2, 2], 64), inp([3], 65)]);
     const labels = tensor(new Int32Array([1, 0, 3]), [3]);
     gradcheck('crossEntropy', (l) => ops.crossEntropy(l, labels, { labelSmoothing: 0.1 }), [inp([3, 4], 66)]);
-    gradcheck('topk values', (x) => ops.topk(x, 2).values, [inp([3, 5], 67)]);
+    // well-separated values (random order, gaps ≫ h) so a finite-difference step never reorders them
+    const sep = randn([3, 5], 67).map((v, i) => (i % 5) * 0.5 + 0.1 * Math.tanh(v));
+    const order = randn([3, 5], 68);
+    for (let r = 0; r < 3; r++) {
+      const row = Array.from(sep.subarray(r * 5, r * 5 + 5)).map((v, i) => [order[r * 5 + i], v]).sort((a, b) => a[0] - b[0]);
+      row.forEach(([, v], i) => (sep[r * 5 + i] = v));
+    }
+    gradcheck('topk values', (x) => ops.topk(x, 2).values, [{ data: sep, shape: [3, 5] }]);
   });
   it('Gumbel samplers pass the straight-through gradient of their soft values', () => {
     const z = inp([4, 6], 70);
