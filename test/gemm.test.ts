@@ -263,6 +263,16 @@ describe('matmul', () => {
       matmulRef(A2, [33, 40], B2, [40, 7], false, false), 1e-5, '2-D');
   });
 
+  it('a few large GEMMs run one after the other, each threaded', () => {
+    const aS = [2, 260, 300], bS = [2, 300, 141];
+    const A = randn(aS, 81), B = randn(bS, 82);
+    expectClose(native.matmul(nt(A, aS), nt(B, bS), false, false).read(), matmulRef(A, aS, B, bS, false, false), 1e-5, 'few large');
+    // shared b with a transposed a is not one tall GEMM: per-batch calls
+    const aT = [3, 300, 70];
+    const AT = randn(aT, 83), B2 = randn([300, 90], 84);
+    expectClose(native.matmul(nt(AT, aT), nt(B2, [300, 90]), true, false).read(), matmulRef(AT, aT, B2, [300, 90], true, false), 1e-5, 'shared, tA');
+  });
+
   it('handles empty batches and K = 0', () => {
     expect(native.matmul(nt([], [0, 3, 4]), nt([], [0, 4, 2]), false, false).shape).toEqual([0, 3, 2]);
     const y = native.matmul(nt([], [3, 0]), nt([], [0, 2]), false, false);
@@ -337,7 +347,9 @@ describe('linear', () => {
       const [, , none] = native.linearBackward(nt(GY, ys), nt(X, xs), nt(W, [N, K]), false);
       expect(none).toBeNull();
 
-      // Finite differences of L = sum(y * GY) through the native forward, on a few entries each.
+      // Finite differences of L = sum(y * GY) through the native forward, on a few entries each. L is
+      // linear in every parameter, so a large step has no truncation error and keeps the fp32
+      // rounding of y (divided by 2h) small next to tiny gradients.
       const loss = (x: Float32Array, w: Float32Array, b: Float32Array) =>
         dot(native.linearForward(nt(x, xs), nt(w, [N, K]), nt(b, [N])).read(), GY);
       const pick = (n: number, seed: number) => {
@@ -345,9 +357,9 @@ describe('linear', () => {
         return Array.from(r, (v) => Math.floor(v * n));
       };
       const ix = pick(M * K, s++), iw = pick(N * K, s++), ib = pick(N, s++);
-      const fx = finiteDiff((x) => loss(x, W, bias), X, 1e-2, ix);
-      const fw = finiteDiff((w) => loss(X, w, bias), W, 1e-2, iw);
-      const fb = finiteDiff((b) => loss(X, W, b), bias, 1e-2, ib);
+      const fx = finiteDiff((x) => loss(x, W, bias), X, 0.1, ix);
+      const fw = finiteDiff((w) => loss(X, w, bias), W, 0.1, iw);
+      const fb = finiteDiff((b) => loss(X, W, b), bias, 0.1, ib);
       const gxv = gx.read(), gwv = gw.read(), gbv = gb!.read();
       expectClose(ix.map((i) => gxv[i]), fx, 5e-3, 'gx fd');
       expectClose(iw.map((i) => gwv[i]), fw, 5e-3, 'gw fd');

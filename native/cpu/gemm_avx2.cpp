@@ -67,10 +67,83 @@ void micro_avx2(int64_t kc, const float* __restrict ap, const float* __restrict 
   }
 }
 
+// In-register 8 x 8 transpose (r[i] = row i -> r[c] = column c): unpack pairs of rows within
+// 128-bit lanes, shuffle_ps to quads per lane, permute2f128 joins the lanes of rows 0-3 and 4-7.
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {  // u[4i + j], lane l = rows 4i..4i+3 of column 4l + j
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+    r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+  }
+}
+
+// Loads `rows` (<= 8) source rows of kb (<= 8) floats (missing rows zero) and transposes them.
+inline void load_transposed(const float* src, int64_t ld, int rows, int kb, __m256 r[8]) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i km = _mm256_cmpgt_epi32(_mm256_set1_epi32(kb), lane);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    r[i] = i >= rows ? _mm256_setzero_ps() : kb == 8 ? _mm256_loadu_ps(src + i * ld) : _mm256_maskload_ps(src + i * ld, km);
+  transpose8(r);
+}
+
+// op(A) not transposed: MR (<= 8) rows per panel, 8 k at a time through transpose8; each column's
+// MR floats are stored as 4 + 2 (+ ...) without masked stores (slow on some AMD parts).
+template <int MR>
+void pack_a_avx2(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, float* out) {
+  static_assert(MR == 6, "the store sequence below is written for 6-row panels");
+  if (trans) return pack_a_panels<MR>(trans, a, lda, rows, kc, out);
+  for (int64_t i0 = 0; i0 < rows; i0 += MR, out += kc * MR) {
+    const int m = (int)imin(MR, rows - i0);
+    for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+      const int kb = (int)imin(8, kc - k0);
+      __m256 r[8];
+      load_transposed(a + i0 * lda + k0, lda, m, kb, r);
+      float* o = out + k0 * MR;
+      for (int c = 0; c < kb; ++c) {
+        _mm_storeu_ps(o + c * MR, _mm256_castps256_ps128(r[c]));
+        _mm_storel_pi(reinterpret_cast<__m64*>(o + c * MR + 4), _mm256_extractf128_ps(r[c], 1));
+      }
+    }
+  }
+}
+
+// op(B) transposed (B stored [N, K]): NR = 8*NV source rows per panel, 8 rows per transpose8.
+template <int NR>
+void pack_b_avx2(bool trans, const float* b, int64_t ldb, int64_t cols, int64_t kc, float* out) {
+  static_assert(NR % 8 == 0, "NR must be a multiple of 8");
+  if (!trans) return pack_b_panels<NR>(trans, b, ldb, cols, kc, out);
+  for (int64_t j0 = 0; j0 < cols; j0 += NR, out += kc * NR) {
+    const int n = (int)imin(NR, cols - j0);
+    for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+      const int kb = (int)imin(8, kc - k0);
+      for (int g = 0; g < NR / 8; ++g) {
+        const int rows = n - 8 * g < 0 ? 0 : (n - 8 * g > 8 ? 8 : n - 8 * g);
+        __m256 r[8];
+        load_transposed(b + (j0 + 8 * g) * ldb + k0, ldb, rows, kb, r);
+        for (int c = 0; c < kb; ++c) _mm256_storeu_ps(out + (k0 + c) * NR + 8 * g, r[c]);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const Kernel& kernel_avx2() {
-  static const Kernel k{"avx2", 6, 16, 96, 384, 4096, &micro_avx2<6, 2>, &pack_a_panels<6>, &pack_b_panels<16>};
+  static const Kernel k{"avx2", 6, 16, 96, 384, 4096, &micro_avx2<6, 2>, &pack_a_avx2<6>, &pack_b_avx2<16>};
   return k;
 }
 

@@ -4,6 +4,12 @@
 // Edge tiles (n < NR) store through write masks; rows past m are computed on zero padding and dropped.
 #include <immintrin.h>
 
+// GCC 12's own _mm512_undefined_ps (used inside the shuffle intrinsics) trips -W(maybe-)uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "gemm_kernel.h"
 #include "gemm_pack.h"
 
@@ -71,6 +77,87 @@ void micro_avx512(int64_t kc, const float* __restrict ap, const float* __restric
   }
 }
 
+// In-register transpose of 16 rows x 16 floats (r[i] = row i) into r[c] = column c: unpack within
+// 128-bit lanes (pairs of rows), shuffle_ps (quads of rows per lane), then two rounds of
+// shuffle_f32x4 gather lane l of the four quads into column 4l + j. 64 shuffles per 256 floats.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // u[4i + j], lane l = rows 4i..4i+3 of column 4l + j
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512 v0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), v1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+    const __m512 w0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512 w1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    t[0 + j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    t[8 + j] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    t[4 + j] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Loads `rows` (<= 16) source rows of kb (<= 16) floats each into r (missing rows are zero),
+// transposes, and stores the first kb columns' `width` lanes at out + c*stride.
+inline void transpose_block(const float* src, int64_t ld, int rows, int kb, float* out, int64_t stride,
+                            __mmask16 width) {
+  const __mmask16 km = kb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << kb) - 1u);
+  __m512 r[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + i * ld) : _mm512_setzero_ps();
+  transpose16(r);
+  if (kb == 16) {
+#pragma GCC unroll 16
+    for (int c = 0; c < 16; ++c) _mm512_mask_storeu_ps(out + c * stride, width, r[c]);
+  } else {
+    for (int c = 0; c < kb; ++c) _mm512_mask_storeu_ps(out + c * stride, width, r[c]);
+  }
+}
+
+// op(A) not transposed (rows of A are contiguous in k): MR <= 16 rows per panel, 16 k at a time
+// through transpose16. Transposed A is a plain copy and keeps the portable loop.
+template <int MR>
+void pack_a_avx512(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, float* out) {
+  static_assert(MR <= 16, "one transpose16 covers at most 16 rows");
+  if (trans) return pack_a_panels<MR>(trans, a, lda, rows, kc, out);
+  const __mmask16 width = (__mmask16)((1u << MR) - 1u);
+  for (int64_t i0 = 0; i0 < rows; i0 += MR, out += kc * MR) {
+    const int m = (int)imin(MR, rows - i0);
+    for (int64_t k0 = 0; k0 < kc; k0 += 16)
+      transpose_block(a + i0 * lda + k0, lda, m, (int)imin(16, kc - k0), out + k0 * MR, MR, width);
+  }
+}
+
+// op(B) transposed (B stored [N, K], the linear layer's weight): NR = 16*NV source rows per panel,
+// each group of 16 rows transposed into its 16-column slice of the panel.
+template <int NR>
+void pack_b_avx512(bool trans, const float* b, int64_t ldb, int64_t cols, int64_t kc, float* out) {
+  static_assert(NR % 16 == 0, "NR must be a multiple of 16");
+  if (!trans) return pack_b_panels<NR>(trans, b, ldb, cols, kc, out);
+  for (int64_t j0 = 0; j0 < cols; j0 += NR, out += kc * NR) {
+    const int n = (int)imin(NR, cols - j0);
+    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const int kb = (int)imin(16, kc - k0);
+#pragma GCC unroll 4
+      for (int g = 0; g < NR / 16; ++g) {
+        const int rows = n - 16 * g < 0 ? 0 : (n - 16 * g > 16 ? 16 : n - 16 * g);
+        transpose_block(b + (j0 + 16 * g) * ldb + k0, ldb, rows, kb, out + k0 * NR + 16 * g, NR, (__mmask16)0xFFFF);
+      }
+    }
+  }
+}
+
 template <int MR, int NV>
 Kernel make_kernel(int64_t mc, int64_t kc, int64_t nc) {
   return Kernel{"avx512",
@@ -80,14 +167,28 @@ Kernel make_kernel(int64_t mc, int64_t kc, int64_t nc) {
                 kc,
                 nc,
                 &micro_avx512<MR, NV>,
-                &pack_a_panels<MR>,
-                &pack_b_panels<16 * NV>};
+                &pack_a_avx512<MR>,
+                &pack_b_avx512<16 * NV>};
 }
 
 }  // namespace
 
+}
+#include <cstdlib>
+#include <cstdio>
+namespace vitrim::cpu::gemm {
 const Kernel& kernel_avx512() {
-  static const Kernel k = make_kernel<12, 2>(192, 384, 4096);
+  static const Kernel k = [] {
+    int mr = 12, nv = 2; long mc = 192, kc = 384, nc = 4096;
+    if (const char* e = std::getenv("TUNE")) sscanf(e, "%dx%d:%ld:%ld:%ld", &mr, &nv, &mc, &kc, &nc);
+    fprintf(stderr, "tile %dx%d mc %ld kc %ld nc %ld\n", mr, 16*nv, mc, kc, nc);
+    if (mr == 14 && nv == 2) return make_kernel<14, 2>(mc, kc, nc);
+    if (mr == 6 && nv == 4) return make_kernel<6, 4>(mc, kc, nc);
+    if (mr == 8 && nv == 3) return make_kernel<8, 3>(mc, kc, nc);
+    if (mr == 10 && nv == 2) return make_kernel<10, 2>(mc, kc, nc);
+    if (mr == 4 && nv == 4) return make_kernel<4, 4>(mc, kc, nc);
+    return make_kernel<12, 2>(mc, kc, nc);
+  }();
   return k;
 }
 
