@@ -305,7 +305,7 @@ describe('linear', () => {
   it('forward with and without bias, odd sizes, vs float64', () => {
     let s = 300;
     for (const [lead, K, N] of [[[1], 1, 1], [[2, 17], 33, 19], [[197], 385, 3], [[3, 5], 64, 97]] as const) {
-      const M = lead.reduce((x, y) => x * y, 1);
+      const M = (lead as readonly number[]).reduce((x, y) => x * y, 1);
       const X = randn([M, K], s++), W = randn([N, K], s++, 0.2), bias = randn([N], s++);
       const xs = [...lead, K];
       const y = native.linearForward(nt(X, xs), nt(W, [N, K]), nt(bias, [N]));
@@ -330,7 +330,7 @@ describe('linear', () => {
   it('backward vs the float64 analytic gradient and finite differences', () => {
     let s = 500;
     for (const [lead, K, N] of [[[1], 1, 1], [[2, 17], 33, 19], [[197], 20, 3], [[3, 70], 45, 385]] as const) {
-      const M = lead.reduce((x, y) => x * y, 1);
+      const M = (lead as readonly number[]).reduce((x, y) => x * y, 1);
       const X = randn([M, K], s++), W = randn([N, K], s++, 0.3), bias = randn([N], s++);
       const GY = randn([M, N], s++);
       const xs = [...lead, K], ys = [...lead, N];

@@ -1,7 +1,8 @@
 // AVX-512 GEMM micro-kernel (compiled with -mavx512f...; entered only after the CPUID check in
 // gemm.cpp). Register tile MR x (16*NV): MR*NV zmm accumulators; per k step NV vector loads of the
-// packed B row and MR broadcasts of packed A (folded into the FMAs as {1to16} memory operands).
-// Edge tiles (n < NR) store through write masks; rows past m are computed on zero padding and dropped.
+// packed B row and MR broadcasts of packed A, each feeding NV FMAs. Edge tiles (n < NR) store
+// through write masks; rows past m are computed on the zero padding and dropped. Also here: the
+// packing routines that are transposes (A not transposed, B transposed), done 16 x 16 in registers.
 #include <immintrin.h>
 
 // GCC 12's own _mm512_undefined_ps (used inside the shuffle intrinsics) trips -W(maybe-)uninitialized.
@@ -158,37 +159,15 @@ void pack_b_avx512(bool trans, const float* b, int64_t ldb, int64_t cols, int64_
   }
 }
 
-template <int MR, int NV>
-Kernel make_kernel(int64_t mc, int64_t kc, int64_t nc) {
-  return Kernel{"avx512",
-                MR,
-                16 * NV,
-                mc,
-                kc,
-                nc,
-                &micro_avx512<MR, NV>,
-                &pack_a_avx512<MR>,
-                &pack_b_avx512<16 * NV>};
-}
-
 }  // namespace
 
-}
-#include <cstdlib>
-#include <cstdio>
-namespace vitrim::cpu::gemm {
+// 12 x 32: 24 accumulators + 2 B vectors + 1 broadcast of the 32 zmm registers. On the Zen 4 this
+// was tuned on, 14x32, 6x64, 8x48 and 28x16 all run at the same L1-resident peak (~115 GFLOP/s
+// per core); 12x32 wastes the least on 197-token edges (NR = 64 would pad 197 columns to 256) and
+// kc 512 / mc 144 (A block 288 KiB of the 1 MiB L2) measured best. See bench/gemm-variants.md.
 const Kernel& kernel_avx512() {
-  static const Kernel k = [] {
-    int mr = 12, nv = 2; long mc = 192, kc = 384, nc = 4096;
-    if (const char* e = std::getenv("TUNE")) sscanf(e, "%dx%d:%ld:%ld:%ld", &mr, &nv, &mc, &kc, &nc);
-    fprintf(stderr, "tile %dx%d mc %ld kc %ld nc %ld\n", mr, 16*nv, mc, kc, nc);
-    if (mr == 14 && nv == 2) return make_kernel<14, 2>(mc, kc, nc);
-    if (mr == 6 && nv == 4) return make_kernel<6, 4>(mc, kc, nc);
-    if (mr == 8 && nv == 3) return make_kernel<8, 3>(mc, kc, nc);
-    if (mr == 10 && nv == 2) return make_kernel<10, 2>(mc, kc, nc);
-    if (mr == 4 && nv == 4) return make_kernel<4, 4>(mc, kc, nc);
-    return make_kernel<12, 2>(mc, kc, nc);
-  }();
+  static const Kernel k{"avx512", 12, 32, 144, 512, 4096, &micro_avx512<12, 2>, &pack_a_avx512<12>,
+                        &pack_b_avx512<32>};
   return k;
 }
 
