@@ -89,6 +89,17 @@ export interface Addon {
   linearForward(x: T, w: T, b: OptT): T;
   /** [gx, gw, gb | null] */
   linearBackward(gy: T, x: T, w: T, needBias: boolean): [T, T, OptT];
+  /**
+   * In place: c = alpha·op(a)·op(b) + beta·c over the top-left windows op(a)[M, K], op(b)[K, N],
+   * c[M, N] (BLAS sgemm; the leading dimensions are the tensors' row lengths). beta = 0 never reads c.
+   */
+  gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, a: T, b: T,
+    beta: number, c: T): void;
+  /**
+   * Test/bench hook: pins the GEMM micro-kernel ('generic' | 'avx2' | 'avx512', only ones this CPU
+   * runs; ERR_VITRIM_ARGUMENT otherwise) or returns to the CPUID choice ('auto'). Returns gemmIsa().
+   */
+  gemmSetIsa(isa: 'generic' | 'avx2' | 'avx512' | 'auto'): string;
   // ---- layernorm (cpu/layernorm.cpp) ----
   /** [y, mean, rstd] */
   layernormForward(x: T, w: OptT, b: OptT, eps: number): [T, T, T];

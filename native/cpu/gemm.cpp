@@ -1,33 +1,195 @@
 // GEMM family on the CPU: sgemm (row-major, optional transposes), batched matmul, linear fwd/bwd.
-// This first version is a simple correct loop nest; the packed, cache-blocked, SIMD version replaces
-// sgemm's body without changing its signature.
+//
+// sgemm is a BLIS/GotoBLAS-style driver over a run-time chosen micro-kernel (gemm_kernel.h):
+//   for jc in N step NC:                      (B block kc x nc lives in L3)
+//     for pc in K step KC:                    (beta applies on the first pc block only)
+//       pack op(B)[pc.., jc..] into NR-column panels       (parallel over panels)
+//       for row chunks of C (parallel):       each chunk packs its own MC x kc A block (L2)
+//         for jr over NR panels: for ir over MR panels: micro-kernel (kc x NR B panel stays in L1/L2)
+// Threading splits the rows of C ("row mode"). When C has too few rows to share, the A block is
+// packed once and the columns are split instead ("column mode": each chunk packs its own B panels).
+// Called from inside a parallel_for, every parallel_for here runs inline: the same code is then a
+// serial GEMM, which is what attention relies on when it calls sgemm per (batch, head).
+// Pack buffers are thread-local and only grow; the B block belongs to the calling thread and the A
+// blocks to whichever thread runs the chunk, so nested and concurrent callers never share one.
+//
+// linear_forward folds the bias into the micro-kernel's store (no separate pass over y);
+// linear_backward reduces gbias with float64 accumulators split over columns; matmul runs batches
+// in parallel (each GEMM serial) when there are enough of them, else one threaded GEMM at a time.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
+#include "gemm_kernel.h"
+#include "vitrim/cpuinfo.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
 namespace vitrim::cpu {
+namespace {
 
-const char* gemm_isa() { return "generic"; }
+using gemm::Kernel;
 
-void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  parallel_for(M, 4, [&](int64_t m0, int64_t m1) {
+const Kernel& cpuid_kernel() {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (cpu_has_avx512f()) return gemm::kernel_avx512();
+  if (cpu_has_avx2_fma()) return gemm::kernel_avx2();
+#endif
+  return gemm::kernel_generic();
+}
+
+std::atomic<const Kernel*> g_kernel{nullptr};  // set by gemm_set_isa; null = the CPUID choice
+
+const Kernel& active_kernel() {
+  const Kernel* k = g_kernel.load(std::memory_order_relaxed);
+  return k ? *k : cpuid_kernel();
+}
+
+// 64-byte aligned scratch that only grows (one per thread and role).
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      VITRIM_CHECK(p, Memory, "sgemm: could not allocate ", bytes, " bytes of packing scratch");
+      cap = n;
+    }
+    return p;
+  }
+};
+thread_local Scratch t_apack, t_bpack;
+
+// Below this many multiply-adds a GEMM runs on the calling thread: waking the pool costs more.
+constexpr double kMinParallelMacs = 1 << 20;
+
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  parallel_for(M, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(N, 1)), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       float* c = C + m * ldc;
       if (beta == 0.f) std::memset(c, 0, sizeof(float) * N);
-      else if (beta != 1.f) for (int64_t n = 0; n < N; ++n) c[n] *= beta;
-      for (int64_t k = 0; k < K; ++k) {
-        float a = alpha * (transA ? A[k * lda + m] : A[m * lda + k]);
-        if (!transB) {
-          const float* b = B + k * ldb;
-          for (int64_t n = 0; n < N; ++n) c[n] += a * b[n];
-        } else {
-          for (int64_t n = 0; n < N; ++n) c[n] += a * B[n * ldb + k];
-        }
-      }
+      else if (beta != 1.f)
+        for (int64_t n = 0; n < N; ++n) c[n] *= beta;
     }
   });
+}
+
+// The macro-kernel: C[mlen x ncols] (+)= alpha * Ap Bp over packed blocks.
+void macro(const Kernel& kr, int64_t kc, const float* ap, int64_t mlen, const float* bp, int64_t ncols, float* c,
+           int64_t ldc, float alpha, float beta, const float* bias) {
+  const int64_t MR = kr.mr, NR = kr.nr;
+  for (int64_t jr = 0; jr < ncols; jr += NR) {
+    const int n = (int)std::min(NR, ncols - jr);
+    const float* bpanel = bp + (jr / NR) * NR * kc;
+    for (int64_t ir = 0; ir < mlen; ir += MR) {
+      const int m = (int)std::min(MR, mlen - ir);
+      kr.micro(kc, ap + (ir / MR) * MR * kc, bpanel, c + ir * ldc + jr, ldc, alpha, beta, bias ? bias + jr : nullptr,
+               m, n);
+    }
+  }
+}
+
+// sgemm plus an optional per-column bias added to C (with the first K block, so exactly once).
+void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+  VITRIM_CHECK(M >= 0 && N >= 0 && K >= 0, Argument, "sgemm: negative size M=", M, " N=", N, " K=", K);
+  if (M == 0 || N == 0) return;
+  VITRIM_CHECK(C && ldc >= N, Argument, "sgemm: C is null or ldc=", ldc, " < N=", N);
+  if (K == 0 || alpha == 0.f) {
+    scale_c(M, N, beta, C, ldc);
+    if (bias)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) C[m * ldc + n] += bias[n];
+    return;
+  }
+  VITRIM_CHECK(A && B, Argument, "sgemm: A or B is null");
+  VITRIM_CHECK(lda >= (transA ? M : K) && ldb >= (transB ? K : N), Argument, "sgemm: leading dimension too small: lda=",
+               lda, " ldb=", ldb, " for M=", M, " N=", N, " K=", K);
+
+  const Kernel& kr = active_kernel();
+  const int64_t MR = kr.mr, NR = kr.nr;
+  const int64_t MC = kr.mc, KC = kr.kc, NC = kr.nc;
+  const int threads = num_threads();
+  const bool par = threads > 1 && (double)M * N * K >= kMinParallelMacs;
+  const int64_t m_units = (M + MR - 1) / MR;
+  // Row mode needs enough MR panels to give every thread a few; otherwise split columns.
+  const bool row_mode = !par || m_units >= 3 * threads || (N + NR - 1) / NR < m_units;
+
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    const int64_t n_units = (nc + NR - 1) / NR;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const float beta_k = pc == 0 ? beta : 1.f;
+      const float* bias_k = pc == 0 && bias ? bias + jc : nullptr;
+      // Element (0, pc) of op(A) and (pc, jc) of op(B); row i / column j offsets from there:
+      const float* a0 = transA ? A + pc * lda : A + pc;
+      const float* b0 = transB ? B + jc * ldb + pc : B + pc * ldb + jc;
+      auto a_row = [&](int64_t i) { return transA ? a0 + i : a0 + i * lda; };
+      auto b_col = [&](int64_t j) { return transB ? b0 + j * ldb : b0 + j; };
+      float* c0 = C + jc;
+
+      if (row_mode) {
+        float* bp = t_bpack.get((size_t)(n_units * NR * kc));
+        const int64_t pack_grain = par ? std::max<int64_t>(1, (1 << 16) / (NR * kc)) : n_units;
+        parallel_for(n_units, pack_grain, [&](int64_t u0, int64_t u1) {
+          kr.pack_b(transB, b_col(u0 * NR), ldb, std::min(nc, u1 * NR) - u0 * NR, kc, bp + u0 * NR * kc);
+        });
+        parallel_for(m_units, par ? 1 : m_units, [&](int64_t u0, int64_t u1) {
+          const int64_t i_end = std::min(M, u1 * MR);
+          float* ap = t_apack.get((size_t)(std::min(MC, i_end - u0 * MR) + MR) * kc);
+          for (int64_t i = u0 * MR; i < i_end; i += MC) {
+            const int64_t mlen = std::min(MC, i_end - i);
+            kr.pack_a(transA, a_row(i), lda, mlen, kc, ap);
+            macro(kr, kc, ap, mlen, bp, nc, c0 + i * ldc, ldc, alpha, beta_k, bias_k);
+          }
+        });
+      } else {
+        float* ap = t_apack.get((size_t)(m_units * MR * kc));
+        kr.pack_a(transA, a_row(0), lda, M, kc, ap);
+        parallel_for(n_units, 1, [&](int64_t u0, int64_t u1) {
+          const int64_t j_end = std::min(nc, u1 * NR);
+          float* bp = t_bpack.get((size_t)((u1 - u0) * NR * kc));
+          kr.pack_b(transB, b_col(u0 * NR), ldb, j_end - u0 * NR, kc, bp);
+          macro(kr, kc, ap, M, bp, j_end - u0 * NR, c0 + u0 * NR, ldc, alpha, beta_k,
+                bias_k ? bias_k + u0 * NR : nullptr);
+        });
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const char* gemm_isa() { return active_kernel().isa; }
+
+void gemm_set_isa(const std::string& isa) {
+  if (isa.empty() || isa == "auto") {
+    g_kernel.store(nullptr);
+    return;
+  }
+  const Kernel* k = nullptr;
+  if (isa == "generic") k = &gemm::kernel_generic();
+#if defined(__x86_64__) || defined(_M_X64)
+  else if (isa == "avx2" && cpu_has_avx2_fma()) k = &gemm::kernel_avx2();
+  else if (isa == "avx512" && cpu_has_avx512f()) k = &gemm::kernel_avx512();
+#endif
+  VITRIM_CHECK(k, Argument, "gemm_set_isa: '", isa, "' is not available here (CPU: ", cpu_isa(),
+               "); expected generic|avx2|avx512|auto");
+  g_kernel.store(k);
+}
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  sgemm_bias(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB) {
@@ -50,10 +212,30 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB) {
   os.push_back(M);
   os.push_back(N);
   Tensor c = empty(os, DType::F32);
-  int64_t lda = a.size(-1), ldb = b.size(-1);
-  for (int64_t i = 0; i < nb; ++i)
-    sgemm(transA, transB, M, N, K, 1.f, a.f32() + i * M * K, lda, b.f32() + (shared_b ? 0 : i * K * N), ldb, 0.f,
-          c.f32() + i * M * N, N);
+  if (c.numel() == 0) return c;
+  const int64_t lda = a.size(-1), ldb = b.size(-1);
+  const float* A = a.f32();
+  const float* B = b.f32();
+  float* C = c.f32();
+  // Shared b with a non-transposed a: the batch is one tall GEMM ([nb*M, K] x [K, N]).
+  if (shared_b && !transA) {
+    sgemm(false, transB, nb * M, N, K, 1.f, A, lda, B, ldb, 0.f, C, N);
+    return c;
+  }
+  auto one = [&](int64_t i) {
+    sgemm(transA, transB, M, N, K, 1.f, A + i * M * K, lda, B + (shared_b ? 0 : i * K * N), ldb, 0.f, C + i * M * N, N);
+  };
+  // Many GEMMs (attention's batch x heads): one whole GEMM per task, each serial inside. Few large
+  // ones: one after the other, each threaded.
+  const int threads = num_threads();
+  const double macs = (double)M * N * K;
+  if (nb >= 4 * threads || (nb >= 2 && macs < 8 * kMinParallelMacs)) {
+    parallel_for(nb, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) one(i);
+    });
+  } else {
+    for (int64_t i = 0; i < nb; ++i) one(i);
+  }
   return c;
 }
 
@@ -67,7 +249,8 @@ static void check_linear(const Tensor& x, const Tensor& w, const char* op) {
 
 Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias) {
   check_linear(x, w, "linear");
-  int64_t N = w.size(0), K = w.size(1), M = x.numel() / (K ? K : 1);
+  int64_t N = w.size(0), K = w.size(1);
+  int64_t M = K ? x.numel() / K : shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
   if (bias) {
     check_f32_cpu(*bias, "bias");
     check_shape(*bias, {N}, "bias");
@@ -75,10 +258,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tens
   Shape os = x.shape;
   os.back() = N;
   Tensor y = empty(os, DType::F32);
-  if (bias) {
-    for (int64_t m = 0; m < M; ++m) std::memcpy(y.f32() + m * N, bias->f32(), sizeof(float) * N);
-  }
-  sgemm(false, true, M, N, K, 1.f, x.f32(), K, w.f32(), K, bias ? 1.f : 0.f, y.f32(), N);
+  if (y.numel() == 0) return y;
+  sgemm_bias(false, true, M, N, K, 1.f, x.f32(), K, w.f32(), K, 0.f, y.f32(), N, bias ? bias->f32() : nullptr);
   return y;
 }
 
@@ -86,20 +267,38 @@ std::tuple<Tensor, Tensor, std::optional<Tensor>> linear_backward(const Tensor& 
                                                                   bool need_bias) {
   check_linear(x, w, "linear_backward");
   check_f32_cpu(gy, "gy");
-  int64_t N = w.size(0), K = w.size(1), M = x.numel() / (K ? K : 1);
+  int64_t N = w.size(0), K = w.size(1);
+  int64_t M = shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
   Shape gs = x.shape;
   gs.back() = N;
   check_shape(gy, gs, "gy");
   Tensor gx = empty(x.shape, DType::F32);
-  sgemm(false, false, M, K, N, 1.f, gy.f32(), N, w.f32(), K, 0.f, gx.f32(), K);
+  if (gx.numel()) sgemm(false, false, M, K, N, 1.f, gy.f32(), N, w.f32(), K, 0.f, gx.f32(), K);
   Tensor gw = empty(w.shape, DType::F32);
-  sgemm(true, false, N, K, M, 1.f, gy.f32(), N, x.f32(), K, 0.f, gw.f32(), K);
+  if (gw.numel()) sgemm(true, false, N, K, M, 1.f, gy.f32(), N, x.f32(), K, 0.f, gw.f32(), K);
   std::optional<Tensor> gb;
   if (need_bias) {
-    gb = zeros({N}, DType::F32);
-    float* g = gb->f32();
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) g[n] += gy.f32()[m * N + n];
+    gb = empty({N}, DType::F32);
+    const float* g = gy.f32();
+    float* o = gb->f32();
+    // Row blocks, each summed into its own float64 partial row (M can be ~10^4 rows; the inner loop
+    // runs along contiguous columns), then the partials are added up.
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(4 * num_threads(), M * N / (1 << 15)));
+    std::vector<double> part((size_t)(blocks * N), 0.0);
+    parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        double* acc = part.data() + b * N;
+        for (int64_t m = b * M / blocks, m_end = (b + 1) * M / blocks; m < m_end; ++m) {
+          const float* row = g + m * N;
+          for (int64_t n = 0; n < N; ++n) acc[n] += row[n];
+        }
+      }
+    });
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0.0;
+      for (int64_t b = 0; b < blocks; ++b) s += part[(size_t)(b * N + n)];
+      o[n] = (float)s;
+    }
   }
   return {gx, gw, gb};
 }

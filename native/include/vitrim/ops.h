@@ -49,6 +49,9 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alph
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // Name of the micro-kernel chosen at run time by CPUID ("avx512", "avx2", "generic").
 const char* gemm_isa();
+// Test/bench hook: pins the micro-kernel ("generic", "avx2", "avx512"; only ones this CPU runs) or
+// returns to the CPUID choice ("auto" or ""). Throws Argument for anything else.
+void gemm_set_isa(const std::string& isa);
 // Batched matmul over equal leading dims; b may be 2-D (shared). [.., M, K] x [.., K, N].
 Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB);
 // y[..., N] = x[..., K] W[N, K]^T + bias[N]
