@@ -33,7 +33,7 @@ const num = (name: string, int = false, min = -Infinity) => (v: string): number 
 
 function dataset(name: string, split: 'train' | 'test', o: { dataDir?: string; imgSize?: number; seed?: number; length?: number; channels?: number }): Dataset {
   if (name === 'shapes') return data.shapes({ split, size: o.imgSize ?? 32, seed: o.seed ?? 0, length: o.length ?? (split === 'train' ? 20000 : 2000) });
-  if (name === 'fashion-mnist') return data.fashionMnist({ split, dir: o.dataDir, size: o.imgSize, channels: o.channels });
+  if (name === 'fashion-mnist') return data.fashionMnist({ split, dir: o.dataDir, size: o.imgSize, channels: o.channels as 1 | 3 | undefined });
   throw new InvalidArgumentError(`unknown data set '${name}' (shapes, fashion-mnist)`);
 }
 
