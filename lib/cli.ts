@@ -140,7 +140,14 @@ program.command('eval')
     const model = await loadModel(o.checkpoint, {});
     const dir = existsSync(o.checkpoint) && statSync(o.checkpoint).isDirectory() ? o.checkpoint : null;
     const policy = dir && !o.dense ? await loadPolicy(dir, model, {}) : null;
-    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit });
+    let random: { patch: number; head: number; block: number; seed: number } | undefined;
+    if (o.randomPolicy) {
+      if (!policy) throw new InvalidArgumentError('--random-policy needs a run directory with a policy (its kept rates set the budget)');
+      // Same budget as the learned policy: its measured keep rates on this data.
+      const learned = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit });
+      random = { ...learned.kept!, seed: 1 };
+    }
+    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, random });
     if (o.json) console.log(JSON.stringify(r));
     else {
       console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % on ${r.count} images (${o.data} ${o.split})`);

@@ -123,3 +123,20 @@ describe('AdaViT policy', () => {
     }
   });
 });
+
+describe('AdaViT random-policy baseline', () => {
+  it('keeps units at the requested rates and matches its own masked equivalent in cost', () => {
+    const m = vit.create(cfg, { seed: 11 });
+    const p = adavit(m, { seed: 11 });
+    const x = tensor(randn([16, 3, 16, 16], 12), [16, 3, 16, 16]);
+    const r = adavitInfer(p, x, { random: { patch: 0.5, head: 0.5, block: 0.75, seed: 3 } });
+    expect(Math.abs(r.kept.patch - 0.5)).toBeLessThan(0.1);
+    expect(Math.abs(r.kept.head - 0.5)).toBeLessThan(0.15);
+    expect(Math.abs(r.kept.block - 0.75)).toBeLessThan(0.15);
+    const again = adavitInfer(p, x, { random: { patch: 0.5, head: 0.5, block: 0.75, seed: 3 } });
+    expect(Array.from(again.logits.dataSync())).toEqual(Array.from(r.logits.dataSync()));
+    const all = adavitInfer(p, x, { random: { patch: 1, head: 1, block: 1 } });
+    expectClose(all.logits.dataSync(), noGrad(() => m.forward(x)).dataSync(), 1e-5, 'random with p=1 is dense');
+    expect(() => adavitInfer(p, x, { random: { patch: 2, head: 0, block: 0 } })).toThrow(ArgumentError);
+  });
+});

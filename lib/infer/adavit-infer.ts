@@ -25,6 +25,11 @@ export interface AdaVitInferOptions {
   threshold?: number;
   /** Keep this fraction of patches per gated block (top gate logits) instead of thresholding them. */
   keepRatio?: number;
+  /**
+   * Baseline: ignore the learned gates and keep each patch / head / sub-layer independently with these
+   * probabilities (the class token always), drawn from Philox with `seed`. Gate layers are not run.
+   */
+  random?: { patch: number; head: number; block: number; seed?: number };
 }
 
 export interface InferResult {
@@ -52,6 +57,12 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
   const ratio = opts.keepRatio;
   if (ratio !== undefined && !(ratio >= 0 && ratio <= 1)) throw new ArgumentError(`infer: keepRatio must be in [0, 1], got ${ratio}`);
   const cut = logit(theta) * policy.tau; // keep iff z > τ·logit(θ)  ⟺  σ(z/τ) > θ
+  const rnd = opts.random;
+  if (rnd) {
+    for (const k of ['patch', 'head', 'block'] as const) {
+      if (!(rnd[k] >= 0 && rnd[k] <= 1)) throw new ArgumentError(`infer: random.${k} must be a probability, got ${rnd[k]}`);
+    }
+  }
   const B = x.shape[0];
   const N = m.numTokens;
   const C = c.embedDim;
@@ -77,13 +88,29 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
     const tokensView = new Tensor(x3, false);
     for (let l = policy.keepLayers; l < m.blocks.length; l++) {
       const blk = m.blocks[l];
-      const z = tidy(() => policy.logits(l, tokensView));
-      const zh = z.head.dataSync() as Float32Array;
-      const zb = z.block.dataSync() as Float32Array;
-      const zp = z.patch.dataSync() as Float32Array;
-      z.head.dispose();
-      z.block.dispose();
-      z.patch.dispose();
+      let zh: Float32Array;
+      let zb: Float32Array;
+      let zp: Float32Array;
+      if (rnd) {
+        // Uniform draws mapped to logits that pass the cut with the requested probability.
+        const draw = (n: number, p: number, k: number) => {
+          const u = native.random([n], 'uniform', rnd.seed ?? 0, l * 3 + k);
+          const d = u.read() as Float32Array;
+          u.free();
+          return d.map((v) => (v < p ? cut + 1 : cut - 1));
+        };
+        zh = draw(B * H, rnd.head, 0);
+        zb = draw(B * 2, rnd.block, 1);
+        zp = draw(B * (N - 1), rnd.patch, 2);
+      } else {
+        const z = tidy(() => policy.logits(l, tokensView));
+        zh = z.head.dataSync() as Float32Array;
+        zb = z.block.dataSync() as Float32Array;
+        zp = z.patch.dataSync() as Float32Array;
+        z.head.dispose();
+        z.block.dispose();
+        z.patch.dispose();
+      }
       gated++;
       const rows: number[] = [];
       const rowsMlp: number[] = [];
@@ -91,7 +118,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       const gates: number[] = [];
       const kPatch = ratio === undefined ? -1 : Math.ceil(ratio * (N - 1));
       for (let b = 0; b < B; b++) {
-        macs[b] += C * H + C * 2 + (N - 1) * C; // the gate layers
+        if (!rnd) macs[b] += C * H + C * 2 + (N - 1) * C; // the gate layers
         const kept: number[] = [0];
         if (!policy.gatePatches) for (let j = 1; j < N; j++) kept.push(j);
         else if (kPatch >= 0) {

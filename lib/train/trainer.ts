@@ -302,7 +302,7 @@ function statesOf(it: Iterable<[string, Parameter]>): Map<string, { shape: numbe
 
 /** Evaluates a model (dense) or model + policy (packed inference) on a dataset. */
 export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, ds: Dataset,
-  opts: { batchSize?: number; threshold?: number; keepRatio?: number; limit?: number } = {}): EvalResult {
+  opts: { batchSize?: number; threshold?: number; keepRatio?: number; limit?: number; random?: { patch: number; head: number; block: number; seed?: number } } = {}): EvalResult {
   const bs = opts.batchSize ?? 64;
   model.eval();
   let correct = 0;
@@ -319,7 +319,7 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
     tidy(() => noGrad(() => {
       let logits: Tensor;
       if (policy) {
-        const r = adavitInfer(policy, x, { threshold: opts.threshold, keepRatio: opts.keepRatio });
+        const r = adavitInfer(policy, x, { threshold: opts.threshold, keepRatio: opts.keepRatio, random: opts.random });
         logits = r.logits;
         macs += r.macs * B;
         ms += r.ms;
