@@ -313,6 +313,27 @@ describe('shapes dataset', () => {
     expect(correct / 2000).toBeLessThan(0.15);
   });
 
+  it('object colour (mean pixel inside the mask) does not depend on the class', () => {
+    const d = data.shapes({ seed: RUN_SEED });
+    const K = 300;
+    const sums = new Float64Array(30);
+    const n = 32 * 32;
+    for (let i = 0; i < 10 * K; i++) {
+      const { image, mask, label } = d.sample(i);
+      let ni = 0;
+      const acc = [0, 0, 0];
+      for (let p = 0; p < n; p++) {
+        if (!mask[p]) continue;
+        ni++;
+        for (let c = 0; c < 3; c++) acc[c] += image[c * n + p];
+      }
+      for (let c = 0; c < 3; c++) sums[label * 3 + c] += acc[c] / ni / K;
+    }
+    // Object colour ~ U[0,1]³ (conditioned symmetrically on the background): sd ≈ 0.29 per channel,
+    // so a class mean over 300 samples has sd ≈ 0.017; every class mean must be within 0.07 of 0.5.
+    for (let k = 0; k < 10; k++) for (let c = 0; c < 3; c++) expect(Math.abs(sums[k * 3 + c] - 0.5)).toBeLessThan(0.07);
+  });
+
   it('works at 64 and 224 px, normalised to [-1, 1] by default', () => {
     for (const size of [64, 224]) {
       const d = data.shapes({ size, seed: RUN_SEED });
@@ -603,6 +624,35 @@ describe('augmentation pipeline', () => {
     expect(bytesEqual(aug.getBatch(idx, { epoch: 1 }).images, aug.getBatch(idx, { epoch: 2 }).images)).toBe(false);
     const other = data.shapes({ seed: RUN_SEED, normalize: 'none', augment: { cropPadding: 3, seed: 6 } });
     expect(bytesEqual(aug.getBatch(idx, { epoch: 1 }).images, other.getBatch(idx, { epoch: 1 }).images)).toBe(false);
+  });
+
+  it('Pipeline resizes masks with the image (bilinear, threshold ½) and pads them with zeros', () => {
+    const r = testRng(71);
+    const img = randu([1, 12, 12], 72);
+    const mask = new Uint8Array(144).map(() => (r() < 0.4 ? 1 : 0));
+    const up = new data.Pipeline([1, 12, 12], { size: 20, channels: 3, normalize: 'none' });
+    expect(up.outShape).toEqual([3, 20, 20]);
+    const out = new Float32Array(3 * 400);
+    const outMask = new Uint8Array(400);
+    up.apply(img, mask, 0, 0, out, 0, outMask, 0);
+    const wantImg = resizeRef(img, 1, 12, 12, 20, 20);
+    for (let c = 0; c < 3; c++) expectClose(out.subarray(c * 400, (c + 1) * 400), wantImg, 1e-6, 'pipeline image');
+    const wantMask = resizeRef(Float64Array.from(mask), 1, 12, 12, 20, 20);
+    let borderline = 0;
+    for (let p = 0; p < 400; p++) {
+      if (Math.abs(wantMask[p] - 0.5) < 1e-6) borderline++;
+      else expect(outMask[p]).toBe(wantMask[p] >= 0.5 ? 1 : 0);
+    }
+    expect(borderline).toBeLessThan(40);
+    const padP = new data.Pipeline([1, 12, 12], { size: 16, fit: 'pad', normalize: 'none' });
+    const po = new Float32Array(256);
+    const pm = new Uint8Array(256);
+    padP.apply(img, mask, 0, 0, po, 0, pm, 0);
+    for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
+      const inside = y >= 2 && y < 14 && x >= 2 && x < 14;
+      expect(pm[y * 16 + x]).toBe(inside ? mask[(y - 2) * 12 + x - 2] : 0);
+      expect(po[y * 16 + x]).toBe(inside ? img[(y - 2) * 12 + x - 2] : 0);
+    }
   });
 
   it('flip probability is about one half', () => {
