@@ -8,7 +8,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync, inflateSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as data from '../lib/data/index.js';
 import { checkIndices } from '../lib/data/dataset.js';
@@ -237,7 +237,10 @@ describe('shapes dataset', () => {
     // Analytic areas in object units: circle π, square 1.6², triangle 3√3/4 (circumradius 1),
     // ring π(1 − 0.5²), rhombus 2·1·0.5, ellipse π·1·0.5.
     const A: Record<number, number> = { 0: Math.PI, 1: 2.56, 2: (3 * Math.sqrt(3)) / 4, 4: 0.75 * Math.PI, 6: 1, 7: Math.PI / 2 };
-    for (const [size, tol] of [[32, 0.025], [64, 0.015]] as const) {
+    // 4×4 supersampling on the pixel grid: an edge that happens to run along the sub-sample grid is
+    // off by up to 1/8 px per edge pixel (a few % of the area at 32 px, rare); on average the error
+    // is ~0.2% at 32 px and ~0.06% at 64 px, about 10× below the binary mask's.
+    for (const [size, meanTol] of [[32, 0.005], [64, 0.0025]] as const) {
       const d = data.shapes({ size, seed: RUN_SEED });
       let sumCov = 0;
       let sumBin = 0;
@@ -248,7 +251,7 @@ describe('shapes dataset', () => {
         if (!(s.label in A)) continue;
         const truth = A[s.label] * s.info.scale ** 2;
         const covErr = Math.abs(s.info.areaPx - truth) / truth;
-        expect(covErr).toBeLessThan(tol);
+        expect(covErr).toBeLessThan(0.08);
         let m = 0;
         for (const v of s.mask) m += v;
         sumCov += covErr;
@@ -259,6 +262,7 @@ describe('shapes dataset', () => {
         if (s.info.areaPx !== Math.round(s.info.areaPx)) fractional++;
       }
       expect(fractional / k).toBeGreaterThan(0.7);
+      expect(sumCov / k).toBeLessThan(meanTol);
       expect(sumCov / k).toBeLessThan(0.5 * (sumBin / k));
     }
   });
@@ -900,5 +904,51 @@ describe('fashion-mnist', () => {
       expect(() => data.parseIdx(new Uint8Array([0, 0]), 'y.idx', 1)).toThrow(/y\.idx: too short/);
       expect(loadFashionMnist(FMNIST, 'test').count).toBe(10_000);
     });
+  });
+});
+
+describe('encodePng', () => {
+  /** Bitwise CRC-32 (IEEE), independent of the encoder's table-driven one. */
+  function crc32(b: Uint8Array): number {
+    let c = 0xffffffff;
+    for (const byte of b) {
+      c ^= byte;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+    }
+    return (c ^ 0xffffffff) >>> 0;
+  }
+
+  it('writes a valid PNG: signature, chunk CRCs, IHDR, and IDAT rows that inflate to the pixels', () => {
+    for (const channels of [1, 3] as const) {
+      const W = 5;
+      const H = 3;
+      const r = testRng(81 + channels);
+      const px = new Uint8Array(W * H * channels).map(() => Math.floor(r() * 256));
+      const png = data.encodePng(px, W, H, channels);
+      expect(Array.from(png.subarray(0, 8))).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      let off = 8;
+      const chunks: Record<string, Buffer> = {};
+      while (off < png.length) {
+        const len = png.readUInt32BE(off);
+        const type = png.toString('latin1', off + 4, off + 8);
+        const body = png.subarray(off + 8, off + 8 + len);
+        expect(png.readUInt32BE(off + 8 + len)).toBe(crc32(png.subarray(off + 4, off + 8 + len)));
+        chunks[type] = body;
+        off += 12 + len;
+      }
+      expect(Object.keys(chunks)).toEqual(['IHDR', 'IDAT', 'IEND']);
+      expect(chunks.IHDR.readUInt32BE(0)).toBe(W);
+      expect(chunks.IHDR.readUInt32BE(4)).toBe(H);
+      expect(chunks.IHDR[8]).toBe(8);
+      expect(chunks.IHDR[9]).toBe(channels === 3 ? 2 : 0);
+      const raw = inflateSync(chunks.IDAT);
+      const row = W * channels;
+      for (let y = 0; y < H; y++) {
+        expect(raw[y * (row + 1)]).toBe(0);
+        expect(Array.from(raw.subarray(y * (row + 1) + 1, (y + 1) * (row + 1)))).toEqual(Array.from(px.subarray(y * row, (y + 1) * row)));
+      }
+    }
+    expect(() => data.encodePng(new Uint8Array(10), 2, 2, 3)).toThrow(ArgumentError);
+    expect(() => data.encodePng(new Uint8Array(0), 0, 2, 1)).toThrow(ArgumentError);
   });
 });
