@@ -1,10 +1,12 @@
 /**
  * Writes a PNG grid of shapes samples and their object masks, to look at the dataset:
- *   node --import tsx scripts/preview-shapes.ts [out.png] [--size 32] [--seed 0] [--split train] [--rows 4] [--zoom 4]
+ *   node --import tsx scripts/preview-shapes.ts [out.png (default $TMPDIR/vitrim-shapes-preview.png)] [--size 32] [--seed 0] [--split train] [--rows 4] [--zoom 4]
  * Layout: one column per class (numClasses 10); each cell is the image with its mask to the right
  * (mask drawn as the image darkened outside the object, object outlined in white).
  */
 import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { shapes } from '../lib/data/shapes.js';
 import { encodePng } from '../lib/data/png.js';
 
@@ -13,7 +15,7 @@ const opt = (name: string, def: string): string => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : def;
 };
-const out = args[0] && !args[0].startsWith('--') ? args[0] : 'shapes-preview.png';
+const out = args[0] && !args[0].startsWith('--') ? args[0] : join(tmpdir(), 'vitrim-shapes-preview.png');
 const size = Number(opt('size', '32'));
 const seed = Number(opt('seed', '0'));
 const rows = Number(opt('rows', '4'));

@@ -8,7 +8,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync, inflateSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as data from '../lib/data/index.js';
 import { checkIndices } from '../lib/data/dataset.js';
@@ -237,7 +237,10 @@ describe('shapes dataset', () => {
     // Analytic areas in object units: circle π, square 1.6², triangle 3√3/4 (circumradius 1),
     // ring π(1 − 0.5²), rhombus 2·1·0.5, ellipse π·1·0.5.
     const A: Record<number, number> = { 0: Math.PI, 1: 2.56, 2: (3 * Math.sqrt(3)) / 4, 4: 0.75 * Math.PI, 6: 1, 7: Math.PI / 2 };
-    for (const [size, tol] of [[32, 0.025], [64, 0.015]] as const) {
+    // 4×4 supersampling on the pixel grid: an edge that happens to run along the sub-sample grid is
+    // off by up to 1/8 px per edge pixel (a few % of the area at 32 px, rare); on average the error
+    // is ~0.2% at 32 px and ~0.06% at 64 px, about 10× below the binary mask's.
+    for (const [size, meanTol] of [[32, 0.005], [64, 0.0025]] as const) {
       const d = data.shapes({ size, seed: RUN_SEED });
       let sumCov = 0;
       let sumBin = 0;
@@ -248,7 +251,7 @@ describe('shapes dataset', () => {
         if (!(s.label in A)) continue;
         const truth = A[s.label] * s.info.scale ** 2;
         const covErr = Math.abs(s.info.areaPx - truth) / truth;
-        expect(covErr).toBeLessThan(tol);
+        expect(covErr).toBeLessThan(0.08);
         let m = 0;
         for (const v of s.mask) m += v;
         sumCov += covErr;
@@ -259,6 +262,7 @@ describe('shapes dataset', () => {
         if (s.info.areaPx !== Math.round(s.info.areaPx)) fractional++;
       }
       expect(fractional / k).toBeGreaterThan(0.7);
+      expect(sumCov / k).toBeLessThan(meanTol);
       expect(sumCov / k).toBeLessThan(0.5 * (sumBin / k));
     }
   });
@@ -311,6 +315,27 @@ describe('shapes dataset', () => {
       if (best === te.y[i]) correct++;
     }
     expect(correct / 2000).toBeLessThan(0.15);
+  });
+
+  it('object colour (mean pixel inside the mask) does not depend on the class', () => {
+    const d = data.shapes({ seed: RUN_SEED });
+    const K = 300;
+    const sums = new Float64Array(30);
+    const n = 32 * 32;
+    for (let i = 0; i < 10 * K; i++) {
+      const { image, mask, label } = d.sample(i);
+      let ni = 0;
+      const acc = [0, 0, 0];
+      for (let p = 0; p < n; p++) {
+        if (!mask[p]) continue;
+        ni++;
+        for (let c = 0; c < 3; c++) acc[c] += image[c * n + p];
+      }
+      for (let c = 0; c < 3; c++) sums[label * 3 + c] += acc[c] / ni / K;
+    }
+    // Object colour ~ U[0,1]³ (conditioned symmetrically on the background): sd ≈ 0.29 per channel,
+    // so a class mean over 300 samples has sd ≈ 0.017; every class mean must be within 0.07 of 0.5.
+    for (let k = 0; k < 10; k++) for (let c = 0; c < 3; c++) expect(Math.abs(sums[k * 3 + c] - 0.5)).toBeLessThan(0.07);
   });
 
   it('works at 64 and 224 px, normalised to [-1, 1] by default', () => {
@@ -605,6 +630,35 @@ describe('augmentation pipeline', () => {
     expect(bytesEqual(aug.getBatch(idx, { epoch: 1 }).images, other.getBatch(idx, { epoch: 1 }).images)).toBe(false);
   });
 
+  it('Pipeline resizes masks with the image (bilinear, threshold ½) and pads them with zeros', () => {
+    const r = testRng(71);
+    const img = randu([1, 12, 12], 72);
+    const mask = new Uint8Array(144).map(() => (r() < 0.4 ? 1 : 0));
+    const up = new data.Pipeline([1, 12, 12], { size: 20, channels: 3, normalize: 'none' });
+    expect(up.outShape).toEqual([3, 20, 20]);
+    const out = new Float32Array(3 * 400);
+    const outMask = new Uint8Array(400);
+    up.apply(img, mask, 0, 0, out, 0, outMask, 0);
+    const wantImg = resizeRef(img, 1, 12, 12, 20, 20);
+    for (let c = 0; c < 3; c++) expectClose(out.subarray(c * 400, (c + 1) * 400), wantImg, 1e-6, 'pipeline image');
+    const wantMask = resizeRef(Float64Array.from(mask), 1, 12, 12, 20, 20);
+    let borderline = 0;
+    for (let p = 0; p < 400; p++) {
+      if (Math.abs(wantMask[p] - 0.5) < 1e-6) borderline++;
+      else expect(outMask[p]).toBe(wantMask[p] >= 0.5 ? 1 : 0);
+    }
+    expect(borderline).toBeLessThan(40);
+    const padP = new data.Pipeline([1, 12, 12], { size: 16, fit: 'pad', normalize: 'none' });
+    const po = new Float32Array(256);
+    const pm = new Uint8Array(256);
+    padP.apply(img, mask, 0, 0, po, 0, pm, 0);
+    for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
+      const inside = y >= 2 && y < 14 && x >= 2 && x < 14;
+      expect(pm[y * 16 + x]).toBe(inside ? mask[(y - 2) * 12 + x - 2] : 0);
+      expect(po[y * 16 + x]).toBe(inside ? img[(y - 2) * 12 + x - 2] : 0);
+    }
+  });
+
   it('flip probability is about one half', () => {
     const aug = data.shapes({ seed: RUN_SEED, normalize: 'none', augment: { hflip: true } });
     const plain = data.shapes({ seed: RUN_SEED, normalize: 'none' });
@@ -850,5 +904,51 @@ describe('fashion-mnist', () => {
       expect(() => data.parseIdx(new Uint8Array([0, 0]), 'y.idx', 1)).toThrow(/y\.idx: too short/);
       expect(loadFashionMnist(FMNIST, 'test').count).toBe(10_000);
     });
+  });
+});
+
+describe('encodePng', () => {
+  /** Bitwise CRC-32 (IEEE), independent of the encoder's table-driven one. */
+  function crc32(b: Uint8Array): number {
+    let c = 0xffffffff;
+    for (const byte of b) {
+      c ^= byte;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+    }
+    return (c ^ 0xffffffff) >>> 0;
+  }
+
+  it('writes a valid PNG: signature, chunk CRCs, IHDR, and IDAT rows that inflate to the pixels', () => {
+    for (const channels of [1, 3] as const) {
+      const W = 5;
+      const H = 3;
+      const r = testRng(81 + channels);
+      const px = new Uint8Array(W * H * channels).map(() => Math.floor(r() * 256));
+      const png = data.encodePng(px, W, H, channels);
+      expect(Array.from(png.subarray(0, 8))).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      let off = 8;
+      const chunks: Record<string, Buffer> = {};
+      while (off < png.length) {
+        const len = png.readUInt32BE(off);
+        const type = png.toString('latin1', off + 4, off + 8);
+        const body = png.subarray(off + 8, off + 8 + len);
+        expect(png.readUInt32BE(off + 8 + len)).toBe(crc32(png.subarray(off + 4, off + 8 + len)));
+        chunks[type] = body;
+        off += 12 + len;
+      }
+      expect(Object.keys(chunks)).toEqual(['IHDR', 'IDAT', 'IEND']);
+      expect(chunks.IHDR.readUInt32BE(0)).toBe(W);
+      expect(chunks.IHDR.readUInt32BE(4)).toBe(H);
+      expect(chunks.IHDR[8]).toBe(8);
+      expect(chunks.IHDR[9]).toBe(channels === 3 ? 2 : 0);
+      const raw = inflateSync(chunks.IDAT);
+      const row = W * channels;
+      for (let y = 0; y < H; y++) {
+        expect(raw[y * (row + 1)]).toBe(0);
+        expect(Array.from(raw.subarray(y * (row + 1) + 1, (y + 1) * (row + 1)))).toEqual(Array.from(px.subarray(y * row, (y + 1) * row)));
+      }
+    }
+    expect(() => data.encodePng(new Uint8Array(10), 2, 2, 3)).toThrow(ArgumentError);
+    expect(() => data.encodePng(new Uint8Array(0), 0, 2, 1)).toThrow(ArgumentError);
   });
 });
