@@ -77,6 +77,10 @@ function fmt(v: number | undefined): string {
 }
 
 function printTable(rows: (Row & { bench: string })[]): void {
+  if (rows.length === 0) {
+    console.log('(no rows)');
+    return;
+  }
   const head = ['bench', 'name', 'shape', 'value', 'unit', 'compare', 'cmp value', 'ratio', 'note'];
   const body = rows.map((r) => [
     r.bench, r.name, r.shape, fmt(r.value), r.unit, r.compare?.name ?? '', fmt(r.compare?.value),

@@ -98,7 +98,7 @@ describe('sgemm (native.gemm) on every micro-kernel', () => {
       const shapes: [number, number, number][] = [
         [1, 1, 1], [1, 17, 3], [3, 1, 17], [17, 3, 1], [5, 33, 16], [13, 31, 29],
         [197, 64, 65], [64, 197, 33], [37, 385, 41], [385, 19, 23],
-        [3, 385, 1000], // few rows, much work: the column-split path, several K blocks
+        [5, 800, 1100], // few rows, much work: the column-split path, several K blocks
         [130, 100, 770], // several K blocks with beta applied once
       ];
       // plus a few drawn per run (the seed is printed on failure)
@@ -264,7 +264,7 @@ describe('matmul', () => {
   });
 
   it('a few large GEMMs run one after the other, each threaded', () => {
-    const aS = [2, 260, 300], bS = [2, 300, 141];
+    const aS = [3, 260, 300], bS = [3, 300, 141];
     const A = randn(aS, 81), B = randn(bS, 82);
     expectClose(native.matmul(nt(A, aS), nt(B, bS), false, false).read(), matmulRef(A, aS, B, bS, false, false), 1e-5, 'few large');
     // shared b with a transposed a is not one tall GEMM: per-batch calls
