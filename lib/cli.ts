@@ -157,7 +157,7 @@ program.command('eval')
     }
   });
 
-program.parseAsync(process.argv).catch((e: Error) => {
+if (process.argv[1]?.endsWith("cli.ts") || process.argv[1]?.endsWith("cli.js")) program.parseAsync(process.argv).catch((e: Error) => {
   console.error(`vitrim: ${e.message}`);
   process.exit(1);
 });

@@ -1,7 +1,7 @@
 /** vitrim: adaptive vision transformers on a C++ (and CUDA) Node-API core. */
 import { native } from './native.js';
 
-export { Tensor, tensor, full, zeros, ones, tidy, keep, memory } from './tensor.js';
+export { Tensor, tensor, full, zeros, ones, tidy, keep, memory, emptyCache } from './tensor.js';
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export * from './errors.js';
 export * as ops from './ops/index.js';

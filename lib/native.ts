@@ -62,6 +62,8 @@ export interface Addon {
   cast(x: T, dtype: DType): T;
   copy(x: T): T;
   memory(): MemoryInfo[];
+  /** Frees the allocator's cached blocks. */
+  emptyCache(): void;
   info(): NativeInfo;
   setNumThreads(n: number): void;
   // ---- elementwise (cpu/elementwise.cpp): binary ops broadcast numpy-style ----

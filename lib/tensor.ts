@@ -204,6 +204,11 @@ export function memory() {
   return native.memory();
 }
 
+/** Returns the CPU allocator's cached blocks to the system (memory().bytesCached drops to 0). */
+export function emptyCache(): void {
+  native.emptyCache();
+}
+
 /** Internal: make a Tensor from an op's native result without scope tracking (used for .grad). */
 export function untracked(h: NativeTensor): Tensor {
   return new Tensor(h, false);

@@ -3,7 +3,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
+#include <vector>
 
 namespace vitrim {
 
@@ -33,30 +36,105 @@ int64_t shape_numel(const Shape& s) {
 namespace {
 std::atomic<int64_t> g_live[2];
 std::atomic<int64_t> g_bytes[2];
+
+// CPU caching allocator. Large blocks from the C allocator are fresh mmap'ed pages: every new
+// activation tensor then pays a page fault per 4 KiB on first touch, which cost more than the op
+// itself for elementwise kernels. Blocks of >= 64 KiB are instead rounded up to a size class
+// (2^k · {4,5,6,7}/4: at most 25 % slack) and kept on a free list when released, up to a cache bound
+// (VITRIM_CPU_CACHE_MB, default 2048; 0 disables caching). empty_cache() returns them to the system.
+class BlockCache {
+ public:
+  static constexpr size_t kMin = 64 * 1024;
+  BlockCache() {
+    limit_ = (size_t)2048 << 20;
+    if (const char* e = std::getenv("VITRIM_CPU_CACHE_MB")) limit_ = (size_t)std::strtoull(e, nullptr, 10) << 20;
+  }
+  ~BlockCache() { release_all(); }
+  static size_t size_class(size_t n) {
+    if (n < kMin) return ((n + 63) / 64) * 64 + 64;
+    size_t p = 1;
+    while (p * 2 <= n) p *= 2;
+    for (size_t q = 4; q <= 8; ++q)
+      if (p / 4 * q >= n) return p / 4 * q;
+    return p * 2;
+  }
+  void* take(size_t cls) {
+    if (cls >= kMin) {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= cls;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, cls);
+    if (!p && cls >= kMin) {  // out of memory: give the cache back and retry once
+      release_all();
+      p = std::aligned_alloc(64, cls);
+    }
+    return p;
+  }
+  void give(void* p, size_t cls) {
+    if (cls >= kMin) {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (cached_ + cls <= limit_) {
+        free_[cls].push_back(p);
+        cached_ += cls;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  void release_all() {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& [cls, v] : free_)
+      for (void* p : v) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+  int64_t cached() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return (int64_t)cached_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0, limit_ = 0;
+};
+
+BlockCache& cache() {
+  static BlockCache* c = new BlockCache();  // never destroyed: storages may outlive static teardown
+  return *c;
+}
 }  // namespace
 
 Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   VITRIM_CHECK(dev == Device::CPU, Device, "storage on ", device_name(dev), " is not available in this build");
-  // Round up so aligned_alloc's size is a multiple of the alignment; +64 lets SIMD tails over-read
-  // nothing, but keeps a zero-byte tensor a valid pointer.
-  size_t rounded = ((nbytes + 63) / 64) * 64 + 64;
-  data = std::aligned_alloc(64, rounded);
+  // The size class keeps the allocation a multiple of 64 with >= 64 bytes of tail, so SIMD tails
+  // never leave the block and a zero-byte tensor is still a valid pointer.
+  data = cache().take(BlockCache::size_class(nbytes + 64));
   if (!data) fail(ErrorKind::Memory, "out of memory allocating ", nbytes, " bytes on cpu");
   g_live[0]++;
   g_bytes[0] += (int64_t)nbytes;
 }
 
 Storage::~Storage() {
-  std::free(data);
+  cache().give(data, BlockCache::size_class(bytes + 64));
   g_live[0]--;
   g_bytes[0] -= (int64_t)bytes;
 }
+
+void empty_cache() { cache().release_all(); }
 
 MemoryStats memory_stats(Device d) {
   MemoryStats s;
   int i = d == Device::CPU ? 0 : 1;
   s.live_tensors = g_live[i].load();
   s.bytes_in_use = g_bytes[i].load();
+  if (i == 0) s.bytes_cached = cache().cached();
   return s;
 }
 

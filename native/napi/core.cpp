@@ -49,6 +49,11 @@ VITRIM_OP(memory) {
   return out;
 }
 
+VITRIM_OP(emptyCache) {
+  empty_cache();
+  return info.Env().Undefined();
+}
+
 VITRIM_OP(info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);

@@ -64,6 +64,8 @@ struct MemoryStats {
   int64_t bytes_cached = 0;
 };
 MemoryStats memory_stats(Device d);
+// Returns cached (free) CPU blocks to the system.
+void empty_cache();
 
 // Argument checks shared by every op. `what` names the argument in the message.
 void check_dtype(const Tensor& t, DType d, const char* what);
