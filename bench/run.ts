@@ -60,10 +60,16 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
+/** CPU model name, plus family/model/stepping from /proc/cpuinfo (VMs often mask the name). */
 function cpuModel(): string {
   try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1].trim();
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const field = (k: string) => new RegExp(`^${k}\\s*:\\s*(.+)$`, 'm').exec(info)?.[1].trim();
+    const name = field('model name');
+    if (name) {
+      const fms = [field('cpu family'), field('model'), field('stepping')];
+      return fms.every((x) => x !== undefined) ? `${name} (family ${fms[0]} model ${fms[1]} stepping ${fms[2]})` : name;
+    }
   } catch {
     // not Linux: fall through to os.cpus()
   }

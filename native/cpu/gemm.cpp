@@ -3,18 +3,20 @@
 // sgemm is a BLIS/GotoBLAS-style driver over a run-time chosen micro-kernel (gemm_kernel.h):
 //   for jc in N step NC:                      (B block kc x nc lives in L3)
 //     for pc in K step KC:                    (beta applies on the first pc block only)
-//       pack op(B)[pc.., jc..] into NR-column panels       (parallel over panels)
+//       pack op(B)[pc.., jc..] into NR-column panels       (parallel over panels when big)
 //       for row chunks of C (parallel):       each chunk packs its own MC x kc A block (L2)
 //         for jr over NR panels: for ir over MR panels: micro-kernel (kc x NR B panel stays in L1/L2)
 // Threading splits the rows of C ("row mode"). When C has too few rows to share, the A block is
 // packed once and the columns are split instead ("column mode": each chunk packs its own B panels).
+// Below kMinParallelMacs the whole GEMM stays on the calling thread. Results do not depend on the
+// thread count: every C element sees the same kc blocks in the same order.
 // Called from inside a parallel_for, every parallel_for here runs inline: the same code is then a
 // serial GEMM, which is what attention relies on when it calls sgemm per (batch, head).
 // Pack buffers are thread-local and only grow; the B block belongs to the calling thread and the A
 // blocks to whichever thread runs the chunk, so nested and concurrent callers never share one.
 //
 // linear_forward folds the bias into the micro-kernel's store (no separate pass over y);
-// linear_backward reduces gbias with float64 accumulators split over columns; matmul runs batches
+// linear_backward reduces gbias in float64 partial sums over row blocks; matmul runs batches
 // in parallel (each GEMM serial) when there are enough of them, else one threaded GEMM at a time.
 #include <algorithm>
 #include <atomic>
