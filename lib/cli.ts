@@ -71,6 +71,9 @@ program.command('train')
   .option('--init <checkpoint>', 'start from these weights (e.g. a trained dense model)')
   .option('--policy <name>', 'none | adavit', 'none')
   .option('--targets <ratio>', 'AdaViT target usage for patches, heads and blocks', num('targets', false, 0), 0.5)
+  .option('--target-patch <ratio>', 'AdaViT target patch usage (overrides --targets)', num('target-patch', false, 0))
+  .option('--target-head <ratio>', 'AdaViT target head usage (overrides --targets)', num('target-head', false, 0))
+  .option('--target-block <ratio>', 'AdaViT target sub-layer usage (overrides --targets)', num('target-block', false, 0))
   .option('--tau <t>', 'Gumbel temperature', num('tau', false, 0), 5)
   .option('--epochs <n>', 'epochs', num('epochs', true, 1), 10)
   .option('--batch-size <n>', 'batch size', num('batch-size', true, 1), 64)
@@ -100,7 +103,10 @@ program.command('train')
       throw new InvalidArgumentError(`model expects [${model.config.inChans}, ${model.config.imgSize}, ${model.config.imgSize}] images, the data set gives [${train.imageShape}]`);
     }
     let policy: AdaVitPolicy | null = null;
-    const pcfg = { targets: { patch: o.targets, head: o.targets, block: o.targets }, tau: o.tau, seed: o.seed };
+    const pcfg = {
+      targets: { patch: o.targetPatch ?? o.targets, head: o.targetHead ?? o.targets, block: o.targetBlock ?? o.targets },
+      tau: o.tau, seed: o.seed,
+    };
     if (o.policy === 'adavit') policy = adavit(model, pcfg);
     else if (o.policy !== 'none') throw new InvalidArgumentError(`unknown policy '${o.policy}' (none, adavit)`);
     const teacher = o.distill && o.init ? await loadModel(o.init, {}) : null;
@@ -112,11 +118,6 @@ program.command('train')
       distill: teacher ? { teacher, alpha: 0.5 } : undefined,
     });
     await trainer.fit(train, { epochs: o.epochs, batchSize: o.batchSize, eval: test, limit: o.limit, resume: !!o.resume });
-    if (policy) {
-      const { writeCheckpoint } = await import('./io/checkpoint.js');
-      const state = new Map([...policy.namedParameters()].map(([k, p]) => [k, { shape: [...p.shape], data: p.dataSync() as Float32Array }]));
-      await writeCheckpoint(join(o.out, 'policy.safetensors'), state, { 'vitrim.policy': 'adavit', 'vitrim.policy.config': JSON.stringify(pcfg) });
-    }
     console.log(`saved to ${o.out}`);
   });
 

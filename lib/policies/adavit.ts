@@ -131,6 +131,14 @@ export class AdaVitPolicy extends Module {
     this.gates = Array.from({ length: c.depth - this.keepLayers }, (_, i) => new BlockGates(c.embedDim, c.numHeads, bias, 7000 + i * 3 + this.seed));
   }
 
+  /** The options that rebuild this policy (saved with its checkpoint; a τ schedule is saved as its current value). */
+  options(): AdaVitOptions {
+    return {
+      targets: { ...this.targets }, weights: { ...this.weights }, keepLayers: this.keepLayers, threshold: this.threshold,
+      tau: this.tau, seed: this.seed, gateHeads: this.gateHeads, gateBlocks: this.gateBlocks, gatePatches: this.gatePatches,
+    };
+  }
+
   get tau(): number {
     const t = typeof this.tauOpt === 'function' ? this.tauOpt(this.step) : this.tauOpt;
     if (!(t > 0)) throw new ArgumentError(`adavit: the tau schedule returned ${t} at step ${this.step}`);

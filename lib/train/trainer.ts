@@ -265,7 +265,9 @@ export class Trainer {
     if (!dir) throw new ArgumentError('Trainer.save: no directory (set outDir)');
     mkdirSync(dir, { recursive: true });
     await this.model.save(join(dir, 'model.safetensors'));
-    if (this.policy) await writeCheckpoint(join(dir, 'policy.safetensors'), statesOf(this.policy.namedParameters()), { 'vitrim.policy': this.policy.kind });
+    if (this.policy) await writeCheckpoint(join(dir, 'policy.safetensors'), statesOf(this.policy.namedParameters()), {
+      'vitrim.policy': this.policy.kind, 'vitrim.policy.config': JSON.stringify(this.policy.options()),
+    });
     const state = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const [tag, opt] of [['backbone', this.backboneOpt], ['policy', this.policyOpt]] as const) {
       if (!opt) continue;
