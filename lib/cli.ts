@@ -16,14 +16,9 @@ import { backends, setNumThreads } from './index.js';
 import { readCheckpoint } from './io/checkpoint.js';
 import { native } from './native.js';
 import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js';
+import { PRESETS } from './nn/presets.js';
 import { adavit, type AdaVitPolicy } from './policies/adavit.js';
 import { evaluate, Trainer } from './train/trainer.js';
-
-/** Small configurations for the built-in data sets (the timm names are accepted too). */
-export const PRESETS: Record<string, Partial<VitConfig>> = {
-  'fmnist-vit': { imgSize: 28, patchSize: 4, inChans: 1, embedDim: 128, depth: 6, numHeads: 4, mlpRatio: 2, numClasses: 10 },
-  'shapes-vit': { imgSize: 32, patchSize: 4, inChans: 3, embedDim: 96, depth: 4, numHeads: 3, mlpRatio: 2, numClasses: 10 },
-};
 
 const num = (name: string, int = false, min = -Infinity) => (v: string): number => {
   const n = Number(v);
@@ -158,9 +153,8 @@ program.command('eval')
     }
   });
 
-if (process.argv[1]?.endsWith("cli.ts") || process.argv[1]?.endsWith("cli.js")) program.parseAsync(process.argv).catch((e: Error) => {
+program.parseAsync(process.argv).catch((e: Error) => {
   console.error(`vitrim: ${e.message}`);
   process.exit(1);
 });
 
-export { program };

@@ -1,0 +1,52 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = join(__dirname, '..');
+function vitrim(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'lib/cli.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('vitrim CLI', () => {
+  it('info prints the backends as JSON', () => {
+    const r = vitrim('info');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.backends[0]).toMatchObject({ device: 'cpu', available: true });
+    expect(j.backends[1].device).toBe('cuda');
+    expect(typeof j.backends[1].reason).toBe('string');
+  });
+
+  it('train then eval a run directory (AdaViT on the procedural data)', () => {
+    const out = mkdtempSync(join(tmpdir(), 'vitrim-cli-'));
+    const t = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--epochs', '1', '--limit', '2', '--batch-size', '16', '--out', out);
+    expect(t.code, t.err).toBe(0);
+    for (const f of ['model.safetensors', 'policy.safetensors', 'trainer-state.safetensors', 'metrics.jsonl']) expect(existsSync(join(out, f)), f).toBe(true);
+    const e = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '2', '--batch-size', '16', '--json');
+    expect(e.code, e.err).toBe(0);
+    const r = JSON.parse(e.out);
+    expect(r.count).toBe(32);
+    expect(r.kept).toBeDefined();
+    expect(r.accuracy).toBeGreaterThanOrEqual(0);
+    const rnd = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '1', '--batch-size', '16', '--random-policy', '--json');
+    expect(rnd.code, rnd.err).toBe(0);
+  });
+
+  it('rejects bad arguments with a message and exit code 1', () => {
+    const a = vitrim('train', '--epochs', 'zero');
+    expect(a.code).toBe(1);
+    expect(a.err).toMatch(/epochs/);
+    const b = vitrim('eval', '--checkpoint', '/nonexistent/model.safetensors', '--data', 'shapes');
+    expect(b.code).toBe(1);
+    expect(b.err).toMatch(/vitrim: .*(unknown model|cannot read|not)/);
+    const c = vitrim('train', '--data', 'imagenet', '--epochs', '1');
+    expect(c.code).toBe(1);
+    expect(c.err).toMatch(/unknown data set/);
+    const d = vitrim('train', '--device', 'cuda', '--epochs', '1');
+    expect(d.code).toBe(1);
+    expect(d.err).toMatch(/not available/);
+  });
+});
