@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
- * The `vitrim` command: info, train, eval.
+ * The `vitrim` command: info, train, eval, explain.
  *
  *   vitrim info
  *   vitrim train --data fashion-mnist --model fmnist-vit --epochs 10 --out runs/dense
  *   vitrim train --data fashion-mnist --init runs/dense/model.safetensors --policy adavit --targets 0.5 --out runs/ada
  *   vitrim eval  --data fashion-mnist --checkpoint runs/ada --batch-size 64
+ *   vitrim explain --data fashion-mnist --checkpoint runs/ada --count 8 --out explain.png
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +20,11 @@ import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js
 import { PRESETS } from './nn/presets.js';
 import { adavit, type AdaVitPolicy } from './policies/adavit.js';
 import { evaluate, Trainer } from './train/trainer.js';
+import { renderExplanation } from './explain/heatmap.js';
+import { adavitInfer } from './infer/adavit-infer.js';
+import { writeFileAtomic } from './io/safetensors.js';
+import * as ops from './ops/index.js';
+import { tensor } from './tensor.js';
 
 const num = (name: string, int = false, min = -Infinity) => (v: string): number => {
   const n = Number(v);
@@ -38,6 +44,7 @@ async function loadModel(spec: string, over: Partial<VitConfig>): Promise<Vision
     return fromFile(path, over);
   }
   if (PRESETS[spec]) return create({ ...PRESETS[spec], ...over });
+  if (spec.includes('/') || spec.endsWith('.safetensors')) throw new InvalidArgumentError(`no such checkpoint or run directory: ${spec}`);
   return create(spec, over);
 }
 
@@ -151,6 +158,35 @@ program.command('eval')
       if (r.kept) console.log(`kept: patches ${(100 * r.kept.patch).toFixed(1)} %, heads ${(100 * r.kept.head).toFixed(1)} %, sub-layers ${(100 * r.kept.block).toFixed(1)} %`);
       console.log(`throughput ${r.imagesPerSec.toFixed(1)} images/s (batch ${o.batchSize}, ${native.info().threads} threads)`);
     }
+  });
+
+program.command('explain')
+  .description('render which patches each gated block kept, and the gates\' keep scores, as a PNG')
+  .requiredOption('--checkpoint <dir>', 'a run directory with model and policy')
+  .option('--data <name>', 'shapes | fashion-mnist', 'shapes')
+  .option('--data-dir <dir>', 'Fashion-MNIST IDX directory')
+  .option('--split <split>', 'train | test', 'test')
+  .option('--count <n>', 'images', num('count', true, 1), 8)
+  .option('--start <i>', 'first image index', num('start', true, 0), 0)
+  .option('--threshold <t>', 'decision threshold', num('threshold', false, 0))
+  .option('--keep-ratio <r>', 'keep this fraction of patches per block', num('keep-ratio', false, 0))
+  .option('--zoom <z>', 'pixel zoom', num('zoom', true, 1), 4)
+  .option('--out <file>', 'PNG to write', 'explain.png')
+  .action(async (o) => {
+    const ds = dataset(o.data, o.split, { dataDir: o.dataDir });
+    const model = await loadModel(o.checkpoint, {});
+    const policy = await loadPolicy(o.checkpoint, model, {});
+    if (!policy) throw new InvalidArgumentError(`${o.checkpoint} has no policy.safetensors to explain`);
+    const idx = Array.from({ length: o.count }, (_, i) => (o.start + i) % ds.length);
+    const b = ds.getBatch(idx);
+    const x = tensor(b.images, [idx.length, ...ds.imageShape]);
+    const r = adavitInfer(policy, x, { threshold: o.threshold, keepRatio: o.keepRatio, record: true });
+    const { png, width, height } = renderExplanation(b.images, idx.length, r.decisions!, { imgSize: model.config.imgSize, patchSize: model.config.patchSize, channels: model.config.inChans, zoom: o.zoom });
+    await writeFileAtomic(o.out, png);
+    const pred = ops.topk(r.logits, 1).indices.dataSync();
+    console.log(`wrote ${o.out} (${width}×${height}): ${idx.length} images × [input, ${r.decisions!.map((d) => `block ${d.block}`).join(', ')}, mean keep score]`);
+    idx.forEach((i, k) => console.log(`  #${i}: label ${ds.classNames[b.labels[k]]}, predicted ${ds.classNames[pred[k]]}`));
+    console.log(`kept: patches ${(100 * r.kept.patch).toFixed(1)} %, heads ${(100 * r.kept.head).toFixed(1)} %, sub-layers ${(100 * r.kept.block).toFixed(1)} %; ${((100 * r.macs) / r.denseMacs).toFixed(1)} % of dense MACs`);
   });
 
 program.parseAsync(process.argv).catch((e: Error) => {

@@ -30,6 +30,21 @@ export interface AdaVitInferOptions {
    * probabilities (the class token always), drawn from Philox with `seed`. Gate layers are not run.
    */
   random?: { patch: number; head: number; block: number; seed?: number };
+  /** Also return the per-block decisions and patch scores (for explanations). */
+  record?: boolean;
+}
+
+/** Decisions of one gated block, per sample (row-major [B, ...]). */
+export interface BlockDecisions {
+  block: number;
+  /** [B, N−1] 1 = patch kept */
+  patches: Uint8Array;
+  /** [B, N−1] σ(z/τ): the gate's keep score per patch */
+  scores: Float32Array;
+  /** [B, H] 1 = head kept */
+  heads: Uint8Array;
+  /** [B, 2] attention / MLP sub-layer run */
+  sublayers: Uint8Array;
 }
 
 export interface InferResult {
@@ -42,6 +57,8 @@ export interface InferResult {
   /** Dense model MACs per image, for the ratio. */
   denseMacs: number;
   ms: number;
+  /** With `record`: one entry per gated block. */
+  decisions?: BlockDecisions[];
 }
 
 function logit(p: number): number {
@@ -72,6 +89,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
   let keptHead = 0;
   let keptBlock = 0;
   let gated = 0;
+  const decisions: BlockDecisions[] | undefined = opts.record ? [] : undefined;
 
   return noGrad(() => {
     let t = m.embed(x);
@@ -117,6 +135,11 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       const cuAttn: number[] = [0];
       const gates: number[] = [];
       const kPatch = ratio === undefined ? -1 : Math.ceil(ratio * (N - 1));
+      const rec: BlockDecisions | undefined = decisions ? {
+        block: l, patches: new Uint8Array(B * (N - 1)), heads: new Uint8Array(B * H), sublayers: new Uint8Array(B * 2),
+        scores: zp.map((v) => 1 / (1 + Math.exp(-v / policy.tau))),
+      } : undefined;
+      if (rec) decisions!.push(rec);
       for (let b = 0; b < B; b++) {
         if (!rnd) macs[b] += C * H + C * 2 + (N - 1) * C; // the gate layers
         const kept: number[] = [0];
@@ -134,6 +157,12 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         }
         const attnOn = !policy.gateBlocks || zb[b * 2] > cut;
         const mlpOn = !policy.gateBlocks || zb[b * 2 + 1] > cut;
+        if (rec) {
+          for (const j of kept) if (j > 0) rec.patches[b * (N - 1) + j - 1] = 1;
+          for (let k = 0; k < H; k++) rec.heads[b * H + k] = gates[gates.length - H + k];
+          rec.sublayers[b * 2] = attnOn ? 1 : 0;
+          rec.sublayers[b * 2 + 1] = mlpOn ? 1 : 0;
+        }
         keptPatch += (kept.length - 1) / (N - 1);
         keptHead += h / H;
         keptBlock += ((attnOn ? 1 : 0) + (mlpOn ? 1 : 0)) / 2;
@@ -186,6 +215,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       macsPerSample: macs,
       denseMacs: dense,
       ms: performance.now() - t0,
+      decisions,
     };
   });
 }
