@@ -17,7 +17,7 @@ npm run build:ts >/dev/null
 [ -f "$OUT/fmnist-ada/policy.safetensors" ] || \
   $V train --data fashion-mnist --init "$OUT/fmnist-dense" --policy adavit \
     --target-patch 0.5 --target-head 0.75 --target-block 0.7 --tau 1 \
-    --epochs 6 --batch-size 128 --lr 2e-4 --policy-lr 1e-3 --warmup 0.5 --distill --seed 0 --out "$OUT/fmnist-ada"
+    --epochs 5 --batch-size 128 --lr 2e-4 --policy-lr 1e-3 --warmup 0.5 --distill --seed 0 --out "$OUT/fmnist-ada"
 
 $V eval --data fashion-mnist --checkpoint "$OUT/fmnist-dense" --json | tee "$OUT/eval-dense.json"
 $V eval --data fashion-mnist --checkpoint "$OUT/fmnist-ada" --json | tee "$OUT/eval-ada.json"
