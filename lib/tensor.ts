@@ -4,7 +4,7 @@
  * finaliser as the backstop. A tensor that an op saved for backward keeps its storage alive through
  * the op's own native handle, so disposing it early never breaks a later `backward()`.
  */
-import { ArgumentError, DisposedError, rethrow } from './errors.js';
+import { ArgumentError, DeviceError, DisposedError, rethrow } from './errors.js';
 import { native, type DType, type Device, type NativeTensor, type TypedData } from './native.js';
 import { backward, type GradNode } from './autograd.js';
 
@@ -102,7 +102,7 @@ export function tensor(
 ): Tensor {
   const dtype: DType = opts.dtype ?? (data instanceof Int32Array ? 'int32' : 'float32');
   if (opts.device && opts.device !== 'cpu') {
-    rethrow({ code: 'ERR_VITRIM_DEVICE', message: `device '${opts.device}' is not available in this build (cpu only)` }, 'tensor');
+    throw new DeviceError(`tensor: device '${opts.device}' is not available in this build (cpu only; see backends())`);
   }
   const s = shape ? [...shape] : [data.length];
   let typed: TypedData;

@@ -41,7 +41,7 @@ describe('vitrim CLI', () => {
     expect(a.err).toMatch(/epochs/);
     const b = vitrim('eval', '--checkpoint', '/nonexistent/model.safetensors', '--data', 'shapes');
     expect(b.code).toBe(1);
-    expect(b.err).toMatch(/vitrim: .*(unknown model|cannot read|not)/);
+    expect(b.err).toMatch(/vitrim: no such checkpoint or run directory/);
     const c = vitrim('train', '--data', 'imagenet', '--epochs', '1');
     expect(c.code).toBe(1);
     expect(c.err).toMatch(/unknown data set/);

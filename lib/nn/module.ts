@@ -5,8 +5,7 @@
  */
 import { ArgumentError, ShapeError } from '../errors.js';
 import type { NativeTensor, TypedData } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { tensor } from '../tensor.js';
+import { Tensor, tensor } from '../tensor.js';
 
 /** A trainable tensor: requiresGrad, never disposed by tidy(), data replaceable in place. */
 export class Parameter extends Tensor {
