@@ -178,6 +178,10 @@ export class Trainer {
         if (r.usage) for (const k of ['patch', 'head', 'block'] as const) usage[k] += (r.usage[k] ?? 0) * batch.labels.length;
         this.step++;
         bar?.increment(1, { loss: (lossSum / seen).toFixed(4), acc: (correct / seen).toFixed(3) });
+        const k = this.step - (this.epoch * perEpoch);
+        if (!bar && mode !== 'silent' && perEpoch >= 20 && k % Math.ceil(perEpoch / 10) === 0 && k < perEpoch) {
+          console.log(`  epoch ${this.epoch + 1} ${k}/${perEpoch} loss ${(lossSum / seen).toFixed(4)} acc ${(correct / seen).toFixed(4)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+        }
       }
       bar?.stop();
       this.epoch++;
