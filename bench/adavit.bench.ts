@@ -2,7 +2,8 @@
  * AdaViT inference, dense vs adaptive, on the CPU: images/s at batch 64 and batch 1 on Fashion-MNIST
  * test images (decisions depend on the content), both measured in this process, plus the MACs per
  * image actually executed. Needs a trained run directory (model.safetensors + policy.safetensors):
- * VITRIM_ADAVIT_RUN (default runs/fmnist-ada, produced by scripts/fmnist-experiment.sh).
+ * VITRIM_ADAVIT_RUN (default runs/fmnist-ada, produced by scripts/fmnist-experiment.sh);
+ * VITRIM_ADAVIT_THRESHOLD sets the decision threshold (the budget knob; default the policy's).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,6 +28,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   m.eval();
   const test = data.fashionMnist({ split: 'test' });
   const rows: Row[] = [];
+  const threshold = process.env.VITRIM_ADAVIT_THRESHOLD ? Number(process.env.VITRIM_ADAVIT_THRESHOLD) : undefined;
   for (const B of [64, 1]) {
     const nBatches = opts.quick ? 4 : B === 1 ? 200 : 40;
     const xs = Array.from({ length: nBatches }, (_, k) => {
@@ -43,7 +45,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       dense.push((performance.now() - t0) / (nBatches * B));
       t0 = performance.now();
       macs = 0;
-      for (const x of xs) noGrad(() => tidy(() => { const r = adavitInfer(p, x); r.logits.dataSync(); macs += r.macs; r.logits.dispose(); }));
+      for (const x of xs) noGrad(() => tidy(() => { const r = adavitInfer(p, x, { threshold }); r.logits.dataSync(); macs += r.macs; r.logits.dispose(); }));
       ada.push((performance.now() - t0) / (nBatches * B));
     }
     const d = 1000 / median(dense);
@@ -52,7 +54,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     rows.push({
       name: 'AdaViT vs dense inference (cpu, fp32, Fashion-MNIST test images)', shape: `batch ${B}`, value: a, unit: 'img/s',
       compare: { name: 'same ViT, dense', value: d }, ratio: a / d,
-      note: `adaptive MACs ${(100 * (macs / nBatches) / denseMacs).toFixed(1)} % of dense; ${nBatches} batches × 3 rounds`,
+      note: `θ ${threshold ?? p.threshold}; adaptive MACs ${(100 * (macs / nBatches) / denseMacs).toFixed(1)} % of dense; ${nBatches} batches × 3 rounds`,
     });
     for (const x of xs) x.dispose();
   }

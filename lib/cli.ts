@@ -130,7 +130,7 @@ program.command('eval')
   .requiredOption('--checkpoint <path>', 'a run directory (model + policy) or a model .safetensors')
   .option('--split <split>', 'train | test', 'test')
   .option('--dense', 'ignore the policy: run the dense model')
-  .option('--random-policy', 'replace the learned decisions with random ones at the same keep rates')
+  .option('--random-policy', 'replace the learned decisions with random ones at the same cost (matched MACs)')
   .option('--threshold <t>', 'decision threshold (budget knob)', num('threshold', false, 0))
   .option('--keep-ratio <r>', 'keep this fraction of patches per block (budget knob)', num('keep-ratio', false, 0))
   .option('--batch-size <n>', 'batch size', num('batch-size', true, 1), 64)
@@ -145,10 +145,21 @@ program.command('eval')
     const policy = dir && !o.dense ? await loadPolicy(dir, model, {}) : null;
     let random: { patch: number; head: number; block: number; seed: number } | undefined;
     if (o.randomPolicy) {
-      if (!policy) throw new InvalidArgumentError('--random-policy needs a run directory with a policy (its kept rates set the budget)');
-      // Same budget as the learned policy: its measured keep rates on this data.
+      if (!policy) throw new InvalidArgumentError('--random-policy needs a run directory with a policy (its cost sets the budget)');
+      // Same budget as the learned policy: its head and sub-layer keep rates, and the patch keep rate
+      // that makes the random policy's MACs equal the learned policy's (bisection on a subset).
       const learned = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit });
-      random = { ...learned.kept!, seed: 1 };
+      const probe = Math.min(o.limit ?? Infinity, Math.ceil(2000 / o.batchSize));
+      let lo = 0;
+      let hi = 1;
+      for (let it = 0; it < 12; it++) {
+        const mid = (lo + hi) / 2;
+        const r = evaluate(model, policy, ds, { batchSize: o.batchSize, limit: probe, random: { ...learned.kept!, patch: mid, seed: 1 } });
+        if (r.macs < learned.macs) lo = mid;
+        else hi = mid;
+      }
+      random = { ...learned.kept!, patch: (lo + hi) / 2, seed: 1 };
+      if (!o.json) console.log(`learned policy: accuracy ${(100 * learned.accuracy).toFixed(2)} %, ${((100 * learned.macs) / learned.denseMacs).toFixed(1)} % of dense MACs`);
     }
     const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, random });
     if (o.json) console.log(JSON.stringify(r));
