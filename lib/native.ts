@@ -89,6 +89,11 @@ export interface Addon {
   matmul(a: T, b: T, transA: boolean, transB: boolean): T;
   /** y = x W^T + b over the last axis of x; W is [N, K]. */
   linearForward(x: T, w: T, b: OptT): T;
+  /**
+   * Inference-only fused linear (no backward): y = act(x W^T + b) (+ residual, shaped like y), the
+   * activation and the residual add done in the GEMM's store epilogue (y written once).
+   */
+  linearFused(x: T, w: T, b: OptT, activation: 'none' | 'gelu', residual: OptT): T;
   /** [gx, gw, gb | null] */
   linearBackward(gy: T, x: T, w: T, needBias: boolean): [T, T, OptT];
   /**

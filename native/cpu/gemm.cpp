@@ -15,7 +15,8 @@
 // Pack buffers are thread-local and only grow; the B block belongs to the calling thread and the A
 // blocks to whichever thread runs the chunk, so nested and concurrent callers never share one.
 //
-// linear_forward folds the bias into the micro-kernel's store (no separate pass over y);
+// linear_forward folds the bias into the micro-kernel's store (no separate pass over y); linear_fused
+// (inference) also runs GELU and/or a residual add on each C tile right after its last K block;
 // linear_backward reduces gbias in float64 partial sums over row blocks; matmul runs batches
 // in parallel (each GEMM serial) when there are enough of them, else one threaded GEMM at a time.
 #include <algorithm>
@@ -88,24 +89,45 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
   });
 }
 
-// The macro-kernel: C[mlen x ncols] (+)= alpha * Ap Bp over packed blocks.
+// What the fused linear does to each finished C tile (after the bias): GELU, then add a residual
+// matrix R (same layout as C, leading dimension ldr; element (i, j) of C gets R[i, j]). Both run on
+// the tile right after its last K block's micro-kernel call, while it is still in L1.
+struct Epilogue {
+  const float* res = nullptr;
+  int64_t ldr = 0;
+  bool gelu = false;
+  bool any() const { return res || gelu; }
+};
+
+// The macro-kernel: C[mlen x ncols] (+)= alpha * Ap Bp over packed blocks. epi (null unless this is
+// the last K block) applies to the tiles; res there points at R's element for c[0, 0].
 void macro(const Kernel& kr, int64_t kc, const float* ap, int64_t mlen, const float* bp, int64_t ncols, float* c,
-           int64_t ldc, float alpha, float beta, const float* bias) {
+           int64_t ldc, float alpha, float beta, const float* bias, const Epilogue* epi, const float* res) {
   const int64_t MR = kr.mr, NR = kr.nr;
   for (int64_t jr = 0; jr < ncols; jr += NR) {
     const int n = (int)std::min(NR, ncols - jr);
     const float* bpanel = bp + (jr / NR) * NR * kc;
     for (int64_t ir = 0; ir < mlen; ir += MR) {
       const int m = (int)std::min(MR, mlen - ir);
-      kr.micro(kc, ap + (ir / MR) * MR * kc, bpanel, c + ir * ldc + jr, ldc, alpha, beta, bias ? bias + jr : nullptr,
-               m, n);
+      float* ct = c + ir * ldc + jr;
+      kr.micro(kc, ap + (ir / MR) * MR * kc, bpanel, ct, ldc, alpha, beta, bias ? bias + jr : nullptr, m, n);
+      if (epi) {
+        if (epi->gelu) kr.gelu_tile(ct, ldc, m, n);
+        if (res) {
+          const float* rt = res + ir * epi->ldr + jr;
+          for (int r = 0; r < m; ++r)
+            for (int j = 0; j < n; ++j) ct[r * ldc + j] += rt[r * epi->ldr + j];
+        }
+      }
     }
   }
 }
 
-// sgemm plus an optional per-column bias added to C (with the first K block, so exactly once).
+// sgemm plus an optional per-column bias added to C (with the first K block, so exactly once) and
+// an optional epilogue (with the last K block).
 void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
+                const Epilogue& epi = Epilogue()) {
   VITRIM_CHECK(M >= 0 && N >= 0 && K >= 0, Argument, "sgemm: negative size M=", M, " N=", N, " K=", K);
   if (M == 0 || N == 0) return;
   VITRIM_CHECK(C && ldc >= N, Argument, "sgemm: C is null or ldc=", ldc, " < N=", N);
@@ -114,6 +136,18 @@ void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
     if (bias)
       for (int64_t m = 0; m < M; ++m)
         for (int64_t n = 0; n < N; ++n) C[m * ldc + n] += bias[n];
+    if (epi.any()) {
+      const Kernel& kr = active_kernel();
+      for (int64_t i = 0; i < M; i += kr.mr)
+        for (int64_t j = 0; j < N; j += kr.nr) {
+          const int m = (int)std::min<int64_t>(kr.mr, M - i), n = (int)std::min<int64_t>(kr.nr, N - j);
+          float* ct = C + i * ldc + j;
+          if (epi.gelu) kr.gelu_tile(ct, ldc, m, n);
+          if (epi.res)
+            for (int r = 0; r < m; ++r)
+              for (int c = 0; c < n; ++c) ct[r * ldc + c] += epi.res[(i + r) * epi.ldr + j + c];
+        }
+    }
     return;
   }
   VITRIM_CHECK(A && B, Argument, "sgemm: A or B is null");
@@ -136,6 +170,8 @@ void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
       const int64_t kc = std::min(KC, K - pc);
       const float beta_k = pc == 0 ? beta : 1.f;
       const float* bias_k = pc == 0 && bias ? bias + jc : nullptr;
+      const Epilogue* epi_k = pc + kc == K && epi.any() ? &epi : nullptr;
+      const float* res0 = epi.res ? epi.res + jc : nullptr;  // R's element for C's (0, jc)
       // Element (0, pc) of op(A) and (pc, jc) of op(B); row i / column j offsets from there:
       const float* a0 = transA ? A + pc * lda : A + pc;
       const float* b0 = transB ? B + jc * ldb + pc : B + pc * ldb + jc;
@@ -155,7 +191,8 @@ void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
           for (int64_t i = u0 * MR; i < i_end; i += MC) {
             const int64_t mlen = std::min(MC, i_end - i);
             kr.pack_a(transA, a_row(i), lda, mlen, kc, ap);
-            macro(kr, kc, ap, mlen, bp, nc, c0 + i * ldc, ldc, alpha, beta_k, bias_k);
+            macro(kr, kc, ap, mlen, bp, nc, c0 + i * ldc, ldc, alpha, beta_k, bias_k, epi_k,
+                  res0 ? res0 + i * epi.ldr : nullptr);
           }
         });
       } else {
@@ -166,7 +203,7 @@ void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
           float* bp = t_bpack.get((size_t)((u1 - u0) * NR * kc));
           kr.pack_b(transB, b_col(u0 * NR), ldb, j_end - u0 * NR, kc, bp);
           macro(kr, kc, ap, M, bp, j_end - u0 * NR, c0 + u0 * NR, ldc, alpha, beta_k,
-                bias_k ? bias_k + u0 * NR : nullptr);
+                bias_k ? bias_k + u0 * NR : nullptr, epi_k, res0 ? res0 + u0 * NR : nullptr);
         });
       }
     }
@@ -266,6 +303,34 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tens
   Tensor y = empty(os, DType::F32);
   if (y.numel() == 0) return y;
   sgemm_bias(false, true, M, N, K, 1.f, x.f32(), K, w.f32(), K, 0.f, y.f32(), N, bias ? bias->f32() : nullptr);
+  return y;
+}
+
+Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias, Activation act,
+                    const std::optional<Tensor>& residual) {
+  check_linear(x, w, "linear_fused");
+  VITRIM_CHECK(act == Activation::None || act == Activation::Gelu, Argument, "linear_fused: unknown activation");
+  int64_t N = w.size(0), K = w.size(1);
+  int64_t M = shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
+  if (bias) {
+    check_f32_cpu(*bias, "bias");
+    check_shape(*bias, {N}, "bias");
+  }
+  Shape os = x.shape;
+  os.back() = N;
+  if (residual) {
+    check_f32_cpu(*residual, "residual");
+    check_shape(*residual, os, "residual");
+  }
+  Tensor y = empty(os, DType::F32);
+  if (y.numel() == 0) return y;
+  Epilogue epi;
+  epi.gelu = act == Activation::Gelu;
+  if (residual) {
+    epi.res = residual->f32();
+    epi.ldr = N;
+  }
+  sgemm_bias(false, true, M, N, K, 1.f, x.f32(), K, w.f32(), K, 0.f, y.f32(), N, bias ? bias->f32() : nullptr, epi);
   return y;
 }
 
