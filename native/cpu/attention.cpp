@@ -117,11 +117,21 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
     // packed K/V stays in L1, and nothing is packed twice.
     const int64_t MR = kr.mr, NR = kr.nr;
     const int64_t panels = (N + MR - 1) / MR, kpan = (N + NR - 1) / NR, vpan = (D + NR - 1) / NR;
-    // Tasks are (b, h, run of query panels). Whole heads unless there are too few to keep every
-    // thread busy (batch 1: 3 heads on 2 threads); then each head is split and its K/V packed by
-    // every task that works on it.
+    // Tasks are (b, h, run of query panels). Each head is cut into `split` runs, chosen to minimise
+    // the estimated time of the busiest thread: ceil(tasks / T) rounds of (panels per run + the K/V
+    // packing every task repeats, ~1.5 panels' worth). Batch 1 with 3 heads on 2 threads gives 2
+    // runs per head (6 tasks, 3 per thread); 24 heads give whole heads.
     const int64_t T = num_threads(), BH = B * H;
-    int64_t split = BH >= 4 * T ? 1 : std::min(panels, (4 * T + BH - 1) / BH);
+    int64_t split = 1;
+    double best = 1e300;
+    for (int64_t s = 1; s <= std::min<int64_t>(panels, 8); ++s) {
+      const double rounds = (double)((BH * s + T - 1) / T);
+      const double cost = rounds * ((double)((panels + s - 1) / s) + 1.5);
+      if (cost < best - 1e-9) {
+        best = cost;
+        split = s;
+      }
+    }
     const int64_t per = (panels + split - 1) / split;
     split = (panels + per - 1) / per;
     // The score strip has rows of Np >= N floats, a multiple of 16: without a keep mask the row
