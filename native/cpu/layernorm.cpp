@@ -56,7 +56,8 @@ inline double sum_d(const float* a, const float* b, int64_t L) {
 
 // mean and rstd of one row in double (two passes). 16 partial sums in a fixed order: they vectorise
 // as two 8-double chains with AVX-512 (or 4 x 4, 8 x 2 on narrower ISAs), with the same result.
-inline void row_stats(const float* x, int64_t L, double eps, double& mean, double& rstd) {
+__attribute__((always_inline)) inline void row_stats(const float* x, int64_t L, double eps, double& mean,
+                                                   double& rstd) {
   constexpr int P = 16;
   double a[P] = {};
   int64_t j = 0;
@@ -85,9 +86,10 @@ inline void row_stats(const float* x, int64_t L, double eps, double& mean, doubl
 
 // The forward rows, compiled for baseline x86-64, x86-64-v3 and x86-64-v4 (picked at load time by
 // GCC's target_clones resolver): the double-precision statistics and the normalisation vectorise
-// 2 doubles wide on the baseline and 8 wide with AVX-512, which made a [197, 192] forward ~3x faster
-// (it was ~1 ns per element, a visible part of a batch-1 ViT forward). Same operations in the same
-// order on every clone, except FMA contraction.
+// 2 doubles wide on the baseline and 8 wide with AVX-512 (row_stats must be inlined for that: called
+// out of line it is the baseline copy). Measured on one Zen 4 core: [197, 192] 0.03 -> 0.015 ms,
+// [1576, 192] 0.25 -> 0.17 ms (bench/infer_tune.cpp). Same operations in the same order on every
+// clone, except FMA contraction.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define VITRIM_LN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
