@@ -62,8 +62,13 @@ export interface Addon {
   cast(x: T, dtype: DType): T;
   copy(x: T): T;
   memory(): MemoryInfo[];
-  /** Frees the allocator's cached blocks. */
+  /** Frees the allocator's cached blocks and linearFused's packed weights. */
   emptyCache(): void;
+  /**
+   * The packed weight copies linearFused keeps (valid while a weight is not written in place;
+   * dropped by emptyCache, bounded by VITRIM_PACK_CACHE_MB, default 1024, 0 disables).
+   */
+  linearCacheStats(): { entries: number; bytes: number };
   info(): NativeInfo;
   setNumThreads(n: number): void;
   // ---- elementwise (cpu/elementwise.cpp): binary ops broadcast numpy-style ----

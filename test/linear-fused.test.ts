@@ -216,3 +216,99 @@ describe('ViT inference path', () => {
     m.dispose();
   });
 });
+
+describe('linearFused packed-weight cache', () => {
+  const [M, K, N] = [23, 37, 45];
+  const linRef = (X: Float32Array, W: Float32Array, B: Float32Array) => fusedRef(X, M, K, W, N, B, false, null);
+
+  it('follows every in-place write of the weight', () => {
+    const X = randn([M, K], 801), B = randn([N], 802);
+    let W = randn([N, K], 803, 0.3);
+    const x = nt(X, [M, K]), b = nt(B, [N]), w = nt(W, [N, K]);
+    const check = (what: string) => {
+      expectClose(native.linearFused(x, w, b, 'none', null).read(), linRef(X, W, B), 1e-5, what);
+      expectClose(native.linearFused(x, w, b, 'none', null).read(), linRef(X, W, B), 1e-5, `${what} (cached)`);
+    };
+    check('initial');
+    expect(native.linearCacheStats().entries).toBeGreaterThanOrEqual(1);
+    // NativeTensor.write (Parameter.assign, loadStateDict)
+    W = randn([N, K], 804, 0.3);
+    w.write(W);
+    check('after write');
+    // adamwStep on the weight as param
+    const g = randn([N, K], 805), m0 = nt(new Float32Array(N * K), [N, K]), v0 = nt(new Float32Array(N * K), [N, K]);
+    native.adamwStep(w, nt(g, [N, K]), m0, v0, 0.1, 0.9, 0.999, 1e-8, 0.01, 1);
+    W = w.read() as Float32Array;
+    check('after adamwStep');
+    // gemm with the weight as C (beta = 1 adds a product in place)
+    const a = randn([N, 3], 806), c = randn([3, K], 807);
+    native.gemm(false, false, N, K, 3, 1, nt(a, [N, 3]), nt(c, [3, K]), 1, w);
+    W = w.read() as Float32Array;
+    check('after gemm into the weight');
+    // indexAddRows into the weight
+    native.indexAddRows(w, nt(new Int32Array([0, 7, 44]), [3]), nt(randn([3, K], 808), [3, K]));
+    W = w.read() as Float32Array;
+    check('after indexAddRows');
+    // a reshape shares the storage (and its version)
+    const flat = w.reshape([N * K]);
+    flat.write(randn([N * K], 809, 0.3));
+    W = w.read() as Float32Array;
+    check('after a write through a reshaped view');
+  });
+
+  it('never mixes up weights: freed and re-allocated storages, other shapes, other kernels', () => {
+    const X = randn([M, K], 820), B = randn([N], 821);
+    const x = nt(X, [M, K]), b = nt(B, [N]);
+    for (let i = 0; i < 6; i++) {
+      const W = randn([N, K], 830 + i, 0.3);
+      const w = nt(W, [N, K]); // often the block the previous iteration freed
+      expectClose(native.linearFused(x, w, b, 'none', null).read(), linRef(X, W, B), 1e-5, `weight ${i}`);
+      w.free();
+    }
+    // the same storage viewed with another [N, K]
+    const W = randn([N, K], 840, 0.3);
+    const w = nt(W, [N, K]);
+    native.linearFused(x, w, b, 'none', null);
+    const wt = w.reshape([K, N]);
+    const Y = native.linearFused(nt(randn([M, N], 841), [M, N]), wt, null, 'none', null);
+    expect(Y.shape).toEqual([M, K]);
+    expectClose(native.linearFused(x, w, b, 'none', null).read(), linRef(X, W, B), 1e-5, 'after another view');
+    for (const isa of ISAS) {
+      native.gemmSetIsa(isa);
+      expectClose(native.linearFused(x, w, b, 'none', null).read(), linRef(X, W, B), 1e-5, `kernel ${isa}`);
+    }
+    native.gemmSetIsa('auto');
+  });
+
+  it('emptyCache drops the packed copies', () => {
+    const w = nt(randn([N, K], 850), [N, K]);
+    native.linearFused(nt(randn([M, K], 851), [M, K]), w, null, 'none', null);
+    expect(native.linearCacheStats().bytes).toBeGreaterThan(0);
+    native.emptyCache();
+    expect(native.linearCacheStats()).toEqual({ entries: 0, bytes: 0 });
+  });
+
+  it('every native function is classified as writing existing tensors in place or not', () => {
+    // The cache trusts Storage::version; every in-place writer must bump it (tensor.h). A new native
+    // function fails here until it is added to one list (and, if it writes in place, to the test above).
+    const inPlace = ['adamwStep', 'gemm', 'indexAddRows', 'NativeTensor.write'];
+    const notInPlace = [
+      'NativeTensor', 'affine', 'attentionBackward', 'attentionForward', 'attentionVarlen', 'binary', 'cast', 'concat',
+      'copy', 'crossEntropyBackward', 'crossEntropyForward', 'emptyCache', 'fromArray', 'full', 'gatherRows',
+      'gatherTokens', 'gemmIsa', 'gemmSetIsa', 'gumbelSigmoid', 'gumbelSigmoidBackward', 'gumbelSoftmax',
+      'gumbelSoftmaxBackward', 'info', 'layernormBackward', 'layernormForward', 'linearBackward', 'linearCacheStats',
+      'linearForward', 'linearFused', 'matmul', 'memory', 'patchify', 'permute', 'random', 'reduce', 'scatterTokens',
+      'setNumThreads', 'slice', 'sliceBackward', 'softmaxBackward', 'softmaxForward', 'step', 'sumTo', 'topk', 'unary',
+      'unaryBackward', 'unpatchify',
+      'NativeTensor.constructor', 'NativeTensor.device', 'NativeTensor.dtype', 'NativeTensor.free',
+      'NativeTensor.freed', 'NativeTensor.nbytes', 'NativeTensor.read', 'NativeTensor.reshape',
+      'NativeTensor.sameStorage', 'NativeTensor.shape',
+    ];
+    const have = [
+      ...Object.keys(native),
+      ...Object.getOwnPropertyNames((native as unknown as { NativeTensor: { prototype: object } }).NativeTensor.prototype)
+        .map((k) => `NativeTensor.${k}`),
+    ].sort();
+    expect(have).toEqual([...inPlace, ...notInPlace].sort());
+  });
+});

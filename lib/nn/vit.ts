@@ -7,8 +7,9 @@
  * Forward, for x [B, C, H, W]:
  *   t = patch_embed(x) [B, L, E] → cat(cls_token, t) + pos_embed → blocks → norm → t[:, 0] → head.
  * A block: t = t + attn(norm1(t)); t = t + mlp(norm2(t)). The linears go through ops.linearFused:
- * without gradient recording fc1's GELU and the two residual adds run inside the GEMMs' stores;
- * with recording it is the plain composition (same values up to rounding).
+ * without gradient recording fc1's GELU and the two residual adds run inside the GEMMs' stores and
+ * the weights are used pre-packed (cached natively while unchanged); with recording it is the plain
+ * composition (same values up to rounding).
  */
 import { ArgumentError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
@@ -104,7 +105,7 @@ export class Attention extends Module {
   }
   /** opts: keep mask / head gate as in ops.attention; residual (shaped like x) is added to the output. */
   forward(x: Tensor, opts: { keep?: Tensor | null; headGate?: Tensor | null; residual?: Tensor | null } = {}): Tensor {
-    const qkv = this.qkv.forward(x);
+    const qkv = ops.linearFused(x, this.qkv.weight, this.qkv.bias);
     const o = ops.attention(qkv, { numHeads: this.numHeads, keep: opts.keep, headGate: opts.headGate });
     const y = ops.linearFused(o, this.proj.weight, this.proj.bias, { residual: opts.residual });
     qkv.dispose();

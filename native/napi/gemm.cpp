@@ -60,6 +60,7 @@ VITRIM_OP(gemm) {
                "gemm: c must not share storage with a or b");
   // Leading dimensions must be >= 1 even for empty windows of zero-width tensors.
   auto ld = [](const Tensor& t) { return std::max<int64_t>(1, t.size(1)); };
+  const MarkWritten written(c);
   cpu::sgemm(ta, tb, M, N, K, (float)alpha, a.f32(), ld(a), b.f32(), ld(b), (float)beta, c.f32(), ld(c));
   return info.Env().Undefined();
 }

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "vitrim/tensor.h"
@@ -63,6 +64,10 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tens
 enum class Activation { None, Gelu };
 Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias, Activation act,
                     const std::optional<Tensor>& residual);
+// linear_fused keeps packed copies of the weights it sees (see gemm.cpp; valid while the weight's
+// storage is not written): drop them all, or report {entries, bytes}.
+void clear_linear_cache();
+std::pair<int64_t, int64_t> linear_cache_stats();
 // returns {gx, gw, gbias (if need_bias)}
 std::tuple<Tensor, Tensor, std::optional<Tensor>> linear_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
                                                                   bool need_bias);
