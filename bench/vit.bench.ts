@@ -1,7 +1,8 @@
 /**
  * End-to-end CPU inference: DeiT-Tiny (224 px, random weights) images/s at batch 1, 8, 32, side by
  * side with onnxruntime-node running timm's DeiT-Tiny exported to ONNX (bench/anchors/deit-tiny.onnx.xz,
- * random weights, dynamic batch) in the same process, same thread count.
+ * random weights, dynamic batch) in the same process, same thread count. The two alternate in
+ * rounds (see timeRounds) and each side's figure is its median.
  *
  * onnxruntime-node is a bench-only dependency: it is installed on first use into bench/.ort with
  * --ignore-scripts (its install script downloads from the internet; the npm package already carries
@@ -24,16 +25,29 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-/** Times fn (ms per call): warm-up, then `reps` timed calls; returns the median. */
-async function time(fn: () => unknown | Promise<unknown>, reps: number, warm = 2): Promise<number> {
-  for (let i = 0; i < warm; i++) await fn();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    ts.push(performance.now() - t0);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Times each function (ms per call; the median over all timed calls). The sides alternate in rounds
+ * (a: 1 warm-up + `per` timed calls, then b likewise, then a again ...), with a pause at every switch
+ * long enough for onnxruntime's spinning pool threads to go to sleep, so neither side runs while the
+ * other's threads still hold the cores. Rounds make a slow drift of the machine's speed (shared
+ * cores, another job starting) hit both sides alike, which keeps the ratio meaningful.
+ */
+async function timeRounds(fns: (() => unknown | Promise<unknown>)[], rounds: number, per: number): Promise<number[]> {
+  const ts: number[][] = fns.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [k, f] of fns.entries()) {
+      await sleep(200);
+      await f();
+      for (let i = 0; i < per; i++) {
+        const t0 = performance.now();
+        await f();
+        ts[k].push(performance.now() - t0);
+      }
+    }
   }
-  return median(ts);
+  return ts.map(median);
 }
 
 async function loadOrt(): Promise<{ ort: any; model: string } | { error: string }> {
@@ -70,14 +84,18 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = Math.sin(i * 0.37) * 1.5;
     const x = tensor(data, [B, 3, 224, 224]);
-    const reps = opts.quick ? 3 : B === 1 ? 20 : B === 8 ? 8 : 4;
-    const ms = await time(() => noGrad(() => tidy(() => { m.forward(x).dataSync(); })), reps);
-    const ours = (1000 * B) / ms;
-    const row: Row = { name: 'DeiT-Tiny inference (cpu, fp32)', shape: `batch ${B}`, value: ours, unit: 'img/s' };
+    const [rounds, per] = opts.quick ? [1, 3] : B === 1 ? [4, 8] : B === 8 ? [4, 3] : [3, 2];
+    const ourFn = () => noGrad(() => tidy(() => { m.forward(x).dataSync(); }));
+    const fns: (() => unknown)[] = [ourFn];
     if (session) {
       const input = new ortLoaded.ort.Tensor('float32', data, [B, 3, 224, 224]);
       const inName = session.inputNames[0];
-      const oms = await time(() => session.run({ [inName]: input }), reps);
+      fns.push(() => session.run({ [inName]: input }));
+    }
+    const [ms, oms] = await timeRounds(fns, rounds, per);
+    const ours = (1000 * B) / ms;
+    const row: Row = { name: 'DeiT-Tiny inference (cpu, fp32)', shape: `batch ${B}`, value: ours, unit: 'img/s' };
+    if (session) {
       row.compare = { name: `onnxruntime-node ${ORT_VERSION} (${threads} threads)`, value: (1000 * B) / oms };
       row.ratio = ours / row.compare.value;
     } else row.note = (ortLoaded as { error: string }).error;

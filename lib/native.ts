@@ -62,8 +62,13 @@ export interface Addon {
   cast(x: T, dtype: DType): T;
   copy(x: T): T;
   memory(): MemoryInfo[];
-  /** Frees the allocator's cached blocks. */
+  /** Frees the allocator's cached blocks and linearFused's packed weights. */
   emptyCache(): void;
+  /**
+   * The packed weight copies linearFused keeps (valid while a weight is not written in place;
+   * dropped by emptyCache, bounded by VITRIM_PACK_CACHE_MB, default 1024, 0 disables).
+   */
+  linearCacheStats(): { entries: number; bytes: number };
   info(): NativeInfo;
   setNumThreads(n: number): void;
   // ---- elementwise (cpu/elementwise.cpp): binary ops broadcast numpy-style ----
@@ -89,6 +94,11 @@ export interface Addon {
   matmul(a: T, b: T, transA: boolean, transB: boolean): T;
   /** y = x W^T + b over the last axis of x; W is [N, K]. */
   linearForward(x: T, w: T, b: OptT): T;
+  /**
+   * Inference-only fused linear (no backward): y = act(x W^T + b) (+ residual, shaped like y), the
+   * activation and the residual add done in the GEMM's store epilogue (y written once).
+   */
+  linearFused(x: T, w: T, b: OptT, activation: 'none' | 'gelu', residual: OptT): T;
   /** [gx, gw, gb | null] */
   linearBackward(gy: T, x: T, w: T, needBias: boolean): [T, T, OptT];
   /**

@@ -6,7 +6,10 @@
  *
  * Forward, for x [B, C, H, W]:
  *   t = patch_embed(x) [B, L, E] → cat(cls_token, t) + pos_embed → blocks → norm → t[:, 0] → head.
- * A block: t = t + attn(norm1(t)); t = t + mlp(norm2(t)).
+ * A block: t = t + attn(norm1(t)); t = t + mlp(norm2(t)). The linears go through ops.linearFused:
+ * without gradient recording fc1's GELU and the two residual adds run inside the GEMMs' stores and
+ * the weights are used pre-packed (cached natively while unchanged); with recording it is the plain
+ * composition (same values up to rounding).
  */
 import { ArgumentError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
@@ -100,11 +103,11 @@ export class Attention extends Module {
     this.qkv = new Linear(dim, dim * 3, { bias: qkvBias, seed });
     this.proj = new Linear(dim, dim, { seed: seed + 1 });
   }
-  /** opts: keep mask / head gate as in ops.attention. */
-  forward(x: Tensor, opts: { keep?: Tensor | null; headGate?: Tensor | null } = {}): Tensor {
-    const qkv = this.qkv.forward(x);
+  /** opts: keep mask / head gate as in ops.attention; residual (shaped like x) is added to the output. */
+  forward(x: Tensor, opts: { keep?: Tensor | null; headGate?: Tensor | null; residual?: Tensor | null } = {}): Tensor {
+    const qkv = ops.linearFused(x, this.qkv.weight, this.qkv.bias);
     const o = ops.attention(qkv, { numHeads: this.numHeads, keep: opts.keep, headGate: opts.headGate });
-    const y = this.proj.forward(o);
+    const y = ops.linearFused(o, this.proj.weight, this.proj.bias, { residual: opts.residual });
     qkv.dispose();
     o.dispose();
     return y;
@@ -119,11 +122,10 @@ export class Mlp extends Module {
     this.fc1 = new Linear(dim, hidden, { seed });
     this.fc2 = new Linear(hidden, dim, { seed: seed + 1 });
   }
-  forward(x: Tensor): Tensor {
-    const h = this.fc1.forward(x);
-    const a = ops.gelu(h);
-    const y = this.fc2.forward(a);
-    h.dispose();
+  /** fc2(gelu(fc1(x))) (+ residual, shaped like x). */
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
+    const a = ops.linearFused(x, this.fc1.weight, this.fc1.bias, { activation: 'gelu' });
+    const y = ops.linearFused(a, this.fc2.weight, this.fc2.bias, { residual });
     a.dispose();
     return y;
   }
@@ -143,8 +145,8 @@ export class Block extends Module {
   }
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const a = ops.add(x, this.attn.forward(this.norm1.forward(x)));
-      return ops.add(a, this.mlp.forward(this.norm2.forward(a)));
+      const a = this.attn.forward(this.norm1.forward(x), { residual: x });
+      return this.mlp.forward(this.norm2.forward(a), a);
     });
   }
 }

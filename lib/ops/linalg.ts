@@ -1,8 +1,10 @@
 /** matmul and linear (y = x Wᵀ + b, timm's nn.Linear layout W [out, in]). */
 import { needsGrad, record, save } from '../autograd.js';
+import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import { call, handleOf, optHandle, out } from './_util.js';
+import { add, gelu } from './elementwise.js';
 
 /** [.., M, K] × [.., K, N] with optional transposes; b may be 2-D (shared across the batch). */
 export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
@@ -50,4 +52,33 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     record(y, 'linear', [x, weight, bias ?? null], (g) => native.linearBackward(g, sx, sw, needBias), [sx, sw]);
   }
   return y;
+}
+
+/**
+ * y = act(x Wᵀ + b) (+ residual): a linear layer with an optional GELU (exact erf) and residual add,
+ * residual shaped like y. When no gradient is recorded (noGrad, or no input requires one) this is a
+ * single fused native call: the activation and the add run in the GEMM's store, so y is written
+ * once (the ViT inference path). Otherwise it is the recorded composition linear → gelu → add.
+ */
+export function linearFused(
+  x: Tensor, weight: Tensor, bias?: Tensor | null,
+  opts: { activation?: 'none' | 'gelu'; residual?: Tensor | null } = {},
+): Tensor {
+  const act = opts.activation ?? 'none';
+  if (act !== 'none' && act !== 'gelu') throw new ArgumentError(`linearFused: activation must be 'none' or 'gelu', got ${String(act)}`);
+  const residual = opts.residual ?? null;
+  if (needsGrad(x, weight, bias, residual)) {
+    const h = linear(x, weight, bias);
+    const a = act === 'gelu' ? gelu(h) : h;
+    if (a !== h) h.dispose();
+    if (!residual) return a;
+    const y = add(residual, a);
+    a.dispose();
+    return y;
+  }
+  const hx = handleOf(x, 'x', 'linearFused');
+  const hw = handleOf(weight, 'weight', 'linearFused');
+  const hb = optHandle(bias, 'bias', 'linearFused');
+  const hr = optHandle(residual, 'residual', 'linearFused');
+  return out(call('linearFused', () => native.linearFused(hx, hw, hb, act, hr)));
 }

@@ -111,7 +111,10 @@ BlockCache& cache() {
 }
 }  // namespace
 
-Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+static std::atomic<uint64_t> g_next_uid{1};
+
+Storage::Storage(size_t nbytes, Device dev)
+    : bytes(nbytes), device(dev), uid(g_next_uid.fetch_add(1, std::memory_order_relaxed)) {
   VITRIM_CHECK(dev == Device::CPU, Device, "storage on ", device_name(dev), " is not available in this build");
   // The size class keeps the allocation a multiple of 64 with >= 64 bytes of tail, so SIMD tails
   // never leave the block and a zero-byte tensor is still a valid pointer.

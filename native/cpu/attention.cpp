@@ -38,6 +38,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gemm_kernel.h"
 #include "rowkernels.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
@@ -99,7 +100,7 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
   const int64_t B = d.B, N = d.N, H = d.H, C = d.C, D = d.D, C3 = d.C3;
   Tensor out = empty({B, N, C}, DType::F32);
   Tensor stats = empty({B, H, N, 2}, DType::F32);
-  const int64_t rbk = row_block(N), nblk = (N + rbk - 1) / rbk;
+  if (out.numel() == 0) return {out, stats};
   const RowKernels& rk = row_kernels();
   const float* x = qkv.f32();
   const float* kp = keep ? keep->f32() : nullptr;
@@ -108,6 +109,73 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
   float* st = stats.f32();
   const float fscale = (float)scale, feps = (float)eps;
 
+  const gemm::Kernel& kr = gemm::active_kernel();
+  if (N <= kr.kc && D <= kr.kc) {
+    // Panel path: K^T and V of a head are packed once (as the micro-kernel's B panels), then each
+    // MR-row panel of queries runs S = scale Q K^T (one micro-kernel call per NR keys, into an
+    // MR x N strip), the row kernel, and out = g P V (P packed as an A panel). Everything but the
+    // packed K/V stays in L1, and nothing is packed twice.
+    const int64_t MR = kr.mr, NR = kr.nr;
+    const int64_t panels = (N + MR - 1) / MR, kpan = (N + NR - 1) / NR, vpan = (D + NR - 1) / NR;
+    // Tasks are (b, h, run of query panels). Each head is cut into `split` runs, chosen to minimise
+    // the estimated time of the busiest thread: ceil(tasks / T) rounds of (panels per run + the K/V
+    // packing every task repeats, ~1.5 panels' worth). Batch 1 with 3 heads on 2 threads gives 2
+    // runs per head (6 tasks, 3 per thread); 24 heads give whole heads.
+    const int64_t T = num_threads(), BH = B * H;
+    int64_t split = 1;
+    double best = 1e300;
+    for (int64_t s = 1; s <= std::min<int64_t>(panels, 8); ++s) {
+      const double rounds = (double)((BH * s + T - 1) / T);
+      const double cost = rounds * ((double)((panels + s - 1) / s) + 1.5);
+      if (cost < best - 1e-9) {
+        best = cost;
+        split = s;
+      }
+    }
+    const int64_t per = (panels + split - 1) / split;
+    split = (panels + per - 1) / per;
+    // The score strip has rows of Np >= N floats, a multiple of 16: without a keep mask the row
+    // kernel runs over all Np columns, the ones past N set to -inf (probability 0), so its loops
+    // have no scalar tail (which cost ~20% of it at N = 197).
+    const int64_t Np = kp ? N : (N + 15) / 16 * 16;
+    parallel_for(BH * split, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> kpack((size_t)(kpan * NR * D)), vpack((size_t)(vpan * NR * N));
+      std::vector<float> qpack((size_t)(MR * D)), S((size_t)(MR * Np)), ppack((size_t)(MR * N));
+      int64_t packed = -1;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t bh = t / split, b = bh / H, h = bh % H;
+        const float* q = x + b * N * C3 + h * D;
+        if (bh != packed) {
+          kr.pack_b(true, q + C, C3, N, D, kpack.data());       // op(B)[k, j] = K[j, k]
+          kr.pack_b(false, q + 2 * C, C3, D, N, vpack.data());  // op(B)[k, j] = V[k, j]
+          packed = bh;
+        }
+        const float* keep_b = kp ? kp + b * N : nullptr;
+        const float g = gp ? gp[bh] : 1.f;
+        const int64_t p1 = std::min(panels, (t % split + 1) * per);
+        for (int64_t p = (t % split) * per; p < p1; ++p) {
+          const int64_t i0 = p * MR;
+          const int m = (int)std::min(MR, N - i0);
+          kr.pack_a(false, q + i0 * C3, C3, m, D, qpack.data());
+          for (int64_t j = 0; j < kpan; ++j)
+            kr.micro(D, qpack.data(), kpack.data() + j * NR * D, S.data() + j * NR, Np, fscale, 0.f, nullptr, m,
+                     (int)std::min(NR, N - j * NR));
+          for (int r = 0; r < m; ++r)
+            for (int64_t j = N; j < Np; ++j) S[(size_t)(r * Np + j)] = -INFINITY;
+          rk.attn_probs_fwd(S.data(), m, Np, i0, keep_b, feps, st + (bh * N + i0) * 2);
+          kr.pack_a(false, S.data(), Np, m, N, ppack.data());
+          float* o = op + (b * N + i0) * C + h * D;
+          for (int64_t j = 0; j < vpan; ++j)
+            kr.micro(N, ppack.data(), vpack.data() + j * NR * N, o + j * NR, C, g, 0.f, nullptr, m,
+                     (int)std::min(NR, D - j * NR));
+        }
+      }
+    });
+    return {out, stats};
+  }
+
+  // Long sequences (N or D beyond the kernel's K block): sgemm on row blocks of each head.
+  const int64_t rbk = row_block(N), nblk = (N + rbk - 1) / rbk;
   parallel_for(B * H * nblk, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> S((size_t)(rbk * N));
     for (int64_t t = t0; t < t1; ++t) {

@@ -143,7 +143,8 @@ void pack_b_avx2(bool trans, const float* b, int64_t ldb, int64_t cols, int64_t 
 }  // namespace
 
 const Kernel& kernel_avx2() {
-  static const Kernel k{"avx2", 6, 16, 96, 384, 4096, &micro_avx2<6, 2>, &pack_a_avx2<6>, &pack_b_avx2<16>};
+  static const Kernel k{"avx2", 6, 16, 96, 384, 4096, &micro_avx2<6, 2>, &pack_a_avx2<6>, &pack_b_avx2<16>,
+                        &gelu_rows_impl};
   return k;
 }
 

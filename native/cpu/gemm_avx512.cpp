@@ -167,7 +167,7 @@ void pack_b_avx512(bool trans, const float* b, int64_t ldb, int64_t cols, int64_
 // kc 512 / mc 144 (A block 288 KiB of the 1 MiB L2) measured best. See bench/gemm-variants.md.
 const Kernel& kernel_avx512() {
   static const Kernel k{"avx512", 12, 32, 144, 512, 4096, &micro_avx512<12, 2>, &pack_a_avx512<12>,
-                        &pack_b_avx512<32>};
+                        &pack_b_avx512<32>, &gelu_rows_impl};
   return k;
 }
 

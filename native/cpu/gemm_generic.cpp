@@ -70,7 +70,8 @@ void micro_generic(int64_t kc, const float* __restrict ap, const float* __restri
 }  // namespace
 
 const Kernel& kernel_generic() {
-  static const Kernel k{"generic", 6, 8, 96, 256, 4096, &micro_generic<6, 2>, &pack_a_panels<6>, &pack_b_panels<8>};
+  static const Kernel k{"generic", 6, 8, 96, 256, 4096, &micro_generic<6, 2>, &pack_a_panels<6>, &pack_b_panels<8>,
+                        &gelu_rows_impl};
   return k;
 }
 

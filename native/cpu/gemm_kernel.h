@@ -8,6 +8,8 @@
 #pragma once
 #include <cstdint>
 
+#include "gelu.h"
+
 namespace vitrim::cpu::gemm {
 
 struct Kernel {
@@ -24,7 +26,26 @@ struct Kernel {
   // Packs k [0, kc) x columns [0, cols) of op(B), op(B)[k, j] = trans ? b[j*ldb + k] : b[k*ldb + j],
   // into ceil(cols / nr) panels of kc*nr floats.
   void (*pack_b)(bool trans, const float* b, int64_t ldb, int64_t cols, int64_t kc, float* out);
+  // In place C[m x n] = GELU(C) on an m x n block (any size) of rows with stride ldc: the fused
+  // linear's epilogue, run on each finished row block while it is in L2. Compiled with the kernel's
+  // ISA flags.
+  void (*gelu_rows)(float* c, int64_t ldc, int64_t m, int64_t n);
 };
+
+// The epilogue body each kernel file instantiates with its own flags (internal linkage, so the
+// AVX-512 copy can never stand in for the baseline one).
+namespace {
+void gelu_rows_impl(float* c, int64_t ldc, int64_t m, int64_t n) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* cr = c + r * ldc;
+    for (int64_t j = 0; j < n; ++j) cr[j] = gelu_math::gelu_value(cr[j]);
+  }
+}
+}  // namespace
+
+// The kernel sgemm uses now (CPUID choice unless gemm_set_isa pinned one); for callers in native/cpu
+// that drive the micro-kernel themselves (attention's forward).
+const Kernel& active_kernel();
 
 const Kernel& kernel_generic();
 #if defined(__x86_64__) || defined(_M_X64)

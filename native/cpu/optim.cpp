@@ -74,6 +74,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double 
   k.step_size = (float)(lr / bc1);
   k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
   k.eps = (float)eps;
+  const MarkWritten wp(param), wm(m), wv(v);
   float* P = param.f32();
   const float* G = grad.f32();
   float* M = m.f32();

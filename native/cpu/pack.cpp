@@ -48,6 +48,7 @@ void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src) {
     VITRIM_CHECK(!seen[r[i]], Index, "index_add_rows: row ", r[i], " appears twice");
     seen[r[i]] = 1;
   }
+  const MarkWritten written(dst);
   parallel_for(R, 64, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       float* d = dst.f32() + (int64_t)r[i] * C;

@@ -50,8 +50,17 @@ VITRIM_OP(memory) {
 }
 
 VITRIM_OP(emptyCache) {
+  cpu::clear_linear_cache();
   empty_cache();
   return info.Env().Undefined();
+}
+
+VITRIM_OP(linearCacheStats) {
+  auto [entries, bytes] = cpu::linear_cache_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("entries", (double)entries);
+  o.Set("bytes", (double)bytes);
+  return o;
 }
 
 VITRIM_OP(info) {

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "common.h"
 #include "vitrim/ops.h"
@@ -13,6 +14,16 @@ VITRIM_OP(matmul) {
 VITRIM_OP(linearForward) {
   return wrap(info.Env(), cpu::linear_forward(arg_tensor(info, 0, "x"), arg_tensor(info, 1, "weight"),
                                               arg_opt_tensor(info, 2, "bias")));
+}
+// linearFused(x, weight, bias | null, activation: 'none' | 'gelu', residual | null)
+VITRIM_OP(linearFused) {
+  const std::string act = arg_string(info, 3, "activation");
+  VITRIM_CHECK(act == "none" || act == "gelu", Argument, "linearFused: activation must be 'none' or 'gelu', got '", act,
+               "'");
+  return wrap(info.Env(), cpu::linear_fused(arg_tensor(info, 0, "x"), arg_tensor(info, 1, "weight"),
+                                            arg_opt_tensor(info, 2, "bias"),
+                                            act == "gelu" ? cpu::Activation::Gelu : cpu::Activation::None,
+                                            arg_opt_tensor(info, 4, "residual")));
 }
 VITRIM_OP(linearBackward) {
   auto [gx, gw, gb] = cpu::linear_backward(arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"),
@@ -49,6 +60,7 @@ VITRIM_OP(gemm) {
                "gemm: c must not share storage with a or b");
   // Leading dimensions must be >= 1 even for empty windows of zero-width tensors.
   auto ld = [](const Tensor& t) { return std::max<int64_t>(1, t.size(1)); };
+  const MarkWritten written(c);
   cpu::sgemm(ta, tb, M, N, K, (float)alpha, a.f32(), ld(a), b.f32(), ld(b), (float)beta, c.f32(), ld(c));
   return info.Env().Undefined();
 }

@@ -100,6 +100,7 @@ Napi::Value JsTensor::write(const Napi::CallbackInfo& info) {
                  " tensor takes a matching typed array (Float32Array / Int32Array / Uint16Array)");
     VITRIM_CHECK(ta.ElementLength() == (size_t)x.numel(), Shape, "write: expected ", x.numel(), " elements, got ",
                  ta.ElementLength());
+    const MarkWritten written(x);
     if (x.nbytes())
       std::memcpy(x.raw(), static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), x.nbytes());
     return info.Env().Undefined();

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "vitrim/tensor.h"
@@ -56,6 +57,17 @@ void gemm_set_isa(const std::string& isa);
 Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB);
 // y[..., N] = x[..., K] W[N, K]^T + bias[N]
 Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias);
+// Inference-only fused linear (no backward): y = act(x W^T + bias) (+ residual), where residual
+// (optional) has y's shape [..., N]. The activation and the residual add run in the GEMM's store
+// epilogue, so y is written once; results equal linear_forward followed by unary/binary up to the
+// rounding of GELU's vectorised evaluation.
+enum class Activation { None, Gelu };
+Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias, Activation act,
+                    const std::optional<Tensor>& residual);
+// linear_fused keeps packed copies of the weights it sees (see gemm.cpp; valid while the weight's
+// storage is not written): drop them all, or report {entries, bytes}.
+void clear_linear_cache();
+std::pair<int64_t, int64_t> linear_cache_stats();
 // returns {gx, gw, gbias (if need_bias)}
 std::tuple<Tensor, Tensor, std::optional<Tensor>> linear_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
                                                                   bool need_bias);

@@ -3,6 +3,7 @@
 // free (reshape shares storage); every other layout change is an op that writes a new tensor.
 // CPU storage is 64-byte aligned so SIMD kernels may use aligned loads on row starts of aligned rows.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,10 +31,33 @@ struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device = Device::CPU;
+  // Identity and write counter for caches derived from the data (linear_fused keeps packed copies
+  // of weights): uid is unique for the process lifetime (a later storage at the same address gets
+  // another), and EVERY code path that writes an existing storage's data in place must call
+  // mark_written() after the write (today: adamw_step, index_add_rows, the gemm binding's C, and
+  // NativeTensor.write). test/linear-fused.test.ts lists every native function as in place or
+  // not, so that a new one has to be classified.
+  const uint64_t uid;
+  std::atomic<uint64_t> version{0};
+  void mark_written() { version.fetch_add(1, std::memory_order_acq_rel); }
   Storage(size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+};
+
+struct Tensor;
+
+// Marks t's storage written when it goes out of scope (also when the write throws half way):
+// declare one before writing an existing tensor in place.
+struct MarkWritten {
+  Storage* s;
+  explicit MarkWritten(const Tensor& t);
+  ~MarkWritten() {
+    if (s) s->mark_written();
+  }
+  MarkWritten(const MarkWritten&) = delete;
+  MarkWritten& operator=(const MarkWritten&) = delete;
 };
 
 struct Tensor {
@@ -52,6 +76,8 @@ struct Tensor {
   uint16_t* bf16() const { return static_cast<uint16_t*>(raw()); }
   Tensor reshape(const Shape& s) const;  // view; numel must match
 };
+
+inline MarkWritten::MarkWritten(const Tensor& t) : s(t.storage.get()) {}
 
 // Allocation (uninitialised / zero-filled). Throws ErrorKind::Memory naming the request on failure.
 Tensor empty(const Shape& shape, DType dtype, Device device = Device::CPU);
