@@ -17,7 +17,7 @@ import { ArgumentError } from '../errors.js';
 import { native, type NativeTensor } from '../native.js';
 import type { AdaVitPolicy } from '../policies/adavit.js';
 import { noGrad } from '../autograd.js';
-import { Tensor, tidy } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import { attnMacs, headMacs, mlpMacs, patchEmbedMacs } from './flops.js';
 
 export interface AdaVitInferOptions {
@@ -121,13 +121,26 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         zb = draw(B * 2, rnd.block, 1);
         zp = draw(B * (N - 1), rnd.patch, 2);
       } else {
-        const z = tidy(() => policy.logits(l, tokensView));
-        zh = z.head.dataSync() as Float32Array;
-        zb = z.block.dataSync() as Float32Array;
-        zp = z.patch.dataSync() as Float32Array;
-        z.head.dispose();
-        z.block.dispose();
-        z.patch.dispose();
+        // All three gates in one GEMM over every token: the stacked weights [H + 2 + 1, C] (head,
+        // block, patch); the class-token rows give the head and block logits, the patch rows the
+        // patch logits. One narrow GEMM and one read-back instead of three plus slices.
+        const g = policy.gates[l - policy.keepLayers];
+        const K = H + 3;
+        const wcat = native.concat([g.head.weight.handle, g.block.weight.handle, g.patch.weight.handle], 0);
+        const bcat = native.concat([g.head.bias!.handle, g.block.bias!.handle, g.patch.bias!.handle], 0);
+        const zall = native.linearForward(x2, wcat, bcat);
+        const za = zall.read() as Float32Array;
+        for (const h of [wcat, bcat, zall]) h.free();
+        zh = new Float32Array(B * H);
+        zb = new Float32Array(B * 2);
+        zp = new Float32Array(B * (N - 1));
+        for (let b = 0; b < B; b++) {
+          const row = b * N * K;
+          for (let k = 0; k < H; k++) zh[b * H + k] = za[row + k];
+          zb[b * 2] = za[row + H];
+          zb[b * 2 + 1] = za[row + H + 1];
+          for (let j = 1; j < N; j++) zp[b * (N - 1) + j - 1] = za[row + j * K + H + 2];
+        }
       }
       gated++;
       const rows: number[] = [];
@@ -141,7 +154,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       } : undefined;
       if (rec) decisions!.push(rec);
       for (let b = 0; b < B; b++) {
-        if (!rnd) macs[b] += C * H + C * 2 + (N - 1) * C; // the gate layers
+        if (!rnd) macs[b] += N * C * (H + 3); // the gate GEMM as run: every token against all gates
         const kept: number[] = [0];
         if (!policy.gatePatches) for (let j = 1; j < N; j++) kept.push(j);
         else if (kPatch >= 0) {
@@ -184,9 +197,9 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         const hg = policy.gateHeads ? native.fromArray(Float32Array.from(gates), [S, H], 'float32') : null;
         const p = native.gatherRows(x2, r);
         const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps);
-        const qkv = native.linearForward(ln, blk.attn.qkv.weight.handle, blk.attn.qkv.bias?.handle ?? null);
+        const qkv = native.linearFused(ln, blk.attn.qkv.weight.handle, blk.attn.qkv.bias?.handle ?? null, 'none', null);
         const o = native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg);
-        const y = native.linearForward(o, blk.attn.proj.weight.handle, blk.attn.proj.bias?.handle ?? null);
+        const y = native.linearFused(o, blk.attn.proj.weight.handle, blk.attn.proj.bias?.handle ?? null, 'none', null);
         native.indexAddRows(x2, r, y);
         for (const h of [r, cu, hg, p, ln, mean, rstd, qkv, o, y]) h?.free();
       }
@@ -194,11 +207,11 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         const r = native.fromArray(Int32Array.from(rowsMlp), [rowsMlp.length], 'int32');
         const p = native.gatherRows(x2, r);
         const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps);
-        const h1 = native.linearForward(ln, blk.mlp.fc1.weight.handle, blk.mlp.fc1.bias?.handle ?? null);
-        const a = native.unary('gelu', h1);
-        const y = native.linearForward(a, blk.mlp.fc2.weight.handle, blk.mlp.fc2.bias?.handle ?? null);
+        // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
+        const a = native.linearFused(ln, blk.mlp.fc1.weight.handle, blk.mlp.fc1.bias?.handle ?? null, 'gelu', null);
+        const y = native.linearFused(a, blk.mlp.fc2.weight.handle, blk.mlp.fc2.bias?.handle ?? null, 'none', null);
         native.indexAddRows(x2, r, y);
-        for (const h of [r, p, ln, mean, rstd, h1, a, y]) h.free();
+        for (const h of [r, p, ln, mean, rstd, a, y]) h.free();
       }
     }
     const logits = m.classify(tokensView);
