@@ -23,7 +23,6 @@
 // linear_backward reduces gbias in float64 partial sums over row blocks; matmul runs batches
 // in parallel (each GEMM serial) when there are enough of them, else one threaded GEMM at a time.
 #include <algorithm>
-#include <cstdint>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -177,22 +176,6 @@ void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
   const int64_t m_units = (M + MR - 1) / MR;
   // Row mode needs enough MR panels to give every thread a few; otherwise split columns.
   const bool row_mode = !par || m_units >= 3 * threads || (N + NR - 1) / NR < m_units;
-  // Row mode hands out runs of per_unit MR panels, sized so that the busiest thread gets as few
-  // panels as possible (2 threads, 132 panels: 4 runs of 33 rather than the pool's 8 chunks of 17,
-  // which left one thread 68 panels and the other 64); fewest runs among equals.
-  int64_t per_unit = m_units, units = 1;
-  if (par) {
-    int64_t best = INT64_MAX;
-    for (int64_t k = 2 * threads; k <= 8 * threads; k += threads) {
-      const int64_t u = (m_units + k - 1) / k, n_runs = (m_units + u - 1) / u;
-      const int64_t busiest = (n_runs + threads - 1) / threads * u;
-      if (busiest < best) {
-        best = busiest;
-        per_unit = u;
-        units = n_runs;
-      }
-    }
-  }
 
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
@@ -226,9 +209,8 @@ void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float
           }
           for (int spins = 0; packed.load(std::memory_order_acquire) < n_units; ++spins) cpu_relax(spins);
         };
-        parallel_for(units, 1, [&](int64_t q0, int64_t q1) {
+        parallel_for(m_units, par ? 1 : m_units, [&](int64_t u0, int64_t u1) {
           ensure_packed();
-          const int64_t u0 = q0 * per_unit, u1 = std::min(m_units, q1 * per_unit);
           const int64_t i_end = std::min(M, u1 * MR);
           float* ap = t_apack.get((size_t)(std::min(MC, i_end - u0 * MR) + MR) * kc);
           for (int64_t i = u0 * MR; i < i_end; i += MC) {
