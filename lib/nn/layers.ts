@@ -1,5 +1,5 @@
 /** Basic layers with timm's parameter names: Linear (weight [out, in], bias), LayerNorm (weight, bias). */
-import { layerNorm, linear } from '../ops/index.js';
+import { layerNorm, linearFused } from '../ops/index.js';
 import { full, type Tensor } from '../tensor.js';
 import { Module, Parameter } from './module.js';
 import { truncNormal } from './init.js';
@@ -13,8 +13,9 @@ export class Linear extends Module {
     this.weight = truncNormal([outFeatures, inFeatures], 0.02, opts.seed ?? 0);
     this.bias = opts.bias === false ? null : Parameter.from(full([outFeatures], 0));
   }
+  /** y = x Wᵀ + b; without gradient recording through linearFused (its packed weights are cached). */
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias);
+    return linearFused(x, this.weight, this.bias);
   }
 }
 

@@ -4,7 +4,7 @@ import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import { call, handleOf, int, out } from './_util.js';
-import { linear } from './linalg.js';
+import { linearFused } from './linalg.js';
 import { reshape } from './layout.js';
 
 /** [B, C, H, W] → [B, (H/p)(W/p), C·p·p], each patch flattened (c, py, px). */
@@ -27,7 +27,7 @@ export function patchEmbed(x: Tensor, weight: Tensor, bias: Tensor | null, p: nu
   }
   const cols = patchify(x, p);
   const w2 = reshape(weight, [weight.shape[0], -1]);
-  const y = linear(cols, w2, bias);
+  const y = linearFused(cols, w2, bias); // plain linear when recording; packed-weight cache otherwise
   cols.dispose();
   w2.dispose();
   return y;
