@@ -72,7 +72,24 @@ function checkCase(dims: Dims, mode: KeepMode, withGate: boolean, eps: number, s
   expectClose(got.out, ref.out, 1e-5, `${what} out`);
   expectClose(got.gqkv, ref.gqkv, 1e-5, `${what} gqkv`);
   if (keep) expectClose(got.gkeep!, ref.gkeep!, 1e-5, `${what} gkeep`);
-  if (gate) expectClose(got.ggate!, ref.ggate!, 1e-5, `${what} gheadGate`);
+  if (gate) {
+    // ggate[b,h] = Σ_i go_i·(PV)_i is a sum of terms that can cancel (at H = 1 a run-specific seed gave
+    // 2.2e-5 relative to the result): judge fp32 rounding against the scale of the terms, Σ|go·(PV)|.
+    const termScale = new Float64Array(B * H);
+    for (let b = 0; b < B; b++) for (let i = 0; i < N; i++) for (let c = 0; c < C; c++) {
+      const h = Math.floor(c / D);
+      const g = gate[b * H + h];
+      if (g !== 0) termScale[b * H + h] += Math.abs(gout[(b * N + i) * C + c] * ref.out[(b * N + i) * C + c] / g);
+    }
+    let num = 0;
+    let den = 0;
+    for (let k = 0; k < B * H; k++) {
+      num += (got.ggate![k] - ref.ggate![k]) ** 2;
+      den += termScale[k] ** 2;
+    }
+    const e = Math.sqrt(num / (den || 1));
+    if (!(e <= 1e-5)) throw new Error(`${what} gheadGate: error ${e.toExponential(3)} relative to the terms' scale > 1e-5`);
+  }
 }
 
 describe('attention vs float64 reference', () => {
