@@ -4,6 +4,10 @@
  * Every function here validates its arguments natively and throws an Error whose `code` is one of
  * the `ERR_VITRIM_*` codes (mapped to typed error classes in `errors.ts`).
  *
+ * Devices: every op runs on the device of its tensor inputs (all must be on one device, else
+ * ERR_VITRIM_DEVICE); on cuda floating ops take float32 or bfloat16 (fp32 accumulation), on the cpu
+ * float32 (bfloat16 is storage only there).
+ *
  * Conventions: tensors are contiguous row-major; float32 unless stated; index tensors are int32;
  * attention's qkv is timm's fused layout [B, N, 3C]; seeds/offsets are integers in [0, 2^53].
  */
@@ -46,6 +50,16 @@ export interface MemoryInfo {
   bytesCached: number;
 }
 
+/** One entry of backends(): whether a device can be used and, if not, every reason why. */
+export interface BackendInfo {
+  device: Device;
+  available: boolean;
+  /** For an available device: what it is (GPU name, compute capability, memory, versions). */
+  detail: string;
+  /** For an unavailable device: one line per attempt that failed. */
+  reasons: string[];
+}
+
 export interface NativeInfo {
   threads: number;
   isa: string;
@@ -58,11 +72,20 @@ export interface Addon {
   NativeTensor: unknown;
   // ---- core (napi/core.cpp) ----
   fromArray(data: TypedData, shape: number[], dtype: DType): T;
-  full(shape: number[], value: number, dtype: DType): T;
+  full(shape: number[], value: number, dtype: DType, device?: Device): T;
+  /** A copy of x on `device` (always a new tensor, also when x is already there). */
+  toDevice(x: T, device: Device): T;
+  /** cpu and cuda, with why cuda is unavailable; the first call tries to load libvitrim_cuda. */
+  backends(): BackendInfo[];
+  /** Waits for queued work on the device (default cuda; a no-op where nothing was loaded). */
+  synchronize(device?: Device): void;
+  /** TF32 tensor cores for float32 GEMMs on cuda (off by default). ERR_VITRIM_DEVICE without cuda. */
+  setAllowTf32(allow: boolean): void;
   cast(x: T, dtype: DType): T;
   copy(x: T): T;
+  /** One entry per device in use (cuda only once its backend is loaded). */
   memory(): MemoryInfo[];
-  /** Frees the allocator's cached blocks and linearFused's packed weights. */
+  /** Frees the allocators' cached blocks (cpu and cuda) and linearFused's packed weights. */
   emptyCache(): void;
   /**
    * The packed weight copies linearFused keeps (valid while a weight is not written in place;
@@ -145,7 +168,7 @@ export interface Addon {
   /** [values, indices (int32)] along the last axis, sorted */
   topk(x: T, k: number, largest: boolean): [T, T];
   // ---- sampling (cpu/sample.cpp) ----
-  random(shape: number[], dist: Dist, seed: number, offset: number): T;
+  random(shape: number[], dist: Dist, seed: number, offset: number, device?: Device): T;
   /** [y, ySoft] */
   gumbelSigmoid(logits: T, tau: number, threshold: number, hard: boolean, noise: OptT, seed: number, offset: number): [T, T];
   gumbelSigmoidBackward(ySoft: T, gy: T, tau: number): T;

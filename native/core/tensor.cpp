@@ -1,4 +1,8 @@
+// The CPU side of the tensor core: the caching allocator behind CPU storage, allocation on any device
+// (CUDA through the loaded backend) and per-device memory accounting.
 #include "vitrim/tensor.h"
+
+#include "vitrim/backend.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -10,32 +14,9 @@
 
 namespace vitrim {
 
-size_t dtype_size(DType d) { return d == DType::F32 ? 4 : d == DType::BF16 ? 2 : 4; }
-const char* dtype_name(DType d) { return d == DType::F32 ? "float32" : d == DType::BF16 ? "bfloat16" : "int32"; }
-const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
-
-std::string shape_str(const Shape& s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
-
-int64_t shape_numel(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) {
-    VITRIM_CHECK(d >= 0, Shape, "negative dimension in shape ", shape_str(s));
-    if (d == 0) return 0;
-    VITRIM_CHECK(n <= kMaxNumel / d, Shape, "shape ", shape_str(s), " has too many elements (limit 2^40)");
-    n *= d;
-  }
-  return n;
-}
-
 namespace {
-std::atomic<int64_t> g_live[2];
-std::atomic<int64_t> g_bytes[2];
+std::atomic<int64_t> g_live[1];
+std::atomic<int64_t> g_bytes[1];
 
 // CPU caching allocator. Large blocks from the C allocator are fresh mmap'ed pages: every new
 // activation tensor then pays a page fault per 4 KiB on first touch, which cost more than the op
@@ -113,94 +94,56 @@ BlockCache& cache() {
 
 static std::atomic<uint64_t> g_next_uid{1};
 
-Storage::Storage(size_t nbytes, Device dev)
-    : bytes(nbytes), device(dev), uid(g_next_uid.fetch_add(1, std::memory_order_relaxed)) {
-  VITRIM_CHECK(dev == Device::CPU, Device, "storage on ", device_name(dev), " is not available in this build");
-  // The size class keeps the allocation a multiple of 64 with >= 64 bytes of tail, so SIMD tails
-  // never leave the block and a zero-byte tensor is still a valid pointer.
-  data = cache().take(BlockCache::size_class(nbytes + 64));
-  if (!data) fail(ErrorKind::Memory, "out of memory allocating ", nbytes, " bytes on cpu");
-  g_live[0]++;
-  g_bytes[0] += (int64_t)nbytes;
-}
-
-Storage::~Storage() {
+static void release_cpu(void* data, size_t bytes) {
   cache().give(data, BlockCache::size_class(bytes + 64));
   g_live[0]--;
   g_bytes[0] -= (int64_t)bytes;
 }
 
+static std::shared_ptr<Storage> cpu_storage(size_t nbytes) {
+  // The size class keeps the allocation a multiple of 64 with >= 64 bytes of tail, so SIMD tails
+  // never leave the block and a zero-byte tensor is still a valid pointer.
+  void* data = cache().take(BlockCache::size_class(nbytes + 64));
+  if (!data) fail(ErrorKind::Memory, "out of memory allocating ", nbytes, " bytes on cpu");
+  g_live[0]++;
+  g_bytes[0] += (int64_t)nbytes;
+  try {
+    return std::make_shared<Storage>(data, nbytes, Device::CPU, g_next_uid.fetch_add(1, std::memory_order_relaxed),
+                                     &release_cpu);
+  } catch (...) {
+    release_cpu(data, nbytes);
+    throw;
+  }
+}
+
 void empty_cache() { cache().release_all(); }
 
 MemoryStats memory_stats(Device d) {
+  if (d == Device::CUDA) {
+    const Backend* be = loaded_backend(Device::CUDA);
+    return be ? be->memory_stats() : MemoryStats{};
+  }
   MemoryStats s;
-  int i = d == Device::CPU ? 0 : 1;
-  s.live_tensors = g_live[i].load();
-  s.bytes_in_use = g_bytes[i].load();
-  if (i == 0) s.bytes_cached = cache().cached();
+  s.live_tensors = g_live[0].load();
+  s.bytes_in_use = g_bytes[0].load();
+  s.bytes_cached = cache().cached();
   return s;
 }
 
-Tensor Tensor::reshape(const Shape& s) const {
-  Shape out = s;
-  int infer = -1;
-  int64_t known = 1;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (out[i] == -1) {
-      VITRIM_CHECK(infer < 0, Shape, "reshape: at most one dimension may be -1, got ", shape_str(s));
-      infer = (int)i;
-    } else {
-      VITRIM_CHECK(out[i] >= 0, Shape, "reshape: invalid dimension in ", shape_str(s));
-      known *= out[i];
-    }
-  }
-  int64_t n = numel();
-  if (infer >= 0) {
-    VITRIM_CHECK(known > 0 && n % known == 0, Shape, "reshape: cannot reshape ", shape_str(shape), " to ", shape_str(s));
-    out[infer] = n / known;
-  }
-  VITRIM_CHECK(shape_numel(out) == n, Shape, "reshape: cannot reshape ", shape_str(shape), " (", n,
-               " elements) to ", shape_str(s));
-  Tensor t = *this;
-  t.shape = out;
-  return t;
-}
-
 Tensor empty(const Shape& shape, DType dtype, Device device) {
+  if (device != Device::CPU) return backend(device).empty(shape, dtype);
   Tensor t;
   t.shape = shape;
   t.dtype = dtype;
-  t.storage = std::make_shared<Storage>((size_t)shape_numel(shape) * dtype_size(dtype), device);
+  t.storage = cpu_storage((size_t)shape_numel(shape) * dtype_size(dtype));
   return t;
 }
 
 Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  if (device != Device::CPU) return backend(device).full(shape, 0.0, dtype);
   Tensor t = empty(shape, dtype, device);
   std::memset(t.raw(), 0, t.nbytes());
   return t;
-}
-
-void check_dtype(const Tensor& t, DType d, const char* what) {
-  VITRIM_CHECK(t.dtype == d, DType, what, " must be ", dtype_name(d), ", got ", dtype_name(t.dtype));
-}
-void check_cpu(const Tensor& t, const char* what) {
-  VITRIM_CHECK(t.storage != nullptr, Disposed, what, " has no storage (disposed?)");
-  VITRIM_CHECK(t.device() == Device::CPU, Device, what, " is on ", device_name(t.device()),
-               "; this op runs on cpu");
-}
-void check_rank(const Tensor& t, int64_t rank, const char* what) {
-  VITRIM_CHECK(t.dim() == rank, Shape, what, " must have ", rank, " dimensions, got shape ", shape_str(t.shape));
-}
-void check_same_shape(const Tensor& a, const Tensor& b, const char* wa, const char* wb) {
-  VITRIM_CHECK(a.shape == b.shape, Shape, wa, " and ", wb, " must have the same shape, got ", shape_str(a.shape),
-               " and ", shape_str(b.shape));
-}
-void check_shape(const Tensor& t, const Shape& s, const char* what) {
-  VITRIM_CHECK(t.shape == s, Shape, what, " must have shape ", shape_str(s), ", got ", shape_str(t.shape));
-}
-void check_f32_cpu(const Tensor& t, const char* what) {
-  check_cpu(t, what);
-  check_dtype(t, DType::F32, what);
 }
 
 }  // namespace vitrim

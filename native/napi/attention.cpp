@@ -1,5 +1,6 @@
 // Bindings for fused attention forward/backward (native/cpu/attention.cpp).
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
@@ -12,7 +13,7 @@ VITRIM_OP(attentionForward) {
   std::optional<Tensor> keep = arg_opt_tensor(info, 3, "keep");
   std::optional<Tensor> gate = arg_opt_tensor(info, 4, "headGate");
   double eps = arg_number(info, 5, "eps");
-  auto [out, stats] = cpu::attention_forward(qkv, heads, scale, keep, gate, eps);
+  auto [out, stats] = VITRIM_CALL(attention_forward, qkv, heads, scale, keep, gate, eps);
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, out), wrap(env, stats)});
 }
@@ -29,7 +30,7 @@ VITRIM_OP(attentionBackward) {
   double eps = arg_number(info, 6, "eps");
   const Tensor& out = arg_tensor(info, 7, "out");
   const Tensor& stats = arg_tensor(info, 8, "stats");
-  auto [gqkv, gkeep, ggate] = cpu::attention_backward(gout, qkv, heads, scale, keep, gate, eps, out, stats);
+  auto [gqkv, gkeep, ggate] = VITRIM_CALL(attention_backward, gout, qkv, heads, scale, keep, gate, eps, out, stats);
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, gqkv), wrap_opt(env, gkeep), wrap_opt(env, ggate)});
 }

@@ -35,11 +35,17 @@ static void arg_fail(const char* what, const char* expected) {
   fail(ErrorKind::Argument, what, " must be ", expected);
 }
 
+std::vector<TensorArg>& call_tensors() {
+  static thread_local std::vector<TensorArg> v;
+  return v;
+}
+
 const Tensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* what) {
   Napi::Value v = info[i];
   if (!JsTensor::is(v)) arg_fail(what, "a tensor");
   JsTensor* w = JsTensor::Unwrap(v.As<Napi::Object>());
   VITRIM_CHECK(w->t.has_value(), Disposed, what, " was disposed");
+  call_tensors().push_back({&*w->t, what});
   return *w->t;
 }
 
@@ -60,6 +66,7 @@ std::vector<Tensor> arg_tensor_list(const Napi::CallbackInfo& info, size_t i, co
     JsTensor* w = JsTensor::Unwrap(e.As<Napi::Object>());
     VITRIM_CHECK(w->t.has_value(), Disposed, what, "[", k, "] was disposed");
     out.push_back(*w->t);
+    call_tensors().push_back({&*w->t, what});
   }
   return out;
 }

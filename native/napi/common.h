@@ -29,9 +29,17 @@ void throw_js(Napi::Env env, const std::exception& e);
 // Report the change in native bytes since the last call to V8 (napi_adjust_external_memory).
 void sync_external_memory(Napi::Env env);
 
+// The tensors the current binding call has read (dispatch.h checks they share a device).
+struct TensorArg {
+  const Tensor* t;
+  const char* what;
+};
+std::vector<TensorArg>& call_tensors();
+
 #define VITRIM_OP(jsname)                                                                   \
   static Napi::Value vitrim_op_impl_##jsname(const Napi::CallbackInfo& info);               \
   static Napi::Value vitrim_op_##jsname(const Napi::CallbackInfo& info) {                   \
+    ::vitrim::napi::call_tensors().clear();                                                 \
     try {                                                                                   \
       Napi::Value r = vitrim_op_impl_##jsname(info);                                        \
       ::vitrim::napi::sync_external_memory(info.Env());                                     \

@@ -2,6 +2,9 @@
 #include <cstring>
 
 #include "common.h"
+#include "dispatch.h"
+#include "vitrim/backend.h"
+#include "dispatch.h"
 #include "tensor_wrap.h"
 #include "vitrim/cpuinfo.h"
 #include "vitrim/ops.h"
@@ -30,28 +33,87 @@ VITRIM_OP(fromArray) {
 VITRIM_OP(full) {
   Shape shape = arg_shape(info, 0, "shape");
   double value = arg_number(info, 1, "value");
-  return wrap(info.Env(), cpu::full(shape, value, arg_dtype(info, 2, "dtype")));
+  DType dt = arg_dtype(info, 2, "dtype");
+  Device dev = info.Length() > 3 && !info[3].IsUndefined() ? arg_device(info, 3, "device") : Device::CPU;
+  return wrap(info.Env(), VITRIM_CALL_ON(dev, full, shape, value, dt));
 }
 
-VITRIM_OP(cast) { return wrap(info.Env(), cpu::cast(arg_tensor(info, 0, "x"), arg_dtype(info, 1, "dtype"))); }
-VITRIM_OP(copy) { return wrap(info.Env(), cpu::copy(arg_tensor(info, 0, "x"))); }
+VITRIM_OP(cast) { return wrap(info.Env(), VITRIM_CALL(cast, arg_tensor(info, 0, "x"), arg_dtype(info, 1, "dtype"))); }
+VITRIM_OP(copy) { return wrap(info.Env(), VITRIM_CALL(copy, arg_tensor(info, 0, "x"))); }
+
+// toDevice(x, device): a copy of x on `device` (the same handle's data when already there is NOT
+// shared: the result is always a new tensor, so writes to one never show in the other).
+VITRIM_OP(toDevice) {
+  const Tensor& x = arg_tensor(info, 0, "x");
+  Device dev = arg_device(info, 1, "device");
+  check_device(x, x.device(), "x");  // disposed check
+  if (x.device() == dev) return wrap(info.Env(), backend(dev).copy(x));
+  const Backend& to = backend(dev);
+  Tensor y = to.empty(x.shape, x.dtype);
+  if (x.device() == Device::CPU) {
+    to.copy_from_host(y, x.raw(), x.nbytes());
+  } else {
+    // Device to device through the host: only cpu and one cuda device exist today.
+    VITRIM_CHECK(dev == Device::CPU, Device, "toDevice: ", device_name(x.device()), " -> ", device_name(dev),
+                 " is not supported");
+    backend(x.device()).copy_to_host(y.raw(), x, x.nbytes());
+  }
+  return wrap(info.Env(), y);
+}
+
+// backends() -> [{ device, available, detail, reasons[] }]: loads the CUDA backend on first call.
+VITRIM_OP(backends) {
+  Napi::Env env = info.Env();
+  std::vector<BackendStatus> st = backend_status();
+  Napi::Array out = Napi::Array::New(env, st.size());
+  for (size_t i = 0; i < st.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("device", device_name(st[i].device));
+    o.Set("available", st[i].available);
+    o.Set("detail", st[i].detail);
+    Napi::Array r = Napi::Array::New(env, st[i].reasons.size());
+    for (size_t k = 0; k < st[i].reasons.size(); ++k) r.Set((uint32_t)k, st[i].reasons[k]);
+    o.Set("reasons", r);
+    out.Set((uint32_t)i, o);
+  }
+  return out;
+}
+
+// synchronize(device?): waits for queued work on the device (cuda); a no-op on the cpu.
+VITRIM_OP(synchronize) {
+  Device dev = info.Length() > 0 && !info[0].IsUndefined() ? arg_device(info, 0, "device") : Device::CUDA;
+  if (const Backend* b = loaded_backend(dev)) b->synchronize();
+  return info.Env().Undefined();
+}
+
+// setAllowTf32(allow): TF32 tensor cores for float32 GEMMs on cuda (off by default).
+VITRIM_OP(setAllowTf32) {
+  bool allow = arg_bool(info, 0, "allow");
+  backend(Device::CUDA).set_allow_tf32(allow);
+  return info.Env().Undefined();
+}
 
 VITRIM_OP(memory) {
   Napi::Env env = info.Env();
   Napi::Array out = Napi::Array::New(env);
-  MemoryStats s = memory_stats(Device::CPU);
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("device", "cpu");
-  o.Set("liveTensors", (double)s.live_tensors);
-  o.Set("bytesInUse", (double)s.bytes_in_use);
-  o.Set("bytesCached", (double)s.bytes_cached);
-  out.Set(0u, o);
+  uint32_t k = 0;
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    if (d == Device::CUDA && !loaded_backend(d)) continue;
+    MemoryStats s = memory_stats(d);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("device", device_name(d));
+    o.Set("liveTensors", (double)s.live_tensors);
+    o.Set("bytesInUse", (double)s.bytes_in_use);
+    o.Set("bytesCached", (double)s.bytes_cached);
+    out.Set(k++, o);
+  }
   return out;
 }
 
 VITRIM_OP(emptyCache) {
   cpu::clear_linear_cache();
   empty_cache();
+  if (const Backend* b = loaded_backend(Device::CUDA)) b->empty_cache();
   return info.Env().Undefined();
 }
 

@@ -1,6 +1,7 @@
 // Bindings of the elementwise family (cpu/elementwise.cpp). Op names arrive as strings; an unknown
 // name is ERR_VITRIM_ARGUMENT.
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
@@ -29,26 +30,26 @@ static cpu::UnaryOp unary_op(const Napi::CallbackInfo& info, size_t i) {
 
 VITRIM_OP(binary) {
   auto op = binary_op(info, 0);
-  return wrap(info.Env(), cpu::binary(op, arg_tensor(info, 1, "a"), arg_tensor(info, 2, "b")));
+  return wrap(info.Env(), VITRIM_CALL(binary, op, arg_tensor(info, 1, "a"), arg_tensor(info, 2, "b")));
 }
 VITRIM_OP(unary) {
   auto op = unary_op(info, 0);
-  return wrap(info.Env(), cpu::unary(op, arg_tensor(info, 1, "x")));
+  return wrap(info.Env(), VITRIM_CALL(unary, op, arg_tensor(info, 1, "x")));
 }
 VITRIM_OP(unaryBackward) {
   auto op = unary_op(info, 0);
-  return wrap(info.Env(), cpu::unary_backward(op, arg_tensor(info, 1, "x"), arg_tensor(info, 2, "y"),
+  return wrap(info.Env(), VITRIM_CALL(unary_backward, op, arg_tensor(info, 1, "x"), arg_tensor(info, 2, "y"),
                                               arg_tensor(info, 3, "gy")));
 }
 VITRIM_OP(affine) {
   return wrap(info.Env(),
-              cpu::affine(arg_tensor(info, 0, "x"), arg_number(info, 1, "alpha"), arg_number(info, 2, "beta")));
+              VITRIM_CALL(affine, arg_tensor(info, 0, "x"), arg_number(info, 1, "alpha"), arg_number(info, 2, "beta")));
 }
 VITRIM_OP(step) {
-  return wrap(info.Env(), cpu::step(arg_tensor(info, 0, "x"), arg_number(info, 1, "threshold")));
+  return wrap(info.Env(), VITRIM_CALL(step, arg_tensor(info, 0, "x"), arg_number(info, 1, "threshold")));
 }
 VITRIM_OP(sumTo) {
-  return wrap(info.Env(), cpu::sum_to(arg_tensor(info, 0, "x"), arg_shape(info, 1, "shape")));
+  return wrap(info.Env(), VITRIM_CALL(sum_to, arg_tensor(info, 0, "x"), arg_shape(info, 1, "shape")));
 }
 
 }  // namespace vitrim::napi

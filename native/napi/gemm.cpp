@@ -3,16 +3,17 @@
 #include <string>
 
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
 
 VITRIM_OP(matmul) {
-  return wrap(info.Env(), cpu::matmul(arg_tensor(info, 0, "a"), arg_tensor(info, 1, "b"), arg_bool(info, 2, "transA"),
+  return wrap(info.Env(), VITRIM_CALL(matmul, arg_tensor(info, 0, "a"), arg_tensor(info, 1, "b"), arg_bool(info, 2, "transA"),
                                       arg_bool(info, 3, "transB")));
 }
 VITRIM_OP(linearForward) {
-  return wrap(info.Env(), cpu::linear_forward(arg_tensor(info, 0, "x"), arg_tensor(info, 1, "weight"),
+  return wrap(info.Env(), VITRIM_CALL(linear_forward, arg_tensor(info, 0, "x"), arg_tensor(info, 1, "weight"),
                                               arg_opt_tensor(info, 2, "bias")));
 }
 // linearFused(x, weight, bias | null, activation: 'none' | 'gelu', residual | null)
@@ -20,13 +21,13 @@ VITRIM_OP(linearFused) {
   const std::string act = arg_string(info, 3, "activation");
   VITRIM_CHECK(act == "none" || act == "gelu", Argument, "linearFused: activation must be 'none' or 'gelu', got '", act,
                "'");
-  return wrap(info.Env(), cpu::linear_fused(arg_tensor(info, 0, "x"), arg_tensor(info, 1, "weight"),
+  return wrap(info.Env(), VITRIM_CALL(linear_fused, arg_tensor(info, 0, "x"), arg_tensor(info, 1, "weight"),
                                             arg_opt_tensor(info, 2, "bias"),
                                             act == "gelu" ? cpu::Activation::Gelu : cpu::Activation::None,
                                             arg_opt_tensor(info, 4, "residual")));
 }
 VITRIM_OP(linearBackward) {
-  auto [gx, gw, gb] = cpu::linear_backward(arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"),
+  auto [gx, gw, gb] = VITRIM_CALL(linear_backward, arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"),
                                            arg_tensor(info, 2, "weight"), arg_bool(info, 3, "needBias"));
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, gx), wrap(env, gw), wrap_opt(env, gb)});

@@ -1,5 +1,6 @@
 // Bindings for LayerNorm over the last axis (native/cpu/layernorm.cpp).
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
@@ -10,7 +11,7 @@ VITRIM_OP(layernormForward) {
   std::optional<Tensor> w = arg_opt_tensor(info, 1, "weight");
   std::optional<Tensor> b = arg_opt_tensor(info, 2, "bias");
   double eps = arg_number(info, 3, "eps");
-  auto [y, mean, rstd] = cpu::layernorm_forward(x, w, b, eps);
+  auto [y, mean, rstd] = VITRIM_CALL(layernorm_forward, x, w, b, eps);
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, y), wrap(env, mean), wrap(env, rstd)});
 }
@@ -22,7 +23,7 @@ VITRIM_OP(layernormBackward) {
   std::optional<Tensor> w = arg_opt_tensor(info, 2, "weight");
   const Tensor& mean = arg_tensor(info, 3, "mean");
   const Tensor& rstd = arg_tensor(info, 4, "rstd");
-  auto [gx, gw, gb] = cpu::layernorm_backward(gy, x, w, mean, rstd);
+  auto [gx, gw, gb] = VITRIM_CALL(layernorm_backward, gy, x, w, mean, rstd);
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, gx), wrap_opt(env, gw), wrap_opt(env, gb)});
 }

@@ -1,22 +1,23 @@
 // Bindings of the layout family (cpu/layout.cpp).
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
 
 VITRIM_OP(permute) {
-  return wrap(info.Env(), cpu::permute(arg_tensor(info, 0, "x"), arg_int_list(info, 1, "perm")));
+  return wrap(info.Env(), VITRIM_CALL(permute, arg_tensor(info, 0, "x"), arg_int_list(info, 1, "perm")));
 }
 VITRIM_OP(slice) {
-  return wrap(info.Env(), cpu::slice(arg_tensor(info, 0, "x"), arg_int(info, 1, "axis"), arg_int(info, 2, "start"),
+  return wrap(info.Env(), VITRIM_CALL(slice, arg_tensor(info, 0, "x"), arg_int(info, 1, "axis"), arg_int(info, 2, "start"),
                                      arg_int(info, 3, "end")));
 }
 VITRIM_OP(sliceBackward) {
-  return wrap(info.Env(), cpu::slice_backward(arg_tensor(info, 0, "gy"), arg_shape(info, 1, "shape"),
+  return wrap(info.Env(), VITRIM_CALL(slice_backward, arg_tensor(info, 0, "gy"), arg_shape(info, 1, "shape"),
                                               arg_int(info, 2, "axis"), arg_int(info, 3, "start")));
 }
 VITRIM_OP(concat) {
-  return wrap(info.Env(), cpu::concat(arg_tensor_list(info, 0, "xs"), arg_int(info, 1, "axis")));
+  return wrap(info.Env(), VITRIM_CALL(concat, arg_tensor_list(info, 0, "xs"), arg_int(info, 1, "axis")));
 }
 
 }  // namespace vitrim::napi

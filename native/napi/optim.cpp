@@ -1,5 +1,6 @@
 // Binding for the fused AdamW step (cpu/optim.cpp). Updates param, m and v in place; returns undefined.
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
@@ -11,7 +12,7 @@ VITRIM_OP(adamwStep) {
   const Tensor& grad = arg_tensor(info, 1, "grad");
   Tensor m = arg_tensor(info, 2, "m");
   Tensor v = arg_tensor(info, 3, "v");
-  cpu::adamw_step(param, grad, m, v, arg_number(info, 4, "lr"), arg_number(info, 5, "beta1"),
+  VITRIM_CALL(adamw_step, param, grad, m, v, arg_number(info, 4, "lr"), arg_number(info, 5, "beta1"),
                   arg_number(info, 6, "beta2"), arg_number(info, 7, "eps"), arg_number(info, 8, "weightDecay"),
                   arg_int(info, 9, "step"));
   return info.Env().Undefined();

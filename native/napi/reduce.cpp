@@ -1,5 +1,6 @@
 // Binding of cpu::reduce (cpu/reduce.cpp): reduce(op, x, axes, keepDims).
 #include "common.h"
+#include "dispatch.h"
 #include "vitrim/ops.h"
 
 namespace vitrim::napi {
@@ -11,7 +12,7 @@ VITRIM_OP(reduce) {
   else if (s == "mean") op = cpu::ReduceOp::Mean;
   else if (s == "max") op = cpu::ReduceOp::Max;
   else fail(ErrorKind::Argument, "reduce op must be 'sum', 'mean' or 'max', got '", s, "'");
-  return wrap(info.Env(), cpu::reduce(op, arg_tensor(info, 1, "x"), arg_int_list(info, 2, "axes"),
+  return wrap(info.Env(), VITRIM_CALL(reduce, op, arg_tensor(info, 1, "x"), arg_int_list(info, 2, "axes"),
                                       arg_bool(info, 3, "keepDims")));
 }
 

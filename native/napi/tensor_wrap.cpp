@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "vitrim/backend.h"
 
 namespace vitrim::napi {
 
@@ -72,11 +73,11 @@ Napi::Value JsTensor::freed(const Napi::CallbackInfo& info) { return Napi::Boole
 Napi::Value JsTensor::read(const Napi::CallbackInfo& info) {
   WRAP_BODY({
     const Tensor& x = live(t);
-    check_cpu(x, "tensor");
+    check_device(x, x.device(), "tensor");
     size_t n = (size_t)x.numel();
     Napi::Env env = info.Env();
     Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, x.nbytes());
-    if (x.nbytes()) std::memcpy(buf.Data(), x.raw(), x.nbytes());
+    if (x.nbytes()) backend(x.device()).copy_to_host(buf.Data(), x, x.nbytes());
     switch (x.dtype) {
       case DType::F32: return Napi::Float32Array::New(env, n, buf, 0);
       case DType::I32: return Napi::Int32Array::New(env, n, buf, 0);
@@ -89,7 +90,7 @@ Napi::Value JsTensor::read(const Napi::CallbackInfo& info) {
 Napi::Value JsTensor::write(const Napi::CallbackInfo& info) {
   WRAP_BODY({
     const Tensor& x = live(t);
-    check_cpu(x, "tensor");
+    check_device(x, x.device(), "tensor");
     Napi::Value v = info[0];
     VITRIM_CHECK(v.IsTypedArray(), Argument, "write: data must be a typed array");
     Napi::TypedArray ta = v.As<Napi::TypedArray>();
@@ -102,7 +103,7 @@ Napi::Value JsTensor::write(const Napi::CallbackInfo& info) {
                  ta.ElementLength());
     const MarkWritten written(x);
     if (x.nbytes())
-      std::memcpy(x.raw(), static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), x.nbytes());
+      backend(x.device()).copy_from_host(x, static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), x.nbytes());
     return info.Env().Undefined();
   })
 }

@@ -24,7 +24,9 @@ inline const char* error_code(ErrorKind k) {
   }
 }
 
-class Error : public std::runtime_error {
+// Default visibility: the CUDA backend is a second shared library that throws vitrim::Error into
+// the addon, so both must agree on one type_info.
+class __attribute__((visibility("default"))) Error : public std::runtime_error {
  public:
   Error(ErrorKind kind, const std::string& msg) : std::runtime_error(msg), kind_(kind) {}
   ErrorKind kind() const { return kind_; }

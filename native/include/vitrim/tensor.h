@@ -33,17 +33,27 @@ struct Storage {
   Device device = Device::CPU;
   // Identity and write counter for caches derived from the data (linear_fused keeps packed copies
   // of weights): uid is unique for the process lifetime (a later storage at the same address gets
-  // another), and EVERY code path that writes an existing storage's data in place must call
-  // mark_written() after the write (today: adamw_step, index_add_rows, the gemm binding's C, and
-  // NativeTensor.write). test/linear-fused.test.ts lists every native function as in place or
-  // not, so that a new one has to be classified.
+  // another; CUDA storages, made by the CUDA library, carry the top bit), and EVERY code path that
+  // writes an existing storage's data in place must call mark_written() after the write (today:
+  // adamw_step, index_add_rows, the gemm binding's C, and NativeTensor.write). test/linear-fused.test.ts
+  // lists every native function as in place or not, so that a new one has to be classified.
   const uint64_t uid;
   std::atomic<uint64_t> version{0};
   void mark_written() { version.fetch_add(1, std::memory_order_acq_rel); }
-  Storage(size_t bytes, Device device);
-  ~Storage();
+  // The allocator that made `data` gives it back through `release` (set by that allocator: the CPU
+  // block cache in core/tensor.cpp, or the CUDA caching allocator inside libvitrim_cuda). Inline on
+  // purpose: a Storage made in one binary may be dropped in the other.
+  using Release = void (*)(void* data, size_t bytes);
+  Storage(void* data_, size_t bytes_, Device device_, uint64_t uid_, Release release_)
+      : data(data_), bytes(bytes_), device(device_), uid(uid_), release(release_) {}
+  ~Storage() {
+    if (release) release(data, bytes);
+  }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+
+ private:
+  Release release;
 };
 
 struct Tensor;
@@ -79,7 +89,9 @@ struct Tensor {
 
 inline MarkWritten::MarkWritten(const Tensor& t) : s(t.storage.get()) {}
 
-// Allocation (uninitialised / zero-filled). Throws ErrorKind::Memory naming the request on failure.
+// Allocation (uninitialised / zero-filled) on the CPU, or on CUDA through the loaded CUDA backend
+// (backend.h). Throws ErrorKind::Memory naming the request on failure, ErrorKind::Device when the
+// device is not available.
 Tensor empty(const Shape& shape, DType dtype, Device device = Device::CPU);
 Tensor zeros(const Shape& shape, DType dtype, Device device = Device::CPU);
 
@@ -90,12 +102,14 @@ struct MemoryStats {
   int64_t bytes_cached = 0;
 };
 MemoryStats memory_stats(Device d);
-// Returns cached (free) CPU blocks to the system.
+// Returns cached (free) CPU blocks to the system (the CUDA cache: Backend::empty_cache).
 void empty_cache();
 
 // Argument checks shared by every op. `what` names the argument in the message.
 void check_dtype(const Tensor& t, DType d, const char* what);
 void check_cpu(const Tensor& t, const char* what);
+// Storage present and on `d` (the message names the op's device).
+void check_device(const Tensor& t, Device d, const char* what);
 void check_rank(const Tensor& t, int64_t rank, const char* what);
 void check_same_shape(const Tensor& a, const Tensor& b, const char* wa, const char* wb);
 void check_shape(const Tensor& t, const Shape& s, const char* what);

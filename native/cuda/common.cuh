@@ -1,0 +1,105 @@
+// Shared by every file of the CUDA backend (libvitrim_cuda.so). The backend implements the ops of
+// ops.h under namespace vitrim::cuda with the SAME names and signatures as vitrim::cpu (Tensor in,
+// Tensor out); each family file registers its functions in the backend table with
+// VITRIM_CUDA_OP(name), which the type of Backend::name checks against the CPU signature.
+//
+// Conventions:
+// - One device (the first visible one) and one stream, stream(): every kernel and copy goes there,
+//   so freeing a tensor and reusing its block for the next op is ordered without events.
+// - Tensors are allocated with cuda::alloc (the caching allocator in runtime.cu): no cudaMalloc in
+//   the steady state.
+// - Floating point ops take float32 or bfloat16 (bf16 storage, fp32 accumulation); index tensors
+//   are int32. Validate every argument on the host before launching (device, dtype, shape, ranges
+//   that are known on the host); an index that lives on the device is bounds-checked in the kernel
+//   and never dereferenced out of range (see the family files for how each reports it).
+// - After every launch: VITRIM_CUDA_LAUNCHED() (throws on a bad configuration). Asynchronous faults
+//   surface at the next synchronising call as ErrorKind::Internal.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "vitrim/backend.h"
+
+namespace vitrim::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---- runtime (runtime.cu) ----
+cudaStream_t stream();
+// A new uninitialised tensor on the device (the caching allocator). Named alloc, not empty: with ADL an
+// unqualified empty(shape, dtype) would be ambiguous with vitrim::empty.
+Tensor alloc(const Shape& shape, DType dtype);
+int sm_count();
+// Throws vitrim::Error for a failed CUDA call: Memory for cudaErrorMemoryAllocation, else Internal
+// (with the call and the place). `expr` is the code text of the call.
+void check_status(cudaError_t e, const char* expr, const char* file, int line);
+#define VITRIM_CUDA_CHECK(expr) ::vitrim::cuda::check_status((expr), #expr, __FILE__, __LINE__)
+#define VITRIM_CUDA_LAUNCHED() ::vitrim::cuda::check_status(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
+
+// A few bytes of device scratch that outlive one op (e.g. an error flag a kernel sets when it meets
+// an out-of-range device-side index). Grows as needed; only valid until the next call on the stream.
+void* scratch(size_t bytes);
+// Reads a kernel-set int32 flag back (synchronises the stream) and resets it to 0.
+int32_t read_flag(int32_t* flag);
+
+// ---- argument checks ----
+inline void check_cuda(const Tensor& t, const char* what) { check_device(t, Device::CUDA, what); }
+// On cuda and float32 or bfloat16.
+inline void check_float_cuda(const Tensor& t, const char* what) {
+  check_cuda(t, what);
+  VITRIM_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, DType, what,
+               " must be float32 or bfloat16 on cuda, got ", dtype_name(t.dtype));
+}
+
+// ---- registration ----
+Backend& registry();
+struct Register {
+  explicit Register(void (*fn)(Backend&)) { fn(registry()); }
+};
+#define VITRIM_CUDA_OP(name)                                                    \
+  static ::vitrim::cuda::Register vitrim_cuda_reg_##name([](::vitrim::Backend& b) { \
+    b.name = &::vitrim::cuda::name;                                             \
+  })
+
+// ---- element access: bf16 is stored, fp32 is computed ----
+__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+template <class T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ bf16 from_f<bf16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Calls f(T{}) with T = float or bf16 for a floating dtype; throws DType for anything else.
+template <class F>
+void dispatch_float(DType d, const char* what, F&& f) {
+  if (d == DType::F32) return f(float{});
+  if (d == DType::BF16) return f(bf16{});
+  fail(ErrorKind::DType, what, " must be float32 or bfloat16, got ", dtype_name(d));
+}
+
+template <class T>
+T* ptr(const Tensor& t) {
+  return static_cast<T*>(t.raw());
+}
+
+// Grid size for a grid-stride loop over n items: enough blocks to fill the GPU a few times over.
+inline unsigned grid_for(int64_t n, int threads) {
+  int64_t blocks = (n + threads - 1) / threads;
+  int64_t cap = (int64_t)sm_count() * 32;
+  if (blocks > cap) blocks = cap;
+  return (unsigned)(blocks < 1 ? 1 : blocks);
+}
+
+}  // namespace vitrim::cuda

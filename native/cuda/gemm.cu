@@ -1,0 +1,388 @@
+// GEMMs on CUDA through cuBLASLt: matmul, linear_forward / linear_fused / linear_backward, the same
+// names and signatures as native/cpu/gemm.cpp.
+//
+// Layout: our tensors are row-major, cuBLASLt is column-major. A row-major C[M,N] = op(A) op(B) is
+// the column-major C^T[N,M] = op(B)^T op(A)^T, so every call passes B's memory as cuBLASLt's first
+// operand and A's as its second, with the transposes kept (see lt_gemm). A bias over the output
+// features is then a bias over cuBLASLt's rows: its BIAS epilogue.
+// Precision: float32 tensors use CUBLAS_COMPUTE_32F (TF32 only after set_allow_tf32(true)); bf16
+// tensors are bf16 in, fp32 accumulate, bf16 out. Bias has the dtype of the weight.
+// GELU stays timm's exact erf: cuBLASLt's GELU epilogue is the tanh approximation, so linear_fused
+// with GELU runs the GEMM with its bias epilogue and then one elementwise pass (gelu (+ residual)).
+// Without GELU the residual is the GEMM's C (beta = 1, C != D), so it costs no extra pass.
+// linear_backward: gx = gy W and gw = gy^T x as two GEMMs, gb = the column sum of gy (own kernel,
+// fp32 accumulation in a [row-block, N] partial buffer, then a second pass).
+// Heuristic results are cached per problem (shapes, layouts, dtype, epilogue), so steady-state calls
+// do no algorithm search.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "common.cuh"
+#include "cublaslt_api.h"
+
+namespace vitrim::cuda {
+
+namespace {
+struct Lt {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 32u << 20;
+  bool tf32 = false;
+  std::mutex mu;
+  std::unordered_map<std::string, cublasLtMatmulAlgo_t> algos;
+};
+Lt& lt() {
+  static Lt* l = new Lt();
+  return *l;
+}
+
+void lt_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    fail(ErrorKind::Internal, "cuBLASLt ", what, " failed: ", cublasLtGetStatusString(s), " (", (int)s, ")");
+}
+
+// RAII holders so that a failing call never leaks descriptors.
+struct Desc {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~Desc() {
+    if (d) cublasLtMatmulDescDestroy(d);
+  }
+};
+struct Layout {
+  cublasLtMatrixLayout_t l = nullptr;
+  ~Layout() {
+    if (l) cublasLtMatrixLayoutDestroy(l);
+  }
+};
+struct Pref {
+  cublasLtMatmulPreference_t p = nullptr;
+  ~Pref() {
+    if (p) cublasLtMatmulPreferenceDestroy(p);
+  }
+};
+
+cudaDataType_t lt_type(DType d) { return d == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+void make_layout(Layout& L, DType dt, uint64_t rows, uint64_t cols, int64_t ld, int batch, int64_t stride) {
+  lt_check(cublasLtMatrixLayoutCreate(&L.l, lt_type(dt), rows, cols, ld), "MatrixLayoutCreate");
+  if (batch > 1) {
+    int32_t b = batch;
+    lt_check(cublasLtMatrixLayoutSetAttribute(L.l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b, sizeof b), "BATCH_COUNT");
+    lt_check(cublasLtMatrixLayoutSetAttribute(L.l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride),
+             "STRIDED_BATCH_OFFSET");
+  }
+}
+}  // namespace
+
+// Row-major D[M,N] = op(A)[M,K] op(B)[K,N] (+ bias[N]) (+ C[M,N] when C != nullptr, beta = 1), over
+// `batch` problems at element strides sA, sB, sD (sB = 0: B shared). All pointers of dtype dt.
+static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+                    int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd, int64_t sD,
+                    const void* bias, const void* C, int batch = 1) {
+  if (M == 0 || N == 0) return;
+  Lt& L = lt();
+  VITRIM_CHECK(L.handle != nullptr, Internal, "cuBLASLt is not initialised");
+  if (K == 0) {
+    // cuBLASLt rejects K = 0; the product is zero, so D = bias (+ C) is an elementwise fill.
+    fail(ErrorKind::Internal, "lt_gemm: K = 0 must be handled by the caller");
+  }
+  const bool tf32 = dt == DType::F32 && L.tf32;
+  Desc op;
+  lt_check(cublasLtMatmulDescCreate(&op.d, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F),
+           "MatmulDescCreate");
+  // cuBLASLt's first operand is our B, its second our A (see the header).
+  cublasOperation_t opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N, opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+  lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &opB, sizeof opB), "TRANSA");
+  lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &opA, sizeof opA), "TRANSB");
+  if (bias) {
+    uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+    lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
+    lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+             "BIAS_POINTER");
+    cudaDataType_t bt = lt_type(dt);
+    lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
+             "BIAS_DATA_TYPE");
+  }
+  // Column-major views: our B is [N,K] (transB) or [K,N] row-major -> col-major rows/cols swap.
+  Layout la, lb, lc;
+  make_layout(la, dt, transB ? K : N, transB ? N : K, ldb, batch, sB);
+  make_layout(lb, dt, transA ? M : K, transA ? K : M, lda, batch, sA);
+  make_layout(lc, dt, N, M, ldd, batch, sD);
+
+  // Algorithm: cached per problem. The key holds everything the heuristic depends on, including
+  // the pointers' 16-byte alignment class (cuBLASLt picks vectorised kernels on aligned data).
+  auto align = [](const void* p) { return (int)(((uintptr_t)p) % 16 == 0); };
+  char key[256];
+  std::snprintf(key, sizeof key, "%d%d%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%lld,%lld,%lld|%d|%d%d%d%d%d|%d", (int)dt,
+                transA, transB, tf32, (long long)M, (long long)N, (long long)K, (long long)lda, (long long)ldb,
+                (long long)ldd, (long long)sA, (long long)sB, (long long)sD, batch, bias != nullptr, C != nullptr,
+                align(A), align(B), align(D), align(bias) * 2 + align(C));
+  cublasLtMatmulAlgo_t algo;
+  bool have = false;
+  {
+    std::lock_guard<std::mutex> lk(L.mu);
+    auto it = L.algos.find(key);
+    if (it != L.algos.end()) {
+      algo = it->second;
+      have = true;
+    }
+  }
+  if (!have) {
+    Pref pref;
+    lt_check(cublasLtMatmulPreferenceCreate(&pref.p), "PreferenceCreate");
+    lt_check(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &L.workspace_bytes, sizeof L.workspace_bytes),
+             "MAX_WORKSPACE_BYTES");
+    cublasLtMatmulHeuristicResult_t res{};
+    int n = 0;
+    lt_check(cublasLtMatmulAlgoGetHeuristic(L.handle, op.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &res, &n),
+             "AlgoGetHeuristic");
+    VITRIM_CHECK(n > 0, Internal, "cuBLASLt has no algorithm for a ", dtype_name(dt), " GEMM M=", M, " N=", N, " K=", K);
+    algo = res.algo;
+    std::lock_guard<std::mutex> lk(L.mu);
+    if (L.algos.size() > 4096) L.algos.clear();  // bound: shapes of a varlen workload keep changing
+    L.algos.emplace(key, algo);
+  }
+  const float one = 1.f, zero = 0.f;
+  lt_check(cublasLtMatmul(L.handle, op.d, &one, B, la.l, A, lb.l, C ? &one : &zero, C ? C : D, lc.l, D, lc.l, &algo,
+                          L.workspace, L.workspace_bytes, stream()),
+           "Matmul");
+}
+
+std::string gemm_init() {
+  Lt& L = lt();
+  cublasStatus_t s = cublasLtCreate(&L.handle);
+  if (s != CUBLAS_STATUS_SUCCESS) return std::string("cublasLtCreate failed: ") + cublasLtGetStatusString(s);
+  cudaError_t e = cudaMalloc(&L.workspace, L.workspace_bytes);
+  if (e != cudaSuccess) return std::string("cannot allocate the cuBLASLt workspace: ") + cudaGetErrorString(e);
+  return "";
+}
+
+void set_allow_tf32(bool allow) { lt().tf32 = allow; }
+
+// ---- elementwise helpers of this family ----
+namespace {
+template <class T>
+__global__ void fill_bias_kernel(T* y, const T* bias, const T* res, int64_t M, int64_t N) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x) {
+    float v = bias ? to_f(bias[i % N]) : 0.f;
+    if (res) v += to_f(res[i]);
+    y[i] = from_f<T>(v);
+  }
+}
+
+__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+
+template <class T>
+__global__ void gelu_residual_kernel(T* y, const T* res, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float v = gelu_erf(to_f(y[i]));
+    if (res) v += to_f(res[i]);
+    y[i] = from_f<T>(v);
+  }
+}
+
+// gb[n] = sum_m gy[m, n]: blocks of 32 columns x 8 row-groups; each thread sums a strided set of rows
+// of one column (coalesced across the warp), partials reduced in shared memory, then written once
+// per (row-chunk, column) and summed by a second tiny launch when more than one chunk.
+template <class T>
+__global__ void colsum_kernel(const T* g, float* part, int64_t M, int64_t N, int64_t rows_per_chunk) {
+  __shared__ float sh[8][33];
+  int64_t n = blockIdx.x * 32 + threadIdx.x;
+  int64_t m0 = blockIdx.y * rows_per_chunk, m1 = min(M, m0 + rows_per_chunk);
+  float acc = 0.f;
+  if (n < N)
+    for (int64_t m = m0 + threadIdx.y; m < m1; m += 8) acc += to_f(g[m * N + n]);
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && n < N) {
+    float s = 0.f;
+    for (int r = 0; r < 8; ++r) s += sh[r][threadIdx.x];
+    part[blockIdx.y * N + n] = s;
+  }
+}
+template <class T>
+__global__ void colsum_finish_kernel(const float* part, T* out, int64_t chunks, int64_t N) {
+  int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  float s = 0.f;
+  for (int64_t c = 0; c < chunks; ++c) s += part[c * N + n];
+  out[n] = from_f<T>(s);
+}
+}  // namespace
+
+static void column_sum(const Tensor& g, int64_t M, int64_t N, Tensor& out) {
+  int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, M / 256), 4 * (int64_t)sm_count());
+  int64_t rows_per_chunk = (M + chunks - 1) / chunks;
+  chunks = M ? (M + rows_per_chunk - 1) / rows_per_chunk : 1;
+  Tensor part = alloc({chunks, N}, DType::F32);
+  dim3 block(32, 8), grid((unsigned)((N + 31) / 32), (unsigned)chunks);
+  dispatch_float(g.dtype, "gy", [&](auto tag) {
+    using T = decltype(tag);
+    if (M == 0) {
+      VITRIM_CUDA_CHECK(cudaMemsetAsync(part.raw(), 0, part.nbytes(), stream()));
+    } else {
+      colsum_kernel<T><<<grid, block, 0, stream()>>>(ptr<T>(g), ptr<float>(part), M, N, rows_per_chunk);
+      VITRIM_CUDA_LAUNCHED();
+    }
+    colsum_finish_kernel<T><<<(unsigned)((N + 255) / 256), 256, 0, stream()>>>(ptr<float>(part), ptr<T>(out), chunks, N);
+    VITRIM_CUDA_LAUNCHED();
+  });
+}
+
+// ---- argument checks shared by the linear ops (same messages as the CPU's check_linear) ----
+static void check_linear(const Tensor& x, const Tensor& w, const char* op) {
+  check_float_cuda(x, "x");
+  check_float_cuda(w, "weight");
+  VITRIM_CHECK(x.dtype == w.dtype, DType, op, ": x is ", dtype_name(x.dtype), " but weight is ", dtype_name(w.dtype));
+  check_rank(w, 2, "weight");
+  VITRIM_CHECK(x.dim() >= 1, Shape, op, ": x must have at least 1 dimension");
+  VITRIM_CHECK(x.size(-1) == w.size(1), Shape, op, ": x ", shape_str(x.shape), " has ", x.size(-1),
+               " features but weight ", shape_str(w.shape), " expects ", w.size(1));
+}
+static void check_bias(const std::optional<Tensor>& bias, const Tensor& w, int64_t N) {
+  if (!bias) return;
+  check_float_cuda(*bias, "bias");
+  VITRIM_CHECK(bias->dtype == w.dtype, DType, "bias is ", dtype_name(bias->dtype), " but weight is ",
+               dtype_name(w.dtype));
+  check_shape(*bias, {N}, "bias");
+}
+
+// y = bias (+ res) when K = 0 (the GEMM's sum is empty).
+static void fill_k0(const Tensor& y, const std::optional<Tensor>& bias, const Tensor* res, int64_t M, int64_t N) {
+  dispatch_float(y.dtype, "y", [&](auto tag) {
+    using T = decltype(tag);
+    fill_bias_kernel<T><<<grid_for(M * N, 256), 256, 0, stream()>>>(ptr<T>(y), bias ? ptr<T>(*bias) : nullptr,
+                                                                      res ? ptr<T>(*res) : nullptr, M, N);
+    VITRIM_CUDA_LAUNCHED();
+  });
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB) {
+  check_float_cuda(a, "a");
+  check_float_cuda(b, "b");
+  VITRIM_CHECK(a.dtype == b.dtype, DType, "matmul: a is ", dtype_name(a.dtype), " but b is ", dtype_name(b.dtype));
+  VITRIM_CHECK(a.dim() >= 2 && b.dim() >= 2, Shape, "matmul: a and b must have at least 2 dimensions, got ",
+               shape_str(a.shape), " and ", shape_str(b.shape));
+  int64_t M = transA ? a.size(-1) : a.size(-2), K = transA ? a.size(-2) : a.size(-1);
+  int64_t Kb = transB ? b.size(-1) : b.size(-2), N = transB ? b.size(-2) : b.size(-1);
+  VITRIM_CHECK(K == Kb, Shape, "matmul: inner dimensions differ: a ", shape_str(a.shape), (transA ? " (transposed)" : ""),
+               " and b ", shape_str(b.shape), (transB ? " (transposed)" : ""));
+  Shape batch(a.shape.begin(), a.shape.end() - 2);
+  bool shared_b = b.dim() == 2;
+  if (!shared_b) {
+    Shape bb(b.shape.begin(), b.shape.end() - 2);
+    VITRIM_CHECK(bb == batch, Shape, "matmul: batch dimensions differ: ", shape_str(a.shape), " and ", shape_str(b.shape));
+  }
+  int64_t nb = shape_numel(batch);
+  Shape os = batch;
+  os.push_back(M);
+  os.push_back(N);
+  Tensor c = alloc(os, a.dtype);
+  if (c.numel() == 0) return c;
+  if (K == 0) {
+    fill_k0(c, std::nullopt, nullptr, nb * M, N);
+    return c;
+  }
+  const int64_t lda = a.size(-1), ldb = b.size(-1);
+  if (shared_b && !transA) {
+    lt_gemm(a.dtype, false, transB, nb * M, N, K, a.raw(), lda, 0, b.raw(), ldb, 0, c.raw(), N, 0, nullptr, nullptr);
+    return c;
+  }
+  // cuBLASLt's batch count is an int32; split larger batches.
+  const int64_t esz = (int64_t)dtype_size(a.dtype);
+  for (int64_t i0 = 0; i0 < nb; i0 += (1 << 30)) {
+    int cnt = (int)std::min<int64_t>(nb - i0, 1 << 30);
+    const char* A = static_cast<const char*>(a.raw()) + i0 * M * K * esz;
+    const char* B = static_cast<const char*>(b.raw()) + (shared_b ? 0 : i0 * K * N * esz);
+    char* C = static_cast<char*>(c.raw()) + i0 * M * N * esz;
+    lt_gemm(a.dtype, transA, transB, M, N, K, A, lda, M * K, B, ldb, shared_b ? 0 : K * N, C, N, M * N, nullptr,
+            nullptr, cnt);
+  }
+  return c;
+}
+
+Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias, cpu::Activation act,
+                    const std::optional<Tensor>& residual);
+
+Tensor linear_forward(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias) {
+  return cuda::linear_fused(x, w, bias, cpu::Activation::None, std::nullopt);
+}
+
+Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias, cpu::Activation act,
+                    const std::optional<Tensor>& residual) {
+  check_linear(x, w, "linear");
+  VITRIM_CHECK(act == cpu::Activation::None || act == cpu::Activation::Gelu, Argument,
+               "linear_fused: unknown activation");
+  int64_t N = w.size(0), K = w.size(1);
+  int64_t M = shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
+  check_bias(bias, w, N);
+  Shape os = x.shape;
+  os.back() = N;
+  if (residual) {
+    check_float_cuda(*residual, "residual");
+    VITRIM_CHECK(residual->dtype == x.dtype, DType, "residual is ", dtype_name(residual->dtype), " but x is ",
+                 dtype_name(x.dtype));
+    check_shape(*residual, os, "residual");
+  }
+  Tensor y = alloc(os, x.dtype);
+  if (y.numel() == 0) return y;
+  const bool gelu = act == cpu::Activation::Gelu;
+  // Without GELU the residual rides in the GEMM as C; with GELU it is added after the activation.
+  const Tensor* res_in_gemm = (!gelu && residual) ? &*residual : nullptr;
+  if (K == 0) {
+    fill_k0(y, bias, res_in_gemm, M, N);
+  } else {
+    lt_gemm(x.dtype, false, true, M, N, K, x.raw(), K, 0, w.raw(), K, 0, y.raw(), N, 0, bias ? bias->raw() : nullptr,
+            res_in_gemm ? res_in_gemm->raw() : nullptr);
+  }
+  if (gelu) {
+    dispatch_float(y.dtype, "x", [&](auto tag) {
+      using T = decltype(tag);
+      gelu_residual_kernel<T><<<grid_for(y.numel(), 256), 256, 0, stream()>>>(
+          ptr<T>(y), residual ? ptr<T>(*residual) : nullptr, y.numel());
+      VITRIM_CUDA_LAUNCHED();
+    });
+  }
+  return y;
+}
+
+std::tuple<Tensor, Tensor, std::optional<Tensor>> linear_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                                                  bool need_bias) {
+  check_linear(x, w, "linear_backward");
+  check_float_cuda(gy, "gy");
+  VITRIM_CHECK(gy.dtype == x.dtype, DType, "linear_backward: gy is ", dtype_name(gy.dtype), " but x is ",
+               dtype_name(x.dtype));
+  int64_t N = w.size(0), K = w.size(1);
+  int64_t M = shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
+  Shape gs = x.shape;
+  gs.back() = N;
+  check_shape(gy, gs, "gy");
+  Tensor gx = alloc(x.shape, x.dtype);
+  if (gx.numel()) {
+    if (N == 0) VITRIM_CUDA_CHECK(cudaMemsetAsync(gx.raw(), 0, gx.nbytes(), stream()));
+    else lt_gemm(x.dtype, false, false, M, K, N, gy.raw(), N, 0, w.raw(), K, 0, gx.raw(), K, 0, nullptr, nullptr);
+  }
+  Tensor gw = alloc(w.shape, w.dtype);
+  if (gw.numel()) {
+    if (M == 0) VITRIM_CUDA_CHECK(cudaMemsetAsync(gw.raw(), 0, gw.nbytes(), stream()));
+    else lt_gemm(x.dtype, true, false, N, K, M, gy.raw(), N, 0, x.raw(), K, 0, gw.raw(), K, 0, nullptr, nullptr);
+  }
+  std::optional<Tensor> gb;
+  if (need_bias) {
+    gb = alloc({N}, w.dtype);
+    if (N) column_sum(gy, M, N, *gb);
+  }
+  return {gx, gw, gb};
+}
+
+VITRIM_CUDA_OP(matmul);
+VITRIM_CUDA_OP(linear_forward);
+VITRIM_CUDA_OP(linear_fused);
+VITRIM_CUDA_OP(linear_backward);
+
+}  // namespace vitrim::cuda

@@ -1,0 +1,74 @@
+// Backends: one table of functions per device. The CPU table points at vitrim::cpu (ops.h); the CUDA
+// table lives in libvitrim_cuda.so, which the addon dlopens on first use (core/backend_loader.cpp)
+// and which fills it with vitrim::cuda functions of the SAME names and signatures (the member types
+// are decltype(&cpu::op), so a CUDA op whose signature drifts from the CPU one does not compile).
+//
+// The two binaries are built together by one CMake run; the loader refuses a library whose ABI
+// number or build id differs from the addon's, so sharing C++ types (Tensor, std::optional,
+// std::tuple, vitrim::Error) across the boundary is safe. Ops dispatch on the device of their inputs
+// (napi/dispatch.h); an op the CUDA table leaves null throws ErrorKind::Device naming it.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "vitrim/ops.h"
+
+namespace vitrim {
+
+// Bumped whenever Backend's layout or the meaning of a member changes.
+constexpr int kBackendAbi = 1;
+
+// X(name) for every op a backend provides; each is decltype(&cpu::name).
+#define VITRIM_BACKEND_OPS(X)                                                                               \
+  X(cast) X(copy) X(full) X(binary) X(unary) X(unary_backward) X(affine) X(step) X(sum_to) X(reduce)         \
+  X(permute) X(slice) X(slice_backward) X(concat) X(matmul) X(linear_forward) X(linear_fused)                 \
+  X(linear_backward) X(layernorm_forward) X(layernorm_backward) X(softmax_forward) X(softmax_backward)       \
+  X(attention_forward) X(attention_backward) X(attention_varlen_forward) X(gather_tokens) X(scatter_tokens)  \
+  X(gather_rows) X(index_add_rows) X(cross_entropy_forward) X(cross_entropy_backward) X(topk) X(random)      \
+  X(gumbel_sigmoid) X(gumbel_sigmoid_backward) X(gumbel_softmax) X(gumbel_softmax_backward) X(patchify)       \
+  X(unpatchify) X(adamw_step)
+
+struct Backend {
+  int abi = kBackendAbi;
+  Device device = Device::CPU;
+  // ---- memory and transfers ----
+  Tensor (*empty)(const Shape& shape, DType dtype) = nullptr;  // uninitialised storage on this device
+  // Copies nbytes between host memory and a tensor of this device (synchronous: on return the copy
+  // is done and host memory may be reused). `dst`/`src` tensors must be at least nbytes long.
+  void (*copy_from_host)(const Tensor& dst, const void* src, size_t nbytes) = nullptr;
+  void (*copy_to_host)(void* dst, const Tensor& src, size_t nbytes) = nullptr;
+  void (*synchronize)() = nullptr;  // waits for all queued work; throws on a device-side error
+  MemoryStats (*memory_stats)() = nullptr;
+  void (*empty_cache)() = nullptr;  // gives cached blocks back to the driver
+  // A line for `vitrim info` / backends(): GPU name, compute capability, memory, versions.
+  std::string (*describe)() = nullptr;
+  // TF32 for float32 GEMMs (off by default: float32 results then match the CPU to 1e-5).
+  void (*set_allow_tf32)(bool allow) = nullptr;
+  // ---- ops (ops.h) ----
+#define VITRIM_BACKEND_MEMBER(name) decltype(&cpu::name) name = nullptr;
+  VITRIM_BACKEND_OPS(VITRIM_BACKEND_MEMBER)
+#undef VITRIM_BACKEND_MEMBER
+};
+
+// The backend for `d`. CPU always exists; for CUDA the first call loads libvitrim_cuda and this
+// throws ErrorKind::Device with every reason it is unavailable.
+const Backend& backend(Device d);
+// The backend for `d` if it is loaded and usable, else nullptr (never loads, never throws).
+const Backend* loaded_backend(Device d);
+
+// What backends() reports: for each device, whether it is available and, if not, why (every
+// attempt and its error, sharp-style).
+struct BackendStatus {
+  Device device;
+  bool available = false;
+  std::string detail;                // describe() when available
+  std::vector<std::string> reasons;  // why not, one line per attempt
+};
+std::vector<BackendStatus> backend_status();  // loads the CUDA backend if not tried yet
+
+// The symbol libvitrim_cuda.so exports. Returns the table, or nullptr with `why` filled.
+// `build_id` must equal the library's VITRIM_BUILD_ID.
+using CudaOpenFn = const Backend* (*)(int abi, const char* build_id, char* why, size_t why_len);
+#define VITRIM_CUDA_OPEN_SYMBOL "vitrim_cuda_open"
+
+}  // namespace vitrim
