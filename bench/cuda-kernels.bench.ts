@@ -1,0 +1,196 @@
+/**
+ * CUDA kernel bench (the shapes of `../shared/gpu/torch_anchors.py`, so the figures line up with
+ * PyTorch's): device copy, fused attention forward/backward (256×6×{197,138,68}×64, bf16 and fp32),
+ * token gather 256×197×{384,768} → 138, LayerNorm forward 50432×384, the DeiT-S linear layers, and
+ * the dispatch cost of a tiny op. Where no GPU is visible it returns no rows and says why.
+ *
+ * Timing: every op is enqueued `inner` times back to back, then the stream is synchronised; the
+ * figure is the median over `reps` such groups of (wall time / inner). Launches are asynchronous, so
+ * this is GPU time as long as the host enqueues faster than the GPU runs (true for every kernel here
+ * but the tiny-op row, which measures exactly the host side).
+ *
+ * Side by side with PyTorch: set VITRIM_TORCH_JSON to the JSON that torch_anchors.py wrote in the
+ * same call on the same machine; rows then carry PyTorch's figure and the ratio (vitrim/PyTorch:
+ * below 1 is faster for ms, above 1 is faster for TB/s).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { native, type DType, type NativeTensor } from '../lib/native.js';
+import type { BenchOptions, Row } from './run.js';
+
+export const filterCases = true;
+
+type TorchJson = Record<string, Record<string, number>>;
+
+function torchFigures(): TorchJson | null {
+  const p = process.env.VITRIM_TORCH_JSON;
+  if (!p || !existsSync(p)) return null;
+  return JSON.parse(readFileSync(p, 'utf8')) as TorchJson;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Median ms per call: `inner` calls enqueued, then one synchronize. Frees each call's outputs. */
+function gpuTime(fn: () => (NativeTensor | null)[] | void, reps: number, inner: number): number {
+  const run = () => {
+    for (let i = 0; i < inner; i++) {
+      const out = fn();
+      if (out) for (const t of out) t?.free();
+    }
+    native.synchronize('cuda');
+  };
+  run(); // warm-up: allocator cache, cuBLASLt heuristics, module load
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    run();
+    ts.push((performance.now() - t0) / inner);
+  }
+  return median(ts);
+}
+
+/** Random cpu tensor (uniform in [-1, 1)) moved to cuda as `dtype`. */
+function rand(shape: number[], dtype: DType, seed: number): NativeTensor {
+  const x = native.random(shape, 'uniform', seed, 0);
+  const y = native.affine(x, 2, -1);
+  x.free();
+  const c = dtype === 'float32' ? y : native.cast(y, dtype);
+  const g = native.toDevice(c, 'cuda');
+  if (c !== y) c.free();
+  y.free();
+  return g;
+}
+
+const short = (d: DType) => (d === 'bfloat16' ? 'bfloat16' : 'float32');
+
+/** Host cost of one tiny op (JS -> napi -> backend -> kernel or launch), call + free, in µs. */
+function dispatchRow(device: 'cpu' | 'cuda', reps: number): Row {
+  const c = native.fromArray(new Float32Array([1.5]), [1], 'float32');
+  const x = device === 'cpu' ? c : native.toDevice(c, 'cuda');
+  const n = 20000;
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) native.affine(x, 2, 1).free();
+    if (device === 'cuda') native.synchronize('cuda');
+    ts.push(((performance.now() - t0) / n) * 1000);
+  }
+  x.free();
+  if (x !== c) c.free();
+  return { name: `dispatch affine(x[1]) ${device}`, shape: '1', value: median(ts), unit: 'us', note: 'call + free' };
+}
+
+export async function run(opts: BenchOptions): Promise<Row[]> {
+  const reps0 = opts.quick ? 3 : 9;
+  const want0 = (name: string) => !opts.filter || name.includes(opts.filter);
+  const cuda = native.backends().find((b) => b.device === 'cuda')!;
+  if (!cuda.available) {
+    console.log(`cuda unavailable, only the cpu dispatch row: ${cuda.reasons.join('; ')}`);
+    return want0('dispatch') ? [dispatchRow('cpu', reps0)] : [];
+  }
+  console.log(`cuda: ${cuda.detail}`);
+  native.setAllowTf32(false);
+  const torch = torchFigures();
+  const reps = opts.quick ? 3 : 9;
+  const rows: Row[] = [];
+  const want = (name: string) => !opts.filter || name.includes(opts.filter);
+  const cmp = (row: Row, key: string, field: string, unit: 'ms' | 'TB/s') => {
+    const v = torch?.[key]?.[field];
+    if (v !== undefined) {
+      const tv = unit === 'TB/s' ? v / 1000 : v; // torch_anchors writes GB/s
+      row.compare = { name: `torch ${key}`, value: tv };
+      row.ratio = row.value / tv;
+    }
+    rows.push(row);
+  };
+
+  // ---- device copy (the bandwidth roof for the memory-bound kernels) ----
+  if (want('copy')) {
+    const n = 64 * 1024 * 1024;
+    const x = rand([n], 'float32', 1);
+    const ms = gpuTime(() => [native.copy(x)], reps, 10);
+    cmp({ name: 'copy', shape: `${n} f32`, value: (2 * n * 4) / ms / 1e9, unit: 'TB/s' }, 'copy', 'GBps', 'TB/s');
+    x.free();
+  }
+
+  // ---- attention ----
+  for (const N of [197, 138, 68]) {
+    for (const dtype of ['bfloat16', 'float32'] as DType[]) {
+      const name = `attention ${short(dtype)}`;
+      if (!want(name) && !want('attention')) continue;
+      const B = 256, H = 6, D = 64, C = H * D;
+      const qkv = rand([B, N, 3 * C], dtype, 2);
+      const gout = rand([B, N, C], dtype, 3);
+      const scale = 1 / Math.sqrt(D);
+      const key = `${B}x${H}x${N}x${D}_${short(dtype)}`;
+      const fwd = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
+      cmp({ name: `${name} fwd`, shape: `${B}x${H}x${N}x${D}`, value: fwd, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
+      const [out, stats] = native.attentionForward(qkv, H, scale, null, null, 0);
+      const bwd = gpuTime(() => native.attentionBackward(gout, qkv, H, scale, null, null, 0, out, stats), reps, 5);
+      cmp({ name: `${name} bwd`, shape: `${B}x${H}x${N}x${D}`, value: bwd, unit: 'ms' }, `sdpa_bwd_${key}`, 'ms', 'ms');
+      for (const t of [qkv, gout, out, stats]) t.free();
+    }
+  }
+
+  // ---- token gather ----
+  for (const C of [384, 768]) {
+    for (const dtype of ['bfloat16', 'float32'] as DType[]) {
+      const name = `gather ${short(dtype)}`;
+      if (!want(name) && !want('gather')) continue;
+      const B = 256, N = 197, K = 138;
+      const x = rand([B, N, C], dtype, 4);
+      // Each row keeps a sorted random subset of K tokens (as a pruning policy would).
+      const idx = new Int32Array(B * K);
+      let s = 12345;
+      for (let b = 0; b < B; b++) {
+        const perm = Array.from({ length: N }, (_, i) => i);
+        for (let i = N - 1; i > 0; i--) {
+          s = (s * 1103515245 + 12345) >>> 0;
+          const j = s % (i + 1);
+          [perm[i], perm[j]] = [perm[j], perm[i]];
+        }
+        perm.slice(0, K).sort((a, c) => a - c).forEach((v, k) => (idx[b * K + k] = v));
+      }
+      const ic = native.fromArray(idx, [B, K], 'int32');
+      const ig = native.toDevice(ic, 'cuda');
+      ic.free();
+      const ms = gpuTime(() => [native.gatherTokens(x, ig)], reps, 20);
+      const bytes = 2 * B * K * C * (dtype === 'float32' ? 4 : 2);
+      cmp({ name, shape: `${B}x${N}x${C}->${K}`, value: bytes / ms / 1e9, unit: 'TB/s' },
+        `gather_${B}x${N}x${C}_to${K}_${short(dtype)}`, 'GBps', 'TB/s');
+      x.free();
+      ig.free();
+    }
+  }
+
+  // ---- LayerNorm forward ----
+  for (const dtype of ['bfloat16', 'float32'] as DType[]) {
+    const name = `layernorm ${short(dtype)}`;
+    if (!want(name) && !want('layernorm')) continue;
+    const R = 256 * 197, C = 384;
+    const x = rand([R, C], dtype, 5), w = rand([C], dtype, 6), b = rand([C], dtype, 7);
+    const ms = gpuTime(() => native.layernormForward(x, w, b, 1e-6), reps, 20);
+    const bytes = 2 * R * C * (dtype === 'float32' ? 4 : 2);
+    cmp({ name: `${name} fwd`, shape: `${R}x${C}`, value: bytes / ms / 1e9, unit: 'TB/s' },
+      `layernorm_fwd_${R}x${C}_${short(dtype)}`, 'GBps', 'TB/s');
+    for (const t of [x, w, b]) t.free();
+  }
+
+  // ---- DeiT-S linears at batch 256 (M = 256·197) ----
+  for (const dtype of ['bfloat16', 'float32'] as DType[]) {
+    const name = `linear ${short(dtype)}`;
+    if (!want(name) && !want('linear')) continue;
+    const M = 256 * 197;
+    for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
+      const x = rand([M, K], dtype, 8), w = rand([N, K], dtype, 9), b = rand([N], dtype, 10);
+      const ms = gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5);
+      rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: (2 * M * N * K) / ms / 1e9, unit: 'TFLOP/s' });
+      for (const t of [x, w, b]) t.free();
+    }
+  }
+
+  if (want('dispatch')) for (const d of ['cpu', 'cuda'] as const) rows.push(dispatchRow(d, reps));
+  return rows;
+}

@@ -1,0 +1,86 @@
+// cuBLASLt GEMMs on CUDA vs the CPU GEMMs, on fresh random inputs: matmul (batched, shared b,
+// transposes), linear forward / fused (bias, GELU, residual) / backward, float32 (TF32 off, 1e-5)
+// and bfloat16 (1e-2). Skipped where no GPU is visible.
+import { beforeAll, expect, it } from 'vitest';
+import { native, type NativeTensor } from '../../lib/native.js';
+import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
+import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, expectRel, roundTo } from './helpers.js';
+
+const r = (shape: number[], seed: number, scale = 1) => nt(randn(shape, RUN_SEED + seed, scale), shape);
+
+describeCuda('cuda gemm', () => {
+  beforeAll(() => native.setAllowTf32(false));
+
+  for (const dtype of FLOAT_DTYPES) {
+    it(`matmul ${dtype}: batched, shared b, every transpose`, () => {
+      const cases: [number[], number[], boolean, boolean][] = [
+        [[5, 7], [7, 3], false, false],
+        [[2, 3, 17, 33], [2, 3, 33, 9], false, false],
+        [[4, 197, 64], [4, 197, 64], false, true], // q k^T
+        [[4, 64, 197], [4, 64, 31], true, false],
+        [[6, 19, 8], [8, 21], false, false], // shared b, folded into one GEMM
+        [[6, 8, 19], [21, 8], true, true], // shared b with transA: batch stride 0
+        [[1, 1], [1, 1], false, false],
+      ];
+      cases.forEach(([as, bs, ta, tb], i) => {
+        const a = roundTo(r(as, 10 * i + 1), dtype), b = roundTo(r(bs, 10 * i + 2), dtype);
+        const want = native.matmul(a, b, ta, tb);
+        const got = native.matmul(cudaAs(a, dtype), cudaAs(b, dtype), ta, tb);
+        expect(got.device).toBe('cuda');
+        expect(got.dtype).toBe(dtype);
+        expect(got.shape).toEqual(want.shape);
+        expectRel(got, want, TOL[dtype], `matmul ${as}x${bs} ${ta}${tb}`);
+      });
+    });
+
+    it(`linear forward and fused epilogues ${dtype}`, () => {
+      for (const [lead, K, N] of [[[3], 5, 7], [[8, 197], 384, 1152], [[2, 17], 64, 33]] as [number[], number, number][]) {
+        const x = roundTo(r([...lead, K], 1), dtype), w = roundTo(r([N, K], 2, 0.2), dtype);
+        const b = roundTo(r([N], 3), dtype), res = roundTo(r([...lead, N], 4), dtype);
+        const [xc, wc, bc, rc] = [x, w, b, res].map((t) => cudaAs(t, dtype));
+        expectRel(native.linearForward(xc, wc, bc), native.linearForward(x, w, b), TOL[dtype], 'linear');
+        expectRel(native.linearForward(xc, wc, null), native.linearForward(x, w, null), TOL[dtype], 'linear no bias');
+        for (const act of ['none', 'gelu'] as const) {
+          for (const withRes of [false, true]) {
+            const want = native.linearFused(x, w, b, act, withRes ? res : null);
+            const got = native.linearFused(xc, wc, bc, act, withRes ? rc : null);
+            expectRel(got, want, TOL[dtype], `linearFused ${act} residual=${withRes} ${lead},${K},${N}`);
+          }
+        }
+      }
+    });
+
+    it(`linear backward ${dtype}`, () => {
+      for (const [M, K, N] of [[1, 3, 2], [197 * 4, 384, 1536], [70000, 8, 5]]) {
+        const x = roundTo(r([M, K], 5), dtype), w = roundTo(r([N, K], 6, 0.3), dtype), gy = roundTo(r([M, N], 7), dtype);
+        const [gx, gw, gb] = native.linearBackward(gy, x, w, true);
+        const [cx, cw, cb] = native.linearBackward(cudaAs(gy, dtype), cudaAs(x, dtype), cudaAs(w, dtype), true);
+        expectRel(cx, gx, TOL[dtype], `gx ${M},${K},${N}`);
+        expectRel(cw, gw, TOL[dtype], `gw ${M},${K},${N}`);
+        expectRel(cb!, gb!, TOL[dtype], `gb ${M},${K},${N}`);
+        const [, , none] = native.linearBackward(cudaAs(gy, dtype), cudaAs(x, dtype), cudaAs(w, dtype), false);
+        expect(none).toBeNull();
+      }
+    });
+  }
+
+  it('K = 0 gives the bias (and zero gradients)', () => {
+    const x = native.full([3, 0], 0, 'float32'), w = native.full([4, 0], 0, 'float32');
+    const b = r([4], 8);
+    const got = native.linearForward(native.toDevice(x, 'cuda'), native.toDevice(w, 'cuda'), native.toDevice(b, 'cuda'));
+    expectRel(got, native.linearForward(x, w, b), 0, 'K=0');
+  });
+
+  it('rejects mixed devices, mixed dtypes and bad shapes; then works', () => {
+    const x = r([4, 8], 9), w = r([3, 8], 10);
+    const xc = cudaAs(x, 'float32'), wc = cudaAs(w, 'float32');
+    expectCode(() => native.linearForward(xc, w, null), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.matmul(x, wc, false, true), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.linearForward(xc, cudaAs(w, 'bfloat16'), null), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.linearForward(xc, cudaAs(r([3, 7], 11), 'float32'), null), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.linearForward(xc, wc, cudaAs(r([4], 12), 'float32')), 'ERR_VITRIM_SHAPE');
+    const idx: NativeTensor = native.toDevice(native.fromArray(new Int32Array([1, 2]), [2], 'int32'), 'cuda');
+    expectCode(() => native.matmul(idx.reshape([1, 2]), idx.reshape([2, 1]), false, false), 'ERR_VITRIM_DTYPE');
+    expectRel(native.linearForward(xc, wc, null), native.linearForward(x, w, null), TOL.float32, 'after errors');
+  });
+});

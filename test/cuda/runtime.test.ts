@@ -1,0 +1,60 @@
+// The CUDA runtime: transfers, per-device memory accounting, the caching allocator, out-of-memory
+// as a typed error, and device errors at the tensor level. Skipped where no GPU is visible.
+import { expect, it } from 'vitest';
+import { native } from '../../lib/native.js';
+import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
+import { describeCuda } from './helpers.js';
+
+describeCuda('cuda runtime', () => {
+  it('round-trips every dtype through the device, read/write on cuda tensors', () => {
+    const f = nt(randn([3, 65], RUN_SEED + 1), [3, 65]);
+    const fc = native.toDevice(f, 'cuda');
+    expect(fc.device).toBe('cuda');
+    expect(Array.from(native.toDevice(fc, 'cpu').read())).toEqual(Array.from(f.read()));
+    expect(Array.from(fc.read())).toEqual(Array.from(f.read()));
+    const i = native.fromArray(Int32Array.from({ length: 9 }, (_, k) => k * 7 - 20), [9], 'int32');
+    expect(Array.from(native.toDevice(i, 'cuda').read())).toEqual(Array.from(i.read()));
+    const h = native.cast(f, 'bfloat16');
+    expect(Array.from(native.toDevice(h, 'cuda').read())).toEqual(Array.from(h.read()));
+    const data = randn([3, 65], RUN_SEED + 2);
+    fc.write(data);
+    expect(Array.from(fc.read())).toEqual(Array.from(data));
+    expectCode(() => fc.write(new Float32Array(4)), 'ERR_VITRIM_SHAPE');
+  });
+
+  it('accounts cuda memory per device and reuses cached blocks', () => {
+    native.synchronize();
+    const before = native.memory().find((m) => m.device === 'cuda')!;
+    const t = native.full([1024, 1024], 1, 'float32', 'cuda');
+    const during = native.memory().find((m) => m.device === 'cuda')!;
+    expect(during.liveTensors).toBe(before.liveTensors + 1);
+    expect(during.bytesInUse - before.bytesInUse).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    t.free();
+    const after = native.memory().find((m) => m.device === 'cuda')!;
+    expect(after.liveTensors).toBe(before.liveTensors);
+    expect(after.bytesCached).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    native.emptyCache();
+    expect(native.memory().find((m) => m.device === 'cuda')!.bytesCached).toBe(0);
+  });
+
+  it('an impossible allocation is ERR_VITRIM_MEMORY naming the request; then work goes on', () => {
+    // 2^37 float32 = 512 GiB: within the shape limit (2^40 elements), beyond any GPU.
+    const msg = expectCode(() => native.full([2 ** 37], 0, 'float32', 'cuda'), 'ERR_VITRIM_MEMORY');
+    expect(msg).toContain(String(2 ** 39));
+    const y = native.full([4], 2, 'float32', 'cuda');
+    expect(Array.from(y.read())).toEqual([2, 2, 2, 2]);
+  });
+
+  it('mixing devices in one op is ERR_VITRIM_DEVICE naming both arguments', () => {
+    const a = nt(randn([4], RUN_SEED + 3), [4]);
+    const msg = expectCode(() => native.binary('add', a, native.toDevice(a, 'cuda')), 'ERR_VITRIM_DEVICE');
+    expect(msg).toMatch(/cuda/);
+    expect(msg).toMatch(/cpu/);
+  });
+
+  it('backends() describes the GPU', () => {
+    const c = native.backends().find((b) => b.device === 'cuda')!;
+    expect(c.available).toBe(true);
+    expect(c.detail).toMatch(/sm_\d+/);
+  });
+});
