@@ -81,6 +81,19 @@ export interface Addon {
   synchronize(device?: Device): void;
   /** TF32 tensor cores for float32 GEMMs on cuda (off by default). ERR_VITRIM_DEVICE without cuda. */
   setAllowTf32(allow: boolean): void;
+  /**
+   * CUDA graphs. graphBegin() starts recording the ops issued next (they are recorded, not run);
+   * graphEnd() instantiates them and returns a graph id; graphReplay(id) re-runs the recorded work
+   * on the same memory (write new inputs into the captured input tensors first; keep the inputs
+   * and outputs alive). An op that synchronises with the host cannot be recorded: it throws, and
+   * graphAbort() then ends the capture. graphDestroy(id) frees the graph's private memory pool
+   * (idempotent). All of them need the cuda backend (ERR_VITRIM_DEVICE otherwise).
+   */
+  graphBegin(): void;
+  graphEnd(): number;
+  graphAbort(): void;
+  graphReplay(graph: number): void;
+  graphDestroy(graph: number): void;
   cast(x: T, dtype: DType): T;
   copy(x: T): T;
   /** One entry per device in use (cuda only once its backend is loaded). */

@@ -65,3 +65,13 @@ describe('backends', () => {
     expect(Array.from(r2)).toEqual(Array.from(r1));
   });
 });
+
+describe('graphs without cuda', () => {
+  it.skipIf(native.backends()[1].available)('graph calls need the cuda backend; abort/destroy are harmless no-ops', () => {
+    expectCode(() => native.graphBegin(), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.graphEnd(), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.graphReplay(1), 'ERR_VITRIM_DEVICE');
+    native.graphAbort();
+    native.graphDestroy(1);
+  });
+});

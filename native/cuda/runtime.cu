@@ -47,21 +47,21 @@ class Allocator {
   }
   void* take(size_t requested) {
     size_t cls = round(requested);
+    int64_t graph = 0;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      auto it = free_.find(cls);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        cached_ -= cls;
-        in_use_ += cls;
-        live_++;
-        return p;
+      graph = capturing_;
+      if (graph) {  // a capture first reuses its own freed blocks (ordered within the graph)
+        if (void* p = pop(pools_[graph], cls)) return took(p, cls, cls);
+      }
+      if (void* p = pop(free_, cls)) {
+        if (graph) owner_[p] = graph;
+        return took(p, cls, cls);
       }
     }
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, cls);
-    if (e == cudaErrorMemoryAllocation) {
+    if (e == cudaErrorMemoryAllocation && !graph) {  // no sync/free is allowed inside a capture
       cudaGetLastError();  // clear the (non-sticky) error before retrying
       release_all();
       e = cudaMalloc(&p, cls);
@@ -76,26 +76,30 @@ class Allocator {
            cached_, " cached; the device has ", free_b, " of ", total_b, " bytes free)");
     }
     std::lock_guard<std::mutex> lk(mu_);
-    in_use_ += cls;
-    live_++;
-    return p;
+    if (graph) owner_[p] = graph;
+    return took(p, cls, 0);
   }
   void give(void* p, size_t requested) {
     size_t cls = round(requested);
     std::lock_guard<std::mutex> lk(mu_);
     in_use_ -= cls;
     live_--;
-    free_[cls].push_back(p);
     cached_ += cls;
+    auto it = owner_.find(p);
+    if (it != owner_.end()) pools_[it->second][cls].push_back(p);  // stays reserved for its graph
+    else free_[cls].push_back(p);
   }
+  // Gives the global cache back to the driver; graph pools stay (their graphs still use them).
   void release_all() {
     // Blocks in the cache may still be read by queued kernels only until the stream drains.
     if (rt().stream) cudaStreamSynchronize(rt().stream);
     std::lock_guard<std::mutex> lk(mu_);
     for (auto& [cls, v] : free_)
-      for (void* p : v) cudaFree(p);
+      for (void* p : v) {
+        cudaFree(p);
+        cached_ -= cls;
+      }
     free_.clear();
-    cached_ = 0;
   }
   MemoryStats stats() {
     std::lock_guard<std::mutex> lk(mu_);
@@ -105,10 +109,52 @@ class Allocator {
     s.bytes_cached = (int64_t)cached_;
     return s;
   }
+  // ---- graph capture pools ----
+  void begin_capture(int64_t graph) {
+    std::lock_guard<std::mutex> lk(mu_);
+    capturing_ = graph;
+    pools_[graph];
+  }
+  void end_capture() {
+    std::lock_guard<std::mutex> lk(mu_);
+    capturing_ = 0;
+  }
+  // The graph is gone: its free blocks go to the global cache and its live blocks (tensors the
+  // caller still holds) return there when freed.
+  void drop_graph(int64_t graph) {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto pit = pools_.find(graph);
+    if (pit != pools_.end()) {
+      for (auto& [cls, v] : pit->second)
+        for (void* p : v) free_[cls].push_back(p);
+      pools_.erase(pit);
+    }
+    for (auto it = owner_.begin(); it != owner_.end();) {
+      if (it->second == graph) it = owner_.erase(it);
+      else ++it;
+    }
+  }
 
  private:
+  using FreeLists = std::unordered_map<size_t, std::vector<void*>>;
+  static void* pop(FreeLists& f, size_t cls) {
+    auto it = f.find(cls);
+    if (it == f.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    return p;
+  }
+  void* took(void* p, size_t cls, size_t from_cache) {  // with mu_ held
+    cached_ -= from_cache;
+    in_use_ += cls;
+    live_++;
+    return p;
+  }
   std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  FreeLists free_;
+  std::unordered_map<int64_t, FreeLists> pools_;  // graph id -> its free blocks
+  std::unordered_map<void*, int64_t> owner_;      // block -> graph id, for blocks a graph owns
+  int64_t capturing_ = 0;
   size_t cached_ = 0, in_use_ = 0;
   int64_t live_ = 0;
 };
@@ -209,6 +255,100 @@ int32_t read_flag(int32_t* flag) {
   return h;
 }
 
+// ---- CUDA graphs ----
+namespace {
+struct Graphs {
+  std::mutex mu;
+  int64_t next = 1;
+  int64_t capturing = 0;
+  std::unordered_map<int64_t, cudaGraphExec_t> execs;
+};
+Graphs& graphs() {
+  static Graphs* g = new Graphs();
+  return *g;
+}
+
+void capture_begin() {
+  Graphs& G = graphs();
+  std::lock_guard<std::mutex> lk(G.mu);
+  VITRIM_CHECK(G.capturing == 0, Argument, "a graph capture is already in progress");
+  int64_t id = G.next++;
+  allocator().begin_capture(id);
+  // Relaxed: the allocator may cudaMalloc while the stream is captured.
+  cudaError_t e = cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    allocator().end_capture();
+    allocator().drop_graph(id);
+    check_status(e, "cudaStreamBeginCapture", __FILE__, __LINE__);
+  }
+  G.capturing = id;
+}
+
+// Ends the capture; returns the instantiated graph or throws (the pool is dropped on failure).
+int64_t capture_end() {
+  Graphs& G = graphs();
+  std::lock_guard<std::mutex> lk(G.mu);
+  VITRIM_CHECK(G.capturing != 0, Argument, "no graph capture is in progress");
+  int64_t id = G.capturing;
+  G.capturing = 0;
+  cudaGraph_t g = nullptr;
+  cudaError_t e = cudaStreamEndCapture(stream(), &g);
+  allocator().end_capture();
+  cudaGraphExec_t exec = nullptr;
+  if (e == cudaSuccess && g) e = cudaGraphInstantiate(&exec, g, 0);
+  if (g) cudaGraphDestroy(g);
+  if (e != cudaSuccess || !exec) {
+    cudaGetLastError();
+    allocator().drop_graph(id);
+    fail(ErrorKind::Argument, "the graph capture failed (", cudaGetErrorString(e),
+         "): an op in the captured region synchronises with the host (device-side index checks, reads, host "
+         "copies) or the work is not capturable");
+  }
+  G.execs[id] = exec;
+  return id;
+}
+
+void capture_abort() {
+  Graphs& G = graphs();
+  std::lock_guard<std::mutex> lk(G.mu);
+  if (!G.capturing) return;
+  int64_t id = G.capturing;
+  G.capturing = 0;
+  cudaGraph_t g = nullptr;
+  cudaStreamEndCapture(stream(), &g);
+  if (g) cudaGraphDestroy(g);
+  cudaGetLastError();
+  allocator().end_capture();
+  allocator().drop_graph(id);
+}
+
+void graph_replay(int64_t id) {
+  Graphs& G = graphs();
+  cudaGraphExec_t exec;
+  {
+    std::lock_guard<std::mutex> lk(G.mu);
+    VITRIM_CHECK(G.capturing == 0, Argument, "cannot replay a graph while capturing another");
+    auto it = G.execs.find(id);
+    VITRIM_CHECK(it != G.execs.end(), Argument, "no graph with id ", id, " (destroyed?)");
+    exec = it->second;
+  }
+  VITRIM_CUDA_CHECK(cudaGraphLaunch(exec, stream()));
+}
+
+void graph_destroy(int64_t id) {
+  Graphs& G = graphs();
+  std::lock_guard<std::mutex> lk(G.mu);
+  auto it = G.execs.find(id);
+  if (it == G.execs.end()) return;  // idempotent
+  // Replays still queued read the pool: let them finish before its blocks go back to the cache.
+  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  cudaGraphExecDestroy(it->second);
+  G.execs.erase(it);
+  allocator().drop_graph(id);
+}
+}  // namespace
+
 Backend& registry() {
   static Backend* b = new Backend();
   return *b;
@@ -268,6 +408,11 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
     b.empty_cache = [] { allocator().release_all(); };
     b.describe = &describe;
     b.set_allow_tf32 = &vitrim::cuda::set_allow_tf32;
+    b.capture_begin = &capture_begin;
+    b.capture_end = &capture_end;
+    b.capture_abort = &capture_abort;
+    b.graph_replay = &graph_replay;
+    b.graph_destroy = &graph_destroy;
     return &b;
   } catch (const std::exception& ex) {
     return say(ex.what());

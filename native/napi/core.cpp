@@ -148,3 +148,34 @@ VITRIM_OP(setNumThreads) {
 }
 
 }  // namespace vitrim::napi
+
+// ---- CUDA graphs (backend.h): capture a fixed-shape sequence of ops once, replay it many times ----
+namespace vitrim::napi {
+
+static const Backend& graph_backend() {
+  const Backend& b = backend(Device::CUDA);
+  VITRIM_CHECK(b.capture_begin != nullptr, Device, "graphs are not supported by this cuda backend");
+  return b;
+}
+
+VITRIM_OP(graphBegin) {
+  graph_backend().capture_begin();
+  return info.Env().Undefined();
+}
+VITRIM_OP(graphEnd) { return Napi::Number::New(info.Env(), (double)graph_backend().capture_end()); }
+VITRIM_OP(graphAbort) {
+  if (const Backend* b = loaded_backend(Device::CUDA); b && b->capture_abort) b->capture_abort();
+  return info.Env().Undefined();
+}
+VITRIM_OP(graphReplay) {
+  int64_t id = arg_int(info, 0, "graph");
+  graph_backend().graph_replay(id);
+  return info.Env().Undefined();
+}
+VITRIM_OP(graphDestroy) {
+  int64_t id = arg_int(info, 0, "graph");
+  if (const Backend* b = loaded_backend(Device::CUDA); b && b->graph_destroy) b->graph_destroy(id);
+  return info.Env().Undefined();
+}
+
+}  // namespace vitrim::napi

@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 1;
+constexpr int kBackendAbi = 2;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
@@ -44,6 +44,18 @@ struct Backend {
   std::string (*describe)() = nullptr;
   // TF32 for float32 GEMMs (off by default: float32 results then match the CPU to 1e-5).
   void (*set_allow_tf32)(bool allow) = nullptr;
+  // ---- graphs (CUDA only; null on the CPU) ----
+  // Every op between capture_begin and capture_end is recorded, not run; capture_end returns a
+  // graph id whose replay re-runs the recorded work on the same memory. Tensors allocated during
+  // the capture come from a pool private to the graph (kept until graph_destroy); the caller must
+  // keep the capture's input and output tensors alive while it replays. An op that synchronises the
+  // host (device-side index checks, copies to the host) cannot be captured: it throws and the
+  // capture is abandoned (capture_end then throws too; capture_abort cleans up).
+  void (*capture_begin)() = nullptr;
+  int64_t (*capture_end)() = nullptr;
+  void (*capture_abort)() = nullptr;
+  void (*graph_replay)(int64_t id) = nullptr;
+  void (*graph_destroy)(int64_t id) = nullptr;
   // ---- ops (ops.h) ----
 #define VITRIM_BACKEND_MEMBER(name) decltype(&cpu::name) name = nullptr;
   VITRIM_BACKEND_OPS(VITRIM_BACKEND_MEMBER)

@@ -1,0 +1,57 @@
+// CUDA graphs: a captured sequence of ops replays with new inputs and gives what running the ops
+// directly gives; capture errors leave the process usable; destroyed graphs give their pool back.
+import { expect, it } from 'vitest';
+import { native } from '../../lib/native.js';
+import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
+import { describeCuda, expectRel } from './helpers.js';
+
+describeCuda('cuda graphs', () => {
+  it('replays an MLP block on new inputs written into the captured input', () => {
+    const [M, C, H] = [197, 384, 1536];
+    const cu = (shape: number[], seed: number, s = 1) => native.toDevice(nt(randn(shape, RUN_SEED + seed, s), shape), 'cuda');
+    const x = cu([M, C], 1), w1 = cu([H, C], 2, 0.05), b1 = cu([H], 3), w2 = cu([C, H], 4, 0.05), b2 = cu([C], 5);
+    const block = () => {
+      const h = native.linearFused(x, w1, b1, 'gelu', null);
+      const y = native.linearFused(h, w2, b2, 'none', x);
+      h.free(); // an intermediate freed inside the capture: its block is reused within the graph
+      return y;
+    };
+    native.graphBegin();
+    let y;
+    try {
+      y = block();
+    } catch (e) {
+      native.graphAbort();
+      throw e;
+    }
+    const g = native.graphEnd();
+    for (let i = 0; i < 3; i++) {
+      x.write(randn([M, C], RUN_SEED + 10 + i));
+      native.graphReplay(g);
+      const want = block();
+      expectRel(y, want, 1e-6, `replay ${i}`);
+      want.free();
+    }
+    native.graphDestroy(g);
+    native.graphDestroy(g); // idempotent
+    expectCode(() => native.graphReplay(g), 'ERR_VITRIM_ARGUMENT');
+  });
+
+  it('a host read inside a capture fails, is aborted, and work goes on', () => {
+    const x = native.full([8], 1, 'float32', 'cuda');
+    native.graphBegin();
+    expect(() => {
+      const y = native.affine(x, 2, 0);
+      y.read(); // synchronises with the host: not capturable
+    }).toThrow();
+    native.graphAbort();
+    expectCode(() => native.graphEnd(), 'ERR_VITRIM_ARGUMENT');
+    expect(Array.from(native.affine(x, 2, 1).read())).toEqual(new Array(8).fill(3));
+  });
+
+  it('refuses nested captures', () => {
+    native.graphBegin();
+    expectCode(() => native.graphBegin(), 'ERR_VITRIM_ARGUMENT');
+    native.graphAbort();
+  });
+});
