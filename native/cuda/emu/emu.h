@@ -1,0 +1,268 @@
+// CUDA emulation on the CPU, for testing the CUDA backend where no GPU is visible (this machine, CI).
+//
+// The backend's .cu files are compiled by g++ with this header forced in first (-include), after
+// scripts/cuda-emu-preprocess.mjs rewrote `k<<<grid, block, smem, stream>>>(args)` into
+// `::emu::launch(k, ::emu::Cfg(grid, block, smem, stream), args)` and `extern __shared__ T a[];`
+// into a pointer to the block's dynamic shared memory. The result is libvitrim_cuda_emu.so, which
+// the addon loads through VITRIM_CUDA_LIB exactly like the real library, so test/cuda runs against it.
+//
+// Execution model (emu/runtime.cpp): a launch runs at once (one stream, so stream order holds); the
+// blocks of a grid one after another; the threads of a block as cooperative fibers switched at
+// __syncthreads and at warp collectives (shuffles, ballots, __syncwarp), which wait for every lane
+// of their mask. `__shared__` becomes `static`, which is one copy per kernel shared by the block's
+// fibers: correct because blocks never run concurrently. Shared memory starts filled with NaN bytes
+// (0xff) so a read before a write shows. What it checks: launch configurations (block size, grid
+// limits, shared-memory bounds), barriers not reached by every live thread (deadlock) and warp
+// collectives whose mask names exited or missing lanes (both undefined on a GPU), out-of-bounds
+// memory when built with -fsanitize=address. What it cannot show: data races between threads that
+// a GPU would interleave differently, the timing of anything, tensor-core instructions (code under
+// VITRIM_CUDA_EMU must take a portable path), and float rounding of fast-math intrinsics (the
+// emulated intrinsics are the accurate functions).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __constant__
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+#define __constant__ static
+#define __launch_bounds__(...)
+#ifndef VITRIM_CUDA_EMU
+#define VITRIM_CUDA_EMU 1
+#endif
+
+namespace emu {
+
+struct Lane {
+  uint3 tid;   // threadIdx
+  uint3 bid;   // blockIdx
+};
+Lane& cur();        // the running fiber's indices
+const dim3& block_dim();
+const dim3& grid_dim();
+void* dyn_smem();   // the block's dynamic shared memory
+
+struct Cfg {
+  dim3 grid, block;
+  size_t smem;
+  cudaStream_t stream;
+  Cfg(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = 0) : grid(g), block(b), smem(s), stream(st) {}
+};
+
+// Runs (or, inside a graph capture, records) a kernel body for every thread of the grid. Returns the
+// launch error that cudaGetLastError() then reports.
+cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body);
+
+template <class... P, class... A>
+void launch(void (*k)(P...), const Cfg& cfg, A&&... a) {
+  // Arguments are converted to the parameter types and copied, as a real launch does.
+  auto args = std::make_shared<std::tuple<std::decay_t<P>...>>(std::forward<A>(a)...);
+  run_kernel(cfg, [k, args]() { std::apply(k, *args); });
+}
+
+// ---- collectives ----
+void syncthreads();
+void syncwarp(unsigned mask);
+// All lanes of `mask` publish `v`; returns the 32 published values of this warp (by lane).
+const uint64_t* warp_exchange(unsigned mask, uint64_t v);
+unsigned lane_id();
+
+template <class T>
+T shfl_from(unsigned mask, T v, int src) {
+  static_assert(sizeof(T) <= 8, "shuffle of a type wider than 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  const uint64_t* all = warp_exchange(mask, bits);
+  T out;
+  std::memcpy(&out, &all[src & 31], sizeof(T));
+  return out;
+}
+
+}  // namespace emu
+
+#define threadIdx (::emu::cur().tid)
+#define blockIdx (::emu::cur().bid)
+#define blockDim (::emu::block_dim())
+#define gridDim (::emu::grid_dim())
+#ifndef warpSize
+#define warpSize 32
+#endif
+
+inline void __syncthreads() { ::emu::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::syncwarp(mask); }
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+
+// width: the shuffle acts within segments of `width` lanes (a power of two <= 32).
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  unsigned lane = ::emu::lane_id();
+  int base = (int)(lane & ~(unsigned)(width - 1));
+  return ::emu::shfl_from(mask, v, base + (src & (width - 1)));
+}
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lm, int width = 32) {
+  unsigned lane = ::emu::lane_id();
+  unsigned src = lane ^ (unsigned)lm;
+  // Outside the segment: the lane keeps its own value.
+  if ((src & ~(unsigned)(width - 1)) != (lane & ~(unsigned)(width - 1))) src = lane;
+  return ::emu::shfl_from(mask, v, (int)src);
+}
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32) {
+  unsigned lane = ::emu::lane_id();
+  unsigned seg = lane & (unsigned)(width - 1);
+  unsigned src = seg + d < (unsigned)width ? lane + d : lane;
+  return ::emu::shfl_from(mask, v, (int)src);
+}
+template <class T>
+T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32) {
+  unsigned lane = ::emu::lane_id();
+  unsigned seg = lane & (unsigned)(width - 1);
+  unsigned src = seg >= d ? lane - d : lane;
+  return ::emu::shfl_from(mask, v, (int)src);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  const uint64_t* all = ::emu::warp_exchange(mask, pred ? 1 : 0);
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i)
+    if ((mask >> i & 1u) && all[i]) r |= 1u << i;
+  return r;
+}
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
+inline unsigned __activemask() { return 0xffffffffu; }
+
+// ---- atomics: fibers of one OS thread never interleave inside these ----
+template <class T>
+T atomicAdd(T* p, T v) {
+  T old = *p;
+  *p = old + v;
+  return old;
+}
+template <class T>
+T atomicSub(T* p, T v) {
+  T old = *p;
+  *p = old - v;
+  return old;
+}
+template <class T>
+T atomicMax(T* p, T v) {
+  T old = *p;
+  *p = std::max(old, v);
+  return old;
+}
+template <class T>
+T atomicMin(T* p, T v) {
+  T old = *p;
+  *p = std::min(old, v);
+  return old;
+}
+template <class T>
+T atomicExch(T* p, T v) {
+  T old = *p;
+  *p = v;
+  return old;
+}
+template <class T>
+T atomicOr(T* p, T v) {
+  T old = *p;
+  *p = old | v;
+  return old;
+}
+template <class T>
+T atomicCAS(T* p, T cmp, T v) {
+  T old = *p;
+  if (old == cmp) *p = v;
+  return old;
+}
+
+// ---- intrinsics (accurate host versions) ----
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __log2f(float x) { return log2f(x); }
+inline float __exp2f(float x) { return exp2f(x); }
+inline float exp2f_fast(float x) { return exp2f(x); }
+inline float __powf(float a, float b) { return powf(a, b); }
+inline float __sinf(float x) { return sinf(x); }
+inline float __cosf(float x) { return cosf(x); }
+inline float __tanhf(float x) { return tanhf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fsqrt_rn(float x) { return sqrtf(x); }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __saturatef(float x) { return x < 0.f ? 0.f : x > 1.f ? 1.f : x; }
+inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
+inline int __float2int_rz(float x) { return (int)x; }
+inline int __float2int_rd(float x) { return (int)floorf(x); }
+inline float __int2float_rn(int x) { return (float)x; }
+inline float __uint2float_rn(unsigned x) { return (float)x; }
+inline float __int_as_float(int x) {
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+inline int __float_as_int(float f) {
+  int x;
+  std::memcpy(&x, &f, 4);
+  return x;
+}
+inline float __uint_as_float(unsigned x) {
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned x;
+  std::memcpy(&x, &f, 4);
+  return x;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+inline unsigned __brev(unsigned x) {
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
+  return r;
+}
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+  return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+inline long long clock64() { return 0; }
+
+// Device code calls min/max on mixed integer types the way CUDA's overloads allow.
+template <class A, class B>
+inline auto min(A a, B b) -> typename std::common_type<A, B>::type {
+  using C = typename std::common_type<A, B>::type;
+  return (C)a < (C)b ? (C)a : (C)b;
+}
+template <class A, class B>
+inline auto max(A a, B b) -> typename std::common_type<A, B>::type {
+  using C = typename std::common_type<A, B>::type;
+  return (C)a > (C)b ? (C)a : (C)b;
+}

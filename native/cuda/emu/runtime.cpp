@@ -1,0 +1,659 @@
+// The CPU side of the CUDA emulation (see emu.h): fibers for the threads of a block, barriers and
+// warp collectives between them, the subset of the CUDA runtime API the backend calls (memory is
+// host memory; copies are memcpy; one in-order stream; graph capture records launches and copies),
+// and a naive cuBLASLt (double-precision accumulation) behind the declarations of cublaslt_api.h.
+// Nothing here is fast: it exists so that test/cuda can run without a GPU.
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "../cublaslt_api.h"
+#include "emu.h"
+
+#undef warpSize  // cudaDeviceProp has a field of that name
+
+namespace emu {
+
+namespace {
+constexpr size_t kStack = 256 * 1024;
+constexpr size_t kDefaultSmem = 48 * 1024;
+constexpr size_t kMaxSmem = 227 * 1024;  // an H100's opt-in maximum per block
+
+enum class State { Ready, AtBarrier, AtWarp, Done };
+
+struct Fiber {
+  ucontext_t ctx;
+  char* stack = nullptr;
+  State state = State::Ready;
+  Lane lane{};
+  unsigned linear = 0;      // thread index within the block
+  unsigned warp_mask = 0;   // mask of the collective this fiber waits in
+  uint64_t warp_gen = 0;    // which collective (per-warp sequence number)
+};
+
+struct Warp {
+  uint64_t gen = 0;             // collectives completed
+  uint64_t slots[2][32] = {};   // published values, double-buffered by gen parity
+};
+
+struct Block {
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  ucontext_t sched;
+  Fiber* running = nullptr;
+  dim3 bdim, gdim;
+  std::vector<unsigned char> smem;
+  const std::function<void()>* body = nullptr;
+  std::string error;
+};
+
+Block* g_block = nullptr;
+Lane g_host_lane{};  // threadIdx/blockIdx outside a kernel (never meaningful; avoids a null deref)
+dim3 g_host_dim(1, 1, 1);
+
+std::vector<char*>& stack_pool() {
+  static std::vector<char*> p;
+  return p;
+}
+char* get_stack() {
+  auto& p = stack_pool();
+  if (!p.empty()) {
+    char* s = p.back();
+    p.pop_back();
+    return s;
+  }
+  void* m = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) throw std::runtime_error("emu: cannot map a fiber stack");
+  return static_cast<char*>(m);
+}
+
+void fiber_entry(unsigned lo, unsigned hi) {
+  Fiber* f = reinterpret_cast<Fiber*>(((uintptr_t)hi << 32) | lo);
+  try {
+    (*g_block->body)();
+  } catch (const std::exception& e) {
+    if (g_block->error.empty()) g_block->error = std::string("exception in kernel: ") + e.what();
+  }
+  f->state = State::Done;
+  swapcontext(&f->ctx, &g_block->sched);
+}
+
+void yield_to_scheduler() {
+  Fiber* f = g_block->running;
+  swapcontext(&f->ctx, &g_block->sched);
+}
+
+// One pass: run every ready fiber until it blocks or ends; then release a barrier or a warp
+// collective whose participants have all arrived. Returns false on deadlock.
+bool step(Block& b) {
+  bool progressed = false;
+  for (Fiber& f : b.fibers) {
+    if (f.state != State::Ready) continue;
+    b.running = &f;
+    swapcontext(&b.sched, &f.ctx);
+    b.running = nullptr;
+    progressed = true;
+    if (!b.error.empty()) return true;
+  }
+  // Block barrier: every live fiber waits at __syncthreads (exited ones do not count).
+  size_t live = 0, at_barrier = 0;
+  for (Fiber& f : b.fibers) {
+    if (f.state != State::Done) ++live;
+    if (f.state == State::AtBarrier) ++at_barrier;
+  }
+  if (live > 0 && at_barrier == live) {
+    for (Fiber& f : b.fibers)
+      if (f.state == State::AtBarrier) f.state = State::Ready;
+    return true;
+  }
+  // Warp collectives: release a warp when every lane of the mask is waiting in it.
+  const unsigned nthreads = (unsigned)b.fibers.size();
+  for (unsigned w = 0; w < b.warps.size(); ++w) {
+    unsigned waiting = 0, mask = 0;
+    bool any = false;
+    for (unsigned l = 0; l < 32; ++l) {
+      unsigned t = w * 32 + l;
+      if (t >= nthreads) break;
+      Fiber& f = b.fibers[t];
+      if (f.state == State::AtWarp) {
+        waiting |= 1u << l;
+        if (!any) mask = f.warp_mask;
+        any = true;
+      }
+    }
+    if (!any) continue;
+    if ((waiting & mask) == mask) {
+      for (unsigned l = 0; l < 32; ++l)
+        if (mask >> l & 1u) b.fibers[w * 32 + l].state = State::Ready;
+      b.warps[w].gen++;
+      progressed = true;
+    }
+  }
+  return progressed;
+}
+
+std::string describe_stuck(Block& b) {
+  size_t bar = 0, warp = 0, done = 0;
+  for (Fiber& f : b.fibers) {
+    if (f.state == State::AtBarrier) ++bar;
+    if (f.state == State::AtWarp) ++warp;
+    if (f.state == State::Done) ++done;
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "deadlock in block (%u,%u,%u): %zu threads at __syncthreads, %zu in a warp collective, %zu exited "
+                "(a barrier or collective not reached by every thread it names)",
+                b.fibers.empty() ? 0 : b.fibers[0].lane.bid.x, b.fibers.empty() ? 0 : b.fibers[0].lane.bid.y,
+                b.fibers.empty() ? 0 : b.fibers[0].lane.bid.z, bar, warp, done);
+  return buf;
+}
+
+cudaError_t g_last = cudaSuccess;
+std::string g_last_detail;
+
+void set_error(cudaError_t e, const std::string& detail) {
+  if (g_last == cudaSuccess) g_last = e;
+  g_last_detail = detail;
+  std::fprintf(stderr, "[cuda-emu] %s\n", detail.c_str());
+}
+
+// ---- graph capture ----
+bool g_capturing = false;
+bool g_capture_invalid = false;
+std::vector<std::function<void()>>* g_capture = nullptr;
+size_t g_func_smem_limit = kDefaultSmem;
+std::unordered_map<const void*, size_t> g_func_smem;
+}  // namespace
+
+Lane& cur() { return g_block && g_block->running ? g_block->running->lane : g_host_lane; }
+const dim3& block_dim() { return g_block ? g_block->bdim : g_host_dim; }
+const dim3& grid_dim() { return g_block ? g_block->gdim : g_host_dim; }
+void* dyn_smem() { return g_block ? g_block->smem.data() : nullptr; }
+unsigned lane_id() { return g_block && g_block->running ? g_block->running->linear % 32 : 0; }
+
+void syncthreads() {
+  g_block->running->state = State::AtBarrier;
+  yield_to_scheduler();
+}
+
+const uint64_t* warp_exchange(unsigned mask, uint64_t v) {
+  Fiber* f = g_block->running;
+  unsigned lane = f->linear % 32, w = f->linear / 32;
+  if (!(mask >> lane & 1u)) {
+    g_block->error = "a warp collective called by a lane that is not in its mask";
+    return g_block->warps[w].slots[0];
+  }
+  Warp& wp = g_block->warps[w];
+  uint64_t gen = wp.gen;
+  wp.slots[gen & 1][lane] = v;
+  f->state = State::AtWarp;
+  f->warp_mask = mask;
+  f->warp_gen = gen;
+  yield_to_scheduler();
+  return wp.slots[gen & 1];
+}
+
+void syncwarp(unsigned mask) { warp_exchange(mask, 0); }
+
+static void run_block(const Cfg& cfg, const std::function<void()>& body, uint3 bid, Block& b) {
+  const unsigned n = cfg.block.x * cfg.block.y * cfg.block.z;
+  b.fibers.assign(n, Fiber{});
+  b.warps.assign((n + 31) / 32, Warp{});
+  std::fill(b.smem.begin(), b.smem.end(), (unsigned char)0xff);
+  for (unsigned i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[i];
+    f.linear = i;
+    f.lane.tid = make_uint3(i % cfg.block.x, (i / cfg.block.x) % cfg.block.y, i / (cfg.block.x * cfg.block.y));
+    f.lane.bid = bid;
+    f.stack = get_stack();
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack;
+    f.ctx.uc_stack.ss_size = kStack;
+    f.ctx.uc_link = nullptr;
+    uintptr_t p = reinterpret_cast<uintptr_t>(&f);
+    makecontext(&f.ctx, (void (*)())fiber_entry, 2, (unsigned)(p & 0xffffffffu), (unsigned)(p >> 32));
+  }
+  // Fibers that exited while others wait in a warp collective naming them: a GPU would hang or
+  // read garbage; report it.
+  while (true) {
+    bool all_done = true;
+    for (Fiber& f : b.fibers) all_done &= f.state == State::Done;
+    if (all_done || !b.error.empty()) break;
+    if (!step(b)) {
+      b.error = describe_stuck(b);
+      break;
+    }
+  }
+  for (Fiber& f : b.fibers) stack_pool().push_back(f.stack);
+  (void)body;
+}
+
+cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body) {
+  const dim3 g = cfg.grid, bl = cfg.block;
+  const unsigned long long threads = (unsigned long long)bl.x * bl.y * bl.z;
+  char buf[256];
+  if (g.x == 0 || g.y == 0 || g.z == 0 || bl.x == 0 || bl.y == 0 || bl.z == 0 || threads > 1024 || bl.z > 64 ||
+      g.y > 65535 || g.z > 65535 || g.x > 2147483647u) {
+    std::snprintf(buf, sizeof buf, "invalid launch configuration: grid (%u,%u,%u) block (%u,%u,%u)", g.x, g.y, g.z,
+                  bl.x, bl.y, bl.z);
+    set_error(cudaErrorInvalidConfiguration, buf);
+    return cudaErrorInvalidConfiguration;
+  }
+  if (cfg.smem > g_func_smem_limit && cfg.smem > kDefaultSmem) {
+    std::snprintf(buf, sizeof buf, "launch asks for %zu bytes of dynamic shared memory (limit %zu without "
+                  "cudaFuncSetAttribute)", cfg.smem, (size_t)kDefaultSmem);
+    set_error(cudaErrorInvalidValue, buf);
+    return cudaErrorInvalidValue;
+  }
+  if (cfg.smem > kMaxSmem) {
+    set_error(cudaErrorInvalidValue, "dynamic shared memory above the device maximum");
+    return cudaErrorInvalidValue;
+  }
+  if (g_capturing) {
+    g_capture->push_back([cfg, body]() { run_kernel(cfg, body); });
+    return cudaSuccess;
+  }
+  if (g_block) {
+    set_error(cudaErrorNotSupported, "a kernel launched from inside a kernel (dynamic parallelism)");
+    return cudaErrorNotSupported;
+  }
+  Block b;
+  b.bdim = bl;
+  b.gdim = g;
+  b.smem.assign(cfg.smem, 0xff);
+  b.body = &body;
+  g_block = &b;
+  for (unsigned z = 0; z < g.z && b.error.empty(); ++z)
+    for (unsigned y = 0; y < g.y && b.error.empty(); ++y)
+      for (unsigned x = 0; x < g.x && b.error.empty(); ++x) run_block(cfg, body, make_uint3(x, y, z), b);
+  g_block = nullptr;
+  if (!b.error.empty()) {
+    // A fault inside a kernel surfaces at the next synchronising call, as on a GPU.
+    set_error(cudaErrorLaunchFailure, "kernel failed: " + b.error);
+  }
+  return cudaSuccess;
+}
+
+// Called by the graph API below.
+void capture_begin() {
+  g_capturing = true;
+  g_capture_invalid = false;
+  g_capture = new std::vector<std::function<void()>>();
+}
+bool capturing() { return g_capturing; }
+void capture_invalidate() { g_capture_invalid = true; }
+
+}  // namespace emu
+
+// ---------------------------------------------------------------------------------------------
+// CUDA runtime API (the subset the backend uses)
+// ---------------------------------------------------------------------------------------------
+using emu::g_last;
+
+namespace {
+struct Graph {
+  std::vector<std::function<void()>> ops;
+};
+cudaError_t sticky_or(cudaError_t e) { return e; }
+// Synchronising calls report the first error a kernel raised since the last check.
+cudaError_t take_error() {
+  cudaError_t e = emu::g_last;
+  emu::g_last = cudaSuccess;
+  return e;
+}
+cudaError_t capture_refuses(const char* what) {
+  if (!emu::g_capturing) return cudaSuccess;
+  emu::capture_invalidate();
+  emu::set_error(cudaErrorStreamCaptureUnsupported, std::string(what) + " during a graph capture");
+  return cudaErrorStreamCaptureUnsupported;
+}
+}  // namespace
+
+extern "C" {
+
+float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+double rsqrt(double x) { return 1.0 / sqrt(x); }
+float normcdff(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
+
+cudaError_t cudaGetLastError(void) {
+  cudaError_t e = emu::g_last;
+  emu::g_last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return emu::g_last; }
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated)";
+    case cudaErrorInvalidValue: return "invalid argument (emulated)";
+    case cudaErrorMemoryAllocation: return "out of memory (emulated)";
+    case cudaErrorLaunchFailure: return "unspecified launch failure (emulated; see the [cuda-emu] line on stderr)";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing (emulated)";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture (emulated)";
+    default: return "cuda error (emulated)";
+  }
+}
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    default: return "cudaError(emulated)";
+  }
+}
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
+  std::memset(p, 0, sizeof *p);
+  std::snprintf(p->name, sizeof p->name, "CPU emulation of a CUDA device");
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 4;  // small, so grid-stride loops iterate and stay cheap to emulate
+  p->totalGlobalMem = (size_t)8 << 30;
+  p->sharedMemPerBlock = 48 * 1024;
+  p->sharedMemPerBlockOptin = 227 * 1024;
+  p->maxThreadsPerBlock = 1024;
+  p->warpSize = 32;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  switch (a) {
+    case cudaDevAttrMultiProcessorCount: *v = 4; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *v = 48 * 1024; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    default: *v = 0;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
+  static int dummy;
+  *s = reinterpret_cast<cudaStream_t>(&dummy);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  if (cudaError_t e = capture_refuses("cudaStreamSynchronize")) return e;
+  return take_error();
+}
+cudaError_t cudaDeviceSynchronize(void) {
+  if (cudaError_t e = capture_refuses("cudaDeviceSynchronize")) return e;
+  return take_error();
+}
+
+cudaError_t cudaMalloc(void** p, size_t n) {
+  // Tests ask for impossible sizes on purpose; refuse them as a GPU would.
+  if (n > ((size_t)8 << 30)) {
+    *p = nullptr;
+    return cudaErrorMemoryAllocation;
+  }
+  *p = std::malloc(n ? n : 1);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* p) {
+  if (cudaError_t e = capture_refuses("cudaFree")) return e;
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+  *free_b = (size_t)8 << 30;
+  *total_b = (size_t)8 << 30;
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
+  if (emu::g_capturing) {
+    if (kind != cudaMemcpyDeviceToDevice) return capture_refuses("a host copy");
+    emu::g_capture->push_back([dst, src, n]() { std::memmove(dst, src, n); });
+    return cudaSuccess;
+  }
+  if (n) std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (cudaError_t e = capture_refuses("cudaMemcpy")) return e;
+  (void)kind;
+  if (n) std::memmove(dst, src, n);
+  return take_error();
+}
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
+  if (emu::g_capturing) {
+    emu::g_capture->push_back([p, v, n]() { std::memset(p, v, n); });
+    return cudaSuccess;
+  }
+  if (n) std::memset(p, v, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void* p, int v, size_t n) {
+  if (cudaError_t e = capture_refuses("cudaMemset")) return e;
+  if (n) std::memset(p, v, n);
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || (size_t)value > 227 * 1024) return cudaErrorInvalidValue;
+    emu::g_func_smem[f] = (size_t)value;
+    // Simplification: one limit for every kernel (the largest any kernel was granted).
+    if ((size_t)value > emu::g_func_smem_limit) emu::g_func_smem_limit = (size_t)value;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, const void*, int block, size_t) {
+  *n = block > 0 ? std::max(1, 2048 / block) : 0;
+  return cudaSuccess;
+}
+
+// ---- graphs ----
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (emu::g_capturing) return cudaErrorIllegalState;
+  emu::capture_begin();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
+  if (!emu::g_capturing) return cudaErrorIllegalState;
+  emu::g_capturing = false;
+  std::unique_ptr<std::vector<std::function<void()>>> ops(emu::g_capture);
+  emu::g_capture = nullptr;
+  if (emu::g_capture_invalid) {
+    *graph = nullptr;
+    return cudaErrorStreamCaptureInvalidated;
+  }
+  Graph* g = new Graph{std::move(*ops)};
+  *graph = reinterpret_cast<cudaGraph_t>(g);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  Graph* g = reinterpret_cast<Graph*>(graph);
+  *exec = reinterpret_cast<cudaGraphExec_t>(new Graph(*g));
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete reinterpret_cast<Graph*>(graph);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete reinterpret_cast<Graph*>(exec);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+  if (emu::g_capturing) return capture_refuses("cudaGraphLaunch");
+  for (auto& op : reinterpret_cast<Graph*>(exec)->ops) op();
+  return cudaSuccess;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cuBLASLt, naive: D = alpha op(A) op(B) + beta C (+ bias per row of D), column-major, batched.
+// ---------------------------------------------------------------------------------------------
+struct EmuLayout {
+  cudaDataType type;
+  uint64_t rows, cols;
+  int64_t ld;
+  int32_t batch = 1;
+  int64_t stride = 0;
+};
+struct EmuDesc {
+  cublasComputeType_t compute;
+  int32_t transa = 0, transb = 0;
+  uint32_t epilogue = 1;
+  const void* bias = nullptr;
+  cudaDataType bias_type = CUDA_R_32F;
+};
+static_assert(sizeof(EmuLayout) <= sizeof(cublasLtMatrixLayoutOpaque_t), "layout fits");
+static_assert(sizeof(EmuDesc) <= sizeof(cublasLtMatmulDescOpaque_t), "desc fits");
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) {
+  static int dummy;
+  *h = reinterpret_cast<cublasLtHandle_t>(&dummy);
+  return CUBLAS_STATUS_SUCCESS;
+}
+const char* cublasLtGetStatusString(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS ? "success" : "error (emulated)"; }
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t c, cudaDataType_t) {
+  auto* o = new cublasLtMatmulDescOpaque_t{};
+  auto* e = new (o) EmuDesc();
+  e->compute = c;
+  *d = o;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+  delete d;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void* buf,
+                                              size_t size) {
+  EmuDesc* e = reinterpret_cast<EmuDesc*>(d);
+  switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: std::memcpy(&e->transa, buf, std::min(size, sizeof e->transa)); break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: std::memcpy(&e->transb, buf, std::min(size, sizeof e->transb)); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: std::memcpy(&e->epilogue, buf, std::min(size, sizeof e->epilogue)); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: std::memcpy(&e->bias, buf, sizeof e->bias); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: std::memcpy(&e->bias_type, buf, sizeof e->bias_type); break;
+    default: return (cublasStatus_t)7;  // CUBLAS_STATUS_INVALID_VALUE
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+  if (ld < (int64_t)std::max<uint64_t>(1, rows)) return (cublasStatus_t)7;
+  auto* o = new cublasLtMatrixLayoutOpaque_t{};
+  auto* e = new (o) EmuLayout();
+  e->type = t;
+  e->rows = rows;
+  e->cols = cols;
+  e->ld = ld;
+  *l = o;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+  delete l;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a,
+                                                const void* buf, size_t) {
+  EmuLayout* e = reinterpret_cast<EmuLayout*>(l);
+  if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT) std::memcpy(&e->batch, buf, sizeof e->batch);
+  else if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET) std::memcpy(&e->stride, buf, sizeof e->stride);
+  else return (cublasStatus_t)7;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
+  *p = new cublasLtMatmulPreferenceOpaque_t{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+  delete p;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void*, size_t) {
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int* returned) {
+  if (requested < 1) return (cublasStatus_t)7;
+  results[0] = cublasLtMatmulHeuristicResult_t{};
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+static double ld_elem(const void* p, cudaDataType t, int64_t i) {
+  if (t == CUDA_R_16BF) return (double)__bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  return (double)static_cast<const float*>(p)[i];
+}
+static void st_elem(void* p, cudaDataType t, int64_t i, double v) {
+  if (t == CUDA_R_16BF) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn((float)v);
+  else static_cast<float*>(p)[i] = (float)v;
+}
+
+static void naive_matmul(EmuDesc d, float alpha, const void* A, EmuLayout la, const void* B, EmuLayout lb, float beta,
+                         const void* C, EmuLayout lc, void* D, EmuLayout ldd) {
+  const uint64_t m = ldd.rows, n = ldd.cols;
+  const uint64_t k = d.transa ? la.rows : la.cols;
+  for (int32_t bt = 0; bt < ldd.batch; ++bt) {
+    const int64_t oa = bt * la.stride, ob = bt * lb.stride, oc = bt * lc.stride, od = bt * ldd.stride;
+    for (uint64_t i = 0; i < m; ++i)
+      for (uint64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (uint64_t q = 0; q < k; ++q) {
+          double a = d.transa ? ld_elem(A, la.type, oa + (int64_t)(q + i * la.ld)) : ld_elem(A, la.type, oa + (int64_t)(i + q * la.ld));
+          double b = d.transb ? ld_elem(B, lb.type, ob + (int64_t)(j + q * lb.ld)) : ld_elem(B, lb.type, ob + (int64_t)(q + j * lb.ld));
+          s += a * b;
+        }
+        double v = alpha * s;
+        if (beta != 0.f) v += beta * ld_elem(C, lc.type, oc + (int64_t)(i + j * lc.ld));
+        if (d.epilogue == 4 && d.bias) v += ld_elem(d.bias, d.bias_type, (int64_t)i);
+        st_elem(D, ldd.type, od + (int64_t)(i + j * ldd.ld), v);
+      }
+  }
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t Adesc, const void* B, cublasLtMatrixLayout_t Bdesc,
+                              const void* beta, const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
+                              cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+  EmuDesc d = *reinterpret_cast<EmuDesc*>(desc);
+  EmuLayout la = *reinterpret_cast<EmuLayout*>(Adesc), lb = *reinterpret_cast<EmuLayout*>(Bdesc);
+  EmuLayout lc = *reinterpret_cast<EmuLayout*>(Cdesc), ldd = *reinterpret_cast<EmuLayout*>(Ddesc);
+  // Shapes must agree as cuBLASLt requires: op(A) [m,k], op(B) [k,n], C/D [m,n].
+  uint64_t m = d.transa ? la.cols : la.rows, k = d.transa ? la.rows : la.cols;
+  uint64_t kb = d.transb ? lb.cols : lb.rows, n = d.transb ? lb.rows : lb.cols;
+  if (k != kb || m != ldd.rows || n != ldd.cols || lc.rows != ldd.rows || lc.cols != ldd.cols) return (cublasStatus_t)7;
+  float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  if (emu::g_capturing) {
+    emu::g_capture->push_back([=]() { naive_matmul(d, a, A, la, B, lb, b, C, lc, D, ldd); });
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  naive_matmul(d, a, A, la, B, lb, b, C, lc, D, ldd);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"

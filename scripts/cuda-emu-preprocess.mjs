@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// Rewrites a .cu file into C++ that g++ compiles against native/cuda/emu/emu.h (the CPU emulation
+// used to run test/cuda without a GPU): kernel launches `k<<<cfg>>>(args)` become
+// `::emu::launch(k, ::emu::Cfg(cfg), args)`, and `extern __shared__ T name[];` becomes a pointer to
+// the block's dynamic shared memory. Usage: cuda-emu-preprocess.mjs in.cu out.cpp
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+
+const [, , input, output] = process.argv;
+if (!input || !output) {
+  console.error('usage: cuda-emu-preprocess.mjs in.cu out.cpp');
+  process.exit(2);
+}
+let src = readFileSync(input, 'utf8');
+
+// extern __shared__ [alignas(N)|__align__(N)] T name[];  (also with the alignment first)
+src = src.replace(
+  /(?:alignas\(\s*\d+\s*\)\s*|__align__\(\s*\d+\s*\)\s*)?extern\s+__shared__\s+(?:alignas\(\s*\d+\s*\)\s*|__align__\(\s*\d+\s*\)\s*)?([A-Za-z_][\w:<>, ]*?)\s+([A-Za-z_]\w*)\s*\[\s*\]\s*;/g,
+  (_, type, name) => `${type}* ${name} = reinterpret_cast<${type}*>(::emu::dyn_smem());`,
+);
+
+function matchBack(s, end, open, close) {
+  // s[end] === close; returns the index of the matching open.
+  let depth = 0;
+  for (let i = end; i >= 0; i--) {
+    if (s[i] === close) depth++;
+    else if (s[i] === open && --depth === 0) return i;
+  }
+  throw new Error(`unbalanced ${open}${close}`);
+}
+function matchFwd(s, start, open, close) {
+  let depth = 0;
+  for (let i = start; i < s.length; i++) {
+    if (s[i] === open) depth++;
+    else if (s[i] === close && --depth === 0) return i;
+  }
+  throw new Error(`unbalanced ${open}${close}`);
+}
+
+let out = '';
+let pos = 0;
+for (;;) {
+  const at = src.indexOf('<<<', pos);
+  if (at < 0) break;
+  // callee: identifier (with ::) optionally followed by <template args>
+  let e = at - 1;
+  while (/\s/.test(src[e])) e--;
+  let calleeStart;
+  if (src[e] === '>') {
+    const lt = matchBack(src, e, '<', '>');
+    let b = lt - 1;
+    while (/[\w:]/.test(src[b])) b--;
+    calleeStart = b + 1;
+  } else {
+    let b = e;
+    while (/[\w:]/.test(src[b])) b--;
+    calleeStart = b + 1;
+  }
+  const callee = src.slice(calleeStart, e + 1);
+  const cfgEnd = src.indexOf('>>>', at);
+  if (cfgEnd < 0) throw new Error(`${input}: '<<<' without '>>>'`);
+  const cfg = src.slice(at + 3, cfgEnd);
+  let p = cfgEnd + 3;
+  while (/\s/.test(src[p])) p++;
+  if (src[p] !== '(') throw new Error(`${input}: expected '(' after a launch configuration`);
+  const close = matchFwd(src, p, '(', ')');
+  const args = src.slice(p + 1, close).trim();
+  out += src.slice(pos, calleeStart) + `::emu::launch(${callee}, ::emu::Cfg(${cfg})${args ? `, ${args}` : ''})`;
+  pos = close + 1;
+}
+out += src.slice(pos);
+mkdirSync(dirname(resolve(output)), { recursive: true });
+writeFileSync(output, `#line 1 "${resolve(input)}"\n` + out);
