@@ -166,11 +166,12 @@ void dispatch_it(int need, F&& f) {
 // Accesses per lane needed for a row of L elements at vector width V.
 inline int accesses_per_lane(int64_t L, int V) { return (int)(((L + V - 1) / V + 31) / 32); }
 
-// Blocks for a grid-stride loop over `items` with `per_block` items per block (at least 1 block,
-// at most a few waves: the loops stride by the grid).
+// Blocks for a grid-stride loop over `items` with `per_block` items per block: one block per
+// `per_block` items (so the ViT shapes get equal blocks and no tail of double-duty warps) up to
+// 256 blocks per SM; beyond that the loops stride by the grid. At least 1 block.
 inline unsigned blocks_for(int64_t items, int64_t per_block) {
   int64_t b = (items + per_block - 1) / per_block;
-  const int64_t cap = (int64_t)sm_count() * 32;
+  const int64_t cap = (int64_t)sm_count() * 256;
   if (b > cap) b = cap;
   return (unsigned)(b < 1 ? 1 : b);
 }
