@@ -73,7 +73,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     if (lane == 0) {
       const float lse_m = logf(se);
       lse[r] = m + lse_m;
-      row_loss[r] = lse_m - on * (to_f(xr[y]) - m) - off * sh;
+      // Without smoothing the Σ (x - m) term is skipped, as on the CPU: a -inf logit (a masked
+      // class) must not turn the loss into 0 · -inf = NaN.
+      row_loss[r] = lse_m - on * (to_f(xr[y]) - m) - (off != 0.f ? off * sh : 0.f);
     }
   }
 }

@@ -72,6 +72,23 @@ describeCuda('cuda cross-entropy', () => {
     expectRel(cg, g, 1e-5, 'confident rows');
   });
 
+  it('masked (-inf) logits without smoothing give a finite loss and zero gradient there', () => {
+    const R = 4, K = 6;
+    const x = randn([R, K], 955, 2);
+    const y = new Int32Array([0, 2, 5, 1]);
+    for (let rr = 0; rr < R; rr++) x[rr * K + ((y[rr] + 1 + rr) % K)] = -Infinity;
+    for (const dtype of FLOAT_DTYPES) {
+      const xt = roundTo(nt(x, [R, K]), dtype), yt = labelsOf(y);
+      const [loss, lse] = native.crossEntropyForward(xt, yt, 0);
+      const [closs, clse] = native.crossEntropyForward(cudaAs(xt, dtype), toCudaI(yt), 0);
+      expect(Number.isFinite(values(closs)[0])).toBe(true);
+      expectRel(closs, loss, 1e-5, `masked loss ${dtype}`);
+      const g = native.crossEntropyBackward(xt, yt, 0, lse, 1);
+      const cg = native.crossEntropyBackward(cudaAs(xt, dtype), toCudaI(yt), 0, clse, 1);
+      expectRel(cg, g, TOL[dtype], `masked grad ${dtype}`);
+    }
+  });
+
   it('out-of-range labels raise ERR_VITRIM_INDEX from the device, and the next call works', () => {
     const R = 70000, K = 10;
     const x = r([R, K], 960, 2);
