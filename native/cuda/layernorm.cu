@@ -1,0 +1,410 @@
+// LayerNorm over the last axis on CUDA: layernorm_forward / layernorm_backward with the names,
+// signatures, checks and maths of native/cpu/layernorm.cpp (see there for the formulas).
+//
+// dtypes: x, weight, bias and gy share one dtype (float32 or bfloat16); y, gx, gw, gb take it;
+// mean and rstd are float32 [rows]. All arithmetic is fp32.
+//
+// Forward, L <= 1024 (every ViT width): one warp per row, the row held in registers (at most 32
+// floats per lane), two-pass statistics (mean, then Σ (x - mean)^2 over the held values: no
+// E[x²] - E[x]² cancellation), then y written from the registers: x is read once and y written
+// once. Accesses are 16 bytes (4 floats / 8 bf16) when every row start of x, y, weight and bias is
+// 16-byte aligned (base pointer % 16 == 0 and L * elem_size % 16 == 0, checked at run time),
+// scalar (still coalesced) otherwise. L > 1024: one 256-thread block per row, three passes over the
+// row (sum, squared deviations, write), the re-reads served by L1/L2.
+// Backward: gx per row with the same warp-per-row (or block-per-row) structure, holding xhat and
+// g = gy * w in registers. gw = Σ_rows gy·xhat and gb = Σ_rows gy are column sums done by a second
+// kernel: blocks of 32 columns x 8 row lanes over a fixed split of the rows into chunks write fp32
+// partials [chunks, L], then a finishing kernel sums the chunks in a fixed order. No atomics: the
+// result is deterministic (it depends only on the shape and the GPU's SM count).
+// Rows are walked with grid-stride loops in int64, so any number of rows works (no grid limit).
+#include <algorithm>
+#include <cmath>
+
+#include "rows.cuh"
+
+namespace vitrim::cuda {
+
+namespace {
+
+struct LnDims {
+  int64_t R, L;
+};
+
+LnDims ln_dims(const Tensor& x, const char* op) {
+  check_float_cuda(x, "x");
+  VITRIM_CHECK(x.dim() >= 1, Shape, op, ": x must have at least one dimension, got a scalar");
+  const int64_t L = x.size(-1);
+  VITRIM_CHECK(L > 0, Shape, op, ": the normalised (last) dimension of x must be non-empty, got ", shape_str(x.shape));
+  return {x.numel() / L, L};
+}
+
+void check_affine(const std::optional<Tensor>& t, const Tensor& x, int64_t L, const char* what, const char* op) {
+  if (!t) return;
+  check_float_cuda(*t, what);
+  VITRIM_CHECK(t->dtype == x.dtype, DType, op, ": ", what, " is ", dtype_name(t->dtype), " but x is ",
+               dtype_name(x.dtype));
+  check_shape(*t, {L}, what);
+}
+
+constexpr int kWarpsPerBlock = 8;  // warp-per-row kernels: 256 threads, 8 rows at a time
+constexpr int kRowBlock = 256;     // block-per-row kernels
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------
+template <class T, int V, int IT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    ln_fwd_warp(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+                float* __restrict__ mean, float* __restrict__ rstd, int64_t R, int L, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
+  const float invL = 1.f / (float)L;
+  for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
+    float v[IT * V];
+    warp_load_row<T, V, IT>(x + r * L, L, lane, v);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < IT * V; ++k) s += v[k];  // entries past the row are 0
+    const float mu = warp_sum(s) * invL;
+    float q = 0.f;
+#pragma unroll
+    for (int i = 0; i < IT; ++i)
+      if (row_j0(i, lane, V) < L) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const float d = v[i * V + k] - mu;
+          q += d * d;
+        }
+      }
+    const float rs = 1.f / sqrtf(warp_sum(q) * invL + eps);
+    if (lane == 0) {
+      mean[r] = mu;
+      rstd[r] = rs;
+    }
+#pragma unroll
+    for (int i = 0; i < IT; ++i) {
+      const int j0 = row_j0(i, lane, V);
+      if (j0 < L) {
+        float wv[V], bv[V];
+        if (w) {
+          if constexpr (V > 1) {
+            load_vec(w + j0, wv);
+          } else {
+            wv[0] = to_f(w[j0]);
+          }
+        }
+        if (b) {
+          if constexpr (V > 1) {
+            load_vec(b + j0, bv);
+          } else {
+            bv[0] = to_f(b[j0]);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          float t = (v[i * V + k] - mu) * rs;
+          if (w) t *= wv[k];
+          if (b) t += bv[k];
+          v[i * V + k] = t;
+        }
+      }
+    }
+    warp_store_row<T, V, IT>(y + r * L, L, lane, v);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kRowBlock)
+    ln_fwd_block(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+                 float* __restrict__ mean, float* __restrict__ rstd, int64_t R, int64_t L, float eps) {
+  __shared__ float sh[32];
+  const float invL = 1.f / (float)L;
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {  // uniform over the block: the syncs are safe
+    const T* xr = x + r * L;
+    float s = 0.f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += to_f(xr[j]);
+    const float mu = block_sum(s, sh) * invL;
+    float q = 0.f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      const float d = to_f(xr[j]) - mu;
+      q += d * d;
+    }
+    const float rs = 1.f / sqrtf(block_sum(q, sh) * invL + eps);
+    if (threadIdx.x == 0) {
+      mean[r] = mu;
+      rstd[r] = rs;
+    }
+    T* yr = y + r * L;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      float t = (to_f(xr[j]) - mu) * rs;
+      if (w) t *= to_f(w[j]);
+      if (b) t += to_f(b[j]);
+      yr[j] = from_f<T>(t);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: gx
+// ---------------------------------------------------------------------------------------------
+template <class T, int V, int IT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    ln_bwd_warp(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
+                const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int L) {
+  const int lane = threadIdx.x & 31;
+  const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
+  const float invL = 1.f / (float)L;
+  for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
+    const float mu = mean[r], rs = rstd[r];
+    float xh[IT * V], g[IT * V];
+    warp_load_row<T, V, IT>(x + r * L, L, lane, xh);
+    warp_load_row<T, V, IT>(gy + r * L, L, lane, g);
+    float sa = 0.f, sb = 0.f;
+#pragma unroll
+    for (int i = 0; i < IT; ++i) {
+      const int j0 = row_j0(i, lane, V);
+      if (j0 < L) {
+        float wv[V];
+        if (w) {
+          if constexpr (V > 1) {
+            load_vec(w + j0, wv);
+          } else {
+            wv[0] = to_f(w[j0]);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const int e = i * V + k;
+          xh[e] = (xh[e] - mu) * rs;
+          if (w) g[e] *= wv[k];
+          sa += g[e];
+          sb += g[e] * xh[e];
+        }
+      }
+    }
+    const float a = warp_sum(sa) * invL, c = warp_sum(sb) * invL;
+#pragma unroll
+    for (int e = 0; e < IT * V; ++e) g[e] = rs * (g[e] - a - xh[e] * c);  // past-the-row entries are not stored
+    warp_store_row<T, V, IT>(gx + r * L, L, lane, g);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kRowBlock)
+    ln_bwd_block(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
+                 const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ gx, int64_t R,
+                 int64_t L) {
+  __shared__ float sh[32];
+  const float invL = 1.f / (float)L;
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const T *xr = x + r * L, *gr = gy + r * L;
+    const float mu = mean[r], rs = rstd[r];
+    float sa = 0.f, sb = 0.f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      const float xh = (to_f(xr[j]) - mu) * rs;
+      const float g = w ? to_f(gr[j]) * to_f(w[j]) : to_f(gr[j]);
+      sa += g;
+      sb += g * xh;
+    }
+    const float a = block_sum(sa, sh) * invL;
+    const float c = block_sum(sb, sh) * invL;
+    T* o = gx + r * L;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      const float xh = (to_f(xr[j]) - mu) * rs;
+      const float g = w ? to_f(gr[j]) * to_f(w[j]) : to_f(gr[j]);
+      o[j] = from_f<T>(rs * (g - a - xh * c));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: gw, gb (column sums, deterministic)
+// ---------------------------------------------------------------------------------------------
+// Block (32, 8): column n = blockIdx.x * 32 + threadIdx.x, rows of chunk blockIdx.y strided by 8
+// over threadIdx.y; a warp reads 32 consecutive columns of one row (coalesced).
+template <class T>
+__global__ void __launch_bounds__(256)
+    ln_colsum(const T* __restrict__ gy, const T* __restrict__ x, const float* __restrict__ mean,
+              const float* __restrict__ rstd, float* __restrict__ pw, float* __restrict__ pb, int64_t R, int64_t L,
+              int64_t rows_per_chunk) {
+  __shared__ float sw[8][33], sb[8][33];
+  const int64_t n = (int64_t)blockIdx.x * 32 + threadIdx.x;
+  const int64_t m0 = (int64_t)blockIdx.y * rows_per_chunk;
+  const int64_t m1 = min(R, m0 + rows_per_chunk);
+  float aw = 0.f, ab = 0.f;
+  if (n < L)
+    for (int64_t m = m0 + threadIdx.y; m < m1; m += 8) {
+      const float g = to_f(gy[m * L + n]);
+      const float xh = (to_f(x[m * L + n]) - mean[m]) * rstd[m];
+      aw += g * xh;
+      ab += g;
+    }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && n < L) {
+    float tw = 0.f, tb = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      tw += sw[k][threadIdx.x];
+      tb += sb[k][threadIdx.x];
+    }
+    pw[(int64_t)blockIdx.y * L + n] = tw;
+    pb[(int64_t)blockIdx.y * L + n] = tb;
+  }
+}
+
+// gw[n] = Σ_c pw[c, n] (same for gb), in a fixed order: block (32, 8), chunks strided by 8 over
+// threadIdx.y, then the 8 lanes summed in order.
+template <class T>
+__global__ void __launch_bounds__(256)
+    ln_colsum_finish(const float* __restrict__ pw, const float* __restrict__ pb, T* __restrict__ gw,
+                     T* __restrict__ gb, int64_t chunks, int64_t L) {
+  __shared__ float sw[8][33], sb[8][33];
+  const int64_t n = (int64_t)blockIdx.x * 32 + threadIdx.x;
+  float aw = 0.f, ab = 0.f;
+  if (n < L)
+    for (int64_t c = threadIdx.y; c < chunks; c += 8) {
+      aw += pw[c * L + n];
+      ab += pb[c * L + n];
+    }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && n < L) {
+    float tw = 0.f, tb = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      tw += sw[k][threadIdx.x];
+      tb += sb[k][threadIdx.x];
+    }
+    gw[n] = from_f<T>(tw);
+    gb[n] = from_f<T>(tb);
+  }
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const std::optional<Tensor>& w,
+                                                     const std::optional<Tensor>& b, double eps) {
+  const LnDims d = ln_dims(x, "layernorm");
+  const int64_t R = d.R, L = d.L;  // plain variables: the lambdas below capture them
+  check_affine(w, x, L, "weight", "layernorm");
+  check_affine(b, x, L, "bias", "layernorm");
+  VITRIM_CHECK(!b || w, Argument, "layernorm: a bias needs a weight (pass both or neither)");
+  VITRIM_CHECK(std::isfinite(eps) && eps >= 0, Argument, "layernorm: eps must be finite and >= 0, got ", eps);
+  Tensor y = alloc(x.shape, x.dtype), mean = alloc({R}, DType::F32), rstd = alloc({R}, DType::F32);
+  if (R == 0) return {y, mean, rstd};
+  dispatch_float(x.dtype, "x", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = ptr<T>(x);
+    const T* wp = w ? ptr<T>(*w) : nullptr;
+    const T* bp = b ? ptr<T>(*b) : nullptr;
+    T* yp = ptr<T>(y);
+    float *mp = ptr<float>(mean), *rp = ptr<float>(rstd);
+    const float e = (float)eps;
+    if (L <= kWarpRowMax) {
+      const unsigned grid = blocks_for(R, kWarpsPerBlock);
+      constexpr int VW = vec_width<T>();
+      const bool vec = vec_ok(xp, L, sizeof(T)) && vec_ok(yp, L, sizeof(T)) && vec_ok(wp, L, sizeof(T)) &&
+                       vec_ok(bp, L, sizeof(T));
+      if (vec) {
+        dispatch_it<VW>(accesses_per_lane(L, VW), [&](auto it) {
+          ln_fwd_warp<T, VW, decltype(it)::value>
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(xp, wp, bp, yp, mp, rp, R, (int)L, e);
+        });
+      } else {
+        dispatch_it<1>(accesses_per_lane(L, 1), [&](auto it) {
+          ln_fwd_warp<T, 1, decltype(it)::value>
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(xp, wp, bp, yp, mp, rp, R, (int)L, e);
+        });
+      }
+    } else {
+      ln_fwd_block<T><<<blocks_for(R, 1), kRowBlock, 0, stream()>>>(xp, wp, bp, yp, mp, rp, R, L, e);
+    }
+    VITRIM_CUDA_LAUNCHED();
+  });
+  return {y, mean, rstd};
+}
+
+std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backward(
+    const Tensor& gy, const Tensor& x, const std::optional<Tensor>& w, const Tensor& mean, const Tensor& rstd) {
+  const LnDims d = ln_dims(x, "layernorm_backward");
+  const int64_t R = d.R, L = d.L;
+  check_float_cuda(gy, "gy");
+  VITRIM_CHECK(gy.dtype == x.dtype, DType, "layernorm_backward: gy is ", dtype_name(gy.dtype), " but x is ",
+               dtype_name(x.dtype));
+  check_same_shape(gy, x, "gy", "x");
+  check_affine(w, x, L, "weight", "layernorm_backward");
+  check_cuda(mean, "mean");
+  check_cuda(rstd, "rstd");
+  check_dtype(mean, DType::F32, "mean");
+  check_dtype(rstd, DType::F32, "rstd");
+  check_shape(mean, {R}, "mean");
+  check_shape(rstd, {R}, "rstd");
+
+  Tensor gx = alloc(x.shape, x.dtype);
+  std::optional<Tensor> gw, gb;
+  if (w) {
+    gw = alloc({L}, x.dtype);
+    gb = alloc({L}, x.dtype);
+  }
+  if (R == 0) {  // no rows: gx is empty and the column sums are zero
+    if (w) {
+      VITRIM_CUDA_CHECK(cudaMemsetAsync(gw->raw(), 0, gw->nbytes(), stream()));
+      VITRIM_CUDA_CHECK(cudaMemsetAsync(gb->raw(), 0, gb->nbytes(), stream()));
+    }
+    return {gx, gw, gb};
+  }
+  dispatch_float(x.dtype, "x", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gp = ptr<T>(gy);
+    const T* xp = ptr<T>(x);
+    const T* wp = w ? ptr<T>(*w) : nullptr;
+    const float *mp = ptr<float>(mean), *rp = ptr<float>(rstd);
+    T* op = ptr<T>(gx);
+    if (L <= kWarpRowMax) {
+      const unsigned grid = blocks_for(R, kWarpsPerBlock);
+      constexpr int VW = vec_width<T>();
+      const bool vec = vec_ok(gp, L, sizeof(T)) && vec_ok(xp, L, sizeof(T)) && vec_ok(wp, L, sizeof(T)) &&
+                       vec_ok(op, L, sizeof(T));
+      if (vec) {
+        dispatch_it<VW>(accesses_per_lane(L, VW), [&](auto it) {
+          ln_bwd_warp<T, VW, decltype(it)::value>
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, mp, rp, op, R, (int)L);
+        });
+      } else {
+        dispatch_it<1>(accesses_per_lane(L, 1), [&](auto it) {
+          ln_bwd_warp<T, 1, decltype(it)::value>
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, mp, rp, op, R, (int)L);
+        });
+      }
+    } else {
+      ln_bwd_block<T><<<blocks_for(R, 1), kRowBlock, 0, stream()>>>(gp, xp, wp, mp, rp, op, R, L);
+    }
+    VITRIM_CUDA_LAUNCHED();
+    if (!w) return;
+    // Chunks of rows: enough (column-block x chunk) blocks to fill the GPU a few times, each chunk
+    // at least 32 rows; gridDim.y = chunks <= 8 * SMs, far below 65535.
+    const int64_t col_blocks = (L + 31) / 32;
+    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((R + 31) / 32, (8 * (int64_t)sm_count() + col_blocks - 1) /
+                                                                               col_blocks));
+    chunks = std::min<int64_t>(chunks, 8 * (int64_t)sm_count());
+    const int64_t rows_per_chunk = (R + chunks - 1) / chunks;
+    chunks = (R + rows_per_chunk - 1) / rows_per_chunk;  // no empty chunk
+    Tensor pw = alloc({chunks, L}, DType::F32), pb = alloc({chunks, L}, DType::F32);
+    const dim3 block(32, 8);
+    ln_colsum<T><<<dim3((unsigned)col_blocks, (unsigned)chunks), block, 0, stream()>>>(
+        gp, xp, mp, rp, ptr<float>(pw), ptr<float>(pb), R, L, rows_per_chunk);
+    VITRIM_CUDA_LAUNCHED();
+    ln_colsum_finish<T><<<(unsigned)col_blocks, block, 0, stream()>>>(ptr<float>(pw), ptr<float>(pb), ptr<T>(*gw),
+                                                                       ptr<T>(*gb), chunks, L);
+    VITRIM_CUDA_LAUNCHED();
+  });
+  return {gx, gw, gb};
+}
+
+VITRIM_CUDA_OP(layernorm_forward);
+VITRIM_CUDA_OP(layernorm_backward);
+
+}  // namespace vitrim::cuda

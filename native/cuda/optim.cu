@@ -1,0 +1,146 @@
+// Fused AdamW on CUDA: adamw_step with the name, signature, checks and arithmetic of
+// native/cpu/optim.cpp, in place on param, m and v (one pass over memory):
+//   p ← p · (1 − lr·wd);  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;
+//   p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)
+// param, m and v are float32 (mixed precision keeps fp32 master weights and moments); grad is
+// float32 or bfloat16 (widened exactly). The scalars are formed in double on the host and rounded to
+// float once, as on the CPU; the element update uses explicitly rounded operations (__fmul_rn etc.:
+// no FMA contraction, IEEE sqrt and division) in the CPU's order, so a float32 step matches the CPU
+// loop's float arithmetic operation for operation (bit-identical where the CPU build does not
+// contract to FMA either).
+// Kernel: grid-stride; 16-byte accesses (4 elements of param, m, v; 4 grad elements as 16 or 8
+// bytes) when every pointer is aligned for them, checked at run time; a scalar loop does the tail
+// (and everything when not aligned).
+#include <cmath>
+
+#include "common.cuh"
+
+namespace vitrim::cuda {
+
+namespace {
+
+struct AdamWScalars {
+  float decay, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps;
+};
+
+__device__ __forceinline__ void adamw_elem(float& p, float g, float& m, float& v, const AdamWScalars& k) {
+  const float mi = __fadd_rn(__fmul_rn(k.b1, m), __fmul_rn(k.c1, g));
+  const float vi = __fadd_rn(__fmul_rn(k.b2, v), __fmul_rn(k.c2, __fmul_rn(g, g)));
+  m = mi;
+  v = vi;
+  const float den = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), k.inv_sqrt_bc2), k.eps);
+  p = __fsub_rn(__fmul_rn(p, k.decay), __fmul_rn(k.step_size, __fdiv_rn(mi, den)));
+}
+
+__device__ __forceinline__ void load4(const float* g, float* out) {
+  const float4 v = *reinterpret_cast<const float4*>(g);
+  out[0] = v.x;
+  out[1] = v.y;
+  out[2] = v.z;
+  out[3] = v.w;
+}
+__device__ __forceinline__ void load4(const bf16* g, float* out) {  // 8 bytes, 8-byte aligned
+  const uint2 u = *reinterpret_cast<const uint2*>(g);
+  out[0] = __uint_as_float(u.x << 16);
+  out[1] = __uint_as_float(u.x & 0xffff0000u);
+  out[2] = __uint_as_float(u.y << 16);
+  out[3] = __uint_as_float(u.y & 0xffff0000u);
+}
+
+template <class G, bool VEC>
+__global__ void __launch_bounds__(256) adamw_kernel(float* __restrict__ P, const G* __restrict__ Gr,
+                                                    float* __restrict__ M, float* __restrict__ V, int64_t n,
+                                                    AdamWScalars k) {
+  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t nt = (int64_t)gridDim.x * blockDim.x;
+  int64_t tail = 0;
+  if constexpr (VEC) {
+    const int64_t n4 = n / 4;
+    for (int64_t i = tid; i < n4; i += nt) {
+      float4 p = reinterpret_cast<float4*>(P)[i];
+      float4 m = reinterpret_cast<float4*>(M)[i];
+      float4 v = reinterpret_cast<float4*>(V)[i];
+      float g[4];
+      load4(Gr + 4 * i, g);
+      adamw_elem(p.x, g[0], m.x, v.x, k);
+      adamw_elem(p.y, g[1], m.y, v.y, k);
+      adamw_elem(p.z, g[2], m.z, v.z, k);
+      adamw_elem(p.w, g[3], m.w, v.w, k);
+      reinterpret_cast<float4*>(P)[i] = p;
+      reinterpret_cast<float4*>(M)[i] = m;
+      reinterpret_cast<float4*>(V)[i] = v;
+    }
+    tail = n4 * 4;
+  }
+  for (int64_t i = tail + tid; i < n; i += nt) {
+    float p = P[i], m = M[i], v = V[i];
+    adamw_elem(p, to_f(Gr[i]), m, v, k);
+    P[i] = p;
+    M[i] = m;
+    V[i] = v;
+  }
+}
+
+void check_f32_cuda(const Tensor& t, const char* what) {
+  check_cuda(t, what);
+  check_dtype(t, DType::F32, what);
+}
+
+bool aligned(const void* p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+}  // namespace
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+                double eps, double weight_decay, int64_t step) {
+  check_f32_cuda(param, "param");
+  check_float_cuda(grad, "grad");
+  check_f32_cuda(m, "m");
+  check_f32_cuda(v, "v");
+  check_same_shape(grad, param, "grad", "param");
+  check_same_shape(m, param, "m", "param");
+  check_same_shape(v, param, "v", "param");
+  VITRIM_CHECK(std::isfinite(lr) && lr >= 0.0, Argument, "adamw_step: lr must be finite and >= 0, got ", lr);
+  VITRIM_CHECK(std::isfinite(eps) && eps >= 0.0, Argument, "adamw_step: eps must be finite and >= 0, got ", eps);
+  VITRIM_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0, Argument,
+               "adamw_step: weight_decay must be finite and >= 0, got ", weight_decay);
+  VITRIM_CHECK(beta1 >= 0.0 && beta1 < 1.0, Argument, "adamw_step: beta1 must be in [0, 1), got ", beta1);
+  VITRIM_CHECK(beta2 >= 0.0 && beta2 < 1.0, Argument, "adamw_step: beta2 must be in [0, 1), got ", beta2);
+  VITRIM_CHECK(step >= 1, Argument, "adamw_step: step must be >= 1 (the count including this step), got ", step);
+  VITRIM_CHECK(param.storage != m.storage && param.storage != v.storage && m.storage != v.storage, Argument,
+               "adamw_step: param, m and v must be distinct tensors (they share storage)");
+  VITRIM_CHECK(grad.storage != param.storage && grad.storage != m.storage && grad.storage != v.storage, Argument,
+               "adamw_step: grad must not share storage with param, m or v");
+
+  const double bc1 = 1.0 - std::pow(beta1, (double)step);
+  const double bc2 = 1.0 - std::pow(beta2, (double)step);
+  AdamWScalars k;
+  k.decay = (float)(1.0 - lr * weight_decay);
+  k.b1 = (float)beta1;
+  k.c1 = (float)(1.0 - beta1);
+  k.b2 = (float)beta2;
+  k.c2 = (float)(1.0 - beta2);
+  k.step_size = (float)(lr / bc1);
+  k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
+  k.eps = (float)eps;
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  const MarkWritten wp(param), wm(m), wv(v);
+  float* P = ptr<float>(param);
+  float* M = ptr<float>(m);
+  float* V = ptr<float>(v);
+  dispatch_float(grad.dtype, "grad", [&](auto tag) {
+    using G = decltype(tag);
+    const G* Gp = ptr<G>(grad);
+    const bool vec = n >= 4 && aligned(P, 16) && aligned(M, 16) && aligned(V, 16) && aligned(Gp, 4 * sizeof(G));
+    if (vec) {
+      adamw_kernel<G, true><<<grid_for(n / 4, 256), 256, 0, stream()>>>(P, Gp, M, V, n, k);
+    } else {
+      adamw_kernel<G, false><<<grid_for(n, 256), 256, 0, stream()>>>(P, Gp, M, V, n, k);
+    }
+    VITRIM_CUDA_LAUNCHED();
+  });
+}
+
+VITRIM_CUDA_OP(adamw_step);
+
+}  // namespace vitrim::cuda
