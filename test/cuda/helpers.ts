@@ -10,6 +10,11 @@ import { relErr } from '../helpers.js';
 
 export const cudaStatus = native.backends().find((b) => b.device === 'cuda')!;
 export const hasCuda = cudaStatus.available;
+/**
+ * True when the backend is the CPU emulation (native/cuda/emu): kernels run as fibers, thousands of
+ * times slower than a GPU, so tests may shrink their largest shapes there (never their logic).
+ */
+export const emulated = hasCuda && cudaStatus.detail.includes('emulation');
 /** describe() that runs only where the CUDA backend loaded. */
 export const describeCuda = describe.skipIf(!hasCuda);
 

@@ -266,3 +266,9 @@ inline auto max(A a, B b) -> typename std::common_type<A, B>::type {
   using C = typename std::common_type<A, B>::type;
   return (C)a > (C)b ? (C)a : (C)b;
 }
+
+// Device code calls the classification functions unqualified, as CUDA's math headers allow.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+using std::signbit;
