@@ -63,7 +63,7 @@ namespace {
 // y[r] = x[(r / K) * N + idx[r]] for r in [0, rows): rows of V units of type U, G = 1 << gshift
 // lanes per row (blockDim.x must be a multiple of G, which it is: 256 threads).
 template <class U>
-__global__ void __launch_bounds__(256) gather_rows_kernel(const U* __restrict__ x, const int32_t* __restrict__ idx,
+__global__ void __launch_bounds__(256, 6) gather_rows_kernel(const U* __restrict__ x, const int32_t* __restrict__ idx,
                                                           U* __restrict__ y, int64_t rows, int64_t K, int64_t N,
                                                           int64_t V, int gshift, int32_t* flag) {
   const int G = 1 << gshift;
@@ -75,18 +75,21 @@ __global__ void __launch_bounds__(256) gather_rows_kernel(const U* __restrict__ 
       if (lane == 0) flag_bad_position(flag, r);
       continue;
     }
-    const U* __restrict__ src = x + ((r / K) * N + j) * V;
-    U* __restrict__ dst = y + r * V;
-    for (int64_t v = lane; v < V; v += 4 * (int64_t)G) {
-      const bool h1 = v + G < V, h2 = v + 2 * G < V, h3 = v + 3 * G < V;
-      const U a0 = src[v];
-      const U a1 = h1 ? src[v + G] : a0;
-      const U a2 = h2 ? src[v + 2 * G] : a0;
-      const U a3 = h3 ? src[v + 3 * G] : a0;
-      dst[v] = a0;
-      if (h1) dst[v + G] = a1;
-      if (h2) dst[v + 2 * G] = a2;
-      if (h3) dst[v + 3 * G] = a3;
+    const int64_t b = r < 0x100000000ll && K < 0x100000000ll ? (int64_t)((uint32_t)r / (uint32_t)K) : r / K;
+    const U* __restrict__ s = x + (b * N + j) * V + lane;
+    U* __restrict__ d = y + r * V + lane;
+    // `left` = units of the row from this lane's current one on; 4 strided units per iteration,
+    // all loads before the stores.
+    for (int64_t left = V - lane; left > 0; left -= 4 * G, s += 4 * G, d += 4 * G) {
+      const bool h1 = left > G, h2 = left > 2 * G, h3 = left > 3 * G;
+      const U a0 = s[0];
+      const U a1 = h1 ? s[G] : a0;
+      const U a2 = h2 ? s[2 * G] : a0;
+      const U a3 = h3 ? s[3 * G] : a0;
+      d[0] = a0;
+      if (h1) d[G] = a1;
+      if (h2) d[2 * G] = a2;
+      if (h3) d[3 * G] = a3;
     }
   }
 }
