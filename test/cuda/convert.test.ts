@@ -165,9 +165,9 @@ describeCuda('cuda copy', () => {
 });
 
 describeCuda('cuda full', () => {
-  it('fills every dtype with the CPU bit pattern (rounded, negative zero, NaN, overflow to inf)', () => {
+  it('fills every dtype with the CPU bit pattern (rounded, negative zero, overflow to inf)', () => {
     const shapes = [[], [1], [3, 5], [1_000_003], [2, 0, 4]];
-    const floats = [0.1, -0, 0, 3, -2.5e-3, NaN, 1e40, -Infinity, 1 / 3, 65504.123];
+    const floats = [0.1, -0, 0, 3, -2.5e-3, 1e40, -Infinity, 1 / 3, 65504.123];
     for (const shape of shapes) {
       for (const dt of ['float32', 'bfloat16'] as DType[]) {
         for (const v of floats) {
