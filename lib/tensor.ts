@@ -188,12 +188,13 @@ export function tensor(
   } else {
     typed = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>); // values, rounded below
   }
-  let h: NativeTensor;
+  let h: NativeTensor | null = null;
   try {
     h = native.fromArray(typed, s, typed instanceof Float32Array ? 'float32' : dtype);
     if (h.dtype !== dtype) h = replace(h, native.cast(h, dtype));
     if (device !== 'cpu') h = replace(h, native.toDevice(h, device));
   } catch (e) {
+    h?.free(); // the host copy when the cast or the upload failed
     rethrow(e, 'tensor');
   }
   const t = new Tensor(h);
