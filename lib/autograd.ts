@@ -67,6 +67,13 @@ export function record(
   return out;
 }
 
+/** h cast to dtype; frees h. */
+function castFree(h: NativeTensor, dtype: NativeTensor['dtype']): NativeTensor {
+  const c = native.cast(h, dtype);
+  h.free();
+  return c;
+}
+
 function accumulate(map: Map<Tensor, NativeTensor>, t: Tensor, g: NativeTensor): void {
   const prev = map.get(t);
   if (!prev) {
@@ -115,10 +122,11 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
     if (grad) {
       if (!(grad instanceof Tensor)) throw new ArgumentError('backward: grad must be a Tensor');
       if (grad.shape.join() !== root.shape.join()) throw new ArgumentError(`backward: grad shape [${grad.shape}] differs from the root's [${root.shape}]`);
-      g0 = native.copy(grad.handle);
+      g0 = grad.device === root.device ? native.copy(grad.handle) : native.toDevice(grad.handle, root.device);
+      if (g0.dtype !== root.dtype && root.dtype !== 'int32') g0 = castFree(g0, root.dtype);
     } else {
       if (root.size !== 1) throw new ArgumentError(`backward: a non-scalar root (shape [${root.shape}]) needs an explicit grad`);
-      g0 = native.full([...root.shape], 1, 'float32');
+      g0 = native.full([...root.shape], 1, root.dtype === 'int32' ? 'float32' : root.dtype, root.device);
     }
     grads.set(root, g0);
     for (let i = order.length - 1; i >= 0; i--) {
@@ -156,7 +164,9 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
           gx.free();
           return;
         }
-        accumulate(grads, x, gx);
+        // A gradient has its tensor's dtype (backward ops return their inputs' dtype; this guards the
+        // accumulation of float32 and bfloat16 contributions under mixed precision).
+        accumulate(grads, x, gx.dtype !== x.dtype && x.dtype !== 'int32' ? castFree(gx, x.dtype) : gx);
       });
     }
   } catch (e) {

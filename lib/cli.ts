@@ -7,13 +7,18 @@
  *   vitrim train --data fashion-mnist --init runs/dense/model.safetensors --policy adavit --targets 0.5 --out runs/ada
  *   vitrim eval  --data fashion-mnist --checkpoint runs/ada --batch-size 64
  *   vitrim explain --data fashion-mnist --checkpoint runs/ada --count 8 --out explain.png
+ *
+ * train / eval / explain take --device cpu|cuda|auto (default cpu; auto = cuda when available) and
+ * train / eval --precision float32|bfloat16 (bf16 autocast on cuda; a no-op on the CPU).
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import * as data from './data/index.js';
 import type { Dataset } from './data/dataset.js';
-import { backends, setNumThreads } from './index.js';
+import { backends, resolveDevice, setNumThreads } from './index.js';
+import type { Device } from './native.js';
+import type { Precision } from './train/trainer.js';
 import { readCheckpoint } from './io/checkpoint.js';
 import { native } from './native.js';
 import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js';
@@ -58,11 +63,22 @@ async function loadPolicy(dir: string, model: VisionTransformer, opts: Record<st
   return p;
 }
 
+function deviceOpt(v: string): Device | 'auto' {
+  if (v !== 'cpu' && v !== 'cuda' && v !== 'auto') throw new InvalidArgumentError('--device must be cpu, cuda or auto');
+  return v;
+}
+function precisionOpt(v: string): Precision {
+  if (v !== 'float32' && v !== 'bfloat16') throw new InvalidArgumentError('--precision must be float32 or bfloat16');
+  return v;
+}
+
 const program = new Command();
 program.name('vitrim').description('Adaptive vision transformers: train, evaluate and inspect').version('0.1.0');
 
-program.command('info').description('backends, CPU features and build').action(() => {
-  console.log(JSON.stringify({ backends: backends(), build: native.info(), memory: native.memory() }, null, 2));
+program.command('info').description('backends (with the reasons a device is unavailable), CPU features and build').action(() => {
+  // backends() first: it loads the CUDA backend when it can, so memory() then lists it too
+  const b = backends();
+  console.log(JSON.stringify({ backends: b, build: native.info(), memory: native.memory() }, null, 2));
 });
 
 program.command('train')
@@ -92,9 +108,10 @@ program.command('train')
   .option('--threads <n>', 'CPU threads', num('threads', true, 1))
   .option('--out <dir>', 'output directory (checkpoints, metrics.jsonl)', 'runs/latest')
   .option('--resume', 'continue from --out')
-  .option('--device <d>', 'cpu (cuda: when the CUDA backend is built)', 'cpu')
+  .option('--device <d>', 'cpu | cuda | auto (cuda when available)', deviceOpt, 'cpu')
+  .option('--precision <p>', 'float32 | bfloat16 (mixed precision with float32 master weights; cuda only, a no-op on the CPU)', precisionOpt, 'float32')
   .action(async (o) => {
-    if (o.device !== 'cpu') throw new InvalidArgumentError(`device '${o.device}' is not available: ${backends().find((b) => b.device === 'cuda')?.reason}`);
+    const device = resolveDevice(o.device, 'cpu', '--device');
     if (o.threads) setNumThreads(o.threads);
     const train = dataset(o.data, 'train', { dataDir: o.dataDir, seed: o.seed });
     const test = dataset(o.data, 'test', { dataDir: o.dataDir, seed: o.seed });
@@ -113,7 +130,7 @@ program.command('train')
     else if (o.policy !== 'none') throw new InvalidArgumentError(`unknown policy '${o.policy}' (none, adavit)`);
     const teacher = o.distill && o.init ? await loadModel(o.init, {}) : null;
     const trainer = new Trainer({
-      model, policy, outDir: o.out, seed: o.seed,
+      model, policy, outDir: o.out, seed: o.seed, device, precision: o.precision,
       optimizer: { lr: o.lr, weightDecay: o.weightDecay }, policyLr: o.policyLr,
       backboneLrScale: o.backboneLrScale, freezeBackbone: !!o.freezeBackbone,
       warmupEpochs: o.warmup, labelSmoothing: o.labelSmoothing,
@@ -136,8 +153,12 @@ program.command('eval')
   .option('--batch-size <n>', 'batch size', num('batch-size', true, 1), 64)
   .option('--limit <n>', 'batches', num('limit', true, 1))
   .option('--threads <n>', 'CPU threads', num('threads', true, 1))
+  .option('--device <d>', 'cpu | cuda | auto (cuda when available)', deviceOpt, 'cpu')
+  .option('--precision <p>', 'float32 | bfloat16 (autocast on cuda; a no-op on the CPU)', precisionOpt, 'float32')
   .option('--json', 'print JSON')
   .action(async (o) => {
+    const device = resolveDevice(o.device, 'cpu', '--device');
+    const precision: Precision = o.precision;
     if (o.threads) setNumThreads(o.threads);
     const ds = dataset(o.data, o.split, { dataDir: o.dataDir });
     const model = await loadModel(o.checkpoint, {});
@@ -148,26 +169,26 @@ program.command('eval')
       if (!policy) throw new InvalidArgumentError('--random-policy needs a run directory with a policy (its cost sets the budget)');
       // Same budget as the learned policy: its head and sub-layer keep rates, and the patch keep rate
       // that makes the random policy's MACs equal the learned policy's (bisection on a subset).
-      const learned = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit });
+      const learned = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, device, precision });
       const probe = Math.min(o.limit ?? Infinity, Math.ceil(2000 / o.batchSize));
       let lo = 0;
       let hi = 1;
       for (let it = 0; it < 12; it++) {
         const mid = (lo + hi) / 2;
-        const r = evaluate(model, policy, ds, { batchSize: o.batchSize, limit: probe, random: { ...learned.kept!, patch: mid, seed: 1 } });
+        const r = evaluate(model, policy, ds, { batchSize: o.batchSize, limit: probe, random: { ...learned.kept!, patch: mid, seed: 1 }, device, precision });
         if (r.macs < learned.macs) lo = mid;
         else hi = mid;
       }
       random = { ...learned.kept!, patch: (lo + hi) / 2, seed: 1 };
       if (!o.json) console.log(`learned policy: accuracy ${(100 * learned.accuracy).toFixed(2)} %, ${((100 * learned.macs) / learned.denseMacs).toFixed(1)} % of dense MACs`);
     }
-    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, random });
+    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, random, device, precision });
     if (o.json) console.log(JSON.stringify(r));
     else {
       console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % on ${r.count} images (${o.data} ${o.split})`);
       console.log(`MACs/image ${(r.macs / 1e6).toFixed(2)} M = ${((100 * r.macs) / r.denseMacs).toFixed(1)} % of dense (${(r.denseMacs / 1e6).toFixed(2)} M)`);
       if (r.kept) console.log(`kept: patches ${(100 * r.kept.patch).toFixed(1)} %, heads ${(100 * r.kept.head).toFixed(1)} %, sub-layers ${(100 * r.kept.block).toFixed(1)} %`);
-      console.log(`throughput ${r.imagesPerSec.toFixed(1)} images/s (batch ${o.batchSize}, ${native.info().threads} threads)`);
+      console.log(`throughput ${r.imagesPerSec.toFixed(1)} images/s (batch ${o.batchSize}, ${device === 'cpu' ? `${native.info().threads} threads` : `${device}, ${precision}`})`);
     }
   });
 
@@ -183,14 +204,16 @@ program.command('explain')
   .option('--keep-ratio <r>', 'keep this fraction of patches per block', num('keep-ratio', false, 0))
   .option('--zoom <z>', 'pixel zoom', num('zoom', true, 1), 4)
   .option('--out <file>', 'PNG to write', 'explain.png')
+  .option('--device <d>', 'cpu | cuda | auto (cuda when available)', deviceOpt, 'cpu')
   .action(async (o) => {
+    const device = resolveDevice(o.device, 'cpu', '--device');
     const ds = dataset(o.data, o.split, { dataDir: o.dataDir });
-    const model = await loadModel(o.checkpoint, {});
+    const model = (await loadModel(o.checkpoint, {})).to(device);
     const policy = await loadPolicy(o.checkpoint, model, {});
     if (!policy) throw new InvalidArgumentError(`${o.checkpoint} has no policy.safetensors to explain`);
     const idx = Array.from({ length: o.count }, (_, i) => (o.start + i) % ds.length);
     const b = ds.getBatch(idx);
-    const x = tensor(b.images, [idx.length, ...ds.imageShape]);
+    const x = tensor(b.images, [idx.length, ...ds.imageShape], { device });
     const r = adavitInfer(policy, x, { threshold: o.threshold, keepRatio: o.keepRatio, record: true });
     const { png, width, height } = renderExplanation(b.images, idx.length, r.decisions!, { imgSize: model.config.imgSize, patchSize: model.config.patchSize, channels: model.config.inChans, zoom: o.zoom });
     await writeFileAtomic(o.out, png);

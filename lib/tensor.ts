@@ -3,10 +3,15 @@
  * `tidy(fn)` scopes in the tfjs convention; `Symbol.dispose` for `using`) and the native object's GC
  * finaliser as the backstop. A tensor that an op saved for backward keeps its storage alive through
  * the op's own native handle, so disposing it early never breaks a later `backward()`.
+ *
+ * Devices: a tensor lives on 'cpu' or 'cuda' (`t.device`); ops run on the device of their inputs
+ * (inputs on different devices: DeviceError). `t.to('cuda')` / `t.to('cpu')` copy across devices and
+ * `t.to('bfloat16')` / `t.to('float32')` cast; both are differentiable (the gradient goes back to the
+ * source device / dtype). Readback (`dataSync()`, `data()`, `toArray()`, `item()`) works on any device.
  */
-import { ArgumentError, DeviceError, DisposedError, rethrow } from './errors.js';
+import { ArgumentError, DisposedError, rethrow } from './errors.js';
 import { native, type DType, type Device, type NativeTensor, type TypedData } from './native.js';
-import { backward, type GradNode } from './autograd.js';
+import { backward, needsGrad, record, type GradNode } from './autograd.js';
 
 export type { DType, Device } from './native.js';
 
@@ -14,9 +19,9 @@ let scopeStack: Set<Tensor>[] = [];
 
 export class Tensor {
   #h: NativeTensor | null;
+  #device: Device;
   readonly shape: readonly number[];
   readonly dtype: DType;
-  readonly device: Device;
   /** Set on leaves whose gradient `backward()` accumulates into `.grad`. */
   requiresGrad = false;
   grad: Tensor | null = null;
@@ -28,8 +33,27 @@ export class Tensor {
     this.#h = h;
     this.shape = Object.freeze(h.shape);
     this.dtype = h.dtype;
-    this.device = h.device;
+    this.#device = h.device;
     if (track && scopeStack.length) scopeStack[scopeStack.length - 1].add(this);
+  }
+
+  /** 'cpu' or 'cuda'. Fixed for a tensor's life, except for a Parameter moved by `Module.to()`. */
+  get device(): Device {
+    return this.#device;
+  }
+
+  /**
+   * Library internal (Parameter.moveTo): takes `h` (same shape and dtype, any device) as this
+   * tensor's storage and frees the old handle. The object stays the same.
+   */
+  protected replaceHandle(h: NativeTensor): void {
+    if (h.shape.join() !== this.shape.join() || h.dtype !== this.dtype) {
+      throw new ArgumentError(`replaceHandle: [${h.shape}] ${h.dtype} does not match [${this.shape}] ${this.dtype}`);
+    }
+    const old = this.handle;
+    this.#h = h;
+    this.#device = h.device;
+    old.free();
   }
 
   /** The native handle; throws DisposedError after dispose(). */
@@ -47,7 +71,11 @@ export class Tensor {
     return this.shape.length;
   }
 
-  /** A copy of the data as a typed array (Float32Array, Int32Array; Uint16Array bits for bfloat16). */
+  /**
+   * A copy of the data on the host as a typed array: Float32Array, Int32Array, or Uint16Array holding
+   * the raw bits for bfloat16 (`toArray()` / `item()` / `values()` give numbers). On cuda the copy
+   * waits for the work queued on the device.
+   */
   dataSync(): TypedData {
     try {
       return this.handle.read();
@@ -55,17 +83,56 @@ export class Tensor {
       rethrow(e, 'dataSync');
     }
   }
-  /** Async readback (resolves at once on the CPU; waits for the device on CUDA). */
+  /**
+   * Readback as a Promise (same result as dataSync()). The native copy is synchronous on every device
+   * today: on cuda it blocks the thread until the queued work is done.
+   */
   async data(): Promise<TypedData> {
     return this.dataSync();
+  }
+  /** The values as float32 numbers (bfloat16 widened exactly; int32 converted). */
+  values(): Float32Array {
+    const d = this.dataSync();
+    if (d instanceof Float32Array) return d;
+    if (d instanceof Uint16Array) return bf16BitsToFloat32(d);
+    return Float32Array.from(d);
   }
   /** The single value of a one-element tensor. */
   item(): number {
     if (this.size !== 1) throw new ArgumentError(`item() needs a one-element tensor, got shape [${this.shape}]`);
-    return this.dataSync()[0];
+    return this.dtype === 'bfloat16' ? this.values()[0] : this.dataSync()[0];
   }
+  /** The values as plain numbers (bfloat16 widened, not its bits). */
   toArray(): number[] {
-    return Array.from(this.dataSync());
+    return Array.from(this.dtype === 'bfloat16' ? this.values() : this.dataSync());
+  }
+
+  /**
+   * This tensor on another device and/or as another dtype: `t.to('cuda')`, `t.to('cpu')`,
+   * `t.to('bfloat16')`, `t.to({ device: 'cuda', dtype: 'bfloat16' })`. Differentiable: the gradient
+   * is copied back to the source device and cast back to the source dtype (float dtypes; a cast to
+   * or from int32 carries no gradient). When nothing changes it returns this same tensor (as
+   * PyTorch's `Tensor.to`), not a copy: dispose the result only if it is not `this`.
+   * Without a usable CUDA backend, `to('cuda')` throws DeviceError naming every reason.
+   */
+  to(target: Device | DType | { device?: Device; dtype?: DType }): Tensor {
+    let o: { device?: Device; dtype?: DType };
+    if (typeof target === 'string') {
+      if (isDevice(target)) o = { device: target };
+      else if (isDType(target)) o = { dtype: target };
+      else throw new ArgumentError(`to: expected a device ('cpu' | 'cuda') or a dtype ('float32' | 'bfloat16' | 'int32'), got '${target}'`);
+    } else if (target && typeof target === 'object') o = target;
+    else throw new ArgumentError(`to: expected a device, a dtype or { device, dtype }, got ${String(target)}`);
+    if (o.device !== undefined && !isDevice(o.device)) throw new ArgumentError(`to: unknown device '${String(o.device)}' (cpu, cuda)`);
+    if (o.dtype !== undefined && !isDType(o.dtype)) throw new ArgumentError(`to: unknown dtype '${String(o.dtype)}' (float32, bfloat16, int32)`);
+    // Cast first, on the source device: a narrowing cast then moves half the bytes.
+    const c = o.dtype ? cast(this, o.dtype) : this;
+    if (!o.device || o.device === c.device) return c;
+    try {
+      return toDevice(c, o.device);
+    } finally {
+      if (c !== this) c.dispose();
+    }
   }
 
   /** Frees the storage now (unless an op saved it for backward). Idempotent. */
@@ -101,9 +168,9 @@ export function tensor(
   opts: { dtype?: DType; device?: Device; requiresGrad?: boolean } = {},
 ): Tensor {
   const dtype: DType = opts.dtype ?? (data instanceof Int32Array ? 'int32' : 'float32');
-  if (opts.device && opts.device !== 'cpu') {
-    throw new DeviceError(`tensor: device '${opts.device}' is not available in this build (cpu only; see backends())`);
-  }
+  if (!isDType(dtype)) throw new ArgumentError(`tensor: unknown dtype '${String(dtype)}' (float32, bfloat16, int32)`);
+  const device = opts.device ?? 'cpu';
+  if (!isDevice(device)) throw new ArgumentError(`tensor: unknown device '${String(device)}' (cpu, cuda)`);
   const s = shape ? [...shape] : [data.length];
   let typed: TypedData;
   if (dtype === 'float32') typed = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
@@ -116,14 +183,18 @@ export function tensor(
       }
       typed = Int32Array.from(arr);
     }
+  } else if (data instanceof Uint16Array) {
+    typed = data; // bfloat16 bits
   } else {
-    if (!(data instanceof Uint16Array)) throw new ArgumentError('tensor: bfloat16 data is given as a Uint16Array of bits (or make a float32 tensor and cast it)');
-    typed = data;
+    typed = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>); // values, rounded below
   }
-  let h: NativeTensor;
+  let h: NativeTensor | null = null;
   try {
-    h = native.fromArray(typed, s, dtype);
+    h = native.fromArray(typed, s, typed instanceof Float32Array ? 'float32' : dtype);
+    if (h.dtype !== dtype) h = replace(h, native.cast(h, dtype));
+    if (device !== 'cpu') h = replace(h, native.toDevice(h, device));
   } catch (e) {
+    h?.free(); // the host copy when the cast or the upload failed
     rethrow(e, 'tensor');
   }
   const t = new Tensor(h);
@@ -131,15 +202,95 @@ export function tensor(
   return t;
 }
 
-export function full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
+/** Frees `old` (the handle `next` was made from) and returns `next`. */
+function replace(old: NativeTensor, next: NativeTensor): NativeTensor {
+  old.free();
+  return next;
+}
+
+/** Where and how full() / zeros() / ones() create a tensor: a dtype, or { dtype, device }. */
+export type CreateOptions = DType | { dtype?: DType; device?: Device };
+
+function createOpts(o: CreateOptions | undefined, op: string): { dtype: DType; device: Device } {
+  const r = typeof o === 'string' || o === undefined ? { dtype: o ?? 'float32', device: 'cpu' as Device } : { dtype: o.dtype ?? 'float32', device: o.device ?? 'cpu' };
+  if (!isDType(r.dtype)) throw new ArgumentError(`${op}: unknown dtype '${String(r.dtype)}' (float32, bfloat16, int32)`);
+  if (!isDevice(r.device)) throw new ArgumentError(`${op}: unknown device '${String(r.device)}' (cpu, cuda)`);
+  return r;
+}
+
+/** A tensor filled with `value`: full([2, 3], 1), full(s, 0, 'int32'), full(s, 0, { device: 'cuda' }). */
+export function full(shape: readonly number[], value: number, opts?: CreateOptions): Tensor {
+  const { dtype, device } = createOpts(opts, 'full');
   try {
-    return new Tensor(native.full([...shape], value, dtype));
+    return new Tensor(native.full([...shape], value, dtype, device));
   } catch (e) {
     rethrow(e, 'full');
   }
 }
-export const zeros = (shape: readonly number[], dtype: DType = 'float32'): Tensor => full(shape, 0, dtype);
-export const ones = (shape: readonly number[], dtype: DType = 'float32'): Tensor => full(shape, 1, dtype);
+export const zeros = (shape: readonly number[], opts?: CreateOptions): Tensor => full(shape, 0, opts);
+export const ones = (shape: readonly number[], opts?: CreateOptions): Tensor => full(shape, 1, opts);
+
+const DEVICES: readonly string[] = ['cpu', 'cuda'];
+const DTYPES: readonly string[] = ['float32', 'bfloat16', 'int32'];
+export function isDevice(d: unknown): d is Device {
+  return typeof d === 'string' && DEVICES.includes(d);
+}
+export function isDType(d: unknown): d is DType {
+  return typeof d === 'string' && DTYPES.includes(d);
+}
+const isFloat = (d: DType): boolean => d === 'float32' || d === 'bfloat16';
+
+/** bfloat16 bits → float32 values (exact: bf16 is the top half of a float32). */
+export function bf16BitsToFloat32(bits: Uint16Array): Float32Array {
+  const u = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) u[i] = bits[i] << 16;
+  return new Float32Array(u.buffer);
+}
+
+/**
+ * x on `device` (differentiable: the gradient is copied back to x's device). Returns x itself when it
+ * is already there. Throws DeviceError (with every reason) when the device cannot be used.
+ */
+export function toDevice(x: Tensor, device: Device): Tensor {
+  const hx = handleOf(x, 'x', 'to');
+  if (!isDevice(device)) throw new ArgumentError(`to: unknown device '${String(device)}' (cpu, cuda)`);
+  if (x.device === device) return x;
+  let h: NativeTensor;
+  try {
+    h = native.toDevice(hx, device);
+  } catch (e) {
+    rethrow(e, `to('${device}')`);
+  }
+  const y = new Tensor(h);
+  if (needsGrad(x)) {
+    const src = x.device;
+    record(y, 'toDevice', [x], (g) => [g.device === src ? native.copy(g) : native.toDevice(g, src)]);
+  }
+  return y;
+}
+
+/**
+ * x as `dtype` (float32 ↔ bfloat16 round to nearest even; to int32 truncates). Differentiable between
+ * the float dtypes: the gradient is cast back to x's dtype (so float32 parameters used in bfloat16 get
+ * float32 gradients). Returns x itself when it already has the dtype.
+ */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  const hx = handleOf(x, 'x', 'cast');
+  if (!isDType(dtype)) throw new ArgumentError(`cast: unknown dtype '${String(dtype)}' (float32, bfloat16, int32)`);
+  if (x.dtype === dtype) return x;
+  let h: NativeTensor;
+  try {
+    h = native.cast(hx, dtype);
+  } catch (e) {
+    rethrow(e, `to('${dtype}')`);
+  }
+  const y = new Tensor(h);
+  if (isFloat(x.dtype) && isFloat(dtype) && needsGrad(x)) {
+    const src = x.dtype;
+    record(y, 'cast', [x], (g) => [g.dtype === src ? native.copy(g) : native.cast(g, src)]);
+  }
+  return y;
+}
 
 /** Checks that `x` is a live Tensor; returns its handle. */
 export function handleOf(x: unknown, what: string, op: string): NativeTensor {
@@ -199,12 +350,15 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
-/** Native memory per device: live tensors, bytes in use, bytes cached. */
+/**
+ * Native memory per device: live tensors, bytes in use, bytes cached. The cpu entry comes first; a
+ * cuda entry follows once the CUDA backend is loaded (by backends() or the first cuda tensor).
+ */
 export function memory() {
   return native.memory();
 }
 
-/** Returns the CPU allocator's cached blocks to the system (memory().bytesCached drops to 0). */
+/** Returns the allocators' cached blocks (cpu, and cuda when loaded) to the system / driver. */
 export function emptyCache(): void {
   native.emptyCache();
 }

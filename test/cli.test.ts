@@ -17,12 +17,20 @@ describe('vitrim CLI', () => {
     const j = JSON.parse(r.out);
     expect(j.backends[0]).toMatchObject({ device: 'cpu', available: true });
     expect(j.backends[1].device).toBe('cuda');
-    expect(typeof j.backends[1].reason).toBe('string');
+    expect(Array.isArray(j.backends[1].reasons)).toBe(true);
+    if (!j.backends[1].available) {
+      // every reason the CUDA backend could not be used, one line each
+      expect(j.backends[1].reasons.length).toBeGreaterThan(0);
+      expect(typeof j.backends[1].reason).toBe('string');
+    }
+    expect(j.memory[0].device).toBe('cpu');
   });
 
   it('train then eval a run directory (AdaViT on the procedural data)', () => {
     const out = mkdtempSync(join(tmpdir(), 'vitrim-cli-'));
-    const t = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--epochs', '1', '--limit', '2', '--batch-size', '16', '--out', out);
+    // --precision bfloat16 is a no-op on the cpu (test/cuda/lib-device.test.ts runs the CLI on cuda)
+    const t = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--epochs', '1', '--limit', '2', '--batch-size', '16', '--out', out,
+      '--device', 'cpu', '--precision', 'bfloat16');
     expect(t.code, t.err).toBe(0);
     for (const f of ['model.safetensors', 'policy.safetensors', 'trainer-state.safetensors', 'metrics.jsonl']) expect(existsSync(join(out, f)), f).toBe(true);
     const e = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '2', '--batch-size', '16', '--json');
@@ -45,8 +53,17 @@ describe('vitrim CLI', () => {
     const c = vitrim('train', '--data', 'imagenet', '--epochs', '1');
     expect(c.code).toBe(1);
     expect(c.err).toMatch(/unknown data set/);
-    const d = vitrim('train', '--device', 'cuda', '--epochs', '1');
-    expect(d.code).toBe(1);
-    expect(d.err).toMatch(/not available/);
+    const cudaOk = JSON.parse(vitrim('info').out).backends[1].available;
+    if (!cudaOk) {
+      const d = vitrim('train', '--device', 'cuda', '--epochs', '1');
+      expect(d.code).toBe(1);
+      expect(d.err).toMatch(/--device: 'cuda' is not available:\n {2}- /);
+    }
+    const e = vitrim('train', '--device', 'gpu', '--epochs', '1');
+    expect(e.code).toBe(1);
+    expect(e.err).toMatch(/--device must be cpu, cuda or auto/);
+    const f = vitrim('eval', '--checkpoint', 'x', '--precision', 'float16');
+    expect(f.code).toBe(1);
+    expect(f.err).toMatch(/--precision must be float32 or bfloat16/);
   });
 });

@@ -12,9 +12,19 @@
  * Budget knobs (no retraining): `threshold` moves θ for every gate; `keepRatio` instead keeps, per
  * sample and block, the ⌈keepRatio·(N−1)⌉ patches with the highest gate logits.
  * MACs are counted per sample from the decisions actually taken (lib/infer/flops.ts), gates included.
+ *
+ * Devices: everything runs on the input's device (model and policy must be there too). The gate
+ * logits are read back to the host once per gated block (on cuda: one small device-to-host copy that
+ * waits for the queued work); the decisions, row lists and MAC counts are computed on the host and
+ * the row lists / offsets / head gates are uploaded as small int32 / float32 tensors. `ms` includes a
+ * final device synchronisation. Under autocast('bfloat16') on cuda the GEMMs and varlen attention of
+ * the packed sub-layers run in bfloat16 and their results are added to the float32 activations; the
+ * gate GEMM and LayerNorm stay float32 (decisions are taken on float32 logits).
  */
+import { lowersOn } from '../autocast.js';
 import { ArgumentError } from '../errors.js';
-import { native, type NativeTensor } from '../native.js';
+import { native, type Device, type NativeTensor } from '../native.js';
+import type { Linear } from '../nn/layers.js';
 import type { AdaVitPolicy } from '../policies/adavit.js';
 import { noGrad } from '../autograd.js';
 import { Tensor } from '../tensor.js';
@@ -65,6 +75,45 @@ function logit(p: number): number {
   return Math.log(p / (1 - p));
 }
 
+/** A host array as a tensor on `device`. */
+function upload(data: Int32Array | Float32Array, shape: number[], device: Device): NativeTensor {
+  const h = native.fromArray(data, shape, data instanceof Int32Array ? 'int32' : 'float32');
+  if (device === 'cpu') return h;
+  try {
+    return native.toDevice(h, device);
+  } finally {
+    h.free();
+  }
+}
+
+/** h as `dtype` (a new handle; h is freed when a cast was needed). */
+function castTo(h: NativeTensor, dtype: 'float32' | 'bfloat16'): NativeTensor {
+  if (h.dtype === dtype) return h;
+  const c = native.cast(h, dtype);
+  h.free();
+  return c;
+}
+
+/**
+ * The packed sub-layers' linears: fused native calls on the packed rows, in bfloat16 under autocast on
+ * cuda (input, weight and bias cast per call), else in the input's dtype. Frees nothing it is given.
+ */
+function packedLinear(x: NativeTensor, l: Linear, act: 'none' | 'gelu', low: boolean): NativeTensor {
+  if (!low) return native.linearFused(x, l.weight.handle, l.bias?.handle ?? null, act, null);
+  const tmp: NativeTensor[] = [];
+  const lo = (h: NativeTensor): NativeTensor => {
+    if (h.dtype === 'bfloat16') return h;
+    const c = native.cast(h, 'bfloat16');
+    tmp.push(c);
+    return c;
+  };
+  try {
+    return native.linearFused(lo(x), lo(l.weight.handle), l.bias ? lo(l.bias.handle) : null, act, null);
+  } finally {
+    for (const h of tmp) h.free();
+  }
+}
+
 export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOptions = {}): InferResult {
   const t0 = performance.now();
   const m = policy.model;
@@ -91,6 +140,8 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
   let gated = 0;
   const decisions: BlockDecisions[] | undefined = opts.record ? [] : undefined;
 
+  const device = x.device;
+  const low = lowersOn(device);
   return noGrad(() => {
     let t = m.embed(x);
     for (let l = 0; l < policy.keepLayers; l++) {
@@ -100,7 +151,9 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       for (let b = 0; b < B; b++) macs[b] += attnMacs(c, N) + mlpMacs(c, N);
     }
     // From here the activations are updated in place: take a private handle on [B·N, C].
-    const x2: NativeTensor = native.copy(t.handle).reshape([B * N, C]);
+    const own = castTo(native.copy(t.handle), 'float32');
+    const x2: NativeTensor = own.reshape([B * N, C]);
+    own.free(); // x2 holds the storage
     t.dispose();
     const x3 = x2.reshape([B, N, C]);
     const tokensView = new Tensor(x3, false);
@@ -192,24 +245,24 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       }
       if (rows.length) {
         const S = cuAttn.length - 1;
-        const r = native.fromArray(Int32Array.from(rows), [rows.length], 'int32');
-        const cu = native.fromArray(Int32Array.from(cuAttn), [S + 1], 'int32');
-        const hg = policy.gateHeads ? native.fromArray(Float32Array.from(gates), [S, H], 'float32') : null;
+        const r = upload(Int32Array.from(rows), [rows.length], device);
+        const cu = upload(Int32Array.from(cuAttn), [S + 1], device);
+        const hg = policy.gateHeads ? upload(Float32Array.from(gates), [S, H], device) : null;
         const p = native.gatherRows(x2, r);
         const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps);
-        const qkv = native.linearFused(ln, blk.attn.qkv.weight.handle, blk.attn.qkv.bias?.handle ?? null, 'none', null);
+        const qkv = packedLinear(ln, blk.attn.qkv, 'none', low);
         const o = native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg);
-        const y = native.linearFused(o, blk.attn.proj.weight.handle, blk.attn.proj.bias?.handle ?? null, 'none', null);
+        const y = castTo(packedLinear(o, blk.attn.proj, 'none', low), 'float32');
         native.indexAddRows(x2, r, y);
         for (const h of [r, cu, hg, p, ln, mean, rstd, qkv, o, y]) h?.free();
       }
       if (rowsMlp.length) {
-        const r = native.fromArray(Int32Array.from(rowsMlp), [rowsMlp.length], 'int32');
+        const r = upload(Int32Array.from(rowsMlp), [rowsMlp.length], device);
         const p = native.gatherRows(x2, r);
         const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps);
         // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
-        const a = native.linearFused(ln, blk.mlp.fc1.weight.handle, blk.mlp.fc1.bias?.handle ?? null, 'gelu', null);
-        const y = native.linearFused(a, blk.mlp.fc2.weight.handle, blk.mlp.fc2.bias?.handle ?? null, 'none', null);
+        const a = packedLinear(ln, blk.mlp.fc1, 'gelu', low);
+        const y = castTo(packedLinear(a, blk.mlp.fc2, 'none', low), 'float32');
         native.indexAddRows(x2, r, y);
         for (const h of [r, p, ln, mean, rstd, a, y]) h.free();
       }
@@ -217,6 +270,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
     const logits = m.classify(tokensView);
     tokensView.dispose();
     x2.free();
+    if (device !== 'cpu') native.synchronize(device); // ms covers the queued device work
     const denom = Math.max(1, gated * B);
     let total = 0;
     for (const v of macs) total += v;

@@ -2,10 +2,11 @@
  * Module and Parameter. A Module's parameters and sub-modules are its own properties; their names
  * follow the property path as timm/PyTorch do (`blocks.0.attn.qkv.weight`), so state dicts line up
  * with timm checkpoints without renaming. Arrays of modules are numbered like nn.ModuleList.
+ * Tensors held as plain properties (not Parameters) are buffers: `Module.to(device)` moves them too.
  */
-import { ArgumentError, ShapeError } from '../errors.js';
-import type { NativeTensor, TypedData } from '../native.js';
-import { Tensor, tensor } from '../tensor.js';
+import { ArgumentError, rethrow, ShapeError } from '../errors.js';
+import { native, type Device, type NativeTensor, type TypedData } from '../native.js';
+import { isDevice, Tensor, tensor, untracked } from '../tensor.js';
 
 /** A trainable tensor: requiresGrad, never disposed by tidy(), data replaceable in place. */
 export class Parameter extends Tensor {
@@ -26,6 +27,34 @@ export class Parameter extends Tensor {
   zeroGrad(): void {
     this.grad?.dispose();
     this.grad = null;
+  }
+  /**
+   * Moves the storage to `device` in place: this object (and so every optimizer's and module's
+   * reference to it) stays the same; shape, dtype and values do not change. A gradient moves too.
+   * A no-op when already there. On failure (device unavailable, out of memory) nothing changes.
+   */
+  moveTo(device: Device): this {
+    if (!isDevice(device)) throw new ArgumentError(`Parameter.moveTo: unknown device '${String(device)}' (cpu, cuda)`);
+    if (this.device === device) return this;
+    let h: NativeTensor;
+    let g: NativeTensor | null = null;
+    try {
+      h = native.toDevice(this.handle, device);
+      try {
+        if (this.grad && !this.grad.isDisposed) g = native.toDevice(this.grad.handle, device);
+      } catch (e) {
+        h.free();
+        throw e;
+      }
+    } catch (e) {
+      rethrow(e, `Parameter.moveTo('${device}')`);
+    }
+    this.replaceHandle(h);
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = g ? untracked(g) : null;
+    }
+    return this;
   }
 }
 
@@ -77,6 +106,82 @@ export abstract class Module {
   /** Frees every parameter's storage. */
   dispose(): void {
     for (const p of this.parameters()) p.dispose();
+  }
+
+  /**
+   * The device of the parameters ('cpu' for a module without any). Mixed devices (a half-finished
+   * manual move) throw ArgumentError.
+   */
+  get device(): Device {
+    let d: Device | null = null;
+    for (const [name, p] of this.namedParameters()) {
+      if (p.isDisposed) continue;
+      if (d && p.device !== d) throw new ArgumentError(`Module.device: parameters on several devices ('${d}', and '${p.device}' for ${name})`);
+      d = p.device;
+    }
+    return d ?? 'cpu';
+  }
+
+  /**
+   * Moves every parameter (in place: the Parameter objects stay the same, so optimizers keep their
+   * references; gradients move with them) and every buffer (plain Tensor properties, replaced by
+   * their copies) to `device`. Returns this. All or nothing: if a move fails (the device is not
+   * available, out of memory) the parameters already moved go back and the error is rethrown.
+   * Which parameters move is `parameters()` (a policy moves its own gates, not its backbone).
+   */
+  to(device: Device): this {
+    if (!isDevice(device)) throw new ArgumentError(`Module.to: unknown device '${String(device)}' (cpu, cuda)`);
+    const moved: [Parameter, Device][] = [];
+    try {
+      for (const p of this.parameters()) {
+        if (p.isDisposed || p.device === device) continue;
+        const from = p.device;
+        p.moveTo(device);
+        moved.push([p, from]);
+      }
+      this.moveBuffers(device);
+    } catch (e) {
+      for (const [p, from] of moved.reverse()) {
+        try {
+          p.moveTo(from);
+        } catch {
+          // best effort: the original error is the one to report
+        }
+      }
+      throw e;
+    }
+    return this;
+  }
+
+  /**
+   * Names of properties that refer to modules this one does not own (a policy's backbone): to()
+   * leaves their buffers alone. Parameters follow parameters(), which such a module overrides.
+   */
+  protected referencedKeys(): readonly string[] {
+    return [];
+  }
+
+  /** Replaces each buffer (a non-Parameter Tensor property, also in arrays) by its copy on `device`. */
+  protected moveBuffers(device: Device): void {
+    const self = this as unknown as Record<string, unknown>;
+    const move = (t: Tensor): Tensor => {
+      if (t.isDisposed || t.device === device) return t;
+      const c = untracked(native.toDevice(t.handle, device));
+      t.dispose();
+      return c;
+    };
+    const skip = this.referencedKeys();
+    for (const [key, v] of Object.entries(this)) {
+      if (skip.includes(key)) continue;
+      if (v instanceof Tensor && !(v instanceof Parameter)) self[key] = move(v);
+      else if (v instanceof Module) v.moveBuffers(device);
+      else if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          if (v[i] instanceof Tensor && !(v[i] instanceof Parameter)) v[i] = move(v[i] as Tensor);
+          else if (v[i] instanceof Module) (v[i] as Module).moveBuffers(device);
+        }
+      }
+    }
   }
   /** Copies values into parameters by name. strict: every name must match both ways. */
   loadStateDict(state: Map<string, { shape: readonly number[]; data: Float32Array }>, strict = true): void {

@@ -10,6 +10,11 @@
  * without gradient recording fc1's GELU and the two residual adds run inside the GEMMs' stores and
  * the weights are used pre-packed (cached natively while unchanged); with recording it is the plain
  * composition (same values up to rounding).
+ *
+ * Devices and precision: `model.to('cuda')` moves every parameter in place; a forward runs on the
+ * device of its input (every tensor it creates is made there). Under autocast('bfloat16') on cuda the
+ * linears (patch embedding, qkv, proj, fc1 + GELU, fc2, head) and attention run in bfloat16 while the
+ * residual stream, LayerNorm and the loss stay float32, and the parameters and gradients float32.
  */
 import { ArgumentError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
@@ -191,7 +196,7 @@ export class VisionTransformer extends Module {
     return tidy(() => {
       const t = this.patch_embed.forward(x);
       const B = x.shape[0];
-      const cls = ops.add(full([B, 1, this.config.embedDim], 0), this.cls_token);
+      const cls = ops.add(full([B, 1, this.config.embedDim], 0, { device: x.device }), this.cls_token);
       return ops.add(ops.concat([cls, t], 1), this.pos_embed);
     });
   }

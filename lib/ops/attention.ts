@@ -3,6 +3,7 @@
  * projection), with DynamicViT's optional per-key keep mask (diagonal kept; its gradient flows to the
  * mask) and an optional per-head gate [B, H].
  */
+import { lowIn, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
@@ -20,9 +21,16 @@ export interface AttentionOptions {
   eps?: number;
 }
 
-export function attention(qkv: Tensor, opts: AttentionOptions): Tensor {
+/**
+ * Under autocast('bfloat16') on cuda, qkv is cast to bfloat16 (and the output is bfloat16); keep and
+ * headGate stay as given (float32 masks).
+ */
+export function attention(qkv0: Tensor, opts: AttentionOptions): Tensor {
   const op = 'attention';
-  const hq = handleOf(qkv, 'qkv', op);
+  handleOf(qkv0, 'qkv', op);
+  const temps: Tensor[] = [];
+  const qkv = lowIn(qkv0, temps);
+  const hq = qkv.handle;
   const H = int(opts?.numHeads, 'numHeads', op, 1);
   const C = qkv.shape[qkv.rank - 1] / 3;
   const scale = opts.scale ?? (Number.isInteger(C / H) && C > 0 ? (C / H) ** -0.5 : 1);
@@ -42,5 +50,6 @@ export function attention(qkv: Tensor, opts: AttentionOptions): Tensor {
       (g) => native.attentionBackward(g, sq, H, scale, sk, sg, eps, so, stats),
       [sq, so, stats, ...(sk ? [sk] : []), ...(sg ? [sg] : [])]);
   } else free(stats);
+  release(temps);
   return y;
 }

@@ -1,15 +1,18 @@
 /** Elementwise ops with numpy broadcasting; backward reduces gradients back with sumTo. */
+import { highIn, promote, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native, type NativeTensor, type UnaryOp } from '../native.js';
-import { tensor, Tensor } from '../tensor.js';
+import { full, Tensor } from '../tensor.js';
 import { call, free, handleOf, num, out } from './_util.js';
 
 type Operand = Tensor | number;
 
-function asTensor(x: Operand, op: string, what: string): Tensor {
+/** A scalar operand becomes a 0-d tensor on the other operand's device, in its floating dtype. */
+function asTensor(x: Operand, op: string, what: string, like: Operand): Tensor {
   if (typeof x === 'number') {
     num(x, what, op);
-    return tensor(new Float32Array([x]), []);
+    const t = like instanceof Tensor ? like : null;
+    return full([], x, { device: t?.device ?? 'cpu', dtype: t?.dtype === 'bfloat16' ? 'bfloat16' : 'float32' });
   }
   handleOf(x, what, op);
   return x;
@@ -27,8 +30,11 @@ function binaryOp(kind: 'add' | 'sub' | 'mul' | 'div', a0: Operand, b0: Operand)
     return affine(a0, b0, 0);
   }
   if (typeof b0 === 'number' && kind === 'div') return affine(a0 as Tensor, 1 / num(b0, 'b', kind, (v) => v !== 0, 'non-zero'), 0);
-  const a = asTensor(a0, kind, 'a');
-  const b = asTensor(b0, kind, 'b');
+  const a1 = asTensor(a0, kind, 'a', b0);
+  const b1 = asTensor(b0, kind, 'b', a0);
+  // float32 with bfloat16: the bfloat16 operand is cast to float32 (type promotion)
+  const temps: Tensor[] = [];
+  const [a, b] = promote([a1, b1], temps);
   const ha = a.handle;
   const hb = b.handle;
   const y = out(call(kind, () => native.binary(kind, ha, hb)));
@@ -67,8 +73,9 @@ function binaryOp(kind: 'add' | 'sub' | 'mul' | 'div', a0: Operand, b0: Operand)
       }
     }, keepA ? [keepA, keepB!] : []);
   }
-  if (typeof a0 === 'number') a.dispose();
-  if (typeof b0 === 'number') b.dispose();
+  release(temps);
+  if (typeof a0 === 'number') a1.dispose();
+  if (typeof b0 === 'number') b1.dispose();
   return y;
 }
 
@@ -77,8 +84,14 @@ export const sub = (a: Operand, b: Operand): Tensor => binaryOp('sub', a, b);
 export const mul = (a: Operand, b: Operand): Tensor => binaryOp('mul', a, b);
 export const div = (a: Operand, b: Operand): Tensor => binaryOp('div', a, b);
 
-function unaryOp(kind: UnaryOp, x: Tensor): Tensor {
-  const hx = handleOf(x, 'x', kind);
+/** Unary ops that autocast runs in float32 (as torch.autocast's float32 list). */
+const FP32_UNARY: ReadonlySet<UnaryOp> = new Set<UnaryOp>(['exp', 'log']);
+
+function unaryOp(kind: UnaryOp, x0: Tensor): Tensor {
+  handleOf(x0, 'x', kind);
+  const temps: Tensor[] = [];
+  const x = FP32_UNARY.has(kind) ? highIn(x0, temps) : x0;
+  const hx = x.handle;
   const hy = call(kind, () => native.unary(kind, hx));
   const y = out(hy);
   if (needsGrad(x)) {
@@ -86,6 +99,7 @@ function unaryOp(kind: UnaryOp, x: Tensor): Tensor {
     const sy = save(hy);
     record(y, kind, [x], (g) => [native.unaryBackward(kind, sx, sy, g)], [sx, sy]);
   }
+  release(temps);
   return y;
 }
 
@@ -126,7 +140,7 @@ export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   if (needsGrad(x)) {
     const xs = [...x.shape];
     record(y, 'sumTo', [x], (g) => {
-      const z = native.full(xs, 0, 'float32');
+      const z = native.full(xs, 0, g.dtype, g.device);
       const r = native.binary('add', z, g);
       z.free();
       return [r];

@@ -11,3 +11,4 @@ export * from './loss.js';
 export * from './topk.js';
 export * from './random.js';
 export * from './patch.js';
+export { cast, toDevice } from '../tensor.js';

@@ -1,4 +1,5 @@
 /** Layout ops: reshape (a free view), permute, slice, concat. */
+import { promote, release } from '../autocast.js';
 import { needsGrad, record } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native, type NativeTensor } from '../native.js';
@@ -53,9 +54,13 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   return y;
 }
 
-export function concat(xs: readonly Tensor[], axis: number): Tensor {
-  if (!Array.isArray(xs) || xs.length === 0) throw new ArgumentError('concat: needs a non-empty array of tensors');
-  const hs: NativeTensor[] = xs.map((x, i) => handleOf(x, `xs[${i}]`, 'concat'));
+/** Concatenates along `axis`; float32 with bfloat16 inputs gives float32 (type promotion). */
+export function concat(xs0: readonly Tensor[], axis: number): Tensor {
+  if (!Array.isArray(xs0) || xs0.length === 0) throw new ArgumentError('concat: needs a non-empty array of tensors');
+  xs0.forEach((x, i) => handleOf(x, `xs[${i}]`, 'concat'));
+  const temps: Tensor[] = [];
+  const xs = promote(xs0, temps);
+  const hs: NativeTensor[] = xs.map((x) => x.handle);
   int(axis, 'axis', 'concat');
   const y = out(call('concat', () => native.concat(hs, axis)));
   if (needsGrad(...xs)) {
@@ -71,5 +76,6 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
       });
     });
   }
+  release(temps);
   return y;
 }

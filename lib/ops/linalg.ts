@@ -1,4 +1,9 @@
-/** matmul and linear (y = x Wᵀ + b, timm's nn.Linear layout W [out, in]). */
+/**
+ * matmul and linear (y = x Wᵀ + b, timm's nn.Linear layout W [out, in]). All three are autocast's
+ * lower-precision ops: under autocast('bfloat16') their float32 cuda inputs (weights included) are
+ * cast to bfloat16 differentiably and the result is bfloat16 (see autocast.ts).
+ */
+import { lowersOn, lowIn, promote, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
@@ -7,9 +12,13 @@ import { call, handleOf, optHandle, out } from './_util.js';
 import { add, gelu } from './elementwise.js';
 
 /** [.., M, K] × [.., K, N] with optional transposes; b may be 2-D (shared across the batch). */
-export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
-  const ha = handleOf(a, 'a', 'matmul');
-  const hb = handleOf(b, 'b', 'matmul');
+export function matmul(a0: Tensor, b0: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
+  handleOf(a0, 'a', 'matmul');
+  handleOf(b0, 'b', 'matmul');
+  const temps: Tensor[] = [];
+  const [a, b] = promote([lowIn(a0, temps), lowIn(b0, temps)], temps);
+  const ha = a.handle;
+  const hb = b.handle;
   const ta = !!opts.transA;
   const tb = !!opts.transB;
   const y = out(call('matmul', () => native.matmul(ha, hb, ta, tb)));
@@ -36,14 +45,22 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
       return [ga, gb];
     }, [sa, sb]);
   }
+  release(temps); // after save(): disposing a cast frees its handle
   return y;
 }
 
 /** y = x Wᵀ + b over the last axis of x. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  const hx = handleOf(x, 'x', 'linear');
-  const hw = handleOf(weight, 'weight', 'linear');
-  const hb = optHandle(bias, 'bias', 'linear');
+export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tensor {
+  handleOf(x0, 'x', 'linear');
+  handleOf(weight0, 'weight', 'linear');
+  optHandle(bias0, 'bias', 'linear');
+  const temps: Tensor[] = [];
+  const x = lowIn(x0, temps);
+  const weight = lowIn(weight0, temps);
+  const bias = lowIn(bias0, temps);
+  const hx = x.handle;
+  const hw = weight.handle;
+  const hb = bias ? bias.handle : null;
   const y = out(call('linear', () => native.linearForward(hx, hw, hb)));
   if (needsGrad(x, weight, bias)) {
     const sx = save(hx);
@@ -51,6 +68,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     const needBias = !!bias && !!(bias.requiresGrad || bias.gradFn);
     record(y, 'linear', [x, weight, bias ?? null], (g) => native.linearBackward(g, sx, sw, needBias), [sx, sw]);
   }
+  release(temps);
   return y;
 }
 
@@ -76,9 +94,28 @@ export function linearFused(
     a.dispose();
     return y;
   }
-  const hx = handleOf(x, 'x', 'linearFused');
-  const hw = handleOf(weight, 'weight', 'linearFused');
-  const hb = optHandle(bias, 'bias', 'linearFused');
-  const hr = optHandle(residual, 'residual', 'linearFused');
+  handleOf(x, 'x', 'linearFused');
+  handleOf(weight, 'weight', 'linearFused');
+  optHandle(bias, 'bias', 'linearFused');
+  optHandle(residual, 'residual', 'linearFused');
+  if (lowersOn(x.device)) {
+    // Autocast: the GEMM (and its GELU) in bfloat16; a float32 residual is added in float32 after it
+    // (adding it in the epilogue would round the residual stream to bfloat16).
+    const temps: Tensor[] = [];
+    const xl = lowIn(x, temps);
+    const wl = lowIn(weight, temps);
+    const bl = lowIn(bias, temps);
+    const fuseRes = residual && residual.dtype === 'bfloat16' ? residual.handle : null;
+    const y = out(call('linearFused', () => native.linearFused(xl.handle, wl.handle, bl ? bl.handle : null, act, fuseRes)));
+    release(temps);
+    if (!residual || fuseRes) return y;
+    const r = add(residual, y);
+    y.dispose();
+    return r;
+  }
+  const hx = x.handle;
+  const hw = weight.handle;
+  const hb = bias ? bias.handle : null;
+  const hr = residual ? residual.handle : null;
   return out(call('linearFused', () => native.linearFused(hx, hw, hb, act, hr)));
 }

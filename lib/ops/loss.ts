@@ -1,11 +1,18 @@
-/** Fused softmax cross-entropy (mean over rows), with label smoothing as torch.nn.functional.cross_entropy. */
+/**
+ * Fused softmax cross-entropy (mean over rows), with label smoothing as torch.nn.functional.cross_entropy.
+ * Under autocast('bfloat16') it runs in float32 (bfloat16 logits are cast up).
+ */
+import { highIn, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native } from '../native.js';
-import type { Tensor } from '../tensor.js';
+import { bf16BitsToFloat32, type Tensor } from '../tensor.js';
 import { call, free, handleOf, num, out } from './_util.js';
 
-export function crossEntropy(logits: Tensor, labels: Tensor, opts: { labelSmoothing?: number } = {}): Tensor {
-  const hl = handleOf(logits, 'logits', 'crossEntropy');
+export function crossEntropy(logits0: Tensor, labels: Tensor, opts: { labelSmoothing?: number } = {}): Tensor {
+  handleOf(logits0, 'logits', 'crossEntropy');
+  const temps: Tensor[] = [];
+  const logits = highIn(logits0, temps);
+  const hl = logits.handle;
   const hy = handleOf(labels, 'labels', 'crossEntropy');
   const s = opts.labelSmoothing ?? 0;
   num(s, 'labelSmoothing', 'crossEntropy', (v) => v >= 0 && v < 1, 'in [0, 1)');
@@ -15,9 +22,12 @@ export function crossEntropy(logits: Tensor, labels: Tensor, opts: { labelSmooth
     const sl = save(hl);
     const sy = save(hy);
     record(y, 'crossEntropy', [logits, null], (g) => {
-      const gl = g.read()[0];
+      // the upstream scalar, read to the host (one value; on cuda this waits for the device)
+      const r = g.read();
+      const gl = r instanceof Uint16Array ? bf16BitsToFloat32(r)[0] : r[0];
       return [native.crossEntropyBackward(sl, sy, s, lse, gl), null];
     }, [sl, sy, lse]);
   } else free(lse);
+  release(temps);
   return y;
 }

@@ -3,10 +3,11 @@
  * (seed, offset) for the counter-based Philox stream shared by CPU and CUDA, keyed by the logical
  * element index — a seed gives the same draws on any device and for any launch shape.
  */
+import { highIn, release } from '../autocast.js';
 import { needsGrad, record } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
-import { native, type Dist } from '../native.js';
-import type { Tensor } from '../tensor.js';
+import { native, type Device, type Dist } from '../native.js';
+import { isDevice, type Tensor } from '../tensor.js';
 import { call, free, handleOf, int, num, optHandle, out } from './_util.js';
 
 export interface SampleOptions {
@@ -26,20 +27,29 @@ function seedOf(o: SampleOptions, op: string): [number, number] {
   return [seed, offset];
 }
 
-/** Fresh random values: 'uniform' (0,1), 'normal', 'gumbel', 'logistic'. */
-export function random(shape: readonly number[], dist: Dist, opts: { seed?: number; offset?: number } = {}): Tensor {
+/**
+ * Fresh random values: 'uniform' (0,1), 'normal', 'gumbel', 'logistic', float32, on `device` (default
+ * cpu). The same (seed, offset) gives the same values on every device.
+ */
+export function random(shape: readonly number[], dist: Dist, opts: { seed?: number; offset?: number; device?: Device } = {}): Tensor {
   const [seed, offset] = seedOf(opts, 'random');
   if (!['uniform', 'normal', 'gumbel', 'logistic'].includes(dist)) throw new ArgumentError(`random: unknown distribution '${dist}'`);
-  return out(call('random', () => native.random([...shape], dist, seed, offset)));
+  const device = opts.device ?? 'cpu';
+  if (!isDevice(device)) throw new ArgumentError(`random: unknown device '${String(device)}' (cpu, cuda)`);
+  return out(call('random', () => native.random([...shape], dist, seed, offset, device)));
 }
 
 /**
  * Gumbel-sigmoid (AdaViT): y_soft = σ((z + noise)/τ), noise ~ Logistic; `hard` gives the forward
- * value 1[y_soft > threshold] with the straight-through gradient of y_soft.
+ * value 1[y_soft > threshold] with the straight-through gradient of y_soft. Runs on the logits'
+ * device (an explicit noise tensor must be there too); float32 under autocast('bfloat16').
  */
-export function gumbelSigmoid(logits: Tensor, opts: SampleOptions & { tau?: number; threshold?: number; hard?: boolean } = {}): Tensor {
+export function gumbelSigmoid(logits0: Tensor, opts: SampleOptions & { tau?: number; threshold?: number; hard?: boolean } = {}): Tensor {
   const op = 'gumbelSigmoid';
-  const hz = handleOf(logits, 'logits', op);
+  handleOf(logits0, 'logits', op);
+  const temps: Tensor[] = [];
+  const logits = highIn(logits0, temps);
+  const hz = logits.handle;
   const tau = num(opts.tau ?? 1, 'tau', op, (v) => v > 0, '> 0');
   const threshold = num(opts.threshold ?? 0.5, 'threshold', op, (v) => v > 0 && v < 1, 'in (0, 1)');
   const hard = opts.hard ?? true;
@@ -49,13 +59,20 @@ export function gumbelSigmoid(logits: Tensor, opts: SampleOptions & { tau?: numb
   const y = out(hy);
   if (needsGrad(logits)) record(y, op, [logits], (g) => [native.gumbelSigmoidBackward(hs, g, tau)], [hs]);
   else free(hs);
+  release(temps);
   return y;
 }
 
-/** Gumbel-softmax over the last axis (DynamicViT); `hard` gives one-hot forward values, straight-through. */
-export function gumbelSoftmax(logits: Tensor, opts: SampleOptions & { tau?: number; hard?: boolean } = {}): Tensor {
+/**
+ * Gumbel-softmax over the last axis (DynamicViT); `hard` gives one-hot forward values, straight-through.
+ * Runs on the logits' device; float32 under autocast('bfloat16').
+ */
+export function gumbelSoftmax(logits0: Tensor, opts: SampleOptions & { tau?: number; hard?: boolean } = {}): Tensor {
   const op = 'gumbelSoftmax';
-  const hz = handleOf(logits, 'logits', op);
+  handleOf(logits0, 'logits', op);
+  const temps: Tensor[] = [];
+  const logits = highIn(logits0, temps);
+  const hz = logits.handle;
   const tau = num(opts.tau ?? 1, 'tau', op, (v) => v > 0, '> 0');
   const hard = opts.hard ?? true;
   const hn = optHandle(opts.noise, 'noise', op);
@@ -64,6 +81,7 @@ export function gumbelSoftmax(logits: Tensor, opts: SampleOptions & { tau?: numb
   const y = out(hy);
   if (needsGrad(logits)) record(y, op, [logits], (g) => [native.gumbelSoftmaxBackward(hs, g, tau)], [hs]);
   else free(hs);
+  release(temps);
   return y;
 }
 

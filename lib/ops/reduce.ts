@@ -1,4 +1,5 @@
 /** Reductions over axes: sum, mean (differentiable), max (values only, no gradient). */
+import { highIn, release } from '../autocast.js';
 import { needsGrad, record } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
@@ -12,8 +13,11 @@ function normAxes(axes: number | readonly number[] | undefined, rank: number, op
   return list.map((a) => (a < 0 ? a + rank : a));
 }
 
-function reduceOp(kind: 'sum' | 'mean', x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const hx = handleOf(x, 'x', kind);
+function reduceOp(kind: 'sum' | 'mean', x0: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  handleOf(x0, 'x', kind);
+  const temps: Tensor[] = [];
+  const x = highIn(x0, temps); // float32 under autocast
+  const hx = x.handle;
   const ax = normAxes(axes, x.rank, kind);
   const y = out(call(kind, () => native.reduce(kind, hx, ax, keepDims)));
   if (needsGrad(x)) {
@@ -23,7 +27,7 @@ function reduceOp(kind: 'sum' | 'mean', x: Tensor, axes?: number | readonly numb
     const count = all.reduce((p, i) => p * xs[i], 1);
     record(y, kind, [x], (g) => {
       const gk = g.reshape(kshape);
-      const z = native.full(xs, 0, 'float32');
+      const z = native.full(xs, 0, gk.dtype, gk.device);
       const s = native.binary('add', z, gk);
       z.free();
       gk.free();
@@ -33,6 +37,7 @@ function reduceOp(kind: 'sum' | 'mean', x: Tensor, axes?: number | readonly numb
       return [r];
     });
   }
+  release(temps);
   return y;
 }
 

@@ -23,7 +23,14 @@
  *
  * Loss: CE + 2·|head usage − γ_h| + 2·|block usage − γ_b| + 2·(token usage − γ_t)² (the public
  * code's form and weights), usage measured on the hard decisions (straight-through gradients).
+ *
+ * Devices and precision: the gates are created on the backbone's device (`policy.to(device)` moves
+ * them; the backbone moves with `model.to`). Everything a forward creates lives on the input's
+ * device. Under autocast('bfloat16') the backbone's linears and attention run in bfloat16, but the
+ * decision network (its gate linears, tiny) and the sampling run in float32, so a decision never
+ * depends on the bfloat16 rounding of its own gate logits.
  */
+import { autocast } from '../autocast.js';
 import { ArgumentError } from '../errors.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
@@ -129,6 +136,13 @@ export class AdaVitPolicy extends Module {
     this.seed = opts.seed ?? 0;
     const bias = opts.initBias ?? 3;
     this.gates = Array.from({ length: c.depth - this.keepLayers }, (_, i) => new BlockGates(c.embedDim, c.numHeads, bias, 7000 + i * 3 + this.seed));
+    const device = model.device;
+    if (device !== 'cpu') this.to(device);
+  }
+
+  /** `model` is the backbone this policy gates, not a part of it: to() moves the gates only. */
+  protected override referencedKeys(): readonly string[] {
+    return ['model'];
   }
 
   /** The options that rebuild this policy (saved with its checkpoint; a τ schedule is saved as its current value). */
@@ -149,17 +163,21 @@ export class AdaVitPolicy extends Module {
   logits(l: number, x: Tensor): { head: Tensor; block: Tensor; patch: Tensor } {
     const g = this.gates[l - this.keepLayers];
     const [B, N, C] = x.shape;
-    const cls = ops.reshape(ops.slice(x, 1, 0, 1), [B, C]);
-    const patches = ops.slice(x, 1, 1, N);
-    return {
-      head: g.head.forward(cls),
-      block: g.block.forward(cls),
-      patch: ops.reshape(g.patch.forward(patches), [B, N - 1]),
-    };
+    // float32 even under autocast('bfloat16'): the gate linears are tiny and decide by a threshold
+    return autocast('float32', () => {
+      const cls = ops.reshape(ops.slice(x, 1, 0, 1), [B, C]);
+      const patches = ops.slice(x, 1, 1, N);
+      return {
+        head: g.head.forward(cls),
+        block: g.block.forward(cls),
+        patch: ops.reshape(g.patch.forward(patches), [B, N - 1]),
+      };
+    });
   }
 
-  private sample(z: Tensor, training: boolean): Tensor {
+  private sample(z0: Tensor, training: boolean): Tensor {
     const tau = this.tau;
+    const z = z0.to('float32'); // sampling in float32 (a no-op for the float32 gate logits)
     if (training) {
       return ops.gumbelSigmoid(z, { tau, threshold: this.threshold, hard: true, seed: this.seed, offset: this.step * 4096 + this.calls++ });
     }
@@ -172,7 +190,7 @@ export class AdaVitPolicy extends Module {
     const [B] = x.shape;
     const z = this.logits(l, x);
     const keepP = this.gatePatches ? this.sample(z.patch, training) : null;
-    const keep = keepP ? ops.concat([full([B, 1], 1), keepP], 1) : null;
+    const keep = keepP ? ops.concat([full([B, 1], 1, { device: x.device }), keepP], 1) : null;
     const heads = this.gateHeads ? this.sample(z.head, training) : null;
     let attn: Tensor | null = null;
     let mlp: Tensor | null = null;

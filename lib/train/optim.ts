@@ -1,6 +1,11 @@
-/** Optimisers over Parameters. AdamW is the fused native update (PyTorch's torch.optim.AdamW semantics). */
+/**
+ * Optimisers over Parameters. AdamW is the fused native update (PyTorch's torch.optim.AdamW
+ * semantics), run on the device of each parameter; its moments (float32) live there too and follow a
+ * parameter that `Module.to()` moved. Parameters and gradients are float32 (the master weights of
+ * mixed precision: autocast's casts give float32 gradients).
+ */
 import { ArgumentError } from '../errors.js';
-import { native, type NativeTensor } from '../native.js';
+import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
 
 export interface AdamWOptions {
@@ -8,6 +13,16 @@ export interface AdamWOptions {
   betas?: [number, number];
   eps?: number;
   weightDecay?: number;
+}
+
+/** A cpu handle moved to `device` (freed when copied). */
+function onDevice(h: NativeTensor, device: Device): NativeTensor {
+  if (device === 'cpu') return h;
+  try {
+    return native.toDevice(h, device);
+  } finally {
+    h.free();
+  }
 }
 
 export class AdamW {
@@ -34,7 +49,15 @@ export class AdamW {
       if (!p.grad || p.isDisposed) continue;
       let s = this.state.get(p);
       if (!s) {
-        s = { m: native.full([...p.shape], 0, 'float32'), v: native.full([...p.shape], 0, 'float32') };
+        s = { m: native.full([...p.shape], 0, 'float32', p.device), v: native.full([...p.shape], 0, 'float32', p.device) };
+        this.state.set(p, s);
+      } else if (s.m.device !== p.device) {
+        // the parameter moved (Module.to): its moments follow
+        const m = native.toDevice(s.m, p.device);
+        const v = native.toDevice(s.v, p.device);
+        s.m.free();
+        s.v.free();
+        s = { m, v };
         this.state.set(p, s);
       }
       native.adamwStep(p.handle, p.grad.handle, s.m, s.v, this.lr, this.betas[0], this.betas[1], this.eps,
@@ -63,7 +86,7 @@ export class AdamW {
       if (m.data.length !== p.size || v.data.length !== p.size) throw new ArgumentError(`AdamW: saved state of '${name}' does not match its shape [${p.shape}]`);
       this.state.get(p)?.m.free();
       this.state.get(p)?.v.free();
-      this.state.set(p, { m: native.fromArray(m.data, [...p.shape], 'float32'), v: native.fromArray(v.data, [...p.shape], 'float32') });
+      this.state.set(p, { m: onDevice(native.fromArray(m.data, [...p.shape], 'float32'), p.device), v: onDevice(native.fromArray(v.data, [...p.shape], 'float32'), p.device) });
     }
     this.t = t;
   }

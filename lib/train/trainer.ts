@@ -10,6 +10,12 @@
  *   policy.safetensors, trainer-state.safetensors (optimizer moments, epoch, step, RNG state in the
  *   metadata). All written atomically; `resume: true` continues from them.
  * - Progress: a progress bar on a terminal, plain log lines otherwise; metrics as JSONL.
+ * - Device: `device` ('cpu' | 'cuda' | 'auto'; default: where the model already is, cpu for a new
+ *   one) — the model, policy and teacher are moved there in place and every batch is uploaded there.
+ * - Precision: 'float32' (default) or 'bfloat16': the forward and the loss run under
+ *   autocast('bfloat16') (bf16 GEMMs and attention; LayerNorm, softmax, losses and the policy's
+ *   sampling in float32), backward outside it; parameters, gradients and AdamW moments stay float32.
+ *   On the CPU autocast is a no-op, so 'bfloat16' there trains exactly as 'float32'.
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,16 +26,31 @@ import { batches, type Dataset } from '../data/dataset.js';
 import { adavitInfer } from '../infer/adavit-infer.js';
 import { denseMacs } from '../infer/flops.js';
 import { readCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
-import { native } from '../native.js';
+import { autocast } from '../autocast.js';
+import { resolveDevice } from '../backends.js';
+import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
 import type { VisionTransformer } from '../nn/vit.js';
 import * as ops from '../ops/index.js';
 import type { AdaVitPolicy } from '../policies/adavit.js';
-import { tensor, tidy, type Tensor } from '../tensor.js';
+import { tensor, tidy, untracked, type Tensor } from '../tensor.js';
 import { AdamW } from './optim.js';
+
+/** Compute precision of the forward pass (see autocast.ts). */
+export type Precision = 'float32' | 'bfloat16';
+
+function checkPrecision(p: unknown, who: string): Precision {
+  if (p === undefined) return 'float32';
+  if (p !== 'float32' && p !== 'bfloat16') throw new ArgumentError(`${who}: precision must be 'float32' or 'bfloat16', got '${String(p)}'`);
+  return p;
+}
 
 export interface TrainerOptions {
   model: VisionTransformer;
+  /** 'cpu' | 'cuda' | 'auto' (cuda when available); default: the model's current device. */
+  device?: Device | 'auto';
+  /** 'float32' (default) or 'bfloat16' mixed precision with float32 master weights (a no-op on the CPU). */
+  precision?: Precision;
   policy?: AdaVitPolicy | null;
   optimizer?: { name?: 'adamw'; lr?: number; weightDecay?: number; betas?: [number, number] };
   /** Learning rate of the policy's parameters (default: optimizer.lr). */
@@ -58,6 +79,18 @@ export interface FitOptions {
   /** Limit the number of training batches per epoch (quick runs). */
   limit?: number;
   resume?: boolean;
+}
+
+export interface EvalOptions {
+  batchSize?: number;
+  threshold?: number;
+  keepRatio?: number;
+  limit?: number;
+  random?: { patch: number; head: number; block: number; seed?: number };
+  /** Where to evaluate ('auto': cuda when available); default: the model's device. Moves model and policy. */
+  device?: Device | 'auto';
+  /** Forward precision (autocast), default 'float32'. */
+  precision?: Precision;
 }
 
 export interface EvalResult {
@@ -89,6 +122,8 @@ export class Trainer {
   private backboneOpt: AdamW | null;
   private policyOpt: AdamW | null;
   private baseLr: number;
+  readonly device: Device;
+  readonly precision: Precision;
   epoch = 0;
   step = 0;
 
@@ -97,6 +132,11 @@ export class Trainer {
     this.opts = opts;
     this.model = opts.model;
     this.policy = opts.policy ?? null;
+    this.precision = checkPrecision(opts.precision, 'Trainer');
+    this.device = resolveDevice(opts.device, this.model.device, 'Trainer');
+    this.model.to(this.device);
+    this.policy?.to(this.device);
+    opts.distill?.teacher.to(this.device);
     const o = opts.optimizer ?? {};
     if (o.name && o.name !== 'adamw') throw new ArgumentError(`Trainer: optimizer '${o.name}' is not supported (adamw)`);
     this.baseLr = o.lr ?? 5e-4;
@@ -115,26 +155,32 @@ export class Trainer {
     return min + 0.5 * (this.baseLr - min) * (1 + Math.cos(Math.PI * p));
   }
 
+  /** Global-norm clipping: the squared norms are summed on the gradients' device, one read-back. */
   private clip(params: Parameter[]): void {
     const maxNorm = this.opts.clipGrad;
     if (!maxNorm) return;
-    let sq = 0;
+    const parts: NativeTensor[] = [];
     for (const p of params) {
       if (!p.grad) continue;
       const s = native.unary('sqr', p.grad.handle);
       const r = native.reduce('sum', s, [], false);
-      sq += (r.read() as Float32Array)[0];
+      parts.push(r.reshape([1]));
       s.free();
       r.free();
     }
+    if (!parts.length) return;
+    const all = native.concat(parts, 0);
+    const tot = native.reduce('sum', all, [], false);
+    const sq = (tot.read() as Float32Array)[0];
+    for (const h of [...parts, all, tot]) h.free();
     const norm = Math.sqrt(sq);
     if (norm <= maxNorm) return;
     const k = maxNorm / (norm + 1e-6);
     for (const p of params) {
       if (!p.grad) continue;
       const g = native.affine(p.grad.handle, k, 0);
-      p.grad.handle.write(g.read());
-      g.free();
+      p.grad.dispose();
+      p.grad = untracked(g);
     }
   }
 
@@ -214,23 +260,26 @@ export class Trainer {
   /** One optimisation step on a batch; returns the loss, correct count and usage. */
   trainStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } {
     const B = labels.length;
-    const x = tensor(images, [B, ...shape]);
-    const y = tensor(labels, [B]);
+    const x = tensor(images, [B, ...shape], { device: this.device });
+    const y = tensor(labels, [B], { device: this.device });
     if (this.policy) this.policy.step = this.step;
     const r = tidy(() => {
-      let logits: Tensor;
-      let loss: Tensor;
+      let logits!: Tensor;
+      let loss!: Tensor;
       let usage: { patch: number | null; head: number | null; block: number | null } | undefined;
-      if (this.policy) {
-        const out = this.policy.forwardTrain(x);
-        logits = out.logits;
-        loss = this.policy.loss(out, y, { labelSmoothing: this.opts.labelSmoothing }).total;
-        usage = { patch: out.usage.patch?.item() ?? null, head: out.usage.head?.item() ?? null, block: out.usage.block?.item() ?? null };
-      } else {
-        logits = this.model.forward(x);
-        loss = ops.crossEntropy(logits, y, { labelSmoothing: this.opts.labelSmoothing });
-      }
-      if (this.opts.distill) loss = ops.add(loss, ops.scale(this.distillLoss(x, logits), this.opts.distill.alpha ?? 0.5));
+      // forward and loss under autocast (a no-op for 'float32' and on the CPU); backward outside it
+      autocast(this.precision, () => {
+        if (this.policy) {
+          const out = this.policy.forwardTrain(x);
+          logits = out.logits;
+          loss = this.policy.loss(out, y, { labelSmoothing: this.opts.labelSmoothing }).total;
+          usage = { patch: out.usage.patch?.item() ?? null, head: out.usage.head?.item() ?? null, block: out.usage.block?.item() ?? null };
+        } else {
+          logits = this.model.forward(x);
+          loss = ops.crossEntropy(logits, y, { labelSmoothing: this.opts.labelSmoothing });
+        }
+        if (this.opts.distill) loss = ops.add(loss, ops.scale(this.distillLoss(x, logits), this.opts.distill.alpha ?? 0.5));
+      });
       loss.backward();
       const pred = ops.topk(logits, 1).indices.dataSync() as Int32Array;
       let correct = 0;
@@ -261,7 +310,7 @@ export class Trainer {
 
   /** Accuracy, usage, MACs and throughput on a dataset (packed inference when a policy is set). */
   evaluate(ds: Dataset, opts: { batchSize?: number; threshold?: number; keepRatio?: number; limit?: number } = {}): EvalResult {
-    return evaluate(this.model, this.policy, ds, opts);
+    return evaluate(this.model, this.policy, ds, { ...opts, device: this.device, precision: this.precision });
   }
 
   /** Writes model, policy and trainer state to outDir (atomic files). */
@@ -307,9 +356,12 @@ function statesOf(it: Iterable<[string, Parameter]>): Map<string, { shape: numbe
 }
 
 /** Evaluates a model (dense) or model + policy (packed inference) on a dataset. */
-export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, ds: Dataset,
-  opts: { batchSize?: number; threshold?: number; keepRatio?: number; limit?: number; random?: { patch: number; head: number; block: number; seed?: number } } = {}): EvalResult {
+export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, ds: Dataset, opts: EvalOptions = {}): EvalResult {
   const bs = opts.batchSize ?? 64;
+  const precision = checkPrecision(opts.precision, 'evaluate');
+  const device = resolveDevice(opts.device, model.device, 'evaluate');
+  model.to(device);
+  policy?.to(device);
   model.eval();
   let correct = 0;
   let count = 0;
@@ -320,9 +372,9 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
   const dense = denseMacs(model.config);
   for (const batch of batches(ds, { batchSize: bs, shuffle: false, limit: opts.limit })) {
     const B = batch.labels.length;
-    const x = tensor(batch.images, [B, ...ds.imageShape]);
-    const y = tensor(batch.labels, [B]);
-    tidy(() => noGrad(() => {
+    const x = tensor(batch.images, [B, ...ds.imageShape], { device });
+    const y = tensor(batch.labels, [B], { device });
+    tidy(() => noGrad(() => autocast(precision, () => {
       let logits: Tensor;
       if (policy) {
         const r = adavitInfer(policy, x, { threshold: opts.threshold, keepRatio: opts.keepRatio, random: opts.random });
@@ -340,7 +392,7 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
       lossSum += ops.crossEntropy(logits, y).item() * B;
       const pred = ops.topk(logits, 1).indices.dataSync() as Int32Array;
       for (let i = 0; i < B; i++) if (pred[i] === batch.labels[i]) correct++;
-    }));
+    })));
     count += B;
     x.dispose();
     y.dispose();

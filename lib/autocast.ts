@@ -1,0 +1,103 @@
+/**
+ * Mixed precision in PyTorch's `torch.autocast` style, for bfloat16 on CUDA with float32 master
+ * weights.
+ *
+ *   const loss = autocast('bfloat16', () => ops.crossEntropy(model.forward(x), labels));
+ *   loss.backward();            // parameters and their .grad stay float32
+ *
+ * Inside an `autocast('bfloat16', fn)` scope, for tensors on cuda:
+ * - lower-precision ops — matmul, linear, linearFused (so every Linear, the patch embedding, the
+ *   attention qkv/proj and the MLP) and attention — cast their float32 floating inputs (weights and
+ *   biases included) to bfloat16 with a differentiable cast whose backward casts the gradient back to
+ *   float32, and compute in bfloat16 (fp32 accumulation); their outputs are bfloat16. What runs on
+ *   those outputs runs in bfloat16 too (the GELU between the MLP's linears). Attention's keep mask
+ *   and head gate are left in float32 (masks, not activations).
+ * - float32 ops — layerNorm, softmax, logSoftmax, crossEntropy, sum/mean, exp/log, the Gumbel
+ *   samplers — cast bfloat16 inputs to float32 and compute in float32.
+ * - everything else (add, mul, concat, ...) runs in the widest floating dtype of its inputs (type
+ *   promotion: float32 + bfloat16 → float32; this holds outside autocast too), so a ViT's residual
+ *   stream stays float32.
+ * `autocast('float32', fn)` turns autocast off inside fn (PyTorch's `enabled=False`).
+ *
+ * On the CPU autocast is a no-op: the CPU kernels compute in float32 only (bfloat16 is a storage
+ * format there), so ops on cpu tensors inside a bfloat16 scope run exactly as outside it.
+ * The scope is dynamic and synchronous, like tidy(): an async fn is rejected (its later ops would
+ * run outside the scope). Casts of the same weight are not cached across uses (each use casts).
+ */
+import { ArgumentError } from './errors.js';
+import { cast, type Tensor } from './tensor.js';
+
+export type AutocastDtype = 'bfloat16' | 'float32';
+
+let current: AutocastDtype = 'float32';
+
+/** Runs fn with autocast to `dtype` ('bfloat16' on, 'float32' off); restores the previous state. */
+export function autocast<R>(dtype: AutocastDtype, fn: () => R): R {
+  if (dtype !== 'bfloat16' && dtype !== 'float32') throw new ArgumentError(`autocast: dtype must be 'bfloat16' or 'float32', got '${String(dtype)}'`);
+  if (typeof fn !== 'function') throw new ArgumentError('autocast: fn must be a function');
+  const prev = current;
+  current = dtype;
+  let r: R;
+  try {
+    r = fn();
+  } finally {
+    current = prev;
+  }
+  if (r instanceof Promise) throw new ArgumentError('autocast(dtype, fn): fn must be synchronous');
+  return r;
+}
+
+/** The autocast dtype in effect ('float32' when off). */
+export function autocastDtype(): AutocastDtype {
+  return current;
+}
+
+/** True when a lower-precision op on a tensor of this device runs in bfloat16. */
+export function lowersOn(device: string): boolean {
+  return current === 'bfloat16' && device === 'cuda';
+}
+
+/**
+ * Input of a lower-precision op: a float32 cuda tensor cast to bfloat16 when autocast is on (the cast
+ * is pushed on `temps` so the caller can dispose it after the op); anything else unchanged.
+ */
+export function lowIn<T extends Tensor | null | undefined>(x: T, temps: Tensor[]): T {
+  if (!x || current !== 'bfloat16' || x.device !== 'cuda' || x.dtype !== 'float32') return x;
+  const c = cast(x, 'bfloat16');
+  temps.push(c);
+  return c as T;
+}
+
+/** Input of a float32 op: a bfloat16 tensor cast to float32 when autocast is on; else unchanged. */
+export function highIn<T extends Tensor | null | undefined>(x: T, temps: Tensor[]): T {
+  if (!x || current !== 'bfloat16' || x.dtype !== 'bfloat16') return x;
+  const c = cast(x, 'float32');
+  temps.push(c);
+  return c as T;
+}
+
+/**
+ * Type promotion for ops that combine floating tensors (binary ops, concat): when float32 and
+ * bfloat16 meet, the bfloat16 ones are cast to float32 (differentiably). Always on, not only under
+ * autocast. Casts made are pushed on `temps`.
+ */
+export function promote(xs: readonly Tensor[], temps: Tensor[]): Tensor[] {
+  let f32 = false;
+  let bf16 = false;
+  for (const x of xs) {
+    if (x.dtype === 'float32') f32 = true;
+    else if (x.dtype === 'bfloat16') bf16 = true;
+  }
+  if (!(f32 && bf16)) return [...xs];
+  return xs.map((x) => {
+    if (x.dtype !== 'bfloat16') return x;
+    const c = cast(x, 'float32');
+    temps.push(c);
+    return c;
+  });
+}
+
+/** Disposes the casts an op made for its inputs. */
+export function release(temps: Tensor[]): void {
+  for (const t of temps) t.dispose();
+}

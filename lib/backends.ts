@@ -1,0 +1,81 @@
+/**
+ * Which devices can run here. The CUDA backend (libvitrim_cuda.so, next to vitrim.node) is loaded on
+ * first use — the first backends() call or the first cuda tensor; when it cannot be used (library not
+ * built, no driver, no GPU, ...) the CPU keeps working and backends() lists every reason.
+ */
+import { DeviceError, rethrow } from './errors.js';
+import { native, type Device } from './native.js';
+
+/** One entry of backends(). */
+export interface BackendInfo {
+  device: Device;
+  available: boolean;
+  /** What the device is (GPU name, compute capability, memory, versions); 'cpu' for the CPU. */
+  detail: string;
+  /** Why an unavailable device cannot be used: one line per attempt that failed (empty when available). */
+  reasons: string[];
+  /** The reasons joined with '; ' (undefined when available). */
+  reason?: string;
+  /** cpu only: worker threads, SIMD level detected, GEMM micro-kernel in use. */
+  threads?: number;
+  isa?: string;
+  gemm?: string;
+}
+
+/**
+ * Every backend, cpu first: `[{ device: 'cpu', available: true, threads, isa, gemm, ... },
+ * { device: 'cuda', available, detail, reasons }]`. The first call tries to load the CUDA backend.
+ */
+export function backends(): BackendInfo[] {
+  const info = native.info();
+  return native.backends().map((b) => {
+    const e: BackendInfo = { device: b.device, available: b.available, detail: b.detail, reasons: [...b.reasons] };
+    if (!b.available) e.reason = b.reasons.length ? b.reasons.join('; ') : 'unavailable (no reason reported)';
+    if (b.device === 'cpu') Object.assign(e, { threads: info.threads, isa: info.isa, gemm: native.gemmIsa() });
+    return e;
+  });
+}
+
+/** True when the CUDA backend loaded and found a GPU. */
+export function cudaAvailable(): boolean {
+  return native.backends().some((b) => b.device === 'cuda' && b.available);
+}
+
+/**
+ * A device option resolved: 'auto' is cuda when available, else cpu; undefined is `fallback`;
+ * 'cuda' without a usable backend throws DeviceError listing every reason.
+ */
+export function resolveDevice(d: Device | 'auto' | undefined, fallback: Device = 'cpu', who = 'device'): Device {
+  if (d === undefined) return fallback;
+  if (d === 'auto') return cudaAvailable() ? 'cuda' : 'cpu';
+  if (d === 'cpu') return 'cpu';
+  if (d === 'cuda') {
+    const c = native.backends().find((b) => b.device === 'cuda');
+    if (!c?.available) {
+      throw new DeviceError(`${who}: 'cuda' is not available:${(c?.reasons ?? ['no cuda entry']).map((r) => `\n  - ${r}`).join('')}`);
+    }
+    return 'cuda';
+  }
+  throw new DeviceError(`${who}: unknown device '${String(d)}' (cpu, cuda, auto)`);
+}
+
+/**
+ * TF32 tensor cores for float32 GEMMs on cuda (off by default, so float32 results match the CPU to
+ * about 1e-5; on, float32 GEMMs round their inputs to 10-bit mantissas). DeviceError without cuda.
+ */
+export function setAllowTf32(allow: boolean): void {
+  try {
+    native.setAllowTf32(!!allow);
+  } catch (e) {
+    rethrow(e, 'setAllowTf32');
+  }
+}
+
+/** Waits until the work queued on `device` (default cuda) is done; a no-op on the cpu or before cuda loads. */
+export function synchronize(device: Device = 'cuda'): void {
+  try {
+    native.synchronize(device);
+  } catch (e) {
+    rethrow(e, 'synchronize');
+  }
+}
