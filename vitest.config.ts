@@ -1,11 +1,44 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
+
+// Two projects:
+// - 'vitrim': every test. test/cuda/ runs where the real CUDA backend loads (a GPU machine) and is
+//   reported as skipped elsewhere.
+// - 'cuda-emu': where no GPU is visible but build/Release/libvitrim_cuda_emu.so was built (the CUDA
+//   emulation, native/cuda/emu: the build makes it wherever the CUDA headers exist and no GPU is
+//   visible, as on CI), the CUDA tests run against the CPU emulation of the CUDA kernels: every
+//   kernel's logic, launch configuration and error path, at emulation speed. By default the files
+//   whose GPU-sized shapes take minutes to emulate are left to scripts/test-cuda-emu.sh (all of
+//   test/cuda); VITRIM_EMU_ALL=1 includes them here too.
+const emuLib = resolve('build/Release/libvitrim_cuda_emu.so');
+const slowUnderEmulation = [
+  'attention', 'attention-varlen', 'gemm', 'layernorm', 'lib-device', 'reduce', 'sample', 'softmax', 'topk',
+].map((f) => `test/cuda/${f}.test.ts`);
+
+const base = {
+  // Native addons and worker threads don't mix well; forks isolate each test file in a process.
+  pool: 'forks' as const,
+  testTimeout: 120_000,
+  hookTimeout: 120_000,
+};
 
 export default defineConfig({
   test: {
-    // Native addons and worker threads don't mix well; forks isolate each test file in a process.
-    pool: 'forks',
-    include: ['test/**/*.test.ts'],
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
+    projects: [
+      { test: { ...base, name: 'vitrim', include: ['test/**/*.test.ts'] } },
+      ...(existsSync(emuLib) && !process.env.VITRIM_CUDA_LIB
+        ? [{
+            test: {
+              ...base,
+              name: 'cuda-emu',
+              include: ['test/cuda/**/*.test.ts'],
+              exclude: process.env.VITRIM_EMU_ALL ? [] : slowUnderEmulation,
+              env: { VITRIM_CUDA_LIB: emuLib },
+              testTimeout: 600_000,
+            },
+          }]
+        : []),
+    ],
   },
 });

@@ -156,10 +156,16 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const ic = native.fromArray(idx, [B, K], 'int32');
       const ig = native.toDevice(ic, 'cuda');
       ic.free();
-      const ms = gpuTime(() => [native.gatherTokens(x, ig)], reps, 20);
       const bytes = 2 * B * K * C * (dtype === 'float32' ? 4 : 2);
-      cmp({ name, shape: `${B}x${N}x${C}->${K}`, value: bytes / ms / 1e9, unit: 'TB/s' },
-        `gather_${B}x${N}x${C}_to${K}_${short(dtype)}`, 'GBps', 'TB/s');
+      // Immediate checks (the default) synchronise after every call to report a bad index at once;
+      // deferred checks report it at the next read instead, so calls queue back to back.
+      for (const mode of ['immediate', 'deferred'] as const) {
+        native.setDeviceChecks(mode);
+        const ms = gpuTime(() => [native.gatherTokens(x, ig)], reps, 20);
+        cmp({ name: `${name} (${mode} checks)`, shape: `${B}x${N}x${C}->${K}`, value: bytes / ms / 1e9, unit: 'TB/s' },
+          `gather_${B}x${N}x${C}_to${K}_${short(dtype)}`, 'GBps', 'TB/s');
+      }
+      native.setDeviceChecks('immediate');
       x.free();
       ig.free();
     }

@@ -82,6 +82,13 @@ export interface Addon {
   /** TF32 tensor cores for float32 GEMMs on cuda (off by default). ERR_VITRIM_DEVICE without cuda. */
   setAllowTf32(allow: boolean): void;
   /**
+   * When cuda ops that validate device-resident indices or labels (gather, scatter, gatherRows,
+   * crossEntropy, casts to int32) report bad values: 'immediate' (default; one host sync per such
+   * op, the error is thrown by the op) or 'deferred' (no sync; the error is thrown by the next call
+   * that synchronises: a read, synchronize(), a copy to the cpu). Graph replays always defer.
+   */
+  setDeviceChecks(mode: 'immediate' | 'deferred'): void;
+  /**
    * CUDA graphs. graphBegin() starts recording the ops issued next (they are recorded, not run);
    * graphEnd() instantiates them and returns a graph id; graphReplay(id) re-runs the recorded work
    * on the same memory (write new inputs into the captured input tensors first; keep the inputs

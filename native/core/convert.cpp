@@ -65,7 +65,7 @@ Tensor full(const Shape& shape, double value, DType dtype) {
     float v = (float)value;
     for (int64_t i = 0; i < n; ++i) y.f32()[i] = v;
   } else if (dtype == DType::I32) {
-    VITRIM_CHECK(value == std::floor(value) && std::fabs(value) < 2147483648.0, Argument,
+    VITRIM_CHECK(value == std::floor(value) && value >= -2147483648.0 && value <= 2147483647.0, Argument,
                  "full: ", value, " is not an int32 value");
     int32_t v = (int32_t)value;
     for (int64_t i = 0; i < n; ++i) y.i32()[i] = v;

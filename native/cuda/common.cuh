@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 
 #include "vitrim/backend.h"
 
@@ -38,11 +39,31 @@ void check_status(cudaError_t e, const char* expr, const char* file, int line);
 #define VITRIM_CUDA_CHECK(expr) ::vitrim::cuda::check_status((expr), #expr, __FILE__, __LINE__)
 #define VITRIM_CUDA_LAUNCHED() ::vitrim::cuda::check_status(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 
-// A few bytes of device scratch that outlive one op (e.g. an error flag a kernel sets when it meets
-// an out-of-range device-side index). Grows as needed; only valid until the next call on the stream.
+// A few bytes of device scratch that outlive one op. Grows as needed; only valid until the next
+// call on the stream. Prefer new_flag/check_flag for device-side checks (they can be deferred).
 void* scratch(size_t bytes);
 // Reads a kernel-set int32 flag back (synchronises the stream) and resets it to 0.
 int32_t read_flag(int32_t* flag);
+
+// ---- device-side checks (indices, labels: data the host cannot see without a sync) ----
+// A launch that validates device data gets a fresh zeroed flag (`words` int32 on the device),
+// writes non-zero words when it meets bad data (never dereferencing it), and the host passes the
+// flag to check_flag with a function that turns the words into the op's error (it must throw).
+// In 'immediate' mode (the default) check_flag synchronises and checks at once. In 'deferred' mode
+// (set_deferred_checks, and always inside a graph capture, where a sync is impossible) the check
+// runs at the next synchronising call: a read of any cuda tensor, synchronize(), a copy to the
+// host. So an error still surfaces before anyone can see a result, without a sync per op. The
+// function may read the op's tensors (it holds copies of the Tensors it captures).
+struct DeviceFlag {
+  Tensor mem;
+  int words = 0;
+  int32_t* ptr() const { return static_cast<int32_t*>(mem.raw()); }
+};
+DeviceFlag new_flag(int words = 1);
+void check_flag(const DeviceFlag& flag, std::function<void(const int32_t* words)> on_error);
+// Runs the deferred checks now (synchronises); throws the first error in launch order.
+void check_pending();
+void set_deferred_checks(bool on);
 
 // ---- argument checks ----
 inline void check_cuda(const Tensor& t, const char* what) { check_device(t, Device::CUDA, what); }

@@ -6,8 +6,9 @@
 //   the same bytes. int32 -> float32 is the usual round-to-nearest conversion, int32 -> bfloat16 goes
 //   through float32 first (two roundings, as the CPU does). float -> int32 truncates; a value that is
 //   not finite or outside [-2^31, 2^31) is ERR_VITRIM_ARGUMENT. That check runs in the kernel (it sets
-//   a device flag and writes 0 instead), then read_flag() synchronises; on a hit the input is copied
-//   to the host to name the first bad index and value in the same message as the CPU (error path only).
+//   a device flag and writes 0 instead), reported by check_flag (at once, or deferred, see
+//   common.cuh); on a hit the input is copied to the host to name the first bad index and value in
+//   the same message as the CPU (error path only).
 // copy: one cudaMemcpyAsync device to device.
 // full: the value is converted on the host exactly as the CPU does (float32: (float)value; bfloat16:
 //   the formula above; int32: must be an integer in range, else ERR_VITRIM_ARGUMENT), then a fill
@@ -184,14 +185,18 @@ Tensor cast(const Tensor& x, DType to) {
   if (x.dtype == to) return cuda::copy(x);
   Tensor y = alloc(x.shape, to);
   if (x.numel() == 0) return y;
+  DeviceFlag flag;
   int32_t* bad = nullptr;
-  if (to == DType::I32) bad = static_cast<int32_t*>(scratch(sizeof(int32_t)));
+  if (to == DType::I32) {
+    flag = new_flag();
+    bad = flag.ptr();
+  }
   switch (x.dtype) {
     case DType::F32: launch_cast_from<float>(x, y, bad); break;
     case DType::BF16: launch_cast_from<uint16_t>(x, y, bad); break;
     default: launch_cast_from<int32_t>(x, y, bad); break;
   }
-  if (bad && read_flag(bad)) fail_int_cast(x);
+  if (bad) check_flag(flag, [x](const int32_t*) { fail_int_cast(x); });
   return y;
 }
 
@@ -204,7 +209,7 @@ Tensor full(const Shape& shape, double value, DType dtype) {
     const float v = (float)value;
     std::memcpy(&bits32, &v, 4);
   } else if (dtype == DType::I32) {
-    VITRIM_CHECK(value == std::floor(value) && std::fabs(value) < 2147483648.0, Argument, "full: ", value,
+    VITRIM_CHECK(value == std::floor(value) && value >= -2147483648.0 && value <= 2147483647.0, Argument, "full: ", value,
                  " is not an int32 value");
     const int32_t v = (int32_t)value;
     std::memcpy(&bits32, &v, 4);

@@ -18,11 +18,13 @@
 //   indices: negligible at ViT sizes (n ~ 200), fine up to thousands of tokens.
 //
 // Index validation: the indices live on the device, so they are checked in the kernels, never
-// dereferenced out of range, and reported through a flag in scratch(): the kernel atomically keeps
-// the largest INT32_MAX - position among the bad entries (so 0 = all good and the flag names the
-// first bad position); the host reads it back with read_flag() (a stream sync per call) and throws
-// ErrorKind::Index with the CPU's message ("idx[b, k] = v is out of range [0, n)"), reading the bad
-// value from the device. The output of a failed call is dropped, so nothing observable is written.
+// dereferenced out of range, and reported through a fresh device flag (new_flag): the kernel
+// atomically keeps the largest INT32_MAX - position among the bad entries (so 0 = all good and the
+// flag names the first bad position); check_flag throws ErrorKind::Index with the CPU's message
+// ("idx[b, k] = v is out of range [0, n)"), reading the bad value from the device: at once by
+// default (a stream sync per call), or at the next synchronising call in deferred mode (no sync per
+// call; the error still comes before any result can be read). A failed call's output holds no
+// data from out-of-range rows.
 #include <climits>
 #include <cstdint>
 
@@ -238,10 +240,9 @@ Tensor gather_tokens(const Tensor& x, const Tensor& idx) {
   Tensor y = alloc({B, K, C}, x.dtype);
   if (B * K == 0) return y;  // no index to check, nothing to copy
   // C == 0 still launches: the kernel then only checks the indices, as the CPU does.
-  int32_t* flag = static_cast<int32_t*>(scratch(sizeof(int32_t)));
-  launch_gather_rows(x, ptr<int32_t>(idx), y, B * K, K, N, C * (int64_t)dtype_size(x.dtype), flag);
-  const int32_t h = read_flag(flag);
-  if (h) fail_index_flag(h, idx, N, "gather_tokens", "idx");
+  DeviceFlag flag = new_flag();
+  launch_gather_rows(x, ptr<int32_t>(idx), y, B * K, K, N, C * (int64_t)dtype_size(x.dtype), flag.ptr());
+  check_flag(flag, [idx, N](const int32_t* h) { fail_index_flag(h[0], idx, N, "gather_tokens", "idx"); });
   return y;
 }
 
@@ -260,7 +261,8 @@ Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n) {
   }
   if (n == 0)  // every index is out of range [0, 0): the first one is reported, as on the CPU
     fail_index_flag(INT32_MAX, idx, n, "scatter_tokens", "idx");
-  int32_t* flag = static_cast<int32_t*>(scratch(sizeof(int32_t)));
+  DeviceFlag dflag = new_flag();
+  int32_t* flag = dflag.ptr();
   dispatch_float(g.dtype, "g", [&](auto tag) {
     using T = decltype(tag);
     constexpr int kVec = 16 / sizeof(T);
@@ -274,8 +276,7 @@ Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n) {
                                                                flag);
     VITRIM_CUDA_LAUNCHED();
   });
-  const int32_t h = read_flag(flag);
-  if (h) fail_index_flag(h, idx, n, "scatter_tokens", "idx");
+  check_flag(dflag, [idx, n](const int32_t* h) { fail_index_flag(h[0], idx, n, "scatter_tokens", "idx"); });
   return gx;
 }
 

@@ -6,12 +6,12 @@
 // bf16 loss would throw away); the gradient has the logits' dtype.
 //
 // Labels live on the device, so their range is checked in the kernels: a row whose label is not in
-// [0, K) is skipped (its logits are never indexed by it) and sets a flag in scratch() memory, plus
-// the index of the first such row. After the launch the host reads the flags back (one stream
-// synchronisation per call) and throws ErrorKind::Index naming the row and its label. The backward
-// also checks the saved lse against the recomputed log-sum-exp (as the CPU does) with a second flag,
-// reported as ErrorKind::Argument. The flags are cleared before each launch and after an error, so
-// the next call starts clean.
+// [0, K) is skipped (its logits are never indexed by it) and sets a device flag (new_flag), plus
+// the index of the first such row. check_flag then throws ErrorKind::Index naming the row and its
+// label: at once (default: one stream synchronisation per call) or, in deferred mode, at the next
+// synchronising call (common.cuh). The backward also checks the saved lse against the recomputed
+// log-sum-exp (as the CPU does) with a second flag, reported as ErrorKind::Argument. Every launch
+// gets a fresh zeroed flag.
 //
 // Kernels: one warp per row (grid-stride over rows, int64 offsets): a max pass, a pass for
 // Σ exp(x - m) (and Σ (x - m) for smoothing, Σ_{j≠y} exp(x_j - m) for the backward), then in the
@@ -20,6 +20,8 @@
 // The backward's label entry is formed as scale·((s − s/K) − Σ_{j≠y} e_j / Σ e) rather than
 // p_y − 1, so a confident row (p_y ≈ 1) loses no precision to cancellation.
 #include <cmath>
+#include <cstring>
+#include <optional>
 
 #include "rows.cuh"
 
@@ -152,20 +154,17 @@ void check_ce_args(const Tensor& logits, const Tensor& labels, double smoothing,
   VITRIM_CHECK(K <= INT32_MAX, Shape, op, ": too many classes for int32 labels: ", K);
 }
 
-CeFlags* clear_flags() {
-  auto* f = static_cast<CeFlags*>(scratch(sizeof(CeFlags)));
-  VITRIM_CUDA_CHECK(cudaMemsetAsync(f, 0, sizeof(CeFlags), stream()));
-  return f;
-}
+static_assert(sizeof(CeFlags) == 6 * sizeof(int32_t), "CeFlags is six flag words");
 
-// Reads the flags back (synchronises) and throws for the first problem found: an out-of-range label
-// (Index, naming the first such row and its value) before an lse mismatch (Argument).
-void throw_flags(CeFlags* f, const Tensor& labels, const Tensor* lse, int64_t R, int64_t K, const char* op) {
+DeviceFlag clear_flags() { return new_flag(6); }
+CeFlags* as_flags(const DeviceFlag& f) { return reinterpret_cast<CeFlags*>(f.ptr()); }
+
+// The error for set flags: an out-of-range label (Index, naming the first such row and its value)
+// before an lse mismatch (Argument). Reads the offending value back from the device.
+[[noreturn]] void fail_flags(const int32_t* words, const Tensor& labels, const Tensor* lse, int64_t R, int64_t K,
+                             const char* op) {
   CeFlags h{};
-  VITRIM_CUDA_CHECK(cudaMemcpyAsync(&h, f, sizeof h, cudaMemcpyDeviceToHost, stream()));
-  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  if (!h.flag) return;
-  VITRIM_CUDA_CHECK(cudaMemsetAsync(f, 0, sizeof(CeFlags), stream()));  // leave the scratch clean
+  std::memcpy(&h, words, sizeof h);
   if (h.flag & kBadLabel) {
     const int64_t r = R - (int64_t)h.bad_label;
     int32_t v = 0;
@@ -183,6 +182,11 @@ void throw_flags(CeFlags* f, const Tensor& labels, const Tensor* lse, int64_t R,
        " (pass the lse returned by the forward)");
 }
 
+void throw_flags(const DeviceFlag& f, const Tensor& labels, const std::optional<Tensor>& lse, int64_t R, int64_t K,
+                 const char* op) {
+  check_flag(f, [labels, lse, R, K, op](const int32_t* w) { fail_flags(w, labels, lse ? &*lse : nullptr, R, K, op); });
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Tensor& labels, double smoothing) {
@@ -192,7 +196,8 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
   Tensor lse = alloc({R}, DType::F32);
   Tensor row_loss = alloc({R}, DType::F32);
   const float on = (float)(1.0 - smoothing), off = (float)(smoothing / (double)K);
-  CeFlags* flags = clear_flags();
+  DeviceFlag dflags = clear_flags();
+  CeFlags* flags = as_flags(dflags);
   dispatch_float(logits.dtype, "logits", [&](auto tag) {
     using T = decltype(tag);
     ce_fwd_rows<T><<<blocks_for(R, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(
@@ -201,7 +206,7 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
   });
   ce_mean<<<1, 1024, 0, stream()>>>(ptr<float>(row_loss), ptr<float>(loss), R);
   VITRIM_CUDA_LAUNCHED();
-  throw_flags(flags, labels, nullptr, R, K, "cross_entropy_forward");
+  throw_flags(dflags, labels, std::nullopt, R, K, "cross_entropy_forward");
   return {loss, lse};
 }
 
@@ -216,14 +221,15 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double
   Tensor g = alloc({R, K}, logits.dtype);
   const double off = smoothing / (double)K;
   const float c_y = (float)(smoothing - off), scale = (float)(gloss / (double)R);
-  CeFlags* flags = clear_flags();
+  DeviceFlag dflags = clear_flags();
+  CeFlags* flags = as_flags(dflags);
   dispatch_float(logits.dtype, "logits", [&](auto tag) {
     using T = decltype(tag);
     ce_bwd_rows<T><<<blocks_for(R, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(
         ptr<T>(logits), ptr<int32_t>(labels), ptr<float>(lse), ptr<T>(g), R, K, (float)off, c_y, scale, flags);
     VITRIM_CUDA_LAUNCHED();
   });
-  throw_flags(flags, labels, &lse, R, K, "cross_entropy_backward");
+  throw_flags(dflags, labels, lse, R, K, "cross_entropy_backward");
   return g;
 }
 

@@ -11,9 +11,11 @@
 //   pointers allow; rows are distinct, so no two warps touch one destination row). MarkWritten(dst)
 //   like the CPU.
 //
-// Index validation: device-side, in the check kernel, reported through scratch() flags (see
-// gather.cu: the flag keeps INT32_MAX - the first bad position). Out-of-range entries are never
-// dereferenced, neither as a row of x or dst nor as a slot of the duplicate marker.
+// Index validation: device-side (see gather.cu: the flag keeps INT32_MAX - the first bad position).
+// gather_rows reports through check_flag (immediate or deferred); index_add_rows always checks at
+// once, before it writes, because it writes dst in place (so it cannot be captured in a graph).
+// Out-of-range entries are never dereferenced, neither as a row of x or dst nor as a slot of the
+// duplicate marker.
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -119,11 +121,10 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   const int64_t R0 = x.size(0), R = rows.numel(), C = x.size(1);
   Tensor y = alloc({R, C}, x.dtype);
   if (R == 0) return y;
-  int32_t* flag = static_cast<int32_t*>(scratch(sizeof(int32_t)));
+  DeviceFlag flag = new_flag();
   // B = 1: row i of y = row rows[i] of x (K = R, so i / K = 0).
-  launch_gather_rows(x, ptr<int32_t>(rows), y, R, R, R0, C * (int64_t)dtype_size(x.dtype), flag);
-  const int32_t h = read_flag(flag);
-  if (h) fail_index_flag(h, rows, R0, "gather_rows", "rows");
+  launch_gather_rows(x, ptr<int32_t>(rows), y, R, R, R0, C * (int64_t)dtype_size(x.dtype), flag.ptr());
+  check_flag(flag, [rows, R0](const int32_t* h) { fail_index_flag(h[0], rows, R0, "gather_rows", "rows"); });
   return y;
 }
 

@@ -181,6 +181,7 @@ void copy_to_host(void* dst, const Tensor& src, size_t n) {
   if (!n) return;
   VITRIM_CUDA_CHECK(cudaMemcpyAsync(dst, src.raw(), n, cudaMemcpyDeviceToHost, stream()));
   VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  check_pending();  // a deferred device-side error must surface before the data is used
 }
 
 std::string describe() {
@@ -247,6 +248,95 @@ void* scratch(size_t bytes) {
   return p;
 }
 
+// ---- device-side checks ----
+namespace {
+struct PendingCheck {
+  DeviceFlag flag;
+  std::function<void(const int32_t*)> on_error;
+};
+struct Checks {
+  std::mutex mu;
+  bool deferred = false;
+  bool running = false;                 // check_pending is running the error functions
+  std::vector<PendingCheck> pending;    // deferred checks, in launch order
+  std::vector<PendingCheck> capturing;  // checks recorded by the capture in progress
+  std::unordered_map<int64_t, std::vector<PendingCheck>> graphs;  // graph id -> its checks
+};
+Checks& checks() {
+  static Checks* c = new Checks();
+  return *c;
+}
+bool capture_in_progress();
+
+// Copies the flag to the host (synchronises) and, if any word is set, runs the error function.
+void run_check(const PendingCheck& p) {
+  std::vector<int32_t> h((size_t)p.flag.words, 0);
+  VITRIM_CUDA_CHECK(cudaMemcpyAsync(h.data(), p.flag.ptr(), h.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                    stream()));
+  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  for (int32_t w : h)
+    if (w) {
+      p.on_error(h.data());
+      fail(ErrorKind::Internal, "a device-side check failed without an error message");
+    }
+}
+}  // namespace
+
+DeviceFlag new_flag(int words) {
+  VITRIM_CHECK(words >= 1 && words <= 64, Internal, "new_flag: bad word count ", words);
+  DeviceFlag f;
+  f.words = words;
+  f.mem = cuda::alloc({words}, DType::I32);  // inside a capture: from the graph's pool
+  VITRIM_CUDA_CHECK(cudaMemsetAsync(f.mem.raw(), 0, (size_t)words * sizeof(int32_t), stream()));
+  return f;
+}
+
+void check_flag(const DeviceFlag& flag, std::function<void(const int32_t*)> on_error) {
+  Checks& C = checks();
+  PendingCheck p{flag, std::move(on_error)};
+  bool now = false, flush = false;
+  {
+    std::lock_guard<std::mutex> lk(C.mu);
+    if (capture_in_progress()) {
+      C.capturing.push_back(std::move(p));
+      return;
+    }
+    if (C.deferred) {
+      C.pending.push_back(std::move(p));
+      flush = C.pending.size() > 1024;  // bound what a loop without reads keeps alive
+    } else {
+      now = true;
+    }
+  }
+  if (now) run_check(p);
+  if (flush) check_pending();
+}
+
+void check_pending() {
+  Checks& C = checks();
+  std::vector<PendingCheck> todo;
+  {
+    std::lock_guard<std::mutex> lk(C.mu);
+    if (C.running || C.pending.empty()) return;
+    todo.swap(C.pending);
+    C.running = true;
+  }
+  struct Done {
+    Checks& c;
+    ~Done() {
+      std::lock_guard<std::mutex> lk(c.mu);
+      c.running = false;
+    }
+  } done{C};
+  for (const PendingCheck& p : todo) run_check(p);  // the first error throws; the rest are dropped
+}
+
+void set_deferred_checks(bool on) {
+  if (!on) check_pending();
+  std::lock_guard<std::mutex> lk(checks().mu);
+  checks().deferred = on;
+}
+
 int32_t read_flag(int32_t* flag) {
   int32_t h = 0;
   VITRIM_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof h, cudaMemcpyDeviceToHost, stream()));
@@ -260,7 +350,7 @@ namespace {
 struct Graphs {
   std::mutex mu;
   int64_t next = 1;
-  int64_t capturing = 0;
+  std::atomic<int64_t> capturing{0};
   std::unordered_map<int64_t, cudaGraphExec_t> execs;
 };
 Graphs& graphs() {
@@ -283,6 +373,14 @@ void capture_begin() {
     check_status(e, "cudaStreamBeginCapture", __FILE__, __LINE__);
   }
   G.capturing = id;
+  std::lock_guard<std::mutex> ck(checks().mu);
+  checks().capturing.clear();
+}
+
+bool capture_in_progress() {
+  // Called with checks().mu held; reads the graph state without its lock (set/cleared only by the
+  // thread that captures, which is the thread issuing the ops).
+  return graphs().capturing != 0;
 }
 
 // Ends the capture; returns the instantiated graph or throws (the pool is dropped on failure).
@@ -290,7 +388,7 @@ int64_t capture_end() {
   Graphs& G = graphs();
   std::lock_guard<std::mutex> lk(G.mu);
   VITRIM_CHECK(G.capturing != 0, Argument, "no graph capture is in progress");
-  int64_t id = G.capturing;
+  int64_t id = G.capturing.load();
   G.capturing = 0;
   cudaGraph_t g = nullptr;
   cudaError_t e = cudaStreamEndCapture(stream(), &g);
@@ -306,6 +404,11 @@ int64_t capture_end() {
          "copies) or the work is not capturable");
   }
   G.execs[id] = exec;
+  {
+    std::lock_guard<std::mutex> ck(checks().mu);
+    checks().graphs[id].swap(checks().capturing);
+    checks().capturing.clear();
+  }
   return id;
 }
 
@@ -313,7 +416,7 @@ void capture_abort() {
   Graphs& G = graphs();
   std::lock_guard<std::mutex> lk(G.mu);
   if (!G.capturing) return;
-  int64_t id = G.capturing;
+  int64_t id = G.capturing.load();
   G.capturing = 0;
   cudaGraph_t g = nullptr;
   cudaStreamEndCapture(stream(), &g);
@@ -321,6 +424,8 @@ void capture_abort() {
   cudaGetLastError();
   allocator().end_capture();
   allocator().drop_graph(id);
+  std::lock_guard<std::mutex> ck(checks().mu);
+  checks().capturing.clear();
 }
 
 void graph_replay(int64_t id) {
@@ -334,6 +439,11 @@ void graph_replay(int64_t id) {
     exec = it->second;
   }
   VITRIM_CUDA_CHECK(cudaGraphLaunch(exec, stream()));
+  // The replay's device-side checks run at the next synchronising call (a replay never waits).
+  std::lock_guard<std::mutex> ck(checks().mu);
+  auto it = checks().graphs.find(id);
+  if (it != checks().graphs.end())
+    for (const PendingCheck& p : it->second) checks().pending.push_back(p);
 }
 
 void graph_destroy(int64_t id) {
@@ -345,6 +455,10 @@ void graph_destroy(int64_t id) {
   VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
   cudaGraphExecDestroy(it->second);
   G.execs.erase(it);
+  {
+    std::lock_guard<std::mutex> ck(checks().mu);
+    checks().graphs.erase(id);
+  }
   allocator().drop_graph(id);
 }
 }  // namespace
@@ -403,7 +517,11 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
     b.empty = &vitrim::cuda::alloc;
     b.copy_from_host = &copy_from_host;
     b.copy_to_host = &copy_to_host;
-    b.synchronize = [] { VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream())); };
+    b.synchronize = [] {
+      VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+      check_pending();
+    };
+    b.set_deferred_checks = &vitrim::cuda::set_deferred_checks;
     b.memory_stats = [] { return allocator().stats(); };
     b.empty_cache = [] { allocator().release_all(); };
     b.describe = &describe;

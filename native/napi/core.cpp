@@ -93,6 +93,15 @@ VITRIM_OP(setAllowTf32) {
   return info.Env().Undefined();
 }
 
+// setDeviceChecks('immediate' | 'deferred'): when device-side index/label checks of cuda ops report.
+VITRIM_OP(setDeviceChecks) {
+  std::string mode = arg_string(info, 0, "mode");
+  VITRIM_CHECK(mode == "immediate" || mode == "deferred", Argument,
+               "setDeviceChecks: mode must be 'immediate' or 'deferred', got '", mode, "'");
+  backend(Device::CUDA).set_deferred_checks(mode == "deferred");
+  return info.Env().Undefined();
+}
+
 VITRIM_OP(memory) {
   Napi::Env env = info.Env();
   Napi::Array out = Napi::Array::New(env);

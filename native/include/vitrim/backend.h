@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 2;
+constexpr int kBackendAbi = 3;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
@@ -44,6 +44,10 @@ struct Backend {
   std::string (*describe)() = nullptr;
   // TF32 for float32 GEMMs (off by default: float32 results then match the CPU to 1e-5).
   void (*set_allow_tf32)(bool allow) = nullptr;
+  // Device-side checks of indices and labels: at once (false, the default: one host sync per such
+  // op) or at the next synchronising call (true: no sync per op; the error still surfaces before
+  // any result can be read). Graph replays always defer.
+  void (*set_deferred_checks)(bool deferred) = nullptr;
   // ---- graphs (CUDA only; null on the CPU) ----
   // Every op between capture_begin and capture_end is recorded, not run; capture_end returns a
   // graph id whose replay re-runs the recorded work on the same memory. Tensors allocated during

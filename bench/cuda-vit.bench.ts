@@ -1,0 +1,139 @@
+/**
+ * End-to-end DeiT-S on CUDA (random weights, 224 px), the figures of torch_anchors.py side by side:
+ * - inference img/s at batch 1, 64, 256: float32 (TF32 off) and bf16 autocast, eager (one launch per
+ *   op, as our ops run);
+ * - batch 1 replayed as a CUDA graph (the whole forward captured once; inputs written into the
+ *   captured input tensor, as a fixed-shape serving plan would);
+ * - a training step (forward, cross-entropy, backward, AdamW) at batch 64, float32 and bf16 autocast.
+ * Timing: wall clock over `inner` back-to-back iterations closed by a synchronize, median of reps.
+ * Set VITRIM_TORCH_JSON to torch_anchors.py's JSON from the same call for ratios (vitrim / timm:
+ * above 1 is faster, all figures are img/s).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { AdamW, autocast, backward, keep, noGrad, ops, tensor, tidy, vit, type Tensor } from '../lib/index.js';
+import { native } from '../lib/native.js';
+import type { BenchOptions, Row } from './run.js';
+
+type TorchJson = Record<string, Record<string, number>>;
+const MODEL = 'deit_small_patch16_224';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Median seconds per iteration: `inner` iterations then one synchronize, `reps` times (+1 warm-up). */
+function time(fn: () => void, reps: number, inner: number): number {
+  const run = () => {
+    for (let i = 0; i < inner; i++) fn();
+    native.synchronize('cuda');
+  };
+  run();
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    run();
+    ts.push((performance.now() - t0) / 1000 / inner);
+  }
+  return median(ts);
+}
+
+export async function run(opts: BenchOptions): Promise<Row[]> {
+  const cuda = native.backends().find((b) => b.device === 'cuda')!;
+  if (!cuda.available) {
+    console.log(`cuda unavailable, no rows: ${cuda.reasons.join('; ')}`);
+    return [];
+  }
+  const p = process.env.VITRIM_TORCH_JSON;
+  const torch: TorchJson | null = p && existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as TorchJson) : null;
+  native.setAllowTf32(false);
+  const reps = opts.quick ? 3 : 7;
+  const want = (name: string) => !opts.filter || name.includes(opts.filter);
+  const rows: Row[] = [];
+  const push = (row: Row, key: string, field: string) => {
+    const v = torch?.[key]?.[field];
+    if (v !== undefined) {
+      row.compare = { name: `timm ${field}`, value: v };
+      row.ratio = row.value / v;
+    }
+    rows.push(row);
+    console.log(`${row.name} ${row.shape}: ${row.value.toFixed(1)} ${row.unit}${row.ratio ? ` (${row.ratio.toFixed(2)}x timm)` : ''}`);
+  };
+
+  const model = vit.create(MODEL, { seed: 1 });
+  model.to('cuda');
+  model.eval();
+
+  // ---- inference ----
+  for (const B of [1, 64, 256]) {
+    for (const precision of ['float32', 'bfloat16'] as const) {
+      const name = `infer ${precision}`;
+      if (!want(name) && !want('infer')) continue;
+      const x = ops.random([B, 3, 224, 224], 'normal', { seed: B, device: 'cuda' });
+      const fwd = () =>
+        tidy(() => {
+          noGrad(() => (precision === 'bfloat16' ? autocast('bfloat16', () => model.forward(x)) : model.forward(x)));
+        });
+      const inner = B === 1 ? 20 : B === 64 ? 5 : 2;
+      const s = time(fwd, reps, inner);
+      push({ name: `${name} eager`, shape: `B${B}`, value: B / s, unit: 'img/s' }, `${MODEL}_infer_B${B}`,
+        precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+      x.dispose();
+    }
+  }
+
+  // ---- batch 1 as a CUDA graph ----
+  for (const precision of ['float32', 'bfloat16'] as const) {
+    const name = `infer ${precision} graph`;
+    if (!want(name) && !want('graph')) continue;
+    const x = ops.random([1, 3, 224, 224], 'normal', { seed: 7, device: 'cuda' });
+    const body = () =>
+      noGrad(() => (precision === 'bfloat16' ? autocast('bfloat16', () => model.forward(x)) : model.forward(x)));
+    // Warm up outside the capture: cuBLASLt heuristics and the allocator's blocks.
+    tidy(() => {
+      body();
+    });
+    native.synchronize('cuda');
+    let out: Tensor | null = null;
+    native.graphBegin();
+    try {
+      out = tidy(() => keep(body()));
+    } catch (e) {
+      native.graphAbort();
+      throw e;
+    }
+    const g = native.graphEnd();
+    const s = time(() => native.graphReplay(g), reps, 50);
+    push({ name, shape: 'B1', value: 1 / s, unit: 'img/s', note: 'captured forward replayed' }, `${MODEL}_infer_B1`,
+      precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+    native.graphDestroy(g);
+    out?.dispose();
+    x.dispose();
+  }
+
+  // ---- training step ----
+  for (const precision of ['float32', 'bfloat16'] as const) {
+    const name = `train ${precision}`;
+    if (!want(name) && !want('train')) continue;
+    const B = 64;
+    const x = ops.random([B, 3, 224, 224], 'normal', { seed: 11, device: 'cuda' });
+    const labels = tensor(Int32Array.from({ length: B }, (_, i) => (i * 37) % 1000), [B], { dtype: 'int32', device: 'cuda' });
+    const opt = new AdamW(model.parameters(), { lr: 1e-4 });
+    model.train();
+    const step = () => {
+      tidy(() => {
+        opt.zeroGrad();
+        const logits = precision === 'bfloat16' ? autocast('bfloat16', () => model.forward(x)) : model.forward(x);
+        backward(ops.crossEntropy(logits, labels));
+        opt.step();
+      });
+    };
+    const s = time(step, reps, 3);
+    push({ name, shape: `B${B}`, value: B / s, unit: 'img/s', note: 'fwd+bwd+AdamW' }, `${MODEL}_train_B64`,
+      precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+    model.eval();
+    labels.dispose();
+    x.dispose();
+  }
+  return rows;
+}

@@ -1,0 +1,122 @@
+/**
+ * Fixed-shape inference plans on CUDA: the whole forward of a model recorded once as a CUDA graph
+ * and replayed per call, so a batch-1 forward costs one graph launch instead of one launch (and one
+ * JS → native call) per op. This is what makes small-batch inference fast: eager DeiT-S at batch 1
+ * is bound by launch overhead, not by the GPU.
+ *
+ * The plan owns its input tensor (written by `run` before each replay) and its output tensor
+ * (rewritten by each replay: read it, or copy it, before the next `run`). Everything the forward
+ * allocated lives in the graph's private memory pool until `dispose()`. The model's parameters are
+ * captured by address: moving or disposing the model invalidates the plan (it checks that the
+ * parameters still live on cuda before every run), while in-place updates (an optimizer step)
+ * are seen by the next replay.
+ *
+ * What cannot be captured: ops that synchronise with the host (reading a tensor, uploading host
+ * data, device-side index checks). A dense ViT forward has none; the packed adaptive inference
+ * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
+ */
+import { ArgumentError, DeviceError } from '../errors.js';
+import { autocast, type AutocastDtype } from '../autocast.js';
+import { noGrad } from '../autograd.js';
+import { native } from '../native.js';
+import type { Module } from '../nn/module.js';
+import { Tensor, full, keep, tidy } from '../tensor.js';
+
+/** A recorded CUDA graph (see native.graphBegin). */
+export class CudaGraph {
+  #id: number | null;
+  constructor(id: number) {
+    this.#id = id;
+  }
+  /** Re-runs the recorded work (asynchronous: a read or synchronize() waits for it). */
+  replay(): void {
+    if (this.#id === null) throw new ArgumentError('CudaGraph: replay after dispose()');
+    native.graphReplay(this.#id);
+  }
+  /** Frees the graph and its memory pool (idempotent). */
+  dispose(): void {
+    if (this.#id !== null) native.graphDestroy(this.#id);
+    this.#id = null;
+  }
+}
+
+/**
+ * Records `fn` (its ops are recorded, not run) and returns the graph with fn's result, whose tensors
+ * each replay rewrites. On an error the capture is abandoned and the error rethrown.
+ */
+export function captureGraph<R>(fn: () => R): { graph: CudaGraph; result: R } {
+  native.graphBegin();
+  let result: R;
+  try {
+    result = fn();
+  } catch (e) {
+    native.graphAbort();
+    throw e;
+  }
+  return { graph: new CudaGraph(native.graphEnd()), result };
+}
+
+export interface PlanOptions {
+  /** Batch size the plan is recorded for (default 1). */
+  batch?: number;
+  /** 'float32' (default) or 'bfloat16' (autocast: GEMMs and attention in bf16, as in training). */
+  precision?: AutocastDtype;
+}
+
+export interface InferencePlan {
+  readonly input: Tensor;
+  readonly output: Tensor;
+  /** Writes `x` (host data or a cpu tensor of the input's shape) into the input and replays. */
+  run(x: Float32Array | Tensor): Tensor;
+  dispose(): void;
+}
+
+/**
+ * Records `model.forward` on a [batch, ...inputShape] cuda input as a CUDA graph. The model must be
+ * on cuda (Module.to('cuda')); the forward runs once eagerly first (warm-up: GEMM heuristics and
+ * allocator blocks), then once under capture.
+ */
+export function createInferencePlan(
+  model: Module & { forward(x: Tensor): Tensor },
+  inputShape: readonly number[],
+  opts: PlanOptions = {},
+): InferencePlan {
+  const batch = opts.batch ?? 1;
+  if (!Number.isInteger(batch) || batch < 1) throw new ArgumentError(`createInferencePlan: batch must be a positive integer, got ${batch}`);
+  const params = model.parameters();
+  const onCuda = () => params.every((p) => !p.isDisposed && p.device === 'cuda');
+  if (!onCuda()) throw new DeviceError('createInferencePlan: move the model to cuda first (model.to("cuda"))');
+  const precision = opts.precision ?? 'float32';
+  const input = full([batch, ...inputShape], 0, { device: 'cuda' });
+  const forward = () => noGrad(() => (precision === 'bfloat16' ? autocast('bfloat16', () => model.forward(input)) : model.forward(input)));
+  tidy(() => {
+    forward();
+  });
+  native.synchronize('cuda');
+  const { graph, result: output } = captureGraph(() => tidy(() => keep(forward())));
+  let disposed = false;
+  return {
+    input,
+    output,
+    run(x: Float32Array | Tensor): Tensor {
+      if (disposed) throw new ArgumentError('InferencePlan: run after dispose()');
+      if (!onCuda()) throw new DeviceError('InferencePlan: the model was moved off cuda or disposed after the plan was made');
+      if (x instanceof Tensor) {
+        if (x.shape.join() !== input.shape.join()) {
+          throw new ArgumentError(`InferencePlan: input must have shape [${input.shape}], got [${x.shape}]`);
+        }
+        x = x.device === 'cpu' && x.dtype === 'float32' ? (x.dataSync() as Float32Array) : (x.to('cpu').to('float32').dataSync() as Float32Array);
+      }
+      input.handle.write(x);
+      graph.replay();
+      return output;
+    },
+    dispose(): void {
+      if (disposed) return;
+      disposed = true;
+      graph.dispose();
+      output.dispose();
+      input.dispose();
+    },
+  };
+}

@@ -1,0 +1,65 @@
+// Device-side checks of indices and labels: immediate (the op throws) or deferred (the next
+// synchronising call throws, before any result can be read), and inside a CUDA graph.
+import { afterEach, expect, it } from 'vitest';
+import { native } from '../../lib/native.js';
+import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
+import { describeCuda, expectRel } from './helpers.js';
+
+const cu = (shape: number[], seed: number) => native.toDevice(nt(randn(shape, RUN_SEED + seed), shape), 'cuda');
+const idx = (vals: number[], shape: number[]) => native.toDevice(native.fromArray(Int32Array.from(vals), shape, 'int32'), 'cuda');
+
+describeCuda('cuda device-side checks', () => {
+  afterEach(() => native.setDeviceChecks('immediate'));
+
+  it('immediate (default): the op itself throws ERR_VITRIM_INDEX', () => {
+    const x = cu([2, 5, 8], 1);
+    expectCode(() => native.gatherTokens(x, idx([0, 1, 2, 9], [2, 2])), 'ERR_VITRIM_INDEX');
+    const ok = native.gatherTokens(x, idx([4, 0, 3, 3], [2, 2]));
+    expect(ok.shape).toEqual([2, 2, 8]);
+  });
+
+  it('deferred: the op returns, the next read throws naming the op, and later work is unaffected', () => {
+    native.setDeviceChecks('deferred');
+    const x = cu([2, 5, 8], 2);
+    const bad = native.gatherTokens(x, idx([0, 1, 7, 2], [2, 2])); // no sync, no throw here
+    const msg = expectCode(() => bad.read(), 'ERR_VITRIM_INDEX');
+    expect(msg).toContain('gather_tokens');
+    expect(msg).toContain('idx[1, 0] = 7');
+    // The error was consumed: the same device and mode work on.
+    const good = native.gatherTokens(x, idx([1, 1, 0, 4], [2, 2]));
+    const want = native.gatherTokens(native.toDevice(x, 'cpu'), native.fromArray(Int32Array.from([1, 1, 0, 4]), [2, 2], 'int32'));
+    expectRel(good, want, 0, 'gather after a deferred error');
+    // Labels: cross-entropy with a label out of range, reported at synchronize().
+    const logits = cu([3, 4], 3);
+    native.crossEntropyForward(logits, idx([0, 4, 1], [3]), 0);
+    expectCode(() => native.synchronize('cuda'), 'ERR_VITRIM_INDEX');
+    native.synchronize('cuda');
+  });
+
+  it('a graph replay with a bad index reports at the next read', () => {
+    const x = cu([1, 6, 4], 4);
+    const ids = idx([0, 5, 2], [1, 3]);
+    native.graphBegin();
+    let y;
+    try {
+      y = native.gatherTokens(x, ids);
+    } catch (e) {
+      native.graphAbort();
+      throw e;
+    }
+    const g = native.graphEnd();
+    native.graphReplay(g);
+    expect(Array.from(y.read()).length).toBe(12);
+    ids.write(Int32Array.from([0, 6, 2]));
+    native.graphReplay(g);
+    expectCode(() => y.read(), 'ERR_VITRIM_INDEX');
+    ids.write(Int32Array.from([1, 2, 3]));
+    native.graphReplay(g);
+    expect(y.read().length).toBe(12);
+    native.graphDestroy(g);
+  });
+
+  it('rejects an unknown mode', () => {
+    expectCode(() => native.setDeviceChecks('lazy' as 'deferred'), 'ERR_VITRIM_ARGUMENT');
+  });
+});
