@@ -30,7 +30,7 @@
 //            is 0, tiny or not finite (where out carries no information) D_i is recomputed by
 //            the forward kernel in a "D" mode (O ungated, dotted with go) that skips other heads.
 //            With keep also gvb_i = go_i . mean_j v_j (for the argmax term).
-//     dK/dV: one CTA per (b, h, tile of 16*W keys), each warp 16 keys with K and V fragments in
+//     dK/dV: one CTA per (b, h, tile of 16*W keys, W <= 4), each warp 16 keys with K and V fragments in
 //            registers; Q and dO staged in shared memory (fills of <= 256 rows) with m, 1/den, D,
 //            and (keep) the argmax correction and index per query; per 16-query block: S^T = K Q^T,
 //            P^T, dV += P^T dO, G^T = V dO^T, dS^T, dK += dS^T Q; gkeep partials per (b, h, key).
@@ -1311,15 +1311,17 @@ int simt_dv(int64_t D) { return D <= 32 ? 2 : D <= 64 ? 4 : 8; }
 
 // Rows per CTA / threads / staged rows per fill for sequences of length up to nmax.
 // Tensor cores: W warps of 16 rows, the 16-row blocks of a sequence split into balanced tiles of
-// at most 8 warps (197 -> 13 blocks -> 2 tiles of 7 warps); fills of at most 256 rows (128 at D = 128).
+// at most max_warps warps (8: 197 -> 13 blocks -> 2 tiles of 7 warps); fills of at most 256 rows
+// (128 at D = 128). The dK/dV kernel (~165 registers at D = 64) takes at most 4 warps, so that
+// 3 CTAs fit an SM and one CTA's staging overlaps another's math.
 // SIMT: 64 rows, 256 threads.
 struct Config {
   int threads, rows, fill;
 };
-Config make_config(bool tc, int64_t D, int64_t nmax) {
+Config make_config(bool tc, int64_t D, int64_t nmax, int max_warps = 8) {
   if (!tc) return {256, 64, 0};
   const int64_t nblk = std::max<int64_t>(1, (nmax + 15) / 16);
-  const int64_t tiles = (nblk + 7) / 8;
+  const int64_t tiles = (nblk + max_warps - 1) / max_warps;
   const int w = (int)((nblk + tiles - 1) / tiles);
   const int64_t fill_max = D <= 64 ? 256 : 128;
   return {32 * w, 16 * w, (int)std::min<int64_t>(nblk * 16, fill_max)};
@@ -1369,21 +1371,23 @@ void launch_fwd(DType dt, int D, const FwdParams& p, int64_t blocks, const Confi
   });
 }
 
+// The dK/dV pass (params pk: key tiles) and the dQ pass (pq: query tiles).
 template <bool KEEP>
-void launch_bwd(DType dt, int D, const BwdParams& p, int64_t blocks, const Config& cfg) {
+void launch_bwd(DType dt, int D, const BwdParams& pk, const Config& ck, const BwdParams& pq, const Config& cq,
+                int64_t BH) {
+  const int64_t bk = BH * pk.ntiles, bq = BH * pq.ntiles;
   if (use_tc(dt, D)) {
-    const size_t base = (size_t)2 * cfg.fill * (D + 8) * sizeof(bf16);
-    const size_t smem_dq = base + (KEEP ? (size_t)cfg.fill * 4 : 0);
-    const size_t smem_kv = base + (size_t)cfg.fill * 4 * (KEEP ? 5 : 3);
+    const size_t smem_kv = (size_t)2 * ck.fill * (D + 8) * sizeof(bf16) + (size_t)ck.fill * 4 * (KEEP ? 5 : 3);
+    const size_t smem_dq = (size_t)2 * cq.fill * (D + 8) * sizeof(bf16) + (KEEP ? (size_t)cq.fill * 4 : 0);
     if (D == 32) {
-      launch_kernel(bwd_dkdv_tc<32, KEEP>, blocks, cfg.threads, smem_kv, p);
-      launch_kernel(bwd_dq_tc<32, KEEP>, blocks, cfg.threads, smem_dq, p);
+      launch_kernel(bwd_dkdv_tc<32, KEEP>, bk, ck.threads, smem_kv, pk);
+      launch_kernel(bwd_dq_tc<32, KEEP>, bq, cq.threads, smem_dq, pq);
     } else if (D == 64) {
-      launch_kernel(bwd_dkdv_tc<64, KEEP>, blocks, cfg.threads, smem_kv, p);
-      launch_kernel(bwd_dq_tc<64, KEEP>, blocks, cfg.threads, smem_dq, p);
+      launch_kernel(bwd_dkdv_tc<64, KEEP>, bk, ck.threads, smem_kv, pk);
+      launch_kernel(bwd_dq_tc<64, KEEP>, bq, cq.threads, smem_dq, pq);
     } else {
-      launch_kernel(bwd_dkdv_tc<128, KEEP>, blocks, cfg.threads, smem_kv, p);
-      launch_kernel(bwd_dq_tc<128, KEEP>, blocks, cfg.threads, smem_dq, p);
+      launch_kernel(bwd_dkdv_tc<128, KEEP>, bk, ck.threads, smem_kv, pk);
+      launch_kernel(bwd_dq_tc<128, KEEP>, bq, cq.threads, smem_dq, pq);
     }
     return;
   }
@@ -1392,14 +1396,14 @@ void launch_bwd(DType dt, int D, const BwdParams& p, int64_t blocks, const Confi
   dispatch_float(dt, "qkv", [&](auto tag) {
     using T = decltype(tag);
     if (dv == 2) {
-      launch_kernel(bwd_dkdv_simt<T, 2, KEEP>, blocks, 256, smem_kv, p);
-      launch_kernel(bwd_dq_simt<T, 2, KEEP>, blocks, 256, smem_dq, p);
+      launch_kernel(bwd_dkdv_simt<T, 2, KEEP>, bk, 256, smem_kv, pk);
+      launch_kernel(bwd_dq_simt<T, 2, KEEP>, bq, 256, smem_dq, pq);
     } else if (dv == 4) {
-      launch_kernel(bwd_dkdv_simt<T, 4, KEEP>, blocks, 256, smem_kv, p);
-      launch_kernel(bwd_dq_simt<T, 4, KEEP>, blocks, 256, smem_dq, p);
+      launch_kernel(bwd_dkdv_simt<T, 4, KEEP>, bk, 256, smem_kv, pk);
+      launch_kernel(bwd_dq_simt<T, 4, KEEP>, bq, 256, smem_dq, pq);
     } else {
-      launch_kernel(bwd_dkdv_simt<T, 8, KEEP>, blocks, 256, smem_kv, p);
-      launch_kernel(bwd_dq_simt<T, 8, KEEP>, blocks, 256, smem_dq, p);
+      launch_kernel(bwd_dkdv_simt<T, 8, KEEP>, bk, 256, smem_kv, pk);
+      launch_kernel(bwd_dq_simt<T, 8, KEEP>, bq, 256, smem_dq, pq);
     }
   });
 }
@@ -1533,14 +1537,19 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> attention_backw
   p.H = (int)H;
   p.N = (int)N;
   p.D = (int)D;
-  p.ntiles = ntiles;
-  p.rows = cfg.rows;
-  p.fill = cfg.fill;
   p.scale = (float)scale;
   p.scale2 = (float)(scale * kLog2e);
   p.eps = (float)eps;
-  if (keep) launch_bwd<true>(qkv.dtype, (int)D, p, blocks, cfg);
-  else launch_bwd<false>(qkv.dtype, (int)D, p, blocks, cfg);
+  BwdParams pq = p, pk = p;
+  pq.ntiles = ntiles;
+  pq.rows = cfg.rows;
+  pq.fill = cfg.fill;
+  const Config ck = make_config(tc, D, N, 4);
+  pk.ntiles = (int)((N + ck.rows - 1) / ck.rows);
+  pk.rows = ck.rows;
+  pk.fill = ck.fill;
+  if (keep) launch_bwd<true>(qkv.dtype, (int)D, pk, ck, pq, cfg, BH);
+  else launch_bwd<false>(qkv.dtype, (int)D, pk, ck, pq, cfg, BH);
   if (keep) {
     dispatch_float(keep->dtype, "keep", [&](auto tag) {
       using T = decltype(tag);
