@@ -1,0 +1,55 @@
+// Varlen attention forward on CUDA (inference on packed sequences): attention_varlen_forward with
+// the semantics and validation of native/cpu/attention_varlen.cpp.
+//
+// cu_seqlens lives on the device (the dispatcher requires every tensor argument on one device); it
+// is small, so it is copied to the host (one stream sync) and checked exactly as the CPU does
+// (cu[0] = 0: Argument; nondecreasing: Argument; cu[S] = R: Shape). The host copy also builds the
+// kernel's task list: one CTA per (sequence, head, query tile), see attention.cu (the same
+// forward kernels as the dense op, without keep or stats). A head whose gate is 0 is not computed:
+// its CTAs read the gate, write zeros to the head's output channels and return.
+// head_gate: float32 or the dtype of qkv, [S, H].
+#include <cmath>
+#include <vector>
+
+#include "attention.cuh"
+
+namespace vitrim::cuda {
+
+Tensor attention_varlen_forward(const Tensor& qkv, const Tensor& cu_seqlens, int64_t num_heads, double scale,
+                                const std::optional<Tensor>& head_gate) {
+  check_float_cuda(qkv, "qkv");
+  check_rank(qkv, 2, "qkv");
+  check_cuda(cu_seqlens, "cu_seqlens");
+  check_dtype(cu_seqlens, DType::I32, "cu_seqlens");
+  check_rank(cu_seqlens, 1, "cu_seqlens");
+  VITRIM_CHECK(num_heads > 0, Argument, "attention_varlen: num_heads must be positive, got ", num_heads);
+  VITRIM_CHECK(std::isfinite(scale), Argument, "attention_varlen: scale must be finite");
+  const int64_t R = qkv.size(0), C3 = qkv.size(1);
+  VITRIM_CHECK(C3 % (3 * num_heads) == 0, Shape, "attention_varlen: qkv last dim ", C3,
+               " must be divisible by 3 * num_heads = ", 3 * num_heads);
+  const int64_t C = C3 / 3, H = num_heads, D = C / H;
+  VITRIM_CHECK(D <= 128, Shape, "attention_varlen: head_dim ", D, " is above 128, the largest the cuda kernels support");
+  VITRIM_CHECK(C3 <= INT32_MAX, Shape, "attention_varlen: qkv rows of ", C3, " values are above the cuda kernels' limit");
+  const int64_t S = cu_seqlens.numel() - 1;
+  VITRIM_CHECK(S >= 0, Shape, "attention_varlen: cu_seqlens must have at least one entry");
+  std::vector<int32_t> cu((size_t)(S + 1));
+  VITRIM_CUDA_CHECK(cudaMemcpyAsync(cu.data(), cu_seqlens.raw(), cu.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                    stream()));
+  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  VITRIM_CHECK(cu[0] == 0, Argument, "attention_varlen: cu_seqlens[0] must be 0, got ", cu[0]);
+  for (int64_t s = 0; s < S; ++s)
+    VITRIM_CHECK(cu[s + 1] >= cu[s], Argument, "attention_varlen: cu_seqlens must be nondecreasing (at ", s + 1, ")");
+  VITRIM_CHECK(cu[S] == R, Shape, "attention_varlen: cu_seqlens[S] = ", cu[S], " must equal the number of rows ", R);
+  if (head_gate) {
+    check_cuda(*head_gate, "head_gate");
+    VITRIM_CHECK(head_gate->dtype == DType::F32 || head_gate->dtype == qkv.dtype, DType,
+                 "head_gate must be float32 or ", dtype_name(qkv.dtype), " (the dtype of qkv), got ",
+                 dtype_name(head_gate->dtype));
+    check_shape(*head_gate, {S, H}, "head_gate");
+  }
+  return attn::varlen_forward(qkv, cu_seqlens, cu, num_heads, scale, head_gate);
+}
+
+VITRIM_CUDA_OP(attention_varlen_forward);
+
+}  // namespace vitrim::cuda
