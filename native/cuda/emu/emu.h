@@ -278,3 +278,71 @@ using std::isfinite;
 using std::isinf;
 using std::isnan;
 using std::signbit;
+
+// ---- tensor-core instructions (warp-collective), emulated from the PTX ISA's fragment layouts ----
+namespace emu {
+inline float bf16_bits_to_float(uint32_t b16) {
+  uint32_t u = (b16 & 0xffffu) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: D = A(16x16) B(16x8) + C, per lane
+// (g = lane/4, t = lane%4): A regs a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..);
+// B regs b0 (k = 2t..2t+1, n = g) b1 (k = 2t+8.., n = g); C c0,c1 (g, 2t..2t+1) c2,c3 (g+8, ..).
+// The lower 16 bits of a register hold the element with the smaller k (or column).
+inline void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  uint32_t A[32][4], B[32][2];
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t* all = warp_exchange(0xffffffffu, a[i]);
+    for (int l = 0; l < 32; ++l) A[l][i] = (uint32_t)all[l];
+  }
+  {
+    const uint64_t* all = warp_exchange(0xffffffffu, b0);
+    for (int l = 0; l < 32; ++l) B[l][0] = (uint32_t)all[l];
+  }
+  {
+    const uint64_t* all = warp_exchange(0xffffffffu, b1);
+    for (int l = 0; l < 32; ++l) B[l][1] = (uint32_t)all[l];
+  }
+  auto a_el = [&](int row, int col) {
+    const int lane = (row % 8) * 4 + (col % 8) / 2, reg = row / 8 + 2 * (col / 8);
+    return bf16_bits_to_float(A[lane][reg] >> (16 * (col % 2)));
+  };
+  auto b_el = [&](int k, int n) {
+    const int lane = n * 4 + (k % 8) / 2, reg = k / 8;
+    return bf16_bits_to_float(B[lane][reg] >> (16 * (k % 2)));
+  };
+  const int lane = (int)lane_id(), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
+    float s = c[i];
+    for (int k = 0; k < 16; ++k) s = fmaf(a_el(row, k), b_el(k, col), s);
+    c[i] = s;
+  }
+}
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give the row addresses of
+// matrix i (8 b16 each); lane t receives in r[i] the pair M_i[t/4][2(t%4) + {0,1}], or with .trans
+// M_i[2(t%4) + {0,1}][t/4], the lower half being the first of the pair.
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
+  const uint64_t* all = warp_exchange(0xffffffffu, (uint64_t)(uintptr_t)p);
+  uint64_t rows[32];
+  for (int l = 0; l < 32; ++l) rows[l] = all[l];
+  const int t = (int)lane_id();
+  for (int i = 0; i < 4; ++i) {
+    auto el = [&](int row, int col) -> uint32_t {
+      const uint16_t* q = reinterpret_cast<const uint16_t*>((uintptr_t)rows[8 * i + row]);
+      return q[col];
+    };
+    uint32_t lo, hi;
+    if (trans) {
+      lo = el(2 * (t % 4), t / 4);
+      hi = el(2 * (t % 4) + 1, t / 4);
+    } else {
+      lo = el(t / 4, 2 * (t % 4));
+      hi = el(t / 4, 2 * (t % 4) + 1);
+    }
+    r[i] = lo | (hi << 16);
+  }
+}
+}  // namespace emu
