@@ -71,6 +71,20 @@ export function setAllowTf32(allow: boolean): void {
   }
 }
 
+/**
+ * When cuda ops that check device-resident indices or labels report a bad value: 'immediate' (the
+ * default: the op synchronises and throws IndexError itself) or 'deferred' (no synchronisation per
+ * op; the next call that synchronises, such as a read or synchronize(), throws it, before any result
+ * can be seen). DeviceError where cuda is unavailable.
+ */
+export function setDeviceChecks(mode: 'immediate' | 'deferred'): void {
+  try {
+    native.setDeviceChecks(mode);
+  } catch (e) {
+    rethrow(e, 'setDeviceChecks');
+  }
+}
+
 /** Waits until the work queued on `device` (default cuda) is done; a no-op on the cpu or before cuda loads. */
 export function synchronize(device: Device = 'cuda'): void {
   try {

@@ -4,7 +4,7 @@ import { native } from './native.js';
 export { Tensor, tensor, full, zeros, ones, tidy, keep, memory, emptyCache, cast, toDevice, type CreateOptions } from './tensor.js';
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export { autocast, autocastDtype, type AutocastDtype } from './autocast.js';
-export { backends, cudaAvailable, resolveDevice, setAllowTf32, synchronize, type BackendInfo } from './backends.js';
+export { backends, cudaAvailable, resolveDevice, setAllowTf32, setDeviceChecks, synchronize, type BackendInfo } from './backends.js';
 export * from './errors.js';
 export * as ops from './ops/index.js';
 export { Module, Parameter, parameter } from './nn/module.js';
@@ -14,6 +14,7 @@ export { Trainer, evaluate, type TrainerOptions, type FitOptions, type EvalResul
 export * as data from './data/index.js';
 export * as policies from './policies/index.js';
 export { adavitInfer, type InferResult, type AdaVitInferOptions } from './infer/adavit-infer.js';
+export { createInferencePlan, captureGraph, CudaGraph, type InferencePlan, type PlanOptions } from './infer/plan.js';
 export { denseMacs } from './infer/flops.js';
 export * as safetensors from './io/safetensors.js';
 export * as vit from './models.js';

@@ -13,4 +13,4 @@ if [ "$mode" = asan ]; then
   export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=0
 fi
 if [ $# -eq 0 ]; then set -- test/cuda; fi
-exec npx vitest run "$@"
+exec npx vitest run --testTimeout=1800000 "$@"

@@ -52,7 +52,7 @@ export interface TrainerOptions {
   /** 'float32' (default) or 'bfloat16' mixed precision with float32 master weights (a no-op on the CPU). */
   precision?: Precision;
   policy?: AdaVitPolicy | null;
-  optimizer?: { name?: 'adamw'; lr?: number; weightDecay?: number; betas?: [number, number] };
+  optimizer?: { name?: 'adamw'; lr?: number; weightDecay?: number; betas?: [number, number]; eps?: number };
   /** Learning rate of the policy's parameters (default: optimizer.lr). */
   policyLr?: number;
   /** Scale of the backbone's lr relative to optimizer.lr (default 1); 0 or freezeBackbone freezes it. */
@@ -144,8 +144,8 @@ export class Trainer {
     const frozen = opts.freezeBackbone || opts.backboneLrScale === 0;
     const backbone = this.model.parameters();
     for (const p of backbone) p.requiresGrad = !frozen;
-    this.backboneOpt = frozen ? null : new AdamW(backbone, { lr: this.baseLr, weightDecay: wd, betas: o.betas });
-    this.policyOpt = this.policy ? new AdamW(this.policy.parameters(), { lr: opts.policyLr ?? this.baseLr, weightDecay: wd, betas: o.betas }) : null;
+    this.backboneOpt = frozen ? null : new AdamW(backbone, { lr: this.baseLr, weightDecay: wd, betas: o.betas, eps: o.eps });
+    this.policyOpt = this.policy ? new AdamW(this.policy.parameters(), { lr: opts.policyLr ?? this.baseLr, weightDecay: wd, betas: o.betas, eps: o.eps }) : null;
   }
 
   private lrAt(step: number, total: number, warm: number): number {

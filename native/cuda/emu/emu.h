@@ -346,3 +346,13 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
   }
 }
 }  // namespace emu
+
+// Kernel-typed overloads of runtime calls that nvcc's headers provide only to device compilers.
+template <class... P>
+cudaError_t cudaFuncSetAttribute(void (*f)(P...), cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(f), attr, value);
+}
+template <class... P>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, void (*f)(P...), int block, size_t smem) {
+  return ::cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, reinterpret_cast<const void*>(f), block, smem);
+}
