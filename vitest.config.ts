@@ -13,7 +13,7 @@ import { defineConfig } from 'vitest/config';
 //   test/cuda); VITRIM_EMU_ALL=1 includes them here too.
 const emuLib = resolve('build/Release/libvitrim_cuda_emu.so');
 const slowUnderEmulation = [
-  'attention', 'gemm', 'layernorm', 'lib-device', 'loss', 'reduce', 'sample', 'softmax', 'topk',
+  'attention', 'attention-varlen', 'gemm', 'layernorm', 'lib-device', 'loss', 'reduce', 'sample', 'softmax', 'topk',
 ].map((f) => `test/cuda/${f}.test.ts`);
 
 const base = {
