@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs test/cuda on the CPU against the CUDA emulation (native/cuda/emu/emu.h): builds
 # build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan for AddressSanitizer) and points the
-# addon at it. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
+# addon at it. VITRIM_EMU_ORDER=reverse|random runs each block's threads in another order. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${VITRIM_CUDA_EMU:-1}

@@ -11,7 +11,9 @@
 // __syncthreads and at warp collectives (shuffles, ballots, __syncwarp), which wait for every lane
 // of their mask. `__shared__` becomes `static`, which is one copy per kernel shared by the block's
 // fibers: correct because blocks never run concurrently. Shared memory starts filled with NaN bytes
-// (0xff) so a read before a write shows. What it checks: launch configurations (block size, grid
+// (0xff) so a read before a write shows; VITRIM_EMU_ORDER=reverse|random changes the order in
+// which a block's fibers run between barriers, so a missing barrier shows as stale data in some
+// order. What it checks: launch configurations (block size, grid
 // limits, shared-memory bounds), barriers not reached by every live thread (deadlock) and warp
 // collectives whose mask names exited or missing lanes (both undefined on a GPU), out-of-bounds
 // memory when built with -fsanitize=address. What it cannot show: data races between threads that

@@ -93,9 +93,34 @@ void yield_to_scheduler() {
 
 // One pass: run every ready fiber until it blocks or ends; then release a barrier or a warp
 // collective whose participants have all arrived. Returns false on deadlock.
+// VITRIM_EMU_ORDER=reverse|random runs the ready fibers of each pass in another order: code that
+// reads shared memory another thread writes without a barrier between them then sees stale data
+// in one of the orders (a GPU would interleave them in any order).
+enum class Order { Forward, Reverse, Random };
+Order order_from_env() {
+  const char* e = std::getenv("VITRIM_EMU_ORDER");
+  if (!e) return Order::Forward;
+  if (std::strcmp(e, "reverse") == 0) return Order::Reverse;
+  if (std::strcmp(e, "random") == 0) return Order::Random;
+  return Order::Forward;
+}
+const Order g_order = order_from_env();
+uint64_t g_order_state = 0x9e3779b97f4a7c15ull;
+
 bool step(Block& b) {
   bool progressed = false;
-  for (Fiber& f : b.fibers) {
+  const size_t n = b.fibers.size();
+  std::vector<size_t> idx(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = g_order == Order::Reverse ? n - 1 - i : i;
+  if (g_order == Order::Random)
+    for (size_t i = n; i > 1; --i) {
+      g_order_state ^= g_order_state << 13;
+      g_order_state ^= g_order_state >> 7;
+      g_order_state ^= g_order_state << 17;
+      std::swap(idx[i - 1], idx[g_order_state % i]);
+    }
+  for (size_t k = 0; k < n; ++k) {
+    Fiber& f = b.fibers[idx[k]];
     if (f.state != State::Ready) continue;
     b.running = &f;
     swapcontext(&b.sched, &f.ctx);
