@@ -40,6 +40,7 @@
 
 #include "gemm_kernel.h"
 #include "rowkernels.h"
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
@@ -55,27 +56,12 @@ int64_t row_block(int64_t N) {
   return nblk ? (N + nblk - 1) / nblk : 1;
 }
 
-struct AttnDims {
-  int64_t B, N, H, C, D, C3;
-};
+using AttnDims = AttentionShape;
 
 AttnDims check_attention(const char* op, const Tensor& qkv, int64_t num_heads, double scale,
                          const std::optional<Tensor>& keep, const std::optional<Tensor>& head_gate, double eps) {
   check_f32_cpu(qkv, "qkv");
-  VITRIM_CHECK(qkv.dim() == 3, Shape, op, ": qkv must be [B, N, 3*C], got shape ", shape_str(qkv.shape));
-  VITRIM_CHECK(num_heads > 0, Argument, op, ": num_heads must be positive, got ", num_heads);
-  AttnDims d;
-  d.B = qkv.size(0);
-  d.N = qkv.size(1);
-  d.C3 = qkv.size(2);
-  d.H = num_heads;
-  VITRIM_CHECK(d.C3 > 0 && d.C3 % 3 == 0 && (d.C3 / 3) % num_heads == 0, Shape, op,
-               ": the last dimension of qkv (", d.C3, ") must be a positive multiple of 3 * num_heads (3 * ",
-               num_heads, ")");
-  d.C = d.C3 / 3;
-  d.D = d.C / d.H;
-  VITRIM_CHECK(std::isfinite(scale), Argument, op, ": scale must be finite, got ", scale);
-  VITRIM_CHECK(std::isfinite(eps) && eps >= 0, Argument, op, ": eps must be finite and >= 0, got ", eps);
+  AttnDims d = check_attention_shape(op, qkv, num_heads, scale, eps);
   if (keep) {
     check_f32_cpu(*keep, "keep");
     check_shape(*keep, {d.B, d.N}, "keep");

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
@@ -31,18 +32,9 @@ struct Task {
 Tensor attention_varlen_forward(const Tensor& qkv, const Tensor& cu_seqlens, int64_t num_heads, double scale,
                                 const std::optional<Tensor>& head_gate) {
   check_f32_cpu(qkv, "qkv");
-  check_rank(qkv, 2, "qkv");
-  check_cpu(cu_seqlens, "cu_seqlens");
-  check_dtype(cu_seqlens, DType::I32, "cu_seqlens");
-  check_rank(cu_seqlens, 1, "cu_seqlens");
-  VITRIM_CHECK(num_heads > 0, Argument, "attention_varlen: num_heads must be positive, got ", num_heads);
-  VITRIM_CHECK(std::isfinite(scale), Argument, "attention_varlen: scale must be finite");
-  const int64_t R = qkv.size(0), C3 = qkv.size(1);
-  VITRIM_CHECK(C3 % (3 * num_heads) == 0, Shape, "attention_varlen: qkv last dim ", C3,
-               " must be divisible by 3 * num_heads = ", 3 * num_heads);
-  const int64_t C = C3 / 3, H = num_heads, D = C / H;
-  const int64_t S = cu_seqlens.numel() - 1;
-  VITRIM_CHECK(S >= 0, Shape, "attention_varlen: cu_seqlens must have at least one entry");
+  const VarlenShape vs = check_varlen_shape(qkv, cu_seqlens, num_heads, scale, Device::CPU);
+  const int64_t R = vs.R, C3 = vs.C3, C = vs.C, H = vs.H, D = vs.D;
+  const int64_t S = vs.S;
   const int32_t* cu = cu_seqlens.i32();
   VITRIM_CHECK(cu[0] == 0, Argument, "attention_varlen: cu_seqlens[0] must be 0, got ", cu[0]);
   for (int64_t s = 0; s < S; ++s)

@@ -10,6 +10,7 @@
 //   in k order, which also makes the result independent of the thread count.
 #include <cstring>
 
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
@@ -27,13 +28,7 @@ void check_indices(const Tensor& idx, int64_t n, const char* op) {
   }
 }
 
-void check_idx(const Tensor& idx, int64_t B, const char* op) {
-  check_cpu(idx, "idx");
-  check_dtype(idx, DType::I32, "idx");
-  check_rank(idx, 2, "idx");
-  VITRIM_CHECK(idx.shape[0] == B, Shape, op, ": idx ", shape_str(idx.shape), " has batch ", idx.shape[0],
-               ", expected ", B);
-}
+void check_idx(const Tensor& idx, int64_t B, const char* op) { check_token_index(idx, B, Device::CPU, op); }
 
 }  // namespace
 

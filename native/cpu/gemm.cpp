@@ -36,6 +36,7 @@
 
 #include "gemm_kernel.h"
 #include "vitrim/cpuinfo.h"
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
@@ -392,22 +393,10 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alph
 Tensor matmul(const Tensor& a, const Tensor& b, bool transA, bool transB) {
   check_f32_cpu(a, "a");
   check_f32_cpu(b, "b");
-  VITRIM_CHECK(a.dim() >= 2 && b.dim() >= 2, Shape, "matmul: a and b must have at least 2 dimensions, got ",
-               shape_str(a.shape), " and ", shape_str(b.shape));
-  int64_t M = transA ? a.size(-1) : a.size(-2), K = transA ? a.size(-2) : a.size(-1);
-  int64_t Kb = transB ? b.size(-1) : b.size(-2), N = transB ? b.size(-2) : b.size(-1);
-  VITRIM_CHECK(K == Kb, Shape, "matmul: inner dimensions differ: a ", shape_str(a.shape), (transA ? " (transposed)" : ""),
-               " and b ", shape_str(b.shape), (transB ? " (transposed)" : ""));
-  Shape batch(a.shape.begin(), a.shape.end() - 2);
-  bool shared_b = b.dim() == 2;
-  if (!shared_b) {
-    Shape bb(b.shape.begin(), b.shape.end() - 2);
-    VITRIM_CHECK(bb == batch, Shape, "matmul: batch dimensions differ: ", shape_str(a.shape), " and ", shape_str(b.shape));
-  }
-  int64_t nb = shape_numel(batch);
-  Shape os = batch;
-  os.push_back(M);
-  os.push_back(N);
+  const MatmulPlan plan = plan_matmul(a, b, transA, transB);
+  const int64_t M = plan.M, N = plan.N, K = plan.K, nb = plan.batch;
+  const bool shared_b = plan.shared_b;
+  const Shape& os = plan.out;
   Tensor c = empty(os, DType::F32);
   if (c.numel() == 0) return c;
   const int64_t lda = a.size(-1), ldb = b.size(-1);

@@ -16,15 +16,12 @@
 // such steps is the trainer's job, e.g. with loss scaling).
 #include <cmath>
 
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
 namespace vitrim::cpu {
 namespace {
-
-struct AdamWScalars {
-  float decay, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps;
-};
 
 // A separate function so the restrict qualifiers reach the vectoriser (they do not survive a lambda
 // capture).
@@ -48,32 +45,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double 
   check_f32_cpu(grad, "grad");
   check_f32_cpu(m, "m");
   check_f32_cpu(v, "v");
-  check_same_shape(grad, param, "grad", "param");
-  check_same_shape(m, param, "m", "param");
-  check_same_shape(v, param, "v", "param");
-  VITRIM_CHECK(std::isfinite(lr) && lr >= 0.0, Argument, "adamw_step: lr must be finite and >= 0, got ", lr);
-  VITRIM_CHECK(std::isfinite(eps) && eps >= 0.0, Argument, "adamw_step: eps must be finite and >= 0, got ", eps);
-  VITRIM_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0, Argument,
-               "adamw_step: weight_decay must be finite and >= 0, got ", weight_decay);
-  VITRIM_CHECK(beta1 >= 0.0 && beta1 < 1.0, Argument, "adamw_step: beta1 must be in [0, 1), got ", beta1);
-  VITRIM_CHECK(beta2 >= 0.0 && beta2 < 1.0, Argument, "adamw_step: beta2 must be in [0, 1), got ", beta2);
-  VITRIM_CHECK(step >= 1, Argument, "adamw_step: step must be >= 1 (the count including this step), got ", step);
-  VITRIM_CHECK(param.storage != m.storage && param.storage != v.storage && m.storage != v.storage, Argument,
-               "adamw_step: param, m and v must be distinct tensors (they share storage)");
-  VITRIM_CHECK(grad.storage != param.storage && grad.storage != m.storage && grad.storage != v.storage, Argument,
-               "adamw_step: grad must not share storage with param, m or v");
-
-  const double bc1 = 1.0 - std::pow(beta1, (double)step);
-  const double bc2 = 1.0 - std::pow(beta2, (double)step);
-  AdamWScalars k;
-  k.decay = (float)(1.0 - lr * weight_decay);
-  k.b1 = (float)beta1;
-  k.c1 = (float)(1.0 - beta1);
-  k.b2 = (float)beta2;
-  k.c2 = (float)(1.0 - beta2);
-  k.step_size = (float)(lr / bc1);
-  k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
-  k.eps = (float)eps;
+  const AdamWScalars k = check_adamw(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step);
   const MarkWritten wp(param), wm(m), wv(v);
   float* P = param.f32();
   const float* G = grad.f32();

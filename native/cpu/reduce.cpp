@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
@@ -83,25 +84,11 @@ struct Odo {
 
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
   check_f32_cpu(x, "x");
-  VITRIM_CHECK(op == ReduceOp::Sum || op == ReduceOp::Mean || op == ReduceOp::Max, Argument, "reduce: unknown op");
+  ReducePlan plan = plan_reduce(op, x, axes, keepdim);
   const int64_t r = x.dim();
-  std::vector<bool> red(r, axes.empty());
-  for (int64_t a : axes) {
-    VITRIM_CHECK(a >= -r && a < r, Index, "reduce: axis ", a, " is out of range for shape ", shape_str(x.shape));
-    const int64_t na = a < 0 ? a + r : a;
-    VITRIM_CHECK(!red[na], Argument, "reduce: axis ", a, " is given twice");
-    red[na] = true;
-  }
-  Shape os;
-  int64_t count = 1;
-  for (int64_t i = 0; i < r; ++i) {
-    if (red[i]) {
-      count *= x.shape[i];
-      if (keepdim) os.push_back(1);
-    } else {
-      os.push_back(x.shape[i]);
-    }
-  }
+  const std::vector<bool>& red = plan.reduced;
+  const Shape& os = plan.out;
+  const int64_t count = plan.count;
   Tensor y = empty(os, DType::F32);
   const int64_t nout = y.numel();
   if (nout == 0) return y;

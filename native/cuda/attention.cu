@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "attention.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
@@ -1228,9 +1229,7 @@ __global__ void ggate_reduce_kernel(const float* dvals, T* ggate, int64_t BH, in
 // Host side: validation, configuration, launches
 // ============================================================================================
 
-struct Dims {
-  int64_t B, N, H, C, D, C3;
-};
+using Dims = AttentionShape;
 
 // keep / head_gate: float32 or the dtype of qkv.
 void check_aux(const Tensor& t, DType dt, const char* what) {
@@ -1244,20 +1243,7 @@ void check_aux(const Tensor& t, DType dt, const char* what) {
 Dims check_attention(const char* op, const Tensor& qkv, int64_t num_heads, double scale,
                      const std::optional<Tensor>& keep, const std::optional<Tensor>& head_gate, double eps) {
   check_float_cuda(qkv, "qkv");
-  VITRIM_CHECK(qkv.dim() == 3, Shape, op, ": qkv must be [B, N, 3*C], got shape ", shape_str(qkv.shape));
-  VITRIM_CHECK(num_heads > 0, Argument, op, ": num_heads must be positive, got ", num_heads);
-  Dims d;
-  d.B = qkv.size(0);
-  d.N = qkv.size(1);
-  d.C3 = qkv.size(2);
-  d.H = num_heads;
-  VITRIM_CHECK(d.C3 > 0 && d.C3 % 3 == 0 && (d.C3 / 3) % num_heads == 0, Shape, op,
-               ": the last dimension of qkv (", d.C3, ") must be a positive multiple of 3 * num_heads (3 * ",
-               num_heads, ")");
-  d.C = d.C3 / 3;
-  d.D = d.C / d.H;
-  VITRIM_CHECK(std::isfinite(scale), Argument, op, ": scale must be finite, got ", scale);
-  VITRIM_CHECK(std::isfinite(eps) && eps >= 0, Argument, op, ": eps must be finite and >= 0, got ", eps);
+  Dims d = check_attention_shape(op, qkv, num_heads, scale, eps);
   VITRIM_CHECK(d.D <= 128, Shape, op, ": head_dim ", d.D, " (", d.C, " channels / ", d.H,
                " heads) is above 128, the largest the cuda kernels support");
   VITRIM_CHECK(d.N < (int64_t(1) << 24), Shape, op, ": sequence length ", d.N,

@@ -12,26 +12,18 @@
 #include <vector>
 
 #include "attention.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
 Tensor attention_varlen_forward(const Tensor& qkv, const Tensor& cu_seqlens, int64_t num_heads, double scale,
                                 const std::optional<Tensor>& head_gate) {
   check_float_cuda(qkv, "qkv");
-  check_rank(qkv, 2, "qkv");
-  check_cuda(cu_seqlens, "cu_seqlens");
-  check_dtype(cu_seqlens, DType::I32, "cu_seqlens");
-  check_rank(cu_seqlens, 1, "cu_seqlens");
-  VITRIM_CHECK(num_heads > 0, Argument, "attention_varlen: num_heads must be positive, got ", num_heads);
-  VITRIM_CHECK(std::isfinite(scale), Argument, "attention_varlen: scale must be finite");
-  const int64_t R = qkv.size(0), C3 = qkv.size(1);
-  VITRIM_CHECK(C3 % (3 * num_heads) == 0, Shape, "attention_varlen: qkv last dim ", C3,
-               " must be divisible by 3 * num_heads = ", 3 * num_heads);
-  const int64_t C = C3 / 3, H = num_heads, D = C / H;
+  const VarlenShape vs = check_varlen_shape(qkv, cu_seqlens, num_heads, scale, Device::CUDA);
+  const int64_t R = vs.R, C3 = vs.C3, H = vs.H, D = vs.D;
   VITRIM_CHECK(D <= 128, Shape, "attention_varlen: head_dim ", D, " is above 128, the largest the cuda kernels support");
   VITRIM_CHECK(C3 <= INT32_MAX, Shape, "attention_varlen: qkv rows of ", C3, " values are above the cuda kernels' limit");
-  const int64_t S = cu_seqlens.numel() - 1;
-  VITRIM_CHECK(S >= 0, Shape, "attention_varlen: cu_seqlens must have at least one entry");
+  const int64_t S = vs.S;
   std::vector<int32_t> cu((size_t)(S + 1));
   VITRIM_CUDA_CHECK(cudaMemcpyAsync(cu.data(), cu_seqlens.raw(), cu.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                     stream()));

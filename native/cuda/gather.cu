@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
@@ -221,13 +222,7 @@ __global__ void __launch_bounds__(256) scatter_tokens_kernel(const T* __restrict
   }
 }
 
-void check_idx(const Tensor& idx, int64_t B, const char* op) {
-  check_cuda(idx, "idx");
-  check_dtype(idx, DType::I32, "idx");
-  check_rank(idx, 2, "idx");
-  VITRIM_CHECK(idx.shape[0] == B, Shape, op, ": idx ", shape_str(idx.shape), " has batch ", idx.shape[0],
-               ", expected ", B);
-}
+void check_idx(const Tensor& idx, int64_t B, const char* op) { check_token_index(idx, B, Device::CUDA, op); }
 
 }  // namespace
 

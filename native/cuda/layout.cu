@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
@@ -39,10 +40,6 @@ constexpr int kTile = 32;
 constexpr int kTileRows = 8;
 constexpr int64_t kMinTransposeSide = 16;
 
-int64_t norm_axis(int64_t axis, int64_t rank, const char* op) {
-  VITRIM_CHECK(axis >= -rank && axis < rank, Index, op, ": axis ", axis, " is out of range for rank ", rank);
-  return axis < 0 ? axis + rank : axis;
-}
 
 // Calls f(W{}) with W the widest word type (16, 8, 4 or 2 bytes) dividing every `bytes` value and the
 // address of every pointer.
@@ -164,9 +161,6 @@ void copy_rows(int64_t rows, const uint8_t* src, int64_t src_row, uint8_t* dst, 
   });
 }
 
-struct PDim {
-  int64_t size, stride;
-};
 
 template <class E>
 void launch_transpose(const std::vector<PDim>& dims, const Tensor& x, const Tensor& y) {
@@ -255,36 +249,10 @@ void launch_permute_general(std::vector<PDim> dims, const Tensor& x, const Tenso
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& perm) {
   check_cuda(x, "x");
-  const int64_t r = x.dim();
-  VITRIM_CHECK((int64_t)perm.size() == r, Argument, "permute: perm has ", perm.size(), " entries, x has rank ", r,
-               " (shape ", shape_str(x.shape), ")");
-  std::vector<int64_t> p(r);
-  std::vector<bool> seen(r, false);
-  for (int64_t i = 0; i < r; ++i) {
-    p[i] = norm_axis(perm[i], r, "permute");
-    VITRIM_CHECK(!seen[p[i]], Argument, "permute: axis ", perm[i], " appears twice; perm must be a permutation");
-    seen[p[i]] = true;
-  }
-  std::vector<int64_t> in_stride(r);
-  for (int64_t i = r - 1, s = 1; i >= 0; --i) {
-    in_stride[i] = s;
-    s *= x.shape[i];
-  }
-  Shape os(r);
-  for (int64_t i = 0; i < r; ++i) os[i] = x.shape[p[i]];
-  Tensor y = alloc(os, x.dtype);
+  PermutePlan plan = plan_permute(x, perm);
+  Tensor y = alloc(plan.out, x.dtype);
   if (y.numel() == 0) return y;
-  std::vector<PDim> dims;
-  for (int64_t i = 0; i < r; ++i) {
-    const int64_t d = os[i], st = in_stride[p[i]];
-    if (d == 1) continue;
-    if (!dims.empty() && dims.back().stride == st * d) {
-      dims.back().size *= d;  // consecutive in the input too: one longer dim
-      dims.back().stride = st;
-      continue;
-    }
-    dims.push_back({d, st});
-  }
+  std::vector<PDim>& dims = plan.dims;
   if (dims.size() <= 1) {  // in input order already
     VITRIM_CUDA_CHECK(cudaMemcpyAsync(y.raw(), x.raw(), y.nbytes(), cudaMemcpyDeviceToDevice, stream()));
     return y;
@@ -306,71 +274,33 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& perm) {
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   check_cuda(x, "x");
-  const int64_t a = norm_axis(axis, x.dim(), "slice");
-  const int64_t d = x.shape[a];
-  VITRIM_CHECK(start >= 0 && start <= end && end <= d, Index, "slice: [", start, ", ", end,
-               ") is not a valid range of axis ", axis, " with size ", d, " (need 0 <= start <= end <= size)");
-  Shape os = x.shape;
-  os[a] = end - start;
-  Tensor y = alloc(os, x.dtype);
-  int64_t outer = 1, inner = 1;
-  for (int64_t i = 0; i < a; ++i) outer *= x.shape[i];
-  for (int64_t i = a + 1; i < x.dim(); ++i) inner *= x.shape[i];
+  const SlicePlan p = plan_slice(x.shape, axis, start, end);
+  Tensor y = alloc(p.out, x.dtype);
   const int64_t es = (int64_t)dtype_size(x.dtype);
-  copy_rows(outer, static_cast<const uint8_t*>(x.raw()) + start * inner * es, d * inner * es,
-            static_cast<uint8_t*>(y.raw()), (end - start) * inner * es, 0, (end - start) * inner * es);
+  copy_rows(p.outer, static_cast<const uint8_t*>(x.raw()) + start * p.inner * es, p.d * p.inner * es,
+            static_cast<uint8_t*>(y.raw()), p.len * p.inner * es, 0, p.len * p.inner * es);
   return y;
 }
 
 Tensor slice_backward(const Tensor& gy, const Shape& shape, int64_t axis, int64_t start) {
   check_float_cuda(gy, "gy");
-  shape_numel(shape);
-  VITRIM_CHECK((int64_t)shape.size() == gy.dim(), Shape, "slice_backward: gy ", shape_str(gy.shape),
-               " and shape ", shape_str(shape), " differ in rank");
-  const int64_t a = norm_axis(axis, gy.dim(), "slice_backward");
-  for (int64_t i = 0; i < gy.dim(); ++i)
-    VITRIM_CHECK(i == a || gy.shape[i] == shape[i], Shape, "slice_backward: gy ", shape_str(gy.shape),
-                 " does not match shape ", shape_str(shape), " outside axis ", a);
-  const int64_t len = gy.shape[a], d = shape[a];
-  VITRIM_CHECK(start >= 0 && start + len <= d, Index, "slice_backward: [", start, ", ", start + len,
-               ") is not a valid range of axis ", axis, " with size ", d);
+  const SlicePlan p = plan_slice_backward(gy.shape, shape, axis, start);
   Tensor gx = alloc(shape, gy.dtype);
   if (gx.nbytes() == 0) return gx;
   VITRIM_CUDA_CHECK(cudaMemsetAsync(gx.raw(), 0, gx.nbytes(), stream()));  // +0.0 in float32 and bfloat16
-  int64_t outer = 1, inner = 1;
-  for (int64_t i = 0; i < a; ++i) outer *= shape[i];
-  for (int64_t i = a + 1; i < gy.dim(); ++i) inner *= shape[i];
   const int64_t es = (int64_t)dtype_size(gy.dtype);
-  copy_rows(outer, static_cast<const uint8_t*>(gy.raw()), len * inner * es, static_cast<uint8_t*>(gx.raw()),
-            d * inner * es, start * inner * es, len * inner * es);
+  copy_rows(p.outer, static_cast<const uint8_t*>(gy.raw()), p.len * p.inner * es, static_cast<uint8_t*>(gx.raw()),
+            p.d * p.inner * es, start * p.inner * es, p.len * p.inner * es);
   return gx;
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   VITRIM_CHECK(!xs.empty(), Argument, "concat: needs at least one tensor");
   for (size_t k = 0; k < xs.size(); ++k) check_cuda(xs[k], "concat input");
+  const ConcatPlan plan = plan_concat(xs, axis);
   const Tensor& x0 = xs[0];
-  const int64_t r = x0.dim();
-  const int64_t a = norm_axis(axis, r, "concat");
-  int64_t total = 0;
-  for (size_t k = 0; k < xs.size(); ++k) {
-    const Tensor& t = xs[k];
-    VITRIM_CHECK(t.dtype == x0.dtype, DType, "concat: input ", k, " is ", dtype_name(t.dtype), ", input 0 is ",
-                 dtype_name(x0.dtype));
-    VITRIM_CHECK(t.dim() == r, Shape, "concat: input ", k, " has shape ", shape_str(t.shape), ", input 0 has ",
-                 shape_str(x0.shape), " (ranks differ)");
-    for (int64_t i = 0; i < r; ++i)
-      VITRIM_CHECK(i == a || t.shape[i] == x0.shape[i], Shape, "concat: input ", k, " has shape ",
-                   shape_str(t.shape), ", input 0 has ", shape_str(x0.shape), "; they may differ only along axis ",
-                   a);
-    total += t.shape[a];
-  }
-  Shape os = x0.shape;
-  os[a] = total;
-  Tensor y = alloc(os, x0.dtype);
-  int64_t outer = 1, inner = 1;
-  for (int64_t i = 0; i < a; ++i) outer *= os[i];
-  for (int64_t i = a + 1; i < r; ++i) inner *= os[i];
+  const int64_t a = plan.axis, total = plan.out[a], outer = plan.outer, inner = plan.inner;
+  Tensor y = alloc(plan.out, x0.dtype);
   const int64_t es = (int64_t)dtype_size(x0.dtype);
   int64_t off = 0;
   for (const Tensor& t : xs) {

@@ -14,14 +14,11 @@
 #include <cmath>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
 namespace {
-
-struct AdamWScalars {
-  float decay, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps;
-};
 
 __device__ __forceinline__ void adamw_elem(float& p, float g, float& m, float& v, const AdamWScalars& k) {
   const float mi = __fadd_rn(__fmul_rn(k.b1, m), __fmul_rn(k.c1, g));
@@ -96,32 +93,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double 
   check_float_cuda(grad, "grad");
   check_f32_cuda(m, "m");
   check_f32_cuda(v, "v");
-  check_same_shape(grad, param, "grad", "param");
-  check_same_shape(m, param, "m", "param");
-  check_same_shape(v, param, "v", "param");
-  VITRIM_CHECK(std::isfinite(lr) && lr >= 0.0, Argument, "adamw_step: lr must be finite and >= 0, got ", lr);
-  VITRIM_CHECK(std::isfinite(eps) && eps >= 0.0, Argument, "adamw_step: eps must be finite and >= 0, got ", eps);
-  VITRIM_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0, Argument,
-               "adamw_step: weight_decay must be finite and >= 0, got ", weight_decay);
-  VITRIM_CHECK(beta1 >= 0.0 && beta1 < 1.0, Argument, "adamw_step: beta1 must be in [0, 1), got ", beta1);
-  VITRIM_CHECK(beta2 >= 0.0 && beta2 < 1.0, Argument, "adamw_step: beta2 must be in [0, 1), got ", beta2);
-  VITRIM_CHECK(step >= 1, Argument, "adamw_step: step must be >= 1 (the count including this step), got ", step);
-  VITRIM_CHECK(param.storage != m.storage && param.storage != v.storage && m.storage != v.storage, Argument,
-               "adamw_step: param, m and v must be distinct tensors (they share storage)");
-  VITRIM_CHECK(grad.storage != param.storage && grad.storage != m.storage && grad.storage != v.storage, Argument,
-               "adamw_step: grad must not share storage with param, m or v");
-
-  const double bc1 = 1.0 - std::pow(beta1, (double)step);
-  const double bc2 = 1.0 - std::pow(beta2, (double)step);
-  AdamWScalars k;
-  k.decay = (float)(1.0 - lr * weight_decay);
-  k.b1 = (float)beta1;
-  k.c1 = (float)(1.0 - beta1);
-  k.b2 = (float)beta2;
-  k.c2 = (float)(1.0 - beta2);
-  k.step_size = (float)(lr / bc1);
-  k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
-  k.eps = (float)eps;
+  const AdamWScalars k = check_adamw(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step);
   const int64_t n = param.numel();
   if (n == 0) return;
   const MarkWritten wp(param), wm(m), wv(v);

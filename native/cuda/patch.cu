@@ -11,23 +11,13 @@
 #include <climits>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
 namespace {
 
-struct PatchGeom {
-  int64_t B, C, H, W, p, gh, gw;
-};
-
-PatchGeom geometry(const Shape& s, int64_t p, const char* op) {
-  VITRIM_CHECK(s.size() == 4, Shape, op, ": image shape must be [B, C, H, W], got ", shape_str(s));
-  VITRIM_CHECK(p >= 1, Argument, op, ": patch size must be >= 1, got ", p);
-  VITRIM_CHECK(s[2] % p == 0 && s[3] % p == 0, Shape, op, ": image ", shape_str(s),
-               " has H, W not divisible by the patch size ", p);
-  shape_numel({s[1], p, p});  // the patch length C*p*p must not overflow
-  return {s[0], s[1], s[2], s[3], p, s[2] / p, s[3] / p};
-}
+PatchGeom geometry(const Shape& s, int64_t p, const char* op) { return patch_geometry(s, p, op); }
 
 // o = (((b*L + l)*C + c)*p + py)*p + px in patch layout; img = ((b*C + c)*H + gy*p + py)*W + gx*p + px.
 template <class T, class I, bool TO_PATCHES>

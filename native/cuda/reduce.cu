@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
@@ -186,25 +187,11 @@ void reduce_launch(const Tensor& x, const Tensor& y, const RedArgs& a, int G) {
 
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
   check_float_cuda(x, "x");
-  VITRIM_CHECK(op == ReduceOp::Sum || op == ReduceOp::Mean || op == ReduceOp::Max, Argument, "reduce: unknown op");
+  ReducePlan plan = plan_reduce(op, x, axes, keepdim);
   const int64_t r = x.dim();
-  std::vector<bool> red(r, axes.empty());
-  for (int64_t ax : axes) {
-    VITRIM_CHECK(ax >= -r && ax < r, Index, "reduce: axis ", ax, " is out of range for shape ", shape_str(x.shape));
-    const int64_t na = ax < 0 ? ax + r : ax;
-    VITRIM_CHECK(!red[na], Argument, "reduce: axis ", ax, " is given twice");
-    red[na] = true;
-  }
-  Shape os;
-  int64_t count = 1;
-  for (int64_t i = 0; i < r; ++i) {
-    if (red[i]) {
-      count *= x.shape[i];
-      if (keepdim) os.push_back(1);
-    } else {
-      os.push_back(x.shape[i]);
-    }
-  }
+  const std::vector<bool>& red = plan.reduced;
+  const Shape& os = plan.out;
+  const int64_t count = plan.count;
   const int64_t nout = shape_numel(os);
   if (nout == 0) return alloc(os, x.dtype);
   if (count == 0) {

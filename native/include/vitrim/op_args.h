@@ -1,0 +1,102 @@
+// Argument checks and shape plans shared by the CPU and CUDA implementations of an op: the parts
+// that do not depend on the device (shapes, scalars, storage aliasing, output shapes). Each backend
+// still checks device and dtype itself (the CPU takes float32, CUDA float32 or bfloat16) and then
+// calls these, so both report the same errors with the same messages. Pure functions in
+// core/op_args.cpp, compiled into the addon and into libvitrim_cuda alike.
+#pragma once
+#include <vector>
+
+#include "vitrim/ops.h"
+#include "vitrim/tensor.h"
+
+namespace vitrim {
+
+// axis in [-rank, rank) -> [0, rank); Index error naming `op` otherwise.
+int64_t norm_axis(int64_t axis, int64_t rank, const char* op);
+
+// ---- permute ----
+// An output dim (outer to inner) and its stride in the input, in elements; size-1 dims dropped and
+// dims that stay consecutive in the input merged, so the copy loops over as few dims as possible.
+struct PDim {
+  int64_t size, stride;
+};
+struct PermutePlan {
+  Shape out;
+  std::vector<PDim> dims;  // empty when every dim is 1 (or the tensor is empty)
+};
+// perm must be a permutation of the axes (negative axes allowed).
+PermutePlan plan_permute(const Tensor& x, const std::vector<int64_t>& perm);
+
+// ---- reduce ----
+struct ReducePlan {
+  std::vector<bool> reduced;  // per input axis (every axis when `axes` is empty)
+  Shape out;                  // the output shape (reduced axes kept as 1 with keepdim)
+  int64_t count = 1;          // elements reduced into each output
+};
+ReducePlan plan_reduce(cpu::ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim);
+
+// ---- token gather / scatter: idx [B, K] int32 on device d ----
+void check_token_index(const Tensor& idx, int64_t B, Device d, const char* op);
+
+// ---- attention: qkv [B, N, 3C] in timm's fused layout, C = H * D ----
+struct AttentionShape {
+  int64_t B, N, H, C, D, C3;
+};
+// qkv's rank and last dimension against num_heads, and the finite scale / eps >= 0 scalars.
+AttentionShape check_attention_shape(const char* op, const Tensor& qkv, int64_t num_heads, double scale, double eps);
+
+// ---- slice along one axis: rows of `inner` elements, `outer` of them ----
+struct SlicePlan {
+  int64_t axis = 0;
+  int64_t d = 0;    // the axis' size in the full tensor
+  int64_t len = 0;  // the slice's length along it
+  Shape out;        // slice: the slice's shape; slice_backward: the full shape
+  int64_t outer = 1, inner = 1;
+};
+// x[..., start:end, ...] along axis (0 <= start <= end <= size).
+SlicePlan plan_slice(const Shape& x, int64_t axis, int64_t start, int64_t end);
+// The zero-padded gradient of a slice: gy (the slice's gradient) placed at `start` in `shape`.
+SlicePlan plan_slice_backward(const Shape& gy, const Shape& shape, int64_t axis, int64_t start);
+
+// ---- patchify: images [B, C, H, W] into (H/p)x(W/p) patches of C*p*p ----
+struct PatchGeom {
+  int64_t B, C, H, W, p, gh, gw;
+};
+PatchGeom patch_geometry(const Shape& image, int64_t p, const char* op);
+
+// ---- varlen attention: qkv [R, 3C] packed rows, cu_seqlens [S+1] int32 on device d ----
+struct VarlenShape {
+  int64_t R, C3, C, H, D, S;
+};
+VarlenShape check_varlen_shape(const Tensor& qkv, const Tensor& cu_seqlens, int64_t num_heads, double scale, Device d);
+
+// ---- concat ----
+struct ConcatPlan {
+  int64_t axis = 0;
+  Shape out;            // the output shape
+  int64_t outer = 1;    // product of the dims before the axis
+  int64_t inner = 1;    // product of the dims after it
+};
+// Every input has input 0's dtype and rank, and its shape except along the axis.
+ConcatPlan plan_concat(const std::vector<Tensor>& xs, int64_t axis);
+
+// ---- matmul: [.., M, K] x [.., K, N] (b may be 2-D and shared) ----
+struct MatmulPlan {
+  int64_t M = 0, N = 0, K = 0, batch = 1;
+  bool shared_b = false;
+  Shape out;
+};
+MatmulPlan plan_matmul(const Tensor& a, const Tensor& b, bool transA, bool transB);
+
+// ---- AdamW ----
+// The per-step scalars of the fused update (bias corrections folded in), in float32 as both
+// backends apply them: m = b1 m + c1 g; v = b2 v + c2 g^2;
+// p = p decay - step_size m / (sqrt(v) inv_sqrt_bc2 + eps).
+struct AdamWScalars {
+  float decay, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps;
+};
+// Shapes, hyper-parameters and storage aliasing of an AdamW step (device and dtype: the backend).
+AdamWScalars check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int64_t step);
+
+}  // namespace vitrim
