@@ -58,28 +58,32 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                 float* __restrict__ mean, float* __restrict__ rstd, int64_t R, int L, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
-  const float invL = 1.f / (float)L;
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
     float v[IT * V];
     warp_load_row<T, V, IT>(x + r * L, L, lane, v);
-    float s = 0.f;
+    // Statistics in double, as the CPU computes them (two passes, then rounded to float): the saved
+    // mean / rstd then agree with the CPU's to the last bit or so, which the backward of short rows
+    // needs (with C = 3, gx is a projection that amplifies a 1-ulp difference of rstd ~100x).
+    // The element values are still read once and held in registers; the extra double adds are
+    // free in this memory-bound kernel.
+    double s = 0.0;
 #pragma unroll
-    for (int k = 0; k < IT * V; ++k) s += v[k];  // entries past the row are 0
-    const float mu = warp_sum(s) * invL;
-    float q = 0.f;
+    for (int k = 0; k < IT * V; ++k) s += (double)v[k];  // entries past the row are 0
+    const double mud = warp_sum(s) / (double)L;
+    double q = 0.0;
 #pragma unroll
     for (int i = 0; i < IT; ++i)
       if (row_j0(i, lane, V) < L) {
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const float d = v[i * V + k] - mu;
+          const double d = (double)v[i * V + k] - mud;
           q += d * d;
         }
       }
-    const float rs = 1.f / sqrtf(warp_sum(q) * invL + eps);
+    const double rsd = 1.0 / sqrt(warp_sum(q) / (double)L + (double)eps);
     if (lane == 0) {
-      mean[r] = mu;
-      rstd[r] = rs;
+      mean[r] = (float)mud;
+      rstd[r] = (float)rsd;
     }
 #pragma unroll
     for (int i = 0; i < IT; ++i) {
@@ -102,7 +106,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         }
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          float t = (v[i * V + k] - mu) * rs;
+          float t = (float)(((double)v[i * V + k] - mud) * rsd);
           if (w) t *= wv[k];
           if (b) t += bv[k];
           v[i * V + k] = t;
@@ -153,13 +157,17 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                 const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int L) {
   const int lane = threadIdx.x & 31;
   const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
-  const float invL = 1.f / (float)L;
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
     const float mu = mean[r], rs = rstd[r];
     float xh[IT * V], g[IT * V];
     warp_load_row<T, V, IT>(x + r * L, L, lane, xh);
     warp_load_row<T, V, IT>(gy + r * L, L, lane, g);
-    float sa = 0.f, sb = 0.f;
+    // xhat and the two row sums as the CPU forms them (xhat rounded from double, sums in double):
+    // gx = rs (g - a - xhat c) cancels heavily on short rows (C = 3: gx lies in a 1-d subspace),
+    // and fp32 sums there were off the CPU by 2e-5 relative. Double costs nothing in this
+    // memory-bound kernel.
+    const double mud = mu, rsd = rs;
+    double sa = 0.0, sb = 0.0;
 #pragma unroll
     for (int i = 0; i < IT; ++i) {
       const int j0 = row_j0(i, lane, V);
@@ -175,14 +183,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           const int e = i * V + k;
-          xh[e] = (xh[e] - mu) * rs;
+          xh[e] = (float)(((double)xh[e] - mud) * rsd);
           if (w) g[e] *= wv[k];
-          sa += g[e];
-          sb += g[e] * xh[e];
+          sa += (double)g[e];
+          sb += (double)g[e] * (double)xh[e];
         }
       }
     }
-    const float a = warp_sum(sa) * invL, c = warp_sum(sb) * invL;
+    const float a = (float)(warp_sum(sa) / (double)L), c = (float)(warp_sum(sb) / (double)L);
 #pragma unroll
     for (int e = 0; e < IT * V; ++e) g[e] = rs * (g[e] - a - xh[e] * c);  // past-the-row entries are not stored
     warp_store_row<T, V, IT>(gx + r * L, L, lane, g);
