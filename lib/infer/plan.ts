@@ -105,7 +105,7 @@ export function createInferencePlan(
         if (x.shape.join() !== input.shape.join()) {
           throw new ArgumentError(`InferencePlan: input must have shape [${input.shape}], got [${x.shape}]`);
         }
-        x = x.device === 'cpu' && x.dtype === 'float32' ? (x.dataSync() as Float32Array) : (x.to('cpu').to('float32').dataSync() as Float32Array);
+        x = x.values(); // float32 values from any device and dtype, without temporaries
       }
       input.handle.write(x);
       graph.replay();

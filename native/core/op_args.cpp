@@ -156,6 +156,23 @@ VarlenShape check_varlen_shape(const Tensor& qkv, const Tensor& cu_seqlens, int6
   return v;
 }
 
+std::vector<int64_t> sum_to_axes(const Shape& xs, const Shape& shape) {
+  shape_numel(shape);
+  const int64_t r = (int64_t)xs.size(), rs = (int64_t)shape.size();
+  VITRIM_CHECK(rs <= r, Shape, "sum_to: cannot sum ", shape_str(xs), " down to ", shape_str(shape),
+               " (target has more dimensions)");
+  const int64_t lead = r - rs;
+  std::vector<int64_t> axes;
+  for (int64_t i = 0; i < lead; ++i) axes.push_back(i);
+  for (int64_t j = 0; j < rs; ++j) {
+    const int64_t dx = xs[lead + j], dt = shape[j];
+    VITRIM_CHECK(dt == dx || dt == 1, Shape, "sum_to: ", shape_str(shape), " does not broadcast to ",
+                 shape_str(xs), " (dim ", j, ": ", dt, " vs ", dx, ")");
+    if (dt != dx) axes.push_back(lead + j);
+  }
+  return axes;
+}
+
 ConcatPlan plan_concat(const std::vector<Tensor>& xs, int64_t axis) {
   VITRIM_CHECK(!xs.empty(), Argument, "concat: needs at least one tensor");
   const Tensor& x0 = xs[0];

@@ -1402,9 +1402,18 @@ void launch_bwd(DType dt, int D, const BwdParams& pk, const Config& ck, const Bw
   });
 }
 
-void check_keep_flag(int32_t* flag, const char* op) {
-  if (flag && read_flag(flag))
+// keep's range is checked on the device (keep_prep); reported like every device-side check
+// (check_flag: at once, or deferred / inside a graph).
+struct KeepFlag {
+  DeviceFlag f;
+  int32_t* ptr() const { return f.words ? f.ptr() : nullptr; }
+};
+KeepFlag keep_flag(const std::optional<Tensor>& keep) { return keep ? KeepFlag{new_flag()} : KeepFlag{}; }
+void check_keep_flag(const KeepFlag& k, const char* op) {
+  if (!k.f.words) return;
+  check_flag(k.f, [op](const int32_t*) {
     fail(ErrorKind::Argument, op, ": keep values must lie in [0, 1] (a value outside it, or NaN, is in keep)");
+  });
 }
 
 }  // namespace
@@ -1416,8 +1425,8 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
   Tensor out = alloc({d.B, d.N, d.C}, qkv.dtype);
   Tensor stats = alloc({d.B, d.H, d.N, 3}, DType::F32);
   if (out.numel() == 0) return {out, stats};
-  int32_t* flag = keep ? static_cast<int32_t*>(scratch(sizeof(int32_t))) : nullptr;
-  const Aux kf = keep_prep(keep, flag);
+  const KeepFlag flag = keep_flag(keep);
+  const Aux kf = keep_prep(keep, flag.ptr());
   const Aux gf = gate_prep(head_gate);
   const Config cfg = make_config(use_tc(qkv.dtype, d.D), d.D, d.N);
   FwdParams p{};
@@ -1467,8 +1476,8 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> attention_backw
     if (ggate && ggate->numel()) VITRIM_CUDA_CHECK(cudaMemsetAsync(ggate->raw(), 0, ggate->nbytes(), stream()));
     return {gqkv, gkeep, ggate};
   }
-  int32_t* flag = keep ? static_cast<int32_t*>(scratch(sizeof(int32_t))) : nullptr;
-  const Aux kf = keep_prep(keep, flag);
+  const KeepFlag flag = keep_flag(keep);
+  const Aux kf = keep_prep(keep, flag.ptr());
   const Aux gf = gate_prep(head_gate);
   const int64_t BH = B * H;
   Tensor dvals = alloc({BH * N}, DType::F32);

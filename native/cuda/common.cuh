@@ -39,12 +39,6 @@ void check_status(cudaError_t e, const char* expr, const char* file, int line);
 #define VITRIM_CUDA_CHECK(expr) ::vitrim::cuda::check_status((expr), #expr, __FILE__, __LINE__)
 #define VITRIM_CUDA_LAUNCHED() ::vitrim::cuda::check_status(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 
-// A few bytes of device scratch that outlive one op. Grows as needed; only valid until the next
-// call on the stream. Prefer new_flag/check_flag for device-side checks (they can be deferred).
-void* scratch(size_t bytes);
-// Reads a kernel-set int32 flag back (synchronises the stream) and resets it to 0.
-int32_t read_flag(int32_t* flag);
-
 // ---- device-side checks (indices, labels: data the host cannot see without a sync) ----
 // A launch that validates device data gets a fresh zeroed flag (`words` int32 on the device),
 // writes non-zero words when it meets bad data (never dereferencing it), and the host passes the
@@ -61,6 +55,8 @@ struct DeviceFlag {
 };
 DeviceFlag new_flag(int words = 1);
 void check_flag(const DeviceFlag& flag, std::function<void(const int32_t* words)> on_error);
+// The same, always at once (for an op that must not write before its check passed).
+void check_flag_now(const DeviceFlag& flag, std::function<void(const int32_t* words)> on_error);
 // Runs the deferred checks now (synchronises); throws the first error in launch order.
 void check_pending();
 void set_deferred_checks(bool on);

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 
@@ -428,19 +429,7 @@ Tensor step(const Tensor& x, double threshold) {
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
   check_float_cuda(x, "x");
-  shape_numel(shape);
-  const int64_t r = x.dim(), rs = (int64_t)shape.size();
-  VITRIM_CHECK(rs <= r, Shape, "sum_to: cannot sum ", shape_str(x.shape), " down to ", shape_str(shape),
-               " (target has more dimensions)");
-  const int64_t lead = r - rs;
-  std::vector<int64_t> axes;
-  for (int64_t i = 0; i < lead; ++i) axes.push_back(i);
-  for (int64_t j = 0; j < rs; ++j) {
-    const int64_t dx = x.shape[lead + j], dt = shape[j];
-    VITRIM_CHECK(dt == dx || dt == 1, Shape, "sum_to: ", shape_str(shape), " does not broadcast to ",
-                 shape_str(x.shape), " (dim ", j, ": ", dt, " vs ", dx, ")");
-    if (dt != dx) axes.push_back(lead + j);
-  }
+  const std::vector<int64_t> axes = sum_to_axes(x.shape, shape);
   if (axes.empty()) return cuda::copy(x).reshape(shape);  // reduce() reads an empty list as "all axes"
   return cuda::reduce(cpu::ReduceOp::Sum, x, axes, true).reshape(shape);
 }

@@ -141,19 +141,17 @@ void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src) {
   const int64_t R = rows.numel(), R0 = dst.size(0), C = dst.size(1);
   if (R == 0) return;
   // Range and distinctness, before anything is written.
-  int32_t* flags = static_cast<int32_t*>(scratch(2 * sizeof(int32_t)));
+  const DeviceFlag dflags = new_flag(2);
+  int32_t* flags = dflags.ptr();
   Tensor seen = alloc({R0}, DType::I32);
   if (R0) VITRIM_CUDA_CHECK(cudaMemsetAsync(seen.raw(), 0, seen.nbytes(), stream()));
   check_rows_kernel<<<grid_for(R, 256), 256, 0, stream()>>>(ptr<int32_t>(rows), R, R0, ptr<int32_t>(seen), flags);
   VITRIM_CUDA_LAUNCHED();
-  int32_t h[2] = {0, 0};
-  VITRIM_CUDA_CHECK(cudaMemcpyAsync(h, flags, sizeof h, cudaMemcpyDeviceToHost, stream()));
-  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  if (h[0] || h[1]) VITRIM_CUDA_CHECK(cudaMemsetAsync(flags, 0, sizeof h, stream()));
-  if (h[0]) fail_index_flag(h[0], rows, R0, "index_add_rows", "rows");
-  if (h[1])
+  check_flag_now(dflags, [rows, R0](const int32_t* h) {
+    if (h[0]) fail_index_flag(h[0], rows, R0, "index_add_rows", "rows");
     fail(ErrorKind::Index, "index_add_rows: row ",
          h[1] == 1 ? std::string(">= 2147483646") : std::to_string((int64_t)INT32_MAX - h[1]), " appears twice");
+  });
   if (C == 0) return;
   const MarkWritten written(dst);
   dispatch_float(dst.dtype, "dst", [&](auto tag) {

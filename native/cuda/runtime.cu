@@ -228,26 +228,6 @@ void check_status(cudaError_t e, const char* expr, const char* file, int line) {
             : ""));
 }
 
-void* scratch(size_t bytes) {
-  static std::mutex mu;
-  static void* p = nullptr;
-  static size_t have = 0;
-  std::lock_guard<std::mutex> lk(mu);
-  if (bytes > have) {
-    if (p) {
-      VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
-      cudaFree(p);
-      p = nullptr;
-      have = 0;
-    }
-    size_t n = bytes < 4096 ? 4096 : bytes;
-    VITRIM_CUDA_CHECK(cudaMalloc(&p, n));
-    VITRIM_CUDA_CHECK(cudaMemsetAsync(p, 0, n, stream()));
-    have = n;
-  }
-  return p;
-}
-
 // ---- device-side checks ----
 namespace {
 struct PendingCheck {
@@ -312,6 +292,10 @@ void check_flag(const DeviceFlag& flag, std::function<void(const int32_t*)> on_e
   if (flush) check_pending();
 }
 
+void check_flag_now(const DeviceFlag& flag, std::function<void(const int32_t*)> on_error) {
+  run_check(PendingCheck{flag, std::move(on_error)});
+}
+
 void check_pending() {
   Checks& C = checks();
   std::vector<PendingCheck> todo;
@@ -337,13 +321,6 @@ void set_deferred_checks(bool on) {
   checks().deferred = on;
 }
 
-int32_t read_flag(int32_t* flag) {
-  int32_t h = 0;
-  VITRIM_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof h, cudaMemcpyDeviceToHost, stream()));
-  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  if (h) VITRIM_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof h, stream()));
-  return h;
-}
 
 // ---- CUDA graphs ----
 namespace {

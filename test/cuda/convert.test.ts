@@ -7,15 +7,7 @@
 import { expect, it } from 'vitest';
 import { native, type DType, type NativeTensor } from '../../lib/native.js';
 import { expectCode, nt, randn, rng } from '../helpers.js';
-import { describeCuda, toCuda } from './helpers.js';
-
-/** The raw bits of a tensor on any device (float32 as Uint32Array, so NaN payloads compare). */
-function bits(t: NativeTensor): Uint32Array | Uint16Array | Int32Array {
-  const c = t.device === 'cpu' ? t : native.toDevice(t, 'cpu');
-  const d = c.read();
-  if (d instanceof Float32Array) return new Uint32Array(d.buffer, d.byteOffset, d.length);
-  return d as Uint16Array | Int32Array;
-}
+import { bits, describeCuda, toCuda } from './helpers.js';
 
 function expectSameBits(got: NativeTensor, want: NativeTensor, what: string): void {
   expect(got.device, what).toBe('cuda');

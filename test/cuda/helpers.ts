@@ -46,6 +46,14 @@ export function values(t: NativeTensor): Float32Array {
   return Float32Array.from(c.read() as Int32Array);
 }
 
+/** The raw bits of a tensor on any device (float32 as Uint32Array, so NaN payloads compare). */
+export function bits(t: NativeTensor): Uint32Array | Uint16Array | Int32Array {
+  const c = t.device === 'cpu' ? t : native.toDevice(t, 'cpu');
+  const d = c.read();
+  if (d instanceof Float32Array) return new Uint32Array(d.buffer, d.byteOffset, d.length);
+  return d as Uint16Array | Int32Array;
+}
+
 /** Asserts ‖got − want‖/‖want‖ ≤ tol, with a message naming what was compared. */
 export function expectRel(got: NativeTensor | ArrayLike<number>, want: NativeTensor | ArrayLike<number>, tol: number,
   what: string): number {

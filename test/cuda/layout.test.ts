@@ -9,7 +9,7 @@
 import { expect, it } from 'vitest';
 import { native, type DType, type NativeTensor } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randint, randn } from '../helpers.js';
-import { describeCuda, toCuda } from './helpers.js';
+import { bits, describeCuda, toCuda } from './helpers.js';
 
 const DTYPES: DType[] = ['float32', 'bfloat16', 'int32'];
 
@@ -26,13 +26,6 @@ function make(shape: number[], dt: DType, seed: number): NativeTensor {
   }
   const f = nt(randn(shape, seed), shape);
   return dt === 'float32' ? f : native.cast(f, dt);
-}
-
-function bits(t: NativeTensor): Uint32Array | Uint16Array | Int32Array {
-  const c = t.device === 'cpu' ? t : native.toDevice(t, 'cpu');
-  const d = c.read();
-  if (d instanceof Float32Array) return new Uint32Array(d.buffer, d.byteOffset, d.length);
-  return d as Uint16Array | Int32Array;
 }
 
 function expectSame(got: NativeTensor, want: NativeTensor, what: string): void {

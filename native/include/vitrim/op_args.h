@@ -70,6 +70,9 @@ struct VarlenShape {
 };
 VarlenShape check_varlen_shape(const Tensor& qkv, const Tensor& cu_seqlens, int64_t num_heads, double scale, Device d);
 
+// ---- sum_to (the backward of broadcasting): the axes of x that sum down to `shape` ----
+std::vector<int64_t> sum_to_axes(const Shape& x, const Shape& shape);
+
 // ---- concat ----
 struct ConcatPlan {
   int64_t axis = 0;
