@@ -96,6 +96,16 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
   __syncthreads();
   return t;
 }
+__device__ __forceinline__ double block_sum(double v, double* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  double t = lane < nw ? sh[lane] : 0.0;
+  t = warp_sum(t);
+  __syncthreads();
+  return t;
+}
 __device__ __forceinline__ float block_nan_max(float v, float* sh) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   v = warp_nan_max(v);

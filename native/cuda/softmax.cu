@@ -93,21 +93,23 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     warp_load_row<T, V, IT>(y + r * L, L, lane, yv);
     warp_load_row<T, V, IT>(gy + r * L, L, lane, g);
     // Past-the-row entries are 0 in both arrays, so they add nothing to either sum.
-    float d = 0.f;
+    // The row sum and the subtraction in double, as the CPU (rowkernels_impl.h): y (g - Σ y g)
+    // cancels where g is near its y-weighted mean.
+    double d = 0.0;
     if (log) {
 #pragma unroll
-      for (int e = 0; e < IT * V; ++e) d += g[e];
+      for (int e = 0; e < IT * V; ++e) d += (double)g[e];
     } else {
 #pragma unroll
-      for (int e = 0; e < IT * V; ++e) d += yv[e] * g[e];
+      for (int e = 0; e < IT * V; ++e) d += (double)yv[e] * (double)g[e];
     }
     d = warp_sum(d);
     if (log) {
 #pragma unroll
-      for (int e = 0; e < IT * V; ++e) g[e] -= expf(yv[e]) * d;
+      for (int e = 0; e < IT * V; ++e) g[e] = (float)((double)g[e] - (double)expf(yv[e]) * d);
     } else {
 #pragma unroll
-      for (int e = 0; e < IT * V; ++e) g[e] = yv[e] * (g[e] - d);
+      for (int e = 0; e < IT * V; ++e) g[e] = (float)((double)yv[e] * ((double)g[e] - d));
     }
     warp_store_row<T, V, IT>(gx + r * L, L, lane, g);
   }
@@ -117,16 +119,17 @@ template <class T>
 __global__ void __launch_bounds__(kRowBlock)
     softmax_bwd_block(const T* __restrict__ y, const T* __restrict__ gy, T* __restrict__ gx, int64_t R, int64_t L,
                       bool log) {
-  __shared__ float sh[32];
+  __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const T *yr = y + r * L, *gr = gy + r * L;
     T* o = gx + r * L;
-    float d = 0.f;
-    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) d += log ? to_f(gr[j]) : to_f(yr[j]) * to_f(gr[j]);
+    double d = 0.0;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x)
+      d += log ? (double)to_f(gr[j]) : (double)to_f(yr[j]) * (double)to_f(gr[j]);
     d = block_sum(d, sh);
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-      const float yj = to_f(yr[j]), gj = to_f(gr[j]);
-      o[j] = from_f<T>(log ? gj - expf(yj) * d : yj * (gj - d));
+      const double yj = to_f(yr[j]), gj = to_f(gr[j]);
+      o[j] = from_f<T>((float)(log ? gj - (double)expf((float)yj) * d : yj * (gj - d)));
     }
   }
 }
