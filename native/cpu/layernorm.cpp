@@ -3,7 +3,9 @@
 //   xhat = (x - mean) rstd, y = xhat * w + b (w, b of shape [L], optional: no affine when absent).
 // Two-pass statistics accumulated in double, so rows with a large common offset or constant rows
 // (var = 0 -> xhat = 0, rstd = eps^-1/2) stay accurate; eps >= 0 is a parameter (timm ViT 1e-6,
-// DynamicViT's predictor 1e-5). Saved for backward: mean [R] and rstd [R] (float32); x is re-read.
+// DynamicViT's predictor 1e-5). Saved for backward: mean [R] and rstd [R] (float32); x is re-read,
+// and the backward recomputes the row mean from it in double (the float32 mean's rounding is
+// amplified on rows whose spread is small against their mean; see layernorm_backward).
 // Backward, with g = gy * w (or gy):
 //   gx = rstd (g - mean_L(g) - xhat mean_L(g xhat)),  gw = Σ_rows gy xhat,  gb = Σ_rows gy.
 // gw/gb are reduced over a fixed number of row groups (independent of the thread count, so the
@@ -39,7 +41,8 @@ void check_affine(const std::optional<Tensor>& t, int64_t L, const char* what) {
 }
 
 // Σ a_j (b == nullptr) or Σ a_j b_j in double, with 4 partial sums so that it vectorises.
-inline double sum_d(const float* a, const float* b, int64_t L) {
+template <class T>
+inline double sum_d(const T* a, const T* b, int64_t L) {
   double acc[4] = {0, 0, 0, 0};
   int64_t j = 0;
   if (b) {
@@ -153,30 +156,36 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backw
     part_w.assign((size_t)(groups * L), 0.0);
     part_b.assign((size_t)(groups * L), 0.0);
   }
-  const float *xp = x.f32(), *gp = gy.f32(), *wp = w ? w->f32() : nullptr, *mp = mean.f32(), *rp = rstd.f32();
+  const float *xp = x.f32(), *gp = gy.f32(), *wp = w ? w->f32() : nullptr, *rp = rstd.f32();
   float* op = gx.f32();
   parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
-    std::vector<float> xh((size_t)L), gh((size_t)L);
+    std::vector<double> xh((size_t)L), gh((size_t)L);
     for (int64_t g = g0; g < g1; ++g) {
       double* pw = wp ? part_w.data() + g * L : nullptr;
       double* pb = wp ? part_b.data() + g * L : nullptr;
       for (int64_t r = g * per, re = std::min(R, (g + 1) * per); r < re; ++r) {
         const float *xr = xp + r * L, *gr = gp + r * L;
-        double mu = mp[r], rsd = rp[r];
-        float rs = rp[r];
-        for (int64_t j = 0; j < L; ++j) xh[j] = (float)(((double)xr[j] - mu) * rsd);
+        // The mean is recomputed in double rather than read back from the float32 one the forward
+        // saved: for a row whose spread is small against its mean, the saved mean's rounding
+        // (6e-8 |mean|) shifts xhat by 6e-8 |mean| / std, which the projection below passes
+        // straight into gx ([197, 3] rows of x ~ N(0, 4) came out 1.4e-5 off at seed 974524).
+        // The saved mean is still required and shape-checked, as torch's backward takes it.
+        const double mu = sum_d<float>(xr, nullptr, L) / (double)L, rsd = rp[r];
+        for (int64_t j = 0; j < L; ++j) xh[j] = ((double)xr[j] - mu) * rsd;
         if (wp) {
-          for (int64_t j = 0; j < L; ++j) gh[j] = gr[j] * wp[j];
+          for (int64_t j = 0; j < L; ++j) gh[j] = (double)gr[j] * (double)wp[j];
         } else {
-          std::copy(gr, gr + L, gh.data());
+          for (int64_t j = 0; j < L; ++j) gh[j] = gr[j];
         }
-        double sa = sum_d(gh.data(), nullptr, L), sb = sum_d(gh.data(), xh.data(), L);
-        float a = (float)(sa / (double)L), c = (float)(sb / (double)L);
+        const double a = sum_d<double>(gh.data(), nullptr, L) / (double)L;
+        const double c = sum_d(gh.data(), xh.data(), L) / (double)L;
         float* o = op + r * L;
-        for (int64_t j = 0; j < L; ++j) o[j] = rs * (gh[j] - a - xh[j] * c);
+        // gx = rstd (g - a - xhat c) cancels heavily on short rows (for L = 3 it lies in a 1-d
+        // subspace), so the whole row is formed in double and rounded once.
+        for (int64_t j = 0; j < L; ++j) o[j] = (float)(rsd * (gh[j] - a - xh[j] * c));
         if (pw) {
           for (int64_t j = 0; j < L; ++j) {
-            pw[j] += (double)gr[j] * (double)xh[j];
+            pw[j] += (double)gr[j] * xh[j];
             pb[j] += (double)gr[j];
           }
         }

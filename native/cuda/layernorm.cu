@@ -2,7 +2,8 @@
 // signatures, checks and maths of native/cpu/layernorm.cpp (see there for the formulas).
 //
 // dtypes: x, weight, bias and gy share one dtype (float32 or bfloat16); y, gx, gw, gb take it;
-// mean and rstd are float32 [rows]. All arithmetic is fp32.
+// mean and rstd are float32 [rows]. Row statistics and the backward's gx row are in double (as on
+// the CPU: short rows cancel heavily); the rest is fp32.
 //
 // Forward, L <= 1024 (every ViT width): one warp per row, the row held in registers (at most 32
 // floats per lane), two-pass statistics (mean, then Σ (x - mean)^2 over the held values: no
@@ -11,8 +12,8 @@
 // 16-byte aligned (base pointer % 16 == 0 and L * elem_size % 16 == 0, checked at run time),
 // scalar (still coalesced) otherwise. L > 1024: one 256-thread block per row, three passes over the
 // row (sum, squared deviations, write), the re-reads served by L1/L2.
-// Backward: gx per row with the same warp-per-row (or block-per-row) structure, holding xhat and
-// g = gy * w in registers. gw = Σ_rows gy·xhat and gb = Σ_rows gy are column sums done by a second
+// Backward: gx per row with the same warp-per-row (or block-per-row) structure, holding x and gy
+// in registers (the row mean recomputed in double from x; see ln_bwd_warp). gw = Σ_rows gy·xhat and gb = Σ_rows gy are column sums done by a second
 // kernel: blocks of 32 columns x 8 row lanes over a fixed split of the rows into chunks write fp32
 // partials [chunks, L], then a finishing kernel sums the chunks in a fixed order. No atomics: the
 // result is deterministic (it depends only on the shape and the GPU's SM count).
@@ -121,26 +122,25 @@ template <class T>
 __global__ void __launch_bounds__(kRowBlock)
     ln_fwd_block(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
                  float* __restrict__ mean, float* __restrict__ rstd, int64_t R, int64_t L, float eps) {
-  __shared__ float sh[32];
-  const float invL = 1.f / (float)L;
+  __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {  // uniform over the block: the syncs are safe
     const T* xr = x + r * L;
-    float s = 0.f;
-    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += to_f(xr[j]);
-    const float mu = block_sum(s, sh) * invL;
-    float q = 0.f;
+    double s = 0.0;  // statistics in double, as in ln_fwd_warp and on the CPU
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += (double)to_f(xr[j]);
+    const double mud = block_sum(s, sh) / (double)L;
+    double q = 0.0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-      const float d = to_f(xr[j]) - mu;
+      const double d = (double)to_f(xr[j]) - mud;
       q += d * d;
     }
-    const float rs = 1.f / sqrtf(block_sum(q, sh) * invL + eps);
+    const double rsd = 1.0 / sqrt(block_sum(q, sh) / (double)L + (double)eps);
     if (threadIdx.x == 0) {
-      mean[r] = mu;
-      rstd[r] = rs;
+      mean[r] = (float)mud;
+      rstd[r] = (float)rsd;
     }
     T* yr = y + r * L;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-      float t = (to_f(xr[j]) - mu) * rs;
+      float t = (float)(((double)to_f(xr[j]) - mud) * rsd);
       if (w) t *= to_f(w[j]);
       if (b) t += to_f(b[j]);
       yr[j] = from_f<T>(t);
@@ -151,22 +151,28 @@ __global__ void __launch_bounds__(kRowBlock)
 // ---------------------------------------------------------------------------------------------
 // Backward: gx
 // ---------------------------------------------------------------------------------------------
+// The row is formed as the CPU forms it (layernorm_backward in native/cpu/layernorm.cpp): the mean
+// is recomputed in double from x (the saved float32 mean's rounding, 6e-8 |mean|, moves xhat by
+// 6e-8 |mean| / std on rows of small spread), and xhat, g = gy * w, the two row sums and
+// gx = rstd (g - a - xhat c) are all in double, rounded once. gx cancels heavily on short rows
+// (for L = 3 it lies in a 1-d subspace), where float arithmetic was 2e-5 off the float64
+// reference. The double work is free in these memory-bound kernels; xhat and g * w are recomputed
+// in the second loop from the float registers (w re-read from L1) rather than held as doubles,
+// which would double the registers per lane.
 template <class T, int V, int IT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     ln_bwd_warp(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
-                const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int L) {
+                const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int L) {
   const int lane = threadIdx.x & 31;
   const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
-    const float mu = mean[r], rs = rstd[r];
-    float xh[IT * V], g[IT * V];
-    warp_load_row<T, V, IT>(x + r * L, L, lane, xh);
+    float xv[IT * V], g[IT * V];
+    warp_load_row<T, V, IT>(x + r * L, L, lane, xv);
     warp_load_row<T, V, IT>(gy + r * L, L, lane, g);
-    // xhat and the two row sums as the CPU forms them (xhat rounded from double, sums in double):
-    // gx = rs (g - a - xhat c) cancels heavily on short rows (C = 3: gx lies in a 1-d subspace),
-    // and fp32 sums there were off the CPU by 2e-5 relative. Double costs nothing in this
-    // memory-bound kernel.
-    const double mud = mu, rsd = rs;
+    double s = 0.0;
+#pragma unroll
+    for (int k = 0; k < IT * V; ++k) s += (double)xv[k];  // entries past the row are 0
+    const double mud = warp_sum(s) / (double)L, rsd = rstd[r];
     double sa = 0.0, sb = 0.0;
 #pragma unroll
     for (int i = 0; i < IT; ++i) {
@@ -183,44 +189,59 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           const int e = i * V + k;
-          xh[e] = (float)(((double)xh[e] - mud) * rsd);
-          if (w) g[e] *= wv[k];
-          sa += (double)g[e];
-          sb += (double)g[e] * (double)xh[e];
+          const double gd = w ? (double)g[e] * (double)wv[k] : (double)g[e];
+          sa += gd;
+          sb += gd * (((double)xv[e] - mud) * rsd);
         }
       }
     }
-    const float a = (float)(warp_sum(sa) / (double)L), c = (float)(warp_sum(sb) / (double)L);
+    const double a = warp_sum(sa) / (double)L, c = warp_sum(sb) / (double)L;
 #pragma unroll
-    for (int e = 0; e < IT * V; ++e) g[e] = rs * (g[e] - a - xh[e] * c);  // past-the-row entries are not stored
-    warp_store_row<T, V, IT>(gx + r * L, L, lane, g);
+    for (int i = 0; i < IT; ++i) {
+      const int j0 = row_j0(i, lane, V);
+      if (j0 < L) {
+        float wv[V];
+        if (w) {
+          if constexpr (V > 1) {
+            load_vec(w + j0, wv);
+          } else {
+            wv[0] = to_f(w[j0]);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const int e = i * V + k;
+          const double gd = w ? (double)g[e] * (double)wv[k] : (double)g[e];
+          g[e] = (float)(rsd * (gd - a - (((double)xv[e] - mud) * rsd) * c));
+        }
+      }
+    }
+    warp_store_row<T, V, IT>(gx + r * L, L, lane, g);  // past-the-row entries are not stored
   }
 }
 
 template <class T>
 __global__ void __launch_bounds__(kRowBlock)
     ln_bwd_block(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
-                 const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ gx, int64_t R,
-                 int64_t L) {
-  __shared__ float sh[32];
-  const float invL = 1.f / (float)L;
+                 const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int64_t L) {
+  __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const T *xr = x + r * L, *gr = gy + r * L;
-    const float mu = mean[r], rs = rstd[r];
-    float sa = 0.f, sb = 0.f;
+    double s = 0.0;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += (double)to_f(xr[j]);
+    const double mud = block_sum(s, sh) / (double)L, rsd = rstd[r];
+    double sa = 0.0, sb = 0.0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-      const float xh = (to_f(xr[j]) - mu) * rs;
-      const float g = w ? to_f(gr[j]) * to_f(w[j]) : to_f(gr[j]);
+      const double g = w ? (double)to_f(gr[j]) * (double)to_f(w[j]) : (double)to_f(gr[j]);
       sa += g;
-      sb += g * xh;
+      sb += g * (((double)to_f(xr[j]) - mud) * rsd);
     }
-    const float a = block_sum(sa, sh) * invL;
-    const float c = block_sum(sb, sh) * invL;
+    const double a = block_sum(sa, sh) / (double)L;
+    const double c = block_sum(sb, sh) / (double)L;
     T* o = gx + r * L;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-      const float xh = (to_f(xr[j]) - mu) * rs;
-      const float g = w ? to_f(gr[j]) * to_f(w[j]) : to_f(gr[j]);
-      o[j] = from_f<T>(rs * (g - a - xh * c));
+      const double g = w ? (double)to_f(gr[j]) * (double)to_f(w[j]) : (double)to_f(gr[j]);
+      o[j] = from_f<T>((float)(rsd * (g - a - (((double)to_f(xr[j]) - mud) * rsd) * c)));
     }
   }
 }
@@ -379,16 +400,16 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backw
       if (vec) {
         dispatch_it<VW>(accesses_per_lane(L, VW), [&](auto it) {
           ln_bwd_warp<T, VW, decltype(it)::value>
-              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, mp, rp, op, R, (int)L);
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, rp, op, R, (int)L);
         });
       } else {
         dispatch_it<1>(accesses_per_lane(L, 1), [&](auto it) {
           ln_bwd_warp<T, 1, decltype(it)::value>
-              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, mp, rp, op, R, (int)L);
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, rp, op, R, (int)L);
         });
       }
     } else {
-      ln_bwd_block<T><<<blocks_for(R, 1), kRowBlock, 0, stream()>>>(gp, xp, wp, mp, rp, op, R, L);
+      ln_bwd_block<T><<<blocks_for(R, 1), kRowBlock, 0, stream()>>>(gp, xp, wp, rp, op, R, L);
     }
     VITRIM_CUDA_LAUNCHED();
     if (!w) return;
