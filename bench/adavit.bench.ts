@@ -10,11 +10,8 @@ import { join } from 'node:path';
 import { adavitInfer, data, noGrad, policies, tensor, tidy, vit } from '../lib/index.js';
 import { readCheckpoint } from '../lib/io/checkpoint.js';
 import type { BenchOptions, Row } from './run.js';
+import { median } from './stats.js';
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 export async function run(opts: BenchOptions): Promise<Row[]> {
   const dir = process.env.VITRIM_ADAVIT_RUN ?? 'runs/fmnist-ada';

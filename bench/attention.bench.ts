@@ -5,6 +5,7 @@
  * (forward 2 products, backward 5, each 2·N²·D flops per (b, h)).
  */
 import { native, type NativeTensor } from '../lib/native.js';
+import { median } from './stats.js';
 
 export interface BenchRow {
   name: string;
@@ -18,10 +19,6 @@ export interface AttentionBenchOptions {
   quick?: boolean;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** Median ms per call of fn after warm-up; frees what each call returns. */
 function time(fn: () => NativeTensor[], reps: number, warm = 2): number {

@@ -16,6 +16,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { native, type DType, type NativeTensor } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
+import { median } from './stats.js';
 
 export const filterCases = true;
 
@@ -27,10 +28,6 @@ function torchFigures(): TorchJson | null {
   return JSON.parse(readFileSync(p, 'utf8')) as TorchJson;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** Median ms per call: `inner` calls enqueued, then one synchronize. Frees each call's outputs. */
 function gpuTime(fn: () => (NativeTensor | null)[] | void, reps: number, inner: number): number {

@@ -13,14 +13,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { AdamW, autocast, backward, keep, noGrad, ops, tensor, tidy, vit, type Tensor } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
+import { median } from './stats.js';
 
 type TorchJson = Record<string, Record<string, number>>;
 const MODEL = 'deit_small_patch16_224';
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** Median seconds per iteration: `inner` iterations then one synchronize, `reps` times (+1 warm-up). */
 function time(fn: () => void, reps: number, inner: number): number {

@@ -23,6 +23,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, type NativeTensor } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
+import { median } from './stats.js';
 
 export const filterCases = true;
 
@@ -34,11 +35,6 @@ const SHAPES: [number, number, number][] = [
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n % 2 ? s[n >> 1] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
 
 function rand(shape: number[], seed: number): NativeTensor {
   let a = seed >>> 0;

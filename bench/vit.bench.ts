@@ -16,14 +16,11 @@ import { fileURLToPath } from 'node:url';
 import { noGrad, tensor, tidy, vit } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
+import { median } from './stats.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ORT_VERSION = '1.30.0';
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -74,8 +71,9 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   const m = vit.create('deit_tiny_patch16_224', { seed: 1 }).eval();
   const ortLoaded = await loadOrt();
   let session: any = null;
+  const ort = 'ort' in ortLoaded ? ortLoaded.ort : null;
   if ('ort' in ortLoaded) {
-    session = await ortLoaded.ort.InferenceSession.create(ortLoaded.model, {
+    session = await ort.InferenceSession.create(ortLoaded.model, {
       intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
     });
   }
@@ -88,7 +86,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     const ourFn = () => noGrad(() => tidy(() => { m.forward(x).dataSync(); }));
     const fns: (() => unknown)[] = [ourFn];
     if (session) {
-      const input = new ortLoaded.ort.Tensor('float32', data, [B, 3, 224, 224]);
+      const input = new ort.Tensor('float32', data, [B, 3, 224, 224]);
       const inName = session.inputNames[0];
       fns.push(() => session.run({ [inName]: input }));
     }

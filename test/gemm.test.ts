@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { dot, expectClose, expectCode, finiteDiff, nt, randn, randu, relErr, rng, RUN_SEED } from './helpers.js';
+import { dot, expectClose, expectCloseSum, expectCode, finiteDiff, nt, randn, randu, relErr, rng, RUN_SEED } from './helpers.js';
 
 const ALL_ISAS = ['generic', 'avx2', 'avx512'] as const;
 type Isa = (typeof ALL_ISAS)[number];
@@ -74,11 +74,13 @@ function checkGemm(c: Case, what: string): void {
   native.gemm(ta, tb, M, N, K, alpha, a, b, beta, cT);
   const got = cT.read() as Float32Array;
   const ref = gemmRef(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+  const abs = (x: Float32Array) => x.map(Math.abs);
+  const mag = gemmRef(ta, tb, M, N, K, Math.abs(alpha), abs(A), lda, abs(B), ldb, Math.abs(beta), abs(C0), ldc);
   const g = windowOf(got, M, N, ldc), r = windowOf(ref, M, N, ldc);
   for (let i = 0; i < g.length; i++) {
     if (!Number.isFinite(g[i])) throw new Error(`${what}: non-finite output at ${i} (seed ${RUN_SEED})`);
   }
-  expectClose(g, r, 1e-5, what);
+  expectCloseSum(g, r, windowOf(mag, M, N, ldc), 1e-5, what);
   // Padding columns of C are outside the window and must be untouched (bitwise; NaN stays NaN).
   for (let i = 0; i < M; i++) {
     for (let j = N; j < ldc; j++) {
@@ -310,9 +312,11 @@ describe('linear', () => {
       const xs = [...lead, K];
       const y = native.linearForward(nt(X, xs), nt(W, [N, K]), nt(bias, [N]));
       expect(y.shape).toEqual([...lead, N]);
-      expectClose(y.read(), linearRef(X, M, K, W, N, bias), 1e-5, `linear ${M}x${K}->${N}`);
+      const abs = (x: Float32Array) => x.map(Math.abs);
+      const mag = linearRef(abs(X), M, K, abs(W), N, abs(bias));
+      expectCloseSum(y.read(), linearRef(X, M, K, W, N, bias), mag, 1e-5, `linear ${M}x${K}->${N}`);
       const y0 = native.linearForward(nt(X, xs), nt(W, [N, K]), null);
-      expectClose(y0.read(), linearRef(X, M, K, W, N), 1e-5, `linear nobias ${M}x${K}->${N}`);
+      expectCloseSum(y0.read(), linearRef(X, M, K, W, N), linearRef(abs(X), M, K, abs(W), N), 1e-5, `linear nobias ${M}x${K}->${N}`);
     }
   });
 

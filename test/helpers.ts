@@ -75,6 +75,30 @@ export function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: num
 }
 
 /**
+ * expectClose for a sum that can cancel (α·A·B + β·C, x·Wᵀ + b): ‖a − b‖ ≤ tol·‖b‖ + 4u·‖mag‖,
+ * where mag is the same sum over absolute values (|α||A||B| + |β||C|) and u = 2⁻²⁴. Where the
+ * terms cancel, an fp32 result is only accurate to a few roundings of mag, which the plain
+ * ‖a − b‖/‖b‖ turns into an arbitrary relative error (a 1×1×1 GEMM with β = 1 came out 2.8e-5 at
+ * one seed). Without cancellation ‖mag‖ is within a small multiple of ‖b‖ (about 0.6·√K for random
+ * inputs) and the added term stays well below tol·‖b‖.
+ */
+export function expectCloseSum(a: ArrayLike<number>, b: ArrayLike<number>, mag: ArrayLike<number>, tol: number, what = ''): void {
+  expect(a.length).toBe(b.length);
+  expect(mag.length).toBe(b.length);
+  let num = 0, den = 0, m = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] * b[i];
+    m += mag[i] * mag[i];
+  }
+  const err = Math.sqrt(num), bound = tol * Math.sqrt(den) + 4 * 2 ** -24 * Math.sqrt(m);
+  if (!(err <= bound)) {
+    throw new Error(`${what}: error ${err.toExponential(3)} > ${tol}·‖ref‖ + 4u·‖|terms|‖ = ${bound.toExponential(3)} ` +
+      `(relative ${(err / Math.sqrt(den)).toExponential(3)}, seed ${RUN_SEED})`);
+  }
+}
+
+/**
  * Central finite differences of a scalar function f at x (float64 perturbations of a float32 input):
  * returns df/dx[i] for the `indices` given (all when omitted).
  */

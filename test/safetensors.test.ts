@@ -21,8 +21,8 @@ describe('safetensors', () => {
     const bytes = serializeSafetensors({ 'x.weight': { dtype: 'F32', shape: [3, 5], data: a }, idx: { dtype: 'I32', shape: [3], data: b } }, { note: 'hi' });
     const f = parseSafetensors(bytes);
     expect(f.metadata).toEqual({ note: 'hi' });
-    expect(Array.from(f.get('x.weight'))).toEqual(Array.from(a));
-    expect(Array.from(f.get('idx'))).toEqual([1, -2, 3]);
+    expect(Array.from(f.get('x.weight') as Float32Array)).toEqual(Array.from(a));
+    expect(Array.from(f.get('idx') as Int32Array)).toEqual([1, -2, 3]);
     // the data section starts 8-byte aligned (header padded)
     const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
     expect((8 + n) % 8).toBe(0);
@@ -68,7 +68,7 @@ describe('safetensors', () => {
     const path = join(dir, 'w.safetensors');
     writeFileSync(path, 'old contents');
     await writeSafetensors(path, { a: { dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) } });
-    expect(Array.from(parseSafetensors(new Uint8Array(readFileSync(path))).get('a'))).toEqual([1, 2]);
+    expect(Array.from(parseSafetensors(new Uint8Array(readFileSync(path))).get('a') as Float32Array)).toEqual([1, 2]);
     expect(readdirSync(dir)).toEqual(['w.safetensors']);
     await expect(writeSafetensors(join(dir, 'missing/x.safetensors'), {})).rejects.toThrow(SafetensorsError);
     await expect(readSafetensors(join(dir, 'nope.safetensors'))).rejects.toThrow(/cannot read/);

@@ -16,7 +16,7 @@ export const hasCuda = cudaStatus.available;
  */
 export const emulated = hasCuda && cudaStatus.detail.includes('emulation');
 /** describe() that runs only where the CUDA backend loaded. */
-export const describeCuda = describe.skipIf(!hasCuda);
+export const describeCuda: typeof describe = describe.skipIf(!hasCuda) as typeof describe;
 
 /** ‖a−b‖/‖b‖ bounds against the CPU op, by the dtype the CUDA op ran in. */
 export const TOL: Record<'float32' | 'bfloat16', number> = { float32: 1e-5, bfloat16: 1e-2 };

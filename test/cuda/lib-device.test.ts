@@ -17,7 +17,7 @@ import {
 import { readSafetensors } from '../../lib/io/safetensors.js';
 import type { AdaVitPolicy } from '../../lib/policies/adavit.js';
 import { expectCode, randn, RUN_SEED } from '../helpers.js';
-import { describeCuda, expectRel, TOL } from './helpers.js';
+import { describeCuda, emulated, expectRel, TOL } from './helpers.js';
 
 const FIXTURE = join(__dirname, '../fixtures/vit-tiny-ref.safetensors');
 const fixtureCfg = { imgSize: 32, patchSize: 8, inChans: 3, embedDim: 64, depth: 2, numHeads: 4, mlpRatio: 4, numClasses: 10, qkvBias: true };
@@ -397,9 +397,10 @@ describeCuda('Module.to and Tensor.to round trips', () => {
 });
 
 describeCuda('CLI on cuda', () => {
-  it('train --device cuda --precision bfloat16, then eval --device cuda', () => {
+  // Under the CUDA emulation (CPU) the child processes take many minutes: their timeouts grow with it.
+  it('train --device cuda --precision bfloat16, then eval --device cuda', { timeout: emulated ? 3_600_000 : 300_000 }, () => {
     const root = join(__dirname, '../..');
-    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(root, 'lib/cli.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(root, 'lib/cli.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: emulated ? 1_500_000 : 120_000 });
     const out = mkdtempSync(join(tmpdir(), 'vitrim-cuda-cli-'));
     const t = run('train', '--data', 'shapes', '--policy', 'adavit', '--epochs', '1', '--limit', '2', '--batch-size', '16', '--out', out,
       '--device', 'cuda', '--precision', 'bfloat16');
