@@ -91,20 +91,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       const int j0 = row_j0(i, lane, V);
       if (j0 < L) {
         float wv[V], bv[V];
-        if (w) {
-          if constexpr (V > 1) {
-            load_vec(w + j0, wv);
-          } else {
-            wv[0] = to_f(w[j0]);
-          }
-        }
-        if (b) {
-          if constexpr (V > 1) {
-            load_vec(b + j0, bv);
-          } else {
-            bv[0] = to_f(b[j0]);
-          }
-        }
+        if (w) load_access<T, V>(w, j0, wv);
+        if (b) load_access<T, V>(b, j0, bv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           float t = (float)(((double)v[i * V + k] - mud) * rsd);
@@ -179,13 +167,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       const int j0 = row_j0(i, lane, V);
       if (j0 < L) {
         float wv[V];
-        if (w) {
-          if constexpr (V > 1) {
-            load_vec(w + j0, wv);
-          } else {
-            wv[0] = to_f(w[j0]);
-          }
-        }
+        if (w) load_access<T, V>(w, j0, wv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           const int e = i * V + k;
@@ -201,13 +183,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       const int j0 = row_j0(i, lane, V);
       if (j0 < L) {
         float wv[V];
-        if (w) {
-          if constexpr (V > 1) {
-            load_vec(w + j0, wv);
-          } else {
-            wv[0] = to_f(w[j0]);
-          }
-        }
+        if (w) load_access<T, V>(w, j0, wv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           const int e = i * V + k;

@@ -124,6 +124,16 @@ __device__ __forceinline__ float block_nan_max(float v, float* sh) {
 
 __device__ __forceinline__ int row_j0(int i, int lane, int V) { return (i * 32 + lane) * V; }
 
+// The V elements of one access, [j0, j0 + V) of p, as floats (a 16-byte load when V > 1).
+template <class T, int V>
+__device__ __forceinline__ void load_access(const T* p, int j0, float (&v)[V]) {
+  if constexpr (V > 1) {
+    load_vec(p + j0, v);
+  } else {
+    v[0] = to_f(p[j0]);
+  }
+}
+
 template <class T, int V, int IT>
 __device__ __forceinline__ void warp_load_row(const T* row, int L, int lane, float (&v)[IT * V]) {
 #pragma unroll
