@@ -123,10 +123,12 @@ void softmax_bwd(const float* y, const float* gy, float* gx, int64_t rows, int64
     // its y-weighted mean, and a float dot put short rows 1.003e-5 off the float64 reference
     // (softmax [7], seed 222193). Standalone softmax is not on a hot path (attention has its own).
     if (log) {
-      // libm exp rather than exp_nonpos: y is caller data here and need not be <= 0.
+      // libm exp in double rather than exp_nonpos: y is caller data here and need not be <= 0, and
+      // gx = g - exp(y) Σ g cancels where g_j ≈ p_j Σ g (rows of 2: gx_0 = p_1 g_0 - p_0 g_1), where
+      // a float exp's rounding came out 3e-5 off the exact gradient of the given y.
       double s = 0.0;
       for (int64_t j = 0; j < L; ++j) s += (double)gr[j];
-      for (int64_t j = 0; j < L; ++j) o[j] = (float)((double)gr[j] - (double)__builtin_expf(yr[j]) * s);
+      for (int64_t j = 0; j < L; ++j) o[j] = (float)((double)gr[j] - __builtin_exp((double)yr[j]) * s);
     } else {
       double d = 0.0;
       for (int64_t j = 0; j < L; ++j) d += (double)yr[j] * (double)gr[j];

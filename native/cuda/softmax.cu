@@ -93,8 +93,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     warp_load_row<T, V, IT>(y + r * L, L, lane, yv);
     warp_load_row<T, V, IT>(gy + r * L, L, lane, g);
     // Past-the-row entries are 0 in both arrays, so they add nothing to either sum.
-    // The row sum and the subtraction in double, as the CPU (rowkernels_impl.h): y (g - Σ y g)
-    // cancels where g is near its y-weighted mean.
+    // The row sum, exp(y) and the subtraction in double, as the CPU (rowkernels_impl.h): y (g - Σ y g)
+    // cancels where g is near its y-weighted mean, g - exp(y) Σ g where g_j ≈ p_j Σ g (rows of 2),
+    // and expf's ulps (2 here, 1 in glibc) would then differ between the devices.
     double d = 0.0;
     if (log) {
 #pragma unroll
@@ -106,7 +107,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     d = warp_sum(d);
     if (log) {
 #pragma unroll
-      for (int e = 0; e < IT * V; ++e) g[e] = (float)((double)g[e] - (double)expf(yv[e]) * d);
+      for (int e = 0; e < IT * V; ++e) g[e] = (float)((double)g[e] - exp((double)yv[e]) * d);
     } else {
 #pragma unroll
       for (int e = 0; e < IT * V; ++e) g[e] = (float)((double)yv[e] * ((double)g[e] - d));
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(kRowBlock)
     d = block_sum(d, sh);
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
       const double yj = to_f(yr[j]), gj = to_f(gr[j]);
-      o[j] = from_f<T>((float)(log ? gj - (double)expf((float)yj) * d : yj * (gj - d)));
+      o[j] = from_f<T>((float)(log ? gj - exp(yj) * d : yj * (gj - d)));
     }
   }
 }
