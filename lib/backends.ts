@@ -93,3 +93,24 @@ export function synchronize(device: Device = 'cuda'): void {
     rethrow(e, 'synchronize');
   }
 }
+
+/**
+ * synchronize() as a Promise: the wait runs on a worker thread, so the event loop (a server's other
+ * requests, timers) keeps running while the GPU finishes the work queued before this call. Rejects
+ * with the typed error synchronize() would throw (a deferred device-side check's IndexError, a
+ * device error); resolves at once on the cpu or before cuda loads. Work queued after the call is
+ * not waited for. Rejects with ArgumentError while a CUDA graph is being captured.
+ */
+export async function synchronizeAsync(device: Device = 'cuda'): Promise<void> {
+  let p: Promise<void>;
+  try {
+    p = native.synchronizeAsync(device);
+  } catch (e) {
+    rethrow(e, 'synchronizeAsync');
+  }
+  try {
+    await p;
+  } catch (e) {
+    rethrow(e, 'synchronizeAsync');
+  }
+}

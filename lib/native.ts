@@ -79,6 +79,12 @@ export interface Addon {
   backends(): BackendInfo[];
   /** Waits for queued work on the device (default cuda; a no-op where nothing was loaded). */
   synchronize(device?: Device): void;
+  /**
+   * synchronize() without blocking the event loop: waits on a worker thread for the work queued
+   * before the call, then rejects with the error synchronize() would throw (a device error, a
+   * deferred device-side check). Resolves at once on the cpu; throws during a graph capture.
+   */
+  synchronizeAsync(device?: Device): Promise<void>;
   /** TF32 tensor cores for float32 GEMMs on cuda (off by default). ERR_VITRIM_DEVICE without cuda. */
   setAllowTf32(allow: boolean): void;
   /**

@@ -84,10 +84,18 @@ export class Tensor {
     }
   }
   /**
-   * Readback as a Promise (same result as dataSync()). The native copy is synchronous on every device
-   * today: on cuda it blocks the thread until the queued work is done.
+   * Readback as a Promise (same result as dataSync()). On cuda the wait for the queued work runs on
+   * a worker thread (synchronizeAsync), so the event loop keeps running while the GPU computes; the
+   * copy itself then happens on this thread. Rejects with the errors dataSync() would throw.
    */
   async data(): Promise<TypedData> {
+    if (this.device === 'cuda') {
+      try {
+        await native.synchronizeAsync('cuda');
+      } catch (e) {
+        rethrow(e, 'data');
+      }
+    }
     return this.dataSync();
   }
   /** The values as float32 numbers (bfloat16 widened exactly; int32 converted). */

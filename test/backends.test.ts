@@ -57,6 +57,17 @@ describe('backends', () => {
     expect(Array.from(y.read())).toEqual(Array.from(a.read() as Float32Array, (v) => 2 * v));
   });
 
+  it('synchronizeAsync: resolves on the cpu (and on cuda before it loads); a bad device throws a typed error', async () => {
+    await expect(native.synchronizeAsync('cpu')).resolves.toBeUndefined();
+    if (!list[1].available) await expect(native.synchronizeAsync()).resolves.toBeUndefined();
+    expectCode(() => native.synchronizeAsync('tpu' as 'cpu'), 'ERR_VITRIM_DEVICE');
+    const { synchronizeAsync, DeviceError, tensor } = await import('../lib/index.js');
+    await expect(synchronizeAsync('tpu' as 'cpu')).rejects.toBeInstanceOf(DeviceError);
+    await synchronizeAsync('cpu');
+    const t = tensor(randn([2, 3], RUN_SEED + 5), [2, 3]);
+    expect(Array.from((await t.data()) as Float32Array)).toEqual(Array.from(t.dataSync() as Float32Array));
+  });
+
   it('full and random default to the cpu and accept it by name', () => {
     expect(native.full([2], 3, 'float32').device).toBe('cpu');
     expect(Array.from(native.full([2], 3, 'float32', 'cpu').read())).toEqual([3, 3]);

@@ -322,6 +322,51 @@ void set_deferred_checks(bool on) {
 }
 
 
+// ---- fences (synchronizeAsync) ----
+// Events from a small free list; BlockingSync so that the waiting thread sleeps instead of spinning
+// a core for the length of the queued work, DisableTiming because only completion matters.
+namespace {
+struct Fences {
+  std::mutex mu;
+  std::vector<cudaEvent_t> free;
+};
+Fences& fences() {
+  static Fences* f = new Fences();
+  return *f;
+}
+bool capture_in_progress();
+
+void* fence_record() {
+  VITRIM_CHECK(!capture_in_progress(), Argument,
+               "synchronizeAsync: cannot wait while a graph is being recorded (end or abort the capture first)");
+  cudaEvent_t ev = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(fences().mu);
+    if (!fences().free.empty()) {
+      ev = fences().free.back();
+      fences().free.pop_back();
+    }
+  }
+  if (!ev) VITRIM_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming | cudaEventBlockingSync));
+  cudaError_t e = cudaEventRecord(ev, stream());
+  if (e != cudaSuccess) {
+    cudaEventDestroy(ev);
+    check_status(e, "cudaEventRecord", __FILE__, __LINE__);
+  }
+  return ev;
+}
+
+void fence_wait(void* f) {
+  cudaError_t e = cudaEventSynchronize(static_cast<cudaEvent_t>(f));
+  if (e != cudaSuccess) check_status(e, "cudaEventSynchronize", __FILE__, __LINE__);
+}
+
+void fence_release(void* f) {
+  std::lock_guard<std::mutex> lk(fences().mu);
+  fences().free.push_back(static_cast<cudaEvent_t>(f));
+}
+}  // namespace
+
 // ---- CUDA graphs ----
 namespace {
 struct Graphs {
@@ -498,6 +543,10 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
       VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
       check_pending();
     };
+    b.fence_record = &fence_record;
+    b.fence_wait = &fence_wait;
+    b.fence_release = &fence_release;
+    b.check_deferred = [] { check_pending(); };
     b.set_deferred_checks = &vitrim::cuda::set_deferred_checks;
     b.memory_stats = [] { return allocator().stats(); };
     b.empty_cache = [] { allocator().release_all(); };

@@ -12,14 +12,16 @@ std::vector<OpEntry>& op_registry() {
   return r;
 }
 
-void throw_js(Napi::Env env, const std::exception& e) {
+Napi::Error js_error(Napi::Env env, const std::exception& e) {
   const char* code = "ERR_VITRIM_INTERNAL";
   if (auto* ve = dynamic_cast<const vitrim::Error*>(&e)) code = error_code(ve->kind());
   else if (dynamic_cast<const std::bad_alloc*>(&e)) code = "ERR_VITRIM_MEMORY";
   Napi::Error err = Napi::Error::New(env, e.what());
   err.Set("code", Napi::String::New(env, code));
-  err.ThrowAsJavaScriptException();
+  return err;
 }
+
+void throw_js(Napi::Env env, const std::exception& e) { js_error(env, e).ThrowAsJavaScriptException(); }
 
 void sync_external_memory(Napi::Env env) {
   static std::atomic<int64_t> reported{0};

@@ -24,7 +24,10 @@ struct OpRegistrar {
   OpRegistrar(const char* name, OpFn fn) { op_registry().push_back({name, fn}); }
 };
 
-// Convert the current C++ exception into a pending JS exception (called from the catch blocks).
+// The JS error for a C++ exception: message, and `code` ERR_VITRIM_<kind> (a vitrim::Error's kind,
+// MEMORY for bad_alloc, INTERNAL otherwise). throw_js makes it the pending JS exception (called from
+// the catch blocks); promises reject with js_error.
+Napi::Error js_error(Napi::Env env, const std::exception& e);
 void throw_js(Napi::Env env, const std::exception& e);
 // Report the change in native bytes since the last call to V8 (napi_adjust_external_memory).
 void sync_external_memory(Napi::Env env);

@@ -4,7 +4,6 @@
 #include "common.h"
 #include "dispatch.h"
 #include "vitrim/backend.h"
-#include "dispatch.h"
 #include "tensor_wrap.h"
 #include "vitrim/cpuinfo.h"
 #include "vitrim/ops.h"
@@ -77,13 +76,6 @@ VITRIM_OP(backends) {
     out.Set((uint32_t)i, o);
   }
   return out;
-}
-
-// synchronize(device?): waits for queued work on the device (cuda); a no-op on the cpu.
-VITRIM_OP(synchronize) {
-  Device dev = info.Length() > 0 && !info[0].IsUndefined() ? arg_device(info, 0, "device") : Device::CUDA;
-  if (const Backend* b = loaded_backend(dev)) b->synchronize();
-  return info.Env().Undefined();
 }
 
 // setAllowTf32(allow): TF32 tensor cores for float32 GEMMs on cuda (off by default).

@@ -36,6 +36,35 @@ describeCuda('cuda device-side checks', () => {
     native.synchronize('cuda');
   });
 
+  it('deferred: synchronizeAsync and Tensor.data() reject with the typed error, then resolve', async () => {
+    native.setDeviceChecks('deferred');
+    const x = cu([2, 5, 8], 5);
+    native.gatherTokens(x, idx([0, 9, 1, 2], [2, 2]));
+    const e = await native.synchronizeAsync('cuda').then(() => null, (err: Error & { code?: string }) => err);
+    expect(e?.code).toBe('ERR_VITRIM_INDEX');
+    expect(e?.message).toContain('gather_tokens');
+    await expect(native.synchronizeAsync('cuda')).resolves.toBeUndefined();
+    // The library's Tensor.data() on cuda waits through synchronizeAsync: the same error, typed.
+    const { IndexError, Tensor } = await import('../../lib/index.js');
+    const bad = new Tensor(native.gatherTokens(x, idx([0, 1, 5, 2], [2, 2])));
+    await expect(bad.data()).rejects.toBeInstanceOf(IndexError);
+    const good = new Tensor(native.gatherTokens(x, idx([4, 0, 3, 1], [2, 2])));
+    const want = native.gatherTokens(native.toDevice(x, 'cpu'), native.fromArray(Int32Array.from([4, 0, 3, 1]), [2, 2], 'int32'));
+    expect(Array.from((await good.data()) as Float32Array)).toEqual(Array.from(want.read() as Float32Array));
+  });
+
+  it('synchronizeAsync during a graph capture throws ERR_VITRIM_ARGUMENT; the capture can still be abandoned', () => {
+    const x = cu([4, 8], 6);
+    native.graphBegin();
+    try {
+      native.affine(x, 2, 1);
+      expectCode(() => native.synchronizeAsync('cuda'), 'ERR_VITRIM_ARGUMENT');
+    } finally {
+      native.graphAbort();
+    }
+    expect(native.affine(x, 1, 0).read().length).toBe(32);
+  });
+
   it('a graph replay with a bad index reports at the next read', () => {
     const x = cu([1, 6, 4], 4);
     const ids = idx([0, 5, 2], [1, 3]);

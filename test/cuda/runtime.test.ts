@@ -3,7 +3,7 @@
 import { expect, it } from 'vitest';
 import { native } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
-import { describeCuda } from './helpers.js';
+import { describeCuda, emulated } from './helpers.js';
 
 describeCuda('cuda runtime', () => {
   it('round-trips every dtype through the device, read/write on cuda tensors', () => {
@@ -50,6 +50,30 @@ describeCuda('cuda runtime', () => {
     const msg = expectCode(() => native.binary('add', a, native.toDevice(a, 'cuda')), 'ERR_VITRIM_DEVICE');
     expect(msg).toMatch(/cuda/);
     expect(msg).toMatch(/cpu/);
+  });
+
+  // The emulation runs kernels when they are launched, so there is nothing left to wait for there.
+  it.skipIf(emulated)('synchronizeAsync lets the event loop run while the GPU works, then the results are there', async () => {
+    const a = native.full([4096, 4096], 1 / 4096, 'float32', 'cuda');
+    native.synchronize();
+    const outs = [];
+    const t0 = performance.now();
+    for (let i = 0; i < 40; i++) outs.push(native.matmul(a, a, false, false)); // ~2 ms each without TF32
+    const queued = performance.now() - t0;
+    let ticks = 0;
+    let waiting = true;
+    const tick = () => {
+      ticks++;
+      if (waiting) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await native.synchronizeAsync('cuda');
+    waiting = false;
+    const total = performance.now() - t0;
+    // The GPU needed well over the queueing time, and the loop turned while it worked.
+    expect(total).toBeGreaterThan(queued);
+    expect(ticks).toBeGreaterThan(2);
+    expect(Array.from(outs[39].read().subarray(0, 3))).toEqual([1 / 4096, 1 / 4096, 1 / 4096]);
   });
 
   it('backends() describes the GPU', () => {

@@ -430,6 +430,35 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   if (cudaError_t e = capture_refuses("cudaStreamSynchronize")) return e;
   return take_error();
 }
+// Events: kernels run at launch here, so a recorded event is complete at once; it carries the error
+// raised before it was recorded, which cudaEventSynchronize reports (from any thread: it reads only
+// the event).
+namespace {
+struct EmuEvent {
+  cudaError_t err = cudaSuccess;
+};
+}  // namespace
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) {
+  *e = reinterpret_cast<cudaEvent_t>(new EmuEvent());
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  if (cudaError_t c = capture_refuses("cudaEventRecord")) return c;
+  reinterpret_cast<EmuEvent*>(e)->err = take_error();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  auto* ev = reinterpret_cast<EmuEvent*>(e);
+  cudaError_t r = ev->err;
+  ev->err = cudaSuccess;
+  return r;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return reinterpret_cast<EmuEvent*>(e)->err; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<EmuEvent*>(e);
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize(void) {
   if (cudaError_t e = capture_refuses("cudaDeviceSynchronize")) return e;
   return take_error();

@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 3;
+constexpr int kBackendAbi = 4;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
@@ -38,6 +38,15 @@ struct Backend {
   void (*copy_from_host)(const Tensor& dst, const void* src, size_t nbytes) = nullptr;
   void (*copy_to_host)(void* dst, const Tensor& src, size_t nbytes) = nullptr;
   void (*synchronize)() = nullptr;  // waits for all queued work; throws on a device-side error
+  // Fences, for waiting off the JS thread (synchronizeAsync): fence_record marks the work queued so
+  // far (throws during a graph capture); fence_wait blocks until that work is done and may run on
+  // any thread (it touches no other state; throws vitrim::Error on a device error); fence_release
+  // gives the fence back. check_deferred then throws a deferred device-side check's error, on the
+  // thread that issues ops. Null on the CPU, whose ops finish before they return.
+  void* (*fence_record)() = nullptr;
+  void (*fence_wait)(void* fence) = nullptr;
+  void (*fence_release)(void* fence) = nullptr;
+  void (*check_deferred)() = nullptr;
   MemoryStats (*memory_stats)() = nullptr;
   void (*empty_cache)() = nullptr;  // gives cached blocks back to the driver
   // A line for `vitrim info` / backends(): GPU name, compute capability, memory, versions.
