@@ -294,7 +294,7 @@ describe('linearFused packed-weight cache', () => {
     // graphReplay rewrites the (cuda) tensors a captured graph wrote; the packed cache is cpu-only.
     const inPlace = ['adamwStep', 'gemm', 'graphReplay', 'indexAddRows', 'NativeTensor.write'];
     const notInPlace = [
-      'NativeTensor', 'affine', 'attentionBackward', 'backends', 'setAllowTf32', 'setDeviceChecks', 'synchronize', 'toDevice',
+      'NativeTensor', 'affine', 'attentionBackward', 'backends', 'setAllowTf32', 'setDeviceChecks', 'synchronize', 'synchronizeAsync', 'toDevice',
       'graphAbort', 'graphBegin', 'graphDestroy', 'graphEnd', 'attentionForward', 'attentionVarlen', 'binary', 'cast', 'concat',
       'copy', 'crossEntropyBackward', 'crossEntropyForward', 'emptyCache', 'fromArray', 'full', 'gatherRows',
       'gatherTokens', 'gemmIsa', 'gemmSetIsa', 'gumbelSigmoid', 'gumbelSigmoidBackward', 'gumbelSoftmax',
