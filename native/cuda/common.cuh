@@ -59,6 +59,11 @@ void check_flag(const DeviceFlag& flag, std::function<void(const int32_t* words)
 void check_flag_now(const DeviceFlag& flag, std::function<void(const int32_t* words)> on_error);
 // Runs the deferred checks now (synchronises); throws the first error in launch order.
 void check_pending();
+// True when idx's values are known (Storage::int_range: set by host uploads and writes, full, topk)
+// to lie in [lo, hi] and no graph is being captured (a replay may follow a write() of bad values,
+// and then the captured check is the only guard). An op may then launch without a flag and skip the
+// check and its host sync; its kernel still never dereferences an index outside the range.
+bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi);
 void set_deferred_checks(bool on);
 
 // ---- argument checks ----

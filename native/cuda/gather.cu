@@ -24,7 +24,8 @@
 // ("idx[b, k] = v is out of range [0, n)"), reading the bad value from the device: at once by
 // default (a stream sync per call), or at the next synchronising call in deferred mode (no sync per
 // call; the error still comes before any result can be read). A failed call's output holds no
-// data from out-of-range rows.
+// data from out-of-range rows. Index tensors whose bounds are known to lie in range (known_in_range:
+// host uploads, topk) launch without a flag: no check, no sync; the kernel still skips bad entries.
 #include <climits>
 #include <cstdint>
 
@@ -37,9 +38,10 @@ namespace vitrim::cuda {
 
 // Flags `pos` as an out-of-range entry: the flag keeps the smallest position (encoded as
 // INT32_MAX - pos, so 0 means "none"); positions past INT32_MAX - 2 all encode as 1.
+// A null flag: the indices were known to be in range (known_in_range), and the entry is only skipped.
 __device__ __forceinline__ void flag_bad_position(int32_t* flag, int64_t pos) {
   const int32_t v = pos < (int64_t)INT32_MAX - 1 ? (int32_t)((int64_t)INT32_MAX - pos) : 1;
-  atomicMax(flag, v);
+  if (flag) atomicMax(flag, v);
 }
 
 // Throws ErrorKind::Index for a flag value h != 0 set by flag_bad_position over the int32 tensor
@@ -235,6 +237,10 @@ Tensor gather_tokens(const Tensor& x, const Tensor& idx) {
   Tensor y = alloc({B, K, C}, x.dtype);
   if (B * K == 0) return y;  // no index to check, nothing to copy
   // C == 0 still launches: the kernel then only checks the indices, as the CPU does.
+  if (known_in_range(idx, 0, N - 1)) {  // e.g. topk's indices or a host upload: no check, no sync
+    launch_gather_rows(x, ptr<int32_t>(idx), y, B * K, K, N, C * (int64_t)dtype_size(x.dtype), nullptr);
+    return y;
+  }
   DeviceFlag flag = new_flag();
   launch_gather_rows(x, ptr<int32_t>(idx), y, B * K, K, N, C * (int64_t)dtype_size(x.dtype), flag.ptr());
   check_flag(flag, [idx, N](const int32_t* h) { fail_index_flag(h[0], idx, N, "gather_tokens", "idx"); });
@@ -256,8 +262,10 @@ Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n) {
   }
   if (n == 0)  // every index is out of range [0, 0): the first one is reported, as on the CPU
     fail_index_flag(INT32_MAX, idx, n, "scatter_tokens", "idx");
-  DeviceFlag dflag = new_flag();
-  int32_t* flag = dflag.ptr();
+  const bool checked = !known_in_range(idx, 0, n - 1);
+  DeviceFlag dflag;
+  if (checked) dflag = new_flag();
+  int32_t* flag = checked ? dflag.ptr() : nullptr;
   dispatch_float(g.dtype, "g", [&](auto tag) {
     using T = decltype(tag);
     constexpr int kVec = 16 / sizeof(T);
@@ -271,7 +279,8 @@ Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n) {
                                                                flag);
     VITRIM_CUDA_LAUNCHED();
   });
-  check_flag(dflag, [idx, n](const int32_t* h) { fail_index_flag(h[0], idx, n, "scatter_tokens", "idx"); });
+  if (checked)
+    check_flag(dflag, [idx, n](const int32_t* h) { fail_index_flag(h[0], idx, n, "scatter_tokens", "idx"); });
   return gx;
 }
 

@@ -39,9 +39,11 @@ struct CeFlags {
 };
 constexpr int32_t kBadLabel = 1, kBadLse = 2;
 
-__device__ __forceinline__ void report(CeFlags* f, int32_t bit, unsigned long long* slot, int64_t R, int64_t r) {
+// A null f: the forward's labels were known to be in range (known_in_range); the row is only skipped.
+__device__ __forceinline__ void report(CeFlags* f, int32_t bit, int64_t R, int64_t r) {
+  if (!f) return;
   atomicOr(&f->flag, bit);
-  atomicMax(slot, (unsigned long long)(R - r));
+  atomicMax(bit == kBadLabel ? &f->bad_label : &f->bad_lse, (unsigned long long)(R - r));
 }
 
 template <class T>
@@ -54,7 +56,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     const int32_t y = labels[r];  // the same for every lane: the branch below is warp-uniform
     if (y < 0 || (int64_t)y >= K) {
       if (lane == 0) {
-        report(flags, kBadLabel, &flags->bad_label, R, r);
+        report(flags, kBadLabel, R, r);
         row_loss[r] = 0.f;
         lse[r] = 0.f;
       }
@@ -111,7 +113,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
     const int32_t y = labels[r];
     if (y < 0 || (int64_t)y >= K) {
-      if (lane == 0) report(flags, kBadLabel, &flags->bad_label, R, r);
+      if (lane == 0) report(flags, kBadLabel, R, r);
       continue;
     }
     const T* xr = x + r * K;
@@ -130,7 +132,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     if (lane == 0) {
       const float lse_r = m + logf(se);
       if (isfinite(lse_r) && !(fabsf(lse[r] - lse_r) <= 1e-4f * fmaxf(1.f, fabsf(lse_r))))
-        report(flags, kBadLse, &flags->bad_lse, R, r);
+        report(flags, kBadLse, R, r);
     }
     const float inv = 1.f / se;
     for (int64_t j = lane; j < K; j += 32) {
@@ -196,8 +198,11 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
   Tensor lse = alloc({R}, DType::F32);
   Tensor row_loss = alloc({R}, DType::F32);
   const float on = (float)(1.0 - smoothing), off = (float)(smoothing / (double)K);
-  DeviceFlag dflags = clear_flags();
-  CeFlags* flags = as_flags(dflags);
+  // Labels uploaded from the host have known bounds: then no flag, no check and no sync.
+  const bool checked = !known_in_range(labels, 0, K - 1);
+  DeviceFlag dflags;
+  if (checked) dflags = clear_flags();
+  CeFlags* flags = checked ? as_flags(dflags) : nullptr;
   dispatch_float(logits.dtype, "logits", [&](auto tag) {
     using T = decltype(tag);
     ce_fwd_rows<T><<<blocks_for(R, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(
@@ -206,7 +211,7 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
   });
   ce_mean<<<1, 1024, 0, stream()>>>(ptr<float>(row_loss), ptr<float>(loss), R);
   VITRIM_CUDA_LAUNCHED();
-  throw_flags(dflags, labels, std::nullopt, R, K, "cross_entropy_forward");
+  if (checked) throw_flags(dflags, labels, std::nullopt, R, K, "cross_entropy_forward");
   return {loss, lse};
 }
 

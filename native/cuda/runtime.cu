@@ -399,6 +399,15 @@ void capture_begin() {
   checks().capturing.clear();
 }
 
+}  // namespace
+
+bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi) {
+  int32_t a, b;
+  if (idx.dtype != DType::I32 || !idx.storage || !idx.storage->int_range(a, b)) return false;
+  return graphs().capturing == 0 && (a > b || (a >= lo && b <= hi));
+}
+
+namespace {
 bool capture_in_progress() {
   // Called with checks().mu held; reads the graph state without its lock (set/cleared only by the
   // thread that captures, which is the thread issuing the ops).

@@ -1,6 +1,8 @@
 #include "common.h"
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cmath>
 
 #include "tensor_wrap.h"
@@ -22,6 +24,22 @@ Napi::Error js_error(Napi::Env env, const std::exception& e) {
 }
 
 void throw_js(Napi::Env env, const std::exception& e) { js_error(env, e).ThrowAsJavaScriptException(); }
+
+void record_int_range(const Tensor& t, const int32_t* host, size_t n) {
+  if (t.dtype != DType::I32 || !t.storage) return;
+  int32_t lo = INT32_MAX, hi = INT32_MIN;  // empty: lo > hi, inside every range
+  for (size_t i = 0; i < n; ++i) {
+    lo = std::min(lo, host[i]);
+    hi = std::max(hi, host[i]);
+  }
+  t.storage->set_int_range(lo, hi);
+}
+
+void carry_int_range(const Tensor& from, const Tensor& to) {
+  int32_t lo, hi;
+  if (to.dtype == DType::I32 && from.dtype == DType::I32 && from.storage && to.storage && from.storage->int_range(lo, hi))
+    to.storage->set_int_range(lo, hi);
+}
 
 void sync_external_memory(Napi::Env env) {
   static std::atomic<int64_t> reported{0};

@@ -32,6 +32,12 @@ void throw_js(Napi::Env env, const std::exception& e);
 // Report the change in native bytes since the last call to V8 (napi_adjust_external_memory).
 void sync_external_memory(Napi::Env env);
 
+// Int32 value bounds for skipping device-side index checks (Storage::int_range in tensor.h): record
+// the bounds of n host values just stored in t, or carry a source's known bounds over to an exact
+// copy of it. No-ops for other dtypes.
+void record_int_range(const Tensor& t, const int32_t* host, size_t n);
+void carry_int_range(const Tensor& from, const Tensor& to);
+
 // The tensors the current binding call has read (dispatch.h checks they share a device).
 struct TensorArg {
   const Tensor* t;

@@ -26,6 +26,7 @@ VITRIM_OP(fromArray) {
                " elements, the data has ", ta.ElementLength());
   Tensor t = empty(shape, dt);
   if (t.nbytes()) std::memcpy(t.raw(), static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), t.nbytes());
+  if (dt == DType::I32) record_int_range(t, static_cast<const int32_t*>(t.raw()), (size_t)n);
   return wrap(info.Env(), t);
 }
 
@@ -34,11 +35,21 @@ VITRIM_OP(full) {
   double value = arg_number(info, 1, "value");
   DType dt = arg_dtype(info, 2, "dtype");
   Device dev = info.Length() > 3 && !info[3].IsUndefined() ? arg_device(info, 3, "device") : Device::CPU;
-  return wrap(info.Env(), VITRIM_CALL_ON(dev, full, shape, value, dt));
+  Tensor y = VITRIM_CALL_ON(dev, full, shape, value, dt);
+  if (dt == DType::I32) {
+    const int32_t v = (int32_t)value;  // full() accepted it as an int32 value
+    record_int_range(y, &v, 1);
+  }
+  return wrap(info.Env(), y);
 }
 
 VITRIM_OP(cast) { return wrap(info.Env(), VITRIM_CALL(cast, arg_tensor(info, 0, "x"), arg_dtype(info, 1, "dtype"))); }
-VITRIM_OP(copy) { return wrap(info.Env(), VITRIM_CALL(copy, arg_tensor(info, 0, "x"))); }
+VITRIM_OP(copy) {
+  const Tensor& x = arg_tensor(info, 0, "x");
+  Tensor y = VITRIM_CALL(copy, x);
+  carry_int_range(x, y);
+  return wrap(info.Env(), y);
+}
 
 // toDevice(x, device): a copy of x on `device` (the same handle's data when already there is NOT
 // shared: the result is always a new tensor, so writes to one never show in the other).
@@ -46,16 +57,26 @@ VITRIM_OP(toDevice) {
   const Tensor& x = arg_tensor(info, 0, "x");
   Device dev = arg_device(info, 1, "device");
   check_device(x, x.device(), "x");  // disposed check
-  if (x.device() == dev) return wrap(info.Env(), backend(dev).copy(x));
+  if (x.device() == dev) {
+    Tensor y = backend(dev).copy(x);
+    carry_int_range(x, y);
+    return wrap(info.Env(), y);
+  }
   const Backend& to = backend(dev);
   Tensor y = to.empty(x.shape, x.dtype);
   if (x.device() == Device::CPU) {
     to.copy_from_host(y, x.raw(), x.nbytes());
+    int32_t lo, hi;
+    if (x.dtype == DType::I32 && !x.storage->int_range(lo, hi))
+      record_int_range(y, static_cast<const int32_t*>(x.raw()), (size_t)x.numel());
+    else
+      carry_int_range(x, y);
   } else {
     // Device to device through the host: only cpu and one cuda device exist today.
     VITRIM_CHECK(dev == Device::CPU, Device, "toDevice: ", device_name(x.device()), " -> ", device_name(dev),
                  " is not supported");
     backend(x.device()).copy_to_host(y.raw(), x, x.nbytes());
+    carry_int_range(x, y);
   }
   return wrap(info.Env(), y);
 }

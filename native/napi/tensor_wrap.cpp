@@ -101,9 +101,14 @@ Napi::Value JsTensor::write(const Napi::CallbackInfo& info) {
                  " tensor takes a matching typed array (Float32Array / Int32Array / Uint16Array)");
     VITRIM_CHECK(ta.ElementLength() == (size_t)x.numel(), Shape, "write: expected ", x.numel(), " elements, got ",
                  ta.ElementLength());
-    const MarkWritten written(x);
-    if (x.nbytes())
-      backend(x.device()).copy_from_host(x, static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), x.nbytes());
+    const uint8_t* src = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    {
+      const MarkWritten written(x);
+      if (x.nbytes()) backend(x.device()).copy_from_host(x, src, x.nbytes());
+    }
+    // After mark_written: the new values' bounds (an int32 index tensor rewritten between graph
+    // replays keeps being checked on the device: captured checks never depend on them).
+    if (x.dtype == DType::I32) record_int_range(x, reinterpret_cast<const int32_t*>(src), (size_t)x.numel());
     return info.Env().Undefined();
   })
 }

@@ -65,6 +65,40 @@ describeCuda('cuda device-side checks', () => {
     expect(native.affine(x, 1, 0).read().length).toBe(32);
   });
 
+  // Index tensors whose bounds are known (host uploads and writes, full, topk) skip the device-side
+  // check and its sync when the bounds prove them in range; everything else is still checked.
+  it('known index bounds: a write() of bad values, a cast, and bounds outside the range are still checked', () => {
+    const x = cu([2, 5, 8], 7);
+    const xc = native.toDevice(x, 'cpu');
+    const ids = idx([4, 0, 3, 1], [2, 2]); // uploaded: bounds [0, 4] known, inside [0, 5)
+    const want = native.gatherTokens(xc, native.toDevice(ids, 'cpu'));
+    expectRel(native.gatherTokens(x, ids), want, 0, 'gather with known bounds');
+    ids.write(Int32Array.from([4, 0, 5, 1])); // the write records the new bounds [0, 5]
+    expectCode(() => native.gatherTokens(x, ids), 'ERR_VITRIM_INDEX');
+    ids.write(Int32Array.from([2, 2, 0, 4]));
+    expect(native.gatherTokens(x, ids).shape).toEqual([2, 2, 8]);
+    // A cast to int32 has no known bounds: checked.
+    const viaCast = native.cast(native.toDevice(native.fromArray(Float32Array.from([0, 7, 1, 2]), [2, 2], 'float32'), 'cuda'), 'int32');
+    expectCode(() => native.gatherTokens(x, viaCast), 'ERR_VITRIM_INDEX');
+    // full(int32, v): bounds [v, v].
+    expectCode(() => native.gatherTokens(x, native.full([2, 3], 5, 'int32', 'cuda')), 'ERR_VITRIM_INDEX');
+    expect(native.gatherTokens(x, native.full([2, 3], 4, 'int32', 'cuda')).shape).toEqual([2, 3, 8]);
+    // copies keep the bounds of their source, and still refuse what they prove out of range
+    expectCode(() => native.gatherTokens(x, native.copy(idx([0, 6, 1, 1], [2, 2]))), 'ERR_VITRIM_INDEX');
+    // topk's indices lie in [0, L): gathering with them is exact
+    const scores = cu([2, 5], 8);
+    const [, top] = native.topk(scores, 3, true);
+    expectRel(native.gatherTokens(x, top), native.gatherTokens(xc, native.toDevice(top, 'cpu')), 0, 'gather by topk');
+    // scatter, gatherRows and cross-entropy labels use the same bounds
+    expectCode(() => native.scatterTokens(native.gatherTokens(x, top), top, 2), 'ERR_VITRIM_INDEX');
+    const rows = idx([9, 1], [2]);
+    expectCode(() => native.gatherRows(native.toDevice(native.fromArray(randn([4, 3], RUN_SEED + 9), [4, 3], 'float32'), 'cuda'), rows), 'ERR_VITRIM_INDEX');
+    expectCode(() => native.crossEntropyForward(cu([3, 4], 10), idx([0, 3, 4], [3]), 0), 'ERR_VITRIM_INDEX');
+    const [loss] = native.crossEntropyForward(cu([3, 4], 10), idx([0, 3, 2], [3]), 0);
+    const [lossCpu] = native.crossEntropyForward(native.toDevice(cu([3, 4], 10), 'cpu'), native.fromArray(Int32Array.from([0, 3, 2]), [3], 'int32'), 0);
+    expectRel(loss, lossCpu, 1e-6, 'cross-entropy with known label bounds');
+  });
+
   it('a graph replay with a bad index reports at the next read', () => {
     const x = cu([1, 6, 4], 4);
     const ids = idx([0, 5, 2], [1, 3]);

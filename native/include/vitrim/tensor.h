@@ -40,6 +40,22 @@ struct Storage {
   const uint64_t uid;
   std::atomic<uint64_t> version{0};
   void mark_written() { version.fetch_add(1, std::memory_order_acq_rel); }
+  // Known bounds of an int32 storage's values, recorded by what produced them (a host upload or
+  // write, full, topk: the bindings in native/napi) and valid only while `version` has not moved
+  // since: an in-place write (mark_written) forgets them. Device-side index checks are skipped when
+  // the bounds prove every index in range (cuda/common.cuh known_in_range), which saves the check
+  // and its host synchronisation.
+  void set_int_range(int32_t lo, int32_t hi) {
+    range_lo_ = lo;
+    range_hi_ = hi;
+    range_stamp_ = version.load(std::memory_order_acquire) + 1;
+  }
+  bool int_range(int32_t& lo, int32_t& hi) const {
+    if (range_stamp_ != version.load(std::memory_order_acquire) + 1) return false;
+    lo = range_lo_;
+    hi = range_hi_;
+    return true;
+  }
   // The allocator that made `data` gives it back through `release` (set by that allocator: the CPU
   // block cache in core/tensor.cpp, or the CUDA caching allocator inside libvitrim_cuda). Inline on
   // purpose: a Storage made in one binary may be dropped in the other.
@@ -54,6 +70,8 @@ struct Storage {
 
  private:
   Release release;
+  int32_t range_lo_ = 0, range_hi_ = -1;
+  uint64_t range_stamp_ = 0;  // version + 1 when the range was recorded; 0: never
 };
 
 struct Tensor;
