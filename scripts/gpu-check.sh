@@ -4,8 +4,10 @@
 # device tool (carry [".gpu"]):
 #   bash .gpu/remote.sh 'bash scripts/gpu-check.sh build,test,bench'
 # Stages (comma separated, in this order): build, test (test/cuda), cpu (the whole suite there),
-# sanitize (compute-sanitizer memcheck + racecheck over test/cuda), bench (torch_anchors.py and
-# `npm run bench -- --filter cuda` in the same call, with ratios). Logs and JSON go to $OUT.
+# memcheck / racecheck / sanitize (= both; compute-sanitizer per test/cuda file, see below), bench
+# (torch_anchors.py and `npm run bench -- --filter cuda` in the same call, with ratios). Logs and
+# JSON go to $OUT (at most 8 files come back). A device call ends at 600 s: build,test,bench fit
+# in one; the sanitizer tools want a call each.
 set -uo pipefail
 OUT=${OUT:-/tmp/vitrim-out}
 mkdir -p "$OUT"
@@ -36,18 +38,39 @@ if has cpu; then
   tail -8 "$OUT/all-tests.log"
 fi
 
-if has sanitize; then
-  say "compute-sanitizer"
+if has memcheck || has racecheck || has sanitize; then
+  # compute-sanitizer one test file at a time, so that a slow file costs only its own time limit
+  # (SAN_TIMEOUT, default 150 s) and every file that ran reports; files are started only while the
+  # call is within SAN_BUDGET seconds (default 480: a device call ends at 600). racecheck only looks
+  # at shared memory, so it runs on the files whose kernels use it. SAN_FILES="gather topk" picks
+  # files. One log ($OUT/sanitize.log: the device returns at most 8 files).
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for tool in memcheck racecheck; do
-    # One fork (vitest --pool=forks --maxWorkers=1) followed by the sanitizer into child processes.
-    "$san" --tool "$tool" --target-processes all --error-exitcode 9 --print-limit 20 \
-      npx vitest run test/cuda --pool=forks --maxWorkers=1 > "$OUT/sanitize-$tool.log" 2>&1
-    rc=$?
-    echo "$tool: exit $rc; $(grep -cE '^========= (Invalid|Race|Error)' "$OUT/sanitize-$tool.log") reports"
-    grep -E "^========= " "$OUT/sanitize-$tool.log" | head -30
-    [ $rc -eq 0 ] || status=1
+  tools=""
+  { has memcheck || has sanitize; } && tools="$tools memcheck"
+  { has racecheck || has sanitize; } && tools="$tools racecheck"
+  shared_mem=" attention attention-varlen layernorm softmax reduce loss topk sample gather layout gemm pack "
+  log="$OUT/sanitize.log"
+  for tool in $tools; do
+    say "compute-sanitizer $tool"
+    for f in test/cuda/*.test.ts; do
+      base=$(basename "$f" .test.ts)
+      if [ -n "${SAN_FILES:-}" ] && [[ " $SAN_FILES " != *" $base "* ]]; then continue; fi
+      if [ "$tool" = racecheck ] && [[ $shared_mem != *" $base "* ]]; then continue; fi
+      if [ "$SECONDS" -gt "${SAN_BUDGET:-480}" ]; then echo "$tool $base: not started (budget spent)" | tee -a "$log"; continue; fi
+      t0=$SECONDS
+      timeout "${SAN_TIMEOUT:-150}" "$san" --tool "$tool" --target-processes all --error-exitcode 9 --print-limit 20 \
+        npx vitest run "$f" --pool=forks --maxWorkers=1 > "$OUT/san.tmp" 2>&1
+      rc=$?
+      n=$(grep -cE '^========= +(Invalid|Race|Error|Warning)' "$OUT/san.tmp")
+      what="exit $rc"
+      [ $rc -eq 124 ] && what="timed out after ${SAN_TIMEOUT:-150} s (partial)"
+      echo "$tool $base: $what, $n reports, $((SECONDS - t0)) s" | tee -a "$log"
+      { grep -E "^========= " "$OUT/san.tmp" | grep -v "Program hit" | head -40; grep -E "Tests |FAIL" "$OUT/san.tmp" | head -5; } >> "$log"
+      [ $rc -eq 0 ] || [ $rc -eq 124 ] || status=1
+      [ "$n" -eq 0 ] || status=1
+    done
   done
+  rm -f "$OUT/san.tmp"
 fi
 
 if has bench; then
