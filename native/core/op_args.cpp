@@ -200,6 +200,17 @@ ConcatPlan plan_concat(const std::vector<Tensor>& xs, int64_t axis) {
   return p;
 }
 
+void concat_rows(const std::vector<Tensor>& xs, const ConcatPlan& plan, const Tensor& y, CopyRows copy) {
+  const int64_t a = plan.axis, total = plan.out[a], es = (int64_t)dtype_size(y.dtype);
+  int64_t off = 0;
+  for (const Tensor& t : xs) {
+    const int64_t n = t.shape[a] * plan.inner * es;
+    copy(plan.outer, static_cast<const uint8_t*>(t.raw()), n, static_cast<uint8_t*>(y.raw()), total * plan.inner * es,
+         off, n);
+    off += n;
+  }
+}
+
 MatmulPlan plan_matmul(const Tensor& a, const Tensor& b, bool transA, bool transB) {
   VITRIM_CHECK(a.dim() >= 2 && b.dim() >= 2, Shape, "matmul: a and b must have at least 2 dimensions, got ",
                shape_str(a.shape), " and ", shape_str(b.shape));

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common.cuh"
 #include "cublaslt_api.h"
@@ -35,6 +36,7 @@ struct Lt {
   bool tf32 = false;
   std::mutex mu;
   std::unordered_map<std::string, cublasLtMatmulAlgo_t> algos;
+  std::unordered_set<std::string> none;  // problems without an algorithm (lt_gemm falls back)
 };
 Lt& lt() {
   static Lt* l = new Lt();
@@ -81,10 +83,10 @@ void make_layout(Layout& L, DType dt, uint64_t rows, uint64_t cols, int64_t ld, 
 
 // Row-major D[M,N] = op(A)[M,K] op(B)[K,N] (+ bias[N]) (+ C[M,N] when C != nullptr, beta = 1), over
 // `batch` problems at element strides sA, sB, sD (sB = 0: B shared). All pointers of dtype dt.
-static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
-                    int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd, int64_t sD,
-                    const void* bias, const void* C, int batch = 1) {
-  if (M == 0 || N == 0) return;
+// Returns false, having run nothing, when cuBLASLt offers no algorithm for the problem (remembered).
+static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A,
+                        int64_t lda, int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd,
+                        int64_t sD, const void* bias, const void* C, int batch) {
   Lt& L = lt();
   VITRIM_CHECK(L.handle != nullptr, Internal, "cuBLASLt is not initialised");
   if (K == 0) {
@@ -126,6 +128,7 @@ static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, in
   bool have = false;
   {
     std::lock_guard<std::mutex> lk(L.mu);
+    if (L.none.count(key)) return false;
     auto it = L.algos.find(key);
     if (it != L.algos.end()) {
       algo = it->second;
@@ -142,9 +145,13 @@ static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, in
     int n = 0;
     lt_check(cublasLtMatmulAlgoGetHeuristic(L.handle, op.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &res, &n),
              "AlgoGetHeuristic");
-    VITRIM_CHECK(n > 0, Internal, "cuBLASLt has no algorithm for a ", dtype_name(dt), " GEMM M=", M, " N=", N, " K=", K);
-    algo = res.algo;
     std::lock_guard<std::mutex> lk(L.mu);
+    if (n <= 0) {
+      if (L.none.size() > 4096) L.none.clear();
+      L.none.emplace(key);
+      return false;
+    }
+    algo = res.algo;
     if (L.algos.size() > 4096) L.algos.clear();  // bound: shapes of a varlen workload keep changing
     L.algos.emplace(key, algo);
   }
@@ -152,6 +159,37 @@ static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, in
   lt_check(cublasLtMatmul(L.handle, op.d, &one, B, la.l, A, lb.l, C ? &one : &zero, C ? C : D, lc.l, D, lc.l, &algo,
                           L.workspace, L.workspace_bytes, stream()),
            "Matmul");
+  return true;
+}
+
+namespace {
+// y[m, n] += bias[n] over row-major y [M, N].
+template <class T>
+__global__ void add_bias_kernel(T* y, const T* bias, int64_t M, int64_t N) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = from_f<T>(to_f(y[i]) + to_f(bias[i % N]));
+}
+}  // namespace
+
+// lt_gemm_try, or, where cuBLASLt has no algorithm with the BIAS epilogue for the problem (alignment
+// or dtype restrictions of the epilogue kernels), the plain GEMM followed by a bias pass.
+static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+                    int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd, int64_t sD,
+                    const void* bias, const void* C, int batch = 1) {
+  if (M == 0 || N == 0) return;
+  if (lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, bias, C, batch)) return;
+  auto none = [&] {
+    fail(ErrorKind::Internal, "cuBLASLt has no algorithm for a ", dtype_name(dt), " GEMM M=", M, " N=", N, " K=", K,
+         " (transA=", transA, ", transB=", transB, ", lda=", lda, ", ldb=", ldb, ", ldd=", ldd, ", batch=", batch, ")");
+  };
+  if (!bias || batch != 1 || ldd != N) none();
+  if (!lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, nullptr, C, batch)) none();
+  dispatch_float(dt, "bias", [&](auto tag) {
+    using T = decltype(tag);
+    add_bias_kernel<T><<<grid_for(M * N, 256), 256, 0, stream()>>>(static_cast<T*>(D), static_cast<const T*>(bias), M,
+                                                                  N);
+    VITRIM_CUDA_LAUNCHED();
+  });
 }
 
 std::string gemm_init() {

@@ -298,17 +298,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   VITRIM_CHECK(!xs.empty(), Argument, "concat: needs at least one tensor");
   for (size_t k = 0; k < xs.size(); ++k) check_cuda(xs[k], "concat input");
   const ConcatPlan plan = plan_concat(xs, axis);
-  const Tensor& x0 = xs[0];
-  const int64_t a = plan.axis, total = plan.out[a], outer = plan.outer, inner = plan.inner;
-  Tensor y = alloc(plan.out, x0.dtype);
-  const int64_t es = (int64_t)dtype_size(x0.dtype);
-  int64_t off = 0;
-  for (const Tensor& t : xs) {
-    const int64_t n = t.shape[a] * inner * es;
-    copy_rows(outer, static_cast<const uint8_t*>(t.raw()), n, static_cast<uint8_t*>(y.raw()), total * inner * es, off,
-              n);
-    off += n;
-  }
+  Tensor y = alloc(plan.out, xs[0].dtype);
+  concat_rows(xs, plan, y, &copy_rows);
   return y;
 }
 

@@ -82,6 +82,11 @@ struct ConcatPlan {
 };
 // Every input has input 0's dtype and rank, and its shape except along the axis.
 ConcatPlan plan_concat(const std::vector<Tensor>& xs, int64_t axis);
+// The concatenation as row copies: input k's `outer` rows of bytes go to y's rows at a byte offset
+// that grows with k. CopyRows(rows, src, src_row_bytes, dst, dst_row_bytes, dst_offset, bytes) is
+// the backend's strided row copy.
+using CopyRows = void (*)(int64_t, const uint8_t*, int64_t, uint8_t*, int64_t, int64_t, int64_t);
+void concat_rows(const std::vector<Tensor>& xs, const ConcatPlan& plan, const Tensor& y, CopyRows copy);
 
 // ---- matmul: [.., M, K] x [.., K, N] (b may be 2-D and shared) ----
 struct MatmulPlan {
