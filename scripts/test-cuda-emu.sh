@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Runs test/cuda on the CPU against the CUDA emulation (native/cuda/emu/emu.h): builds
-# build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan for AddressSanitizer) and points the
+# build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan: libvitrim_cuda_emu_asan.so, with
+# AddressSanitizer) and points the
 # addon at it. VITRIM_EMU_ORDER=reverse|random runs each block's threads in another order. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${VITRIM_CUDA_EMU:-1}
-npx cmake-js compile --CDCMAKE_BUILD_TYPE=Release --CDVITRIM_CUDA_EMU="$mode" 2>&1 | grep -E "error|warning: |vitrim:" || true
-lib="$PWD/build/Release/libvitrim_cuda_emu.so"
+[ -f build/build.ninja ] || [ -f build/Makefile ] || npx cmake-js compile --CDCMAKE_BUILD_TYPE=Release 2>&1 | grep -E "error|vitrim:" || true
+# Re-run CMake on the existing build folder (keeping its configuration) so that the emulation is on,
+# then build the addon and the emulation library (the AddressSanitizer one for asan: a separate
+# target, so the default library stays usable by `npm test`).
+target=vitrim_cuda_emu
+[ "$mode" = asan ] && target=vitrim_cuda_emu_asan
+cmake build -DVITRIM_CUDA_EMU=1 > /dev/null
+cmake --build build --target vitrim $target 2>&1 | grep -E "error|warning: " || true
+lib="$PWD/build/Release/lib$target.so"
 [ -f "$lib" ] || { echo "no $lib (are the CUDA headers installed?)"; exit 1; }
 export VITRIM_CUDA_LIB="$lib"
 if [ "$mode" = asan ]; then
