@@ -13,7 +13,8 @@
 // scalar (still coalesced) otherwise. L > 1024: one 256-thread block per row, three passes over the
 // row (sum, squared deviations, write), the re-reads served by L1/L2.
 // Backward: gx per row with the same warp-per-row (or block-per-row) structure, holding x and gy
-// in registers (the row mean recomputed in double from x; see ln_bwd_warp). gw = Σ_rows gy·xhat and gb = Σ_rows gy are column sums done by a second
+// in registers (the row mean recomputed in double from x; see ln_bwd_warp). gw = Σ_rows gy·xhat
+// and gb = Σ_rows gy are column sums done by a second
 // kernel: blocks of 32 columns x 8 row lanes over a fixed split of the rows into chunks write fp32
 // partials [chunks, L], then a finishing kernel sums the chunks in a fixed order. No atomics: the
 // result is deterministic (it depends only on the shape and the GPU's SM count).
