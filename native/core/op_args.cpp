@@ -73,6 +73,14 @@ void check_token_index(const Tensor& idx, int64_t B, Device d, const char* op) {
                ", expected ", B);
 }
 
+void check_scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n, Device d) {
+  check_rank(g, 3, "g");
+  VITRIM_CHECK(n >= 0, Argument, "scatter_tokens: n must be >= 0, got ", n);
+  check_token_index(idx, g.shape[0], d, "scatter_tokens");
+  VITRIM_CHECK(idx.shape[1] == g.shape[1], Shape, "scatter_tokens: idx ", shape_str(idx.shape), " does not match g ",
+               shape_str(g.shape));
+}
+
 AttentionShape check_attention_shape(const char* op, const Tensor& qkv, int64_t num_heads, double scale, double eps) {
   VITRIM_CHECK(qkv.dim() == 3, Shape, op, ": qkv must be [B, N, 3*C], got shape ", shape_str(qkv.shape));
   VITRIM_CHECK(num_heads > 0, Argument, op, ": num_heads must be positive, got ", num_heads);

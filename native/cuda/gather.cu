@@ -249,12 +249,8 @@ Tensor gather_tokens(const Tensor& x, const Tensor& idx) {
 
 Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n) {
   check_float_cuda(g, "g");
-  check_rank(g, 3, "g");
-  VITRIM_CHECK(n >= 0, Argument, "scatter_tokens: n must be >= 0, got ", n);
+  check_scatter_tokens(g, idx, n, Device::CUDA);
   const int64_t B = g.shape[0], K = g.shape[1], C = g.shape[2];
-  check_idx(idx, B, "scatter_tokens");
-  VITRIM_CHECK(idx.shape[1] == K, Shape, "scatter_tokens: idx ", shape_str(idx.shape), " does not match g ",
-               shape_str(g.shape));
   Tensor gx = alloc({B, n, C}, g.dtype);
   if (B * K == 0) {  // nothing to check; the output is all zeros
     if (gx.nbytes()) VITRIM_CUDA_CHECK(cudaMemsetAsync(gx.raw(), 0, gx.nbytes(), stream()));

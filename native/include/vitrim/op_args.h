@@ -37,6 +37,8 @@ ReducePlan plan_reduce(cpu::ReduceOp op, const Tensor& x, const std::vector<int6
 
 // ---- token gather / scatter: idx [B, K] int32 on device d ----
 void check_token_index(const Tensor& idx, int64_t B, Device d, const char* op);
+// scatter_tokens' shapes: g [B, K, C] (its dtype is the backend's to check), n >= 0, idx [B, K] on d.
+void check_scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n, Device d);
 
 // ---- attention: qkv [B, N, 3C] in timm's fused layout, C = H * D ----
 struct AttentionShape {
