@@ -1,6 +1,7 @@
 // See vitrim/op_args.h. No global state: compiled into both binaries.
 #include "vitrim/op_args.h"
 
+#include <climits>
 #include <cmath>
 
 namespace vitrim {
@@ -63,6 +64,17 @@ ReducePlan plan_reduce(cpu::ReduceOp op, const Tensor& x, const std::vector<int6
     }
   }
   return p;
+}
+
+Shape plan_topk(const Tensor& x, int64_t k) {
+  VITRIM_CHECK(x.dim() >= 1, Shape, "topk: x must have at least one dimension, got a scalar");
+  const int64_t L = x.size(-1);
+  VITRIM_CHECK(k >= 0 && k <= L, Argument, "topk: k must be in [0, ", L, "] (the size of the last axis of ",
+               shape_str(x.shape), "), got ", k);
+  VITRIM_CHECK(L <= INT32_MAX, Shape, "topk: the last axis is too long for int32 indices: ", L);
+  Shape os = x.shape;
+  os.back() = k;
+  return os;
 }
 
 void check_token_index(const Tensor& idx, int64_t B, Device d, const char* op) {

@@ -21,6 +21,7 @@
 #include <functional>
 #include <vector>
 
+#include "vitrim/op_args.h"
 #include "vitrim/ops.h"
 #include "vitrim/parallel.h"
 
@@ -41,13 +42,8 @@ inline uint32_t order_key(float f) {
 
 std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, bool largest) {
   check_f32_cpu(x, "x");
-  VITRIM_CHECK(x.dim() >= 1, Shape, "topk: x must have at least one dimension, got a scalar");
+  const Shape os = plan_topk(x, k);
   const int64_t L = x.size(-1);
-  VITRIM_CHECK(k >= 0 && k <= L, Argument, "topk: k must be in [0, ", L, "] (the size of the last axis of ",
-               shape_str(x.shape), "), got ", k);
-  VITRIM_CHECK(L <= INT32_MAX, Shape, "topk: the last axis is too long for int32 indices: ", L);
-  Shape os = x.shape;
-  os.back() = k;
   Tensor vals = empty(os, DType::F32);
   Tensor idx = empty(os, DType::I32);
   const int64_t rows = L == 0 ? 0 : x.numel() / L;

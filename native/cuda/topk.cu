@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "common.cuh"
+#include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
 namespace {
@@ -84,13 +85,8 @@ __global__ void topk_kernel(const T* __restrict__ x, T* __restrict__ vals, int32
 
 std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, bool largest) {
   check_float_cuda(x, "x");
-  VITRIM_CHECK(x.dim() >= 1, Shape, "topk: x must have at least one dimension, got a scalar");
+  const Shape os = plan_topk(x, k);
   const int64_t L = x.size(-1);
-  VITRIM_CHECK(k >= 0 && k <= L, Argument, "topk: k must be in [0, ", L, "] (the size of the last axis of ",
-               shape_str(x.shape), "), got ", k);
-  VITRIM_CHECK(L <= INT32_MAX, Shape, "topk: the last axis is too long for int32 indices: ", L);
-  Shape os = x.shape;
-  os.back() = k;
   Tensor vals = alloc(os, x.dtype);
   Tensor idx = alloc(os, DType::I32);
   const int64_t rows = L == 0 ? 0 : x.numel() / L;

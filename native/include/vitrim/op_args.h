@@ -35,6 +35,9 @@ struct ReducePlan {
 };
 ReducePlan plan_reduce(cpu::ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim);
 
+// ---- topk along the last axis: k in [0, L], int32 indices; returns the output shape [..., k] ----
+Shape plan_topk(const Tensor& x, int64_t k);
+
 // ---- token gather / scatter: idx [B, K] int32 on device d ----
 void check_token_index(const Tensor& idx, int64_t B, Device d, const char* op);
 // scatter_tokens' shapes: g [B, K, C] (its dtype is the backend's to check), n >= 0, idx [B, K] on d.
