@@ -146,8 +146,8 @@ __global__ void __launch_bounds__(kRowBlock)
 // gx = rstd (g - a - xhat c) are all in double, rounded once. gx cancels heavily on short rows
 // (for L = 3 it lies in a 1-d subspace), where float arithmetic was 2e-5 off the float64
 // reference. The double work is free in these memory-bound kernels; xhat and g * w are recomputed
-// in the second loop from the float registers (w re-read from L1) rather than held as doubles,
-// which would double the registers per lane.
+// in the second pass over the row from the float registers (w re-read from L1) rather than held
+// as doubles, which would double the registers per lane.
 template <class T, int V, int IT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     ln_bwd_warp(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
@@ -162,37 +162,29 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
     for (int k = 0; k < IT * V; ++k) s += (double)xv[k];  // entries past the row are 0
     const double mud = warp_sum(s) / (double)L, rsd = rstd[r];
+    // Calls f(e, g * w, xhat), both in double, for every element e of the row this lane holds.
+    auto each = [&](auto&& f) {
+#pragma unroll
+      for (int i = 0; i < IT; ++i) {
+        const int j0 = row_j0(i, lane, V);
+        if (j0 < L) {
+          float wv[V];
+          if (w) load_access<T, V>(w, j0, wv);
+#pragma unroll
+          for (int k = 0; k < V; ++k) {
+            const int e = i * V + k;
+            f(e, w ? (double)g[e] * (double)wv[k] : (double)g[e], ((double)xv[e] - mud) * rsd);
+          }
+        }
+      }
+    };
     double sa = 0.0, sb = 0.0;
-#pragma unroll
-    for (int i = 0; i < IT; ++i) {
-      const int j0 = row_j0(i, lane, V);
-      if (j0 < L) {
-        float wv[V];
-        if (w) load_access<T, V>(w, j0, wv);
-#pragma unroll
-        for (int k = 0; k < V; ++k) {
-          const int e = i * V + k;
-          const double gd = w ? (double)g[e] * (double)wv[k] : (double)g[e];
-          sa += gd;
-          sb += gd * (((double)xv[e] - mud) * rsd);
-        }
-      }
-    }
+    each([&](int, double gd, double xh) {
+      sa += gd;
+      sb += gd * xh;
+    });
     const double a = warp_sum(sa) / (double)L, c = warp_sum(sb) / (double)L;
-#pragma unroll
-    for (int i = 0; i < IT; ++i) {
-      const int j0 = row_j0(i, lane, V);
-      if (j0 < L) {
-        float wv[V];
-        if (w) load_access<T, V>(w, j0, wv);
-#pragma unroll
-        for (int k = 0; k < V; ++k) {
-          const int e = i * V + k;
-          const double gd = w ? (double)g[e] * (double)wv[k] : (double)g[e];
-          g[e] = (float)(rsd * (gd - a - (((double)xv[e] - mud) * rsd) * c));
-        }
-      }
-    }
+    each([&](int e, double gd, double xh) { g[e] = (float)(rsd * (gd - a - xh * c)); });
     warp_store_row<T, V, IT>(gx + r * L, L, lane, g);  // past-the-row entries are not stored
   }
 }

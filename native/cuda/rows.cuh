@@ -86,22 +86,14 @@ __device__ __forceinline__ float warp_nan_max(float v) {
 // Block-wide reductions for blockDim.x a multiple of 32 and at most 1024. Every thread of the block
 // must call (they contain __syncthreads); every thread gets the result. `sh` is a __shared__
 // float[32] owned by the caller; the trailing __syncthreads lets the caller reuse it at once.
-__device__ __forceinline__ float block_sum(float v, float* sh) {
+// T is float or double (sh then a __shared__ T[32]).
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* sh) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   v = warp_sum(v);
   if (lane == 0) sh[warp] = v;
   __syncthreads();
-  float t = lane < nw ? sh[lane] : 0.f;
-  t = warp_sum(t);
-  __syncthreads();
-  return t;
-}
-__device__ __forceinline__ double block_sum(double v, double* sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_sum(v);
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  double t = lane < nw ? sh[lane] : 0.0;
+  T t = lane < nw ? sh[lane] : T(0);
   t = warp_sum(t);
   __syncthreads();
   return t;

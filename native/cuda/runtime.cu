@@ -298,11 +298,11 @@ void check_flag_now(const DeviceFlag& flag, std::function<void(const int32_t*)> 
 
 void check_pending() {
   Checks& C = checks();
-  std::vector<PendingCheck> todo;
+  std::vector<PendingCheck> due;
   {
     std::lock_guard<std::mutex> lk(C.mu);
     if (C.running || C.pending.empty()) return;
-    todo.swap(C.pending);
+    due.swap(C.pending);
     C.running = true;
   }
   struct Done {
@@ -312,7 +312,7 @@ void check_pending() {
       c.running = false;
     }
   } done{C};
-  for (const PendingCheck& p : todo) run_check(p);  // the first error throws; the rest are dropped
+  for (const PendingCheck& p : due) run_check(p);  // the first error throws; the rest are dropped
 }
 
 void set_deferred_checks(bool on) {
