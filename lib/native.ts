@@ -48,6 +48,8 @@ export interface MemoryInfo {
   liveTensors: number;
   bytesInUse: number;
   bytesCached: number;
+  /** Page-locked host memory the device keeps for staging uploads (0 on cpu); emptyCache() frees it. */
+  hostPinnedBytes: number;
 }
 
 /** One entry of backends(): whether a device can be used and, if not, every reason why. */

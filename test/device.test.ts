@@ -164,7 +164,7 @@ describe('backends() and memory()', () => {
     }
     const mem = memory();
     expect(mem[0].device).toBe('cpu');
-    for (const e of mem) for (const k of ['liveTensors', 'bytesInUse', 'bytesCached'] as const) expect(e[k]).toBeGreaterThanOrEqual(0);
+    for (const e of mem) for (const k of ['liveTensors', 'bytesInUse', 'bytesCached', 'hostPinnedBytes'] as const) expect(e[k]).toBeGreaterThanOrEqual(0);
     expect(mem.some((e) => e.device === 'cuda')).toBe(b[1].available);
   });
 });

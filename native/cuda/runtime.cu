@@ -167,10 +167,113 @@ std::atomic<uint64_t> g_next_uid{1};
 
 void release_cuda(void* p, size_t bytes) { allocator().give(p, bytes); }
 
+// Host staging for uploads. The caller's bytes (a JS typed array: pageable, and free to change once
+// the call returns) are copied into a pinned block and the DMA from that block is queued on the
+// stream, so an upload neither waits for the work queued ahead of it (a pageable copy of this size
+// or a stream sync would) nor lets the host run ahead of a copy that still reads the caller's memory.
+// A block is reused once the event recorded after its copy has completed. Blocks are powers of two
+// from 64 KiB; at most kStagingCap bytes are pinned, beyond which the pool waits for its copies and
+// starts over. A request above kStagingMax, or pinned memory the driver refuses, takes the old path:
+// a pageable copy and a stream sync.
+class HostStaging {
+ public:
+  static constexpr size_t kStagingMax = size_t(256) << 20;
+  static constexpr size_t kStagingCap = size_t(1) << 30;
+
+  // Queues the copy of n bytes from src to the device pointer dst; false when it was not staged.
+  bool upload(void* dst, const void* src, size_t n) {
+    if (n > kStagingMax) return false;
+    std::lock_guard<std::mutex> lk(mu_);
+    Block* b = acquire(n);
+    if (!b) return false;
+    std::memcpy(b->p, src, n);
+    VITRIM_CUDA_CHECK(cudaMemcpyAsync(dst, b->p, n, cudaMemcpyHostToDevice, stream()));
+    VITRIM_CUDA_CHECK(cudaEventRecord(b->done, stream()));
+    b->pending = true;
+    return true;
+  }
+  // Waits for the queued copies and gives every block back to the driver (emptyCache).
+  void release_all() {
+    std::lock_guard<std::mutex> lk(mu_);
+    drain();
+  }
+  size_t pinned() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return total_;
+  }
+
+ private:
+  struct Block {
+    void* p = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done = nullptr;
+    bool pending = false;
+  };
+  static size_t round(size_t n) {
+    size_t b = size_t(64) << 10;
+    while (b < n) b <<= 1;
+    return b;
+  }
+  // The smallest idle block that fits, else a new one; with mu_ held.
+  Block* acquire(size_t n) {
+    Block* best = nullptr;
+    for (Block& b : blocks_) {
+      if (b.bytes < n || (best && best->bytes <= b.bytes)) continue;
+      if (b.pending) {
+        cudaError_t q = cudaEventQuery(b.done);
+        if (q == cudaErrorNotReady) continue;  // any other answer: the copy is over (or the stream failed,
+                                               // which the next sync reports)
+        b.pending = false;
+      }
+      best = &b;
+    }
+    if (best) return best;
+    size_t want = round(n);
+    if (total_ + want > kStagingCap) drain();
+    Block b;
+    b.bytes = want;
+    if (cudaHostAlloc(&b.p, want, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    if (cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming) != cudaSuccess) {
+      cudaGetLastError();
+      cudaFreeHost(b.p);
+      return nullptr;
+    }
+    total_ += want;
+    blocks_.push_back(b);
+    return &blocks_.back();
+  }
+  void drain() {
+    for (Block& b : blocks_) {
+      if (b.pending) cudaEventSynchronize(b.done);
+      cudaEventDestroy(b.done);
+      cudaFreeHost(b.p);
+    }
+    blocks_.clear();
+    total_ = 0;
+  }
+  std::mutex mu_;
+  std::vector<Block> blocks_;
+  size_t total_ = 0;
+};
+HostStaging& staging() {
+  static HostStaging* s = new HostStaging();
+  return *s;
+}
+
+bool capture_in_progress();
+
 void copy_from_host(const Tensor& dst, const void* src, size_t n) {
   check_cuda(dst, "destination");
   VITRIM_CHECK(n <= dst.nbytes(), Internal, "copy_from_host: ", n, " bytes into a ", dst.nbytes(), "-byte tensor");
   if (!n) return;
+  // Refused before touching the stream, so the capture in progress stays usable.
+  VITRIM_CHECK(!capture_in_progress(), Argument,
+               "cannot copy host data to cuda while a graph is being recorded: upload before graphBegin(), or "
+               "write() into a captured input between replays");
+  if (staging().upload(dst.raw(), src, n)) return;
   VITRIM_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src, n, cudaMemcpyHostToDevice, stream()));
   VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
@@ -557,8 +660,15 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
     b.fence_release = &fence_release;
     b.check_deferred = [] { check_pending(); };
     b.set_deferred_checks = &vitrim::cuda::set_deferred_checks;
-    b.memory_stats = [] { return allocator().stats(); };
-    b.empty_cache = [] { allocator().release_all(); };
+    b.memory_stats = [] {
+      MemoryStats s = allocator().stats();
+      s.host_pinned_bytes = (int64_t)staging().pinned();
+      return s;
+    };
+    b.empty_cache = [] {
+      allocator().release_all();
+      staging().release_all();
+    };
     b.describe = &describe;
     b.set_allow_tf32 = &vitrim::cuda::set_allow_tf32;
     b.capture_begin = &capture_begin;

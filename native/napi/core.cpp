@@ -127,6 +127,7 @@ VITRIM_OP(memory) {
     o.Set("liveTensors", (double)s.live_tensors);
     o.Set("bytesInUse", (double)s.bytes_in_use);
     o.Set("bytesCached", (double)s.bytes_cached);
+    o.Set("hostPinnedBytes", (double)s.host_pinned_bytes);
     out.Set(k++, o);
   }
   return out;

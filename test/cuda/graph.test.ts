@@ -49,6 +49,26 @@ describeCuda('cuda graphs', () => {
     expect(Array.from(native.affine(x, 2, 1).read())).toEqual(new Array(8).fill(3));
   });
 
+  it('a host upload inside a capture is ERR_VITRIM_ARGUMENT and leaves the capture usable', () => {
+    const x = native.full([8], 1, 'float32', 'cuda');
+    const t = native.full([8], 0, 'float32', 'cuda');
+    native.graphBegin();
+    let y;
+    try {
+      y = native.affine(x, 2, 0);
+      expect(expectCode(() => t.write(new Float32Array(8).fill(5)), 'ERR_VITRIM_ARGUMENT')).toMatch(/graph/);
+      expectCode(() => native.toDevice(nt(new Float32Array(8), [8]), 'cuda'), 'ERR_VITRIM_ARGUMENT');
+    } catch (e) {
+      native.graphAbort();
+      throw e;
+    }
+    const g = native.graphEnd();
+    x.write(new Float32Array(8).fill(4));
+    native.graphReplay(g);
+    expect(Array.from(y.read())).toEqual(new Array(8).fill(8));
+    native.graphDestroy(g);
+  });
+
   it('refuses nested captures', () => {
     native.graphBegin();
     expectCode(() => native.graphBegin(), 'ERR_VITRIM_ARGUMENT');

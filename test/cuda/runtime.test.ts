@@ -76,6 +76,39 @@ describeCuda('cuda runtime', () => {
     expect(Array.from(outs[39].read().subarray(0, 3))).toEqual([1 / 4096, 1 / 4096, 1 / 4096]);
   });
 
+  it('uploads queued behind running work arrive intact, from pinned staging that emptyCache frees', () => {
+    // Work queued ahead of the uploads (seconds of it on a GPU), so the staging blocks are still being
+    // copied from when the next uploads ask for one: a block reused too early shows as wrong data.
+    const n = emulated ? 64 : 4096; // powers of two: every product and sum is exact
+    const a = native.full([n, n], 1 / n, 'float32', 'cuda');
+    native.synchronize();
+    const busy = [];
+    for (let i = 0; i < (emulated ? 1 : 20); i++) busy.push(native.matmul(a, a, false, false));
+    const size = emulated ? 4099 : (1 << 20) + 3; // not a power of two: blocks are rounded up
+    const sent: Float32Array[] = [];
+    const got: ReturnType<typeof native.toDevice>[] = [];
+    for (let i = 0; i < 12; i++) {
+      const src = randn([size], RUN_SEED + 100 + i);
+      sent.push(src.slice());
+      if (i % 2) {
+        got.push(native.toDevice(nt(src, [size]), 'cuda'));
+      } else {
+        const t = native.full([size], 0, 'float32', 'cuda');
+        t.write(src);
+        got.push(t);
+      }
+      src.fill(Number.NaN); // the caller's memory may change as soon as the call returns
+    }
+    expect(native.memory().find((m) => m.device === 'cuda')!.hostPinnedBytes).toBeGreaterThanOrEqual(4 * size);
+    for (let i = 0; i < 12; i++) expect(got[i].read(), `upload ${i}`).toEqual(sent[i]);
+    expect(Array.from(busy[busy.length - 1].read().subarray(0, 2))).toEqual([1 / n, 1 / n]);
+    native.emptyCache();
+    expect(native.memory().find((m) => m.device === 'cuda')!.hostPinnedBytes).toBe(0);
+    // and uploads work again after the pool was emptied
+    const again = randn([5], RUN_SEED + 200);
+    expect(native.toDevice(nt(again, [5]), 'cuda').read()).toEqual(again);
+  });
+
   it('backends() describes the GPU', () => {
     const c = native.backends().find((b) => b.device === 'cuda')!;
     expect(c.available).toBe(true);

@@ -118,6 +118,7 @@ struct MemoryStats {
   int64_t live_tensors = 0;
   int64_t bytes_in_use = 0;
   int64_t bytes_cached = 0;
+  int64_t host_pinned_bytes = 0;  // page-locked host memory kept for uploads (cuda)
 };
 MemoryStats memory_stats(Device d);
 // Returns cached (free) CPU blocks to the system (the CUDA cache: Backend::empty_cache).
