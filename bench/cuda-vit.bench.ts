@@ -4,13 +4,16 @@
  *   op, as our ops run);
  * - batch 1 replayed as a CUDA graph (the whole forward captured once; inputs written into the
  *   captured input tensor, as a fixed-shape serving plan would);
- * - a training step (forward, cross-entropy, backward, AdamW) at batch 64, float32 and bf16 autocast.
+ * - a training step (forward, cross-entropy, backward, AdamW) at batch 64, float32 and bf16 autocast;
+ *   and the same step through Trainer.fit (host batches built and uploaded each step, the figures
+ *   summed on the device), the path a user's training run takes.
  * Timing: wall clock over `inner` back-to-back iterations closed by a synchronize, median of reps.
  * Set VITRIM_TORCH_JSON to torch_anchors.py's JSON from the same call for ratios (vitrim / timm:
  * above 1 is faster, all figures are img/s).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { AdamW, autocast, backward, keep, noGrad, ops, tensor, tidy, vit, type Tensor } from '../lib/index.js';
+import { AdamW, autocast, backward, keep, noGrad, ops, tensor, tidy, Trainer, vit, type Tensor } from '../lib/index.js';
+import type { Dataset } from '../lib/data/dataset.js';
 import { native } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
 import { median } from './stats.js';
@@ -131,6 +134,39 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     model.eval();
     labels.dispose();
     x.dispose();
+  }
+
+  // ---- training through Trainer.fit ----
+  for (const precision of ['float32', 'bfloat16'] as const) {
+    const name = `train ${precision} Trainer.fit`;
+    if (!want(name) && !want('train')) continue;
+    const B = 64;
+    const steps = opts.quick ? 4 : 10;
+    // An in-memory dataset: every batch is a fresh host array (as a decoder would give), so the
+    // copy into the batch and its upload are part of the step.
+    const img = new Float32Array(3 * 224 * 224);
+    for (let i = 0; i < img.length; i++) img[i] = Math.sin(i * 0.37) * 1.3;
+    const ds: Dataset = {
+      name: 'synthetic', length: B * steps, numClasses: 1000, classNames: [], imageShape: [3, 224, 224],
+      getBatch: (idx: number[]) => {
+        const images = new Float32Array(idx.length * img.length);
+        for (let i = 0; i < idx.length; i++) images.set(img, i * img.length);
+        return { images, labels: Int32Array.from(idx, (k) => (k * 37) % 1000), indices: idx };
+      },
+    };
+    const t = new Trainer({ model, device: 'cuda', precision, optimizer: { lr: 1e-4 }, warmupEpochs: 0, log: 'silent' });
+    const fit = async () => {
+      t.epoch = 0;
+      const t0 = performance.now();
+      await t.fit(ds, { epochs: 1, batchSize: B, limit: steps }); // ends with the epoch's read: a sync
+      return (performance.now() - t0) / 1000 / steps;
+    };
+    await fit();
+    const ts: number[] = [];
+    for (let r = 0; r < reps; r++) ts.push(await fit());
+    push({ name, shape: `B${B}`, value: B / median(ts), unit: 'img/s', note: `fit, ${steps} steps, host batches` }, `${MODEL}_train_B64`,
+      precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+    model.eval();
   }
   return rows;
 }

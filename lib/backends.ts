@@ -80,9 +80,16 @@ export function setAllowTf32(allow: boolean): void {
 export function setDeviceChecks(mode: 'immediate' | 'deferred'): void {
   try {
     native.setDeviceChecks(mode);
+    checksMode = mode;
   } catch (e) {
     rethrow(e, 'setDeviceChecks');
   }
+}
+let checksMode: 'immediate' | 'deferred' = 'immediate';
+
+/** The mode last set by setDeviceChecks() ('immediate' until then). */
+export function deviceChecks(): 'immediate' | 'deferred' {
+  return checksMode;
 }
 
 /** Waits until the work queued on `device` (default cuda) is done; a no-op on the cpu or before cuda loads. */

@@ -4,7 +4,7 @@ import { native } from './native.js';
 export { Tensor, tensor, full, zeros, ones, tidy, keep, memory, emptyCache, cast, toDevice, type CreateOptions } from './tensor.js';
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export { autocast, autocastDtype, type AutocastDtype } from './autocast.js';
-export { backends, cudaAvailable, resolveDevice, setAllowTf32, setDeviceChecks, synchronize, synchronizeAsync, type BackendInfo } from './backends.js';
+export { backends, cudaAvailable, resolveDevice, setAllowTf32, setDeviceChecks, deviceChecks, synchronize, synchronizeAsync, type BackendInfo } from './backends.js';
 export * from './errors.js';
 export * as ops from './ops/index.js';
 export { Module, Parameter, parameter } from './nn/module.js';

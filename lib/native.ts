@@ -191,7 +191,7 @@ export interface Addon {
   // ---- loss (cpu/loss.cpp) ----
   /** [loss (scalar, mean over rows), lse [R]] */
   crossEntropyForward(logits: T, labels: T, smoothing: number): [T, T];
-  crossEntropyBackward(logits: T, labels: T, smoothing: number, lse: T, gloss: number): T;
+  crossEntropyBackward(logits: T, labels: T, smoothing: number, lse: T, gloss: number | T): T;
   // ---- topk (cpu/topk.cpp) ----
   /** [values, indices (int32)] along the last axis, sorted */
   topk(x: T, k: number, largest: boolean): [T, T];

@@ -136,6 +136,9 @@ describe('cross-entropy backward', () => {
     const g = native.crossEntropyBackward(nt(x, [R, K]), nt(y, [R]), s, lse, gloss);
     expect(g.shape).toEqual([R, K]);
     expectClose(g.read(), ceRef(x, y, R, K, s, gloss).grad, 1e-5, 'grad');
+    // the upstream gradient as a one-element tensor (what the autograd passes): the same bits
+    const gt = native.crossEntropyBackward(nt(x, [R, K]), nt(y, [R]), s, lse, nt(Float32Array.of(gloss), []));
+    expect(gt.read()).toEqual(native.crossEntropyBackward(nt(x, [R, K]), nt(y, [R]), s, lse, Math.fround(gloss)).read());
   });
 
   it.each([
@@ -210,6 +213,11 @@ describe('cross-entropy bad input', () => {
     expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse, Infinity), 'ERR_VITRIM_ARGUMENT');
     expectCode(() => native.crossEntropyBackward(x, y, 1, lse, 1), 'ERR_VITRIM_ARGUMENT');
     expectCode(() => native.crossEntropyBackward(x, y, 0.1, null as never, 1), 'ERR_VITRIM_ARGUMENT');
+    // gloss as a tensor: one float32 element on the logits' device
+    expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse, nt(Float32Array.of(1, 2), [2])), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse, native.cast(nt(Float32Array.of(1), [1]), 'bfloat16')), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse, nt(Int32Array.of(1), [1])), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse, '1' as never), 'ERR_VITRIM_ARGUMENT');
     // an lse from other logits is caught, not turned into a wrong gradient
     const wrongLse = nt(Float32Array.from(lse.read() as Float32Array, (v, i) => (i === 1 ? v + 0.5 : v)), [R]);
     expect(expectCode(() => native.crossEntropyBackward(x, y, 0.1, wrongLse, 1), 'ERR_VITRIM_ARGUMENT')).toContain('lse[1]');

@@ -5,7 +5,7 @@
 import { highIn, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native } from '../native.js';
-import { bf16BitsToFloat32, type Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor.js';
 import { call, free, handleOf, num, out } from './_util.js';
 
 export function crossEntropy(logits0: Tensor, labels: Tensor, opts: { labelSmoothing?: number } = {}): Tensor {
@@ -22,10 +22,13 @@ export function crossEntropy(logits0: Tensor, labels: Tensor, opts: { labelSmoot
     const sl = save(hl);
     const sy = save(hy);
     record(y, 'crossEntropy', [logits, null], (g) => {
-      // the upstream scalar, read to the host (one value; on cuda this waits for the device)
-      const r = g.read();
-      const gl = r instanceof Uint16Array ? bf16BitsToFloat32(r)[0] : r[0];
-      return [native.crossEntropyBackward(sl, sy, s, lse, gl), null];
+      // the upstream scalar stays where it is (the kernel reads it: no host sync on cuda)
+      const g32 = g.dtype === 'float32' ? g : native.cast(g, 'float32');
+      try {
+        return [native.crossEntropyBackward(sl, sy, s, lse, g32), null];
+      } finally {
+        if (g32 !== g) g32.free();
+      }
     }, [sl, sy, lse]);
   } else free(lse);
   release(temps);

@@ -16,6 +16,12 @@
  *   autocast('bfloat16') (bf16 GEMMs and attention; LayerNorm, softmax, losses and the policy's
  *   sampling in float32), backward outside it; parameters, gradients and AdamW moments stay float32.
  *   On the CPU autocast is a no-op, so 'bfloat16' there trains exactly as 'float32'.
+ * - No host syncs inside `fit`'s steps: the loss, correct count and usage are summed on the device
+ *   (device-stats.ts) and read when the progress display asks (at most about once a second, and at
+ *   the end of each epoch); gradient clipping runs on the device; batches upload through pinned
+ *   staging. On cuda `fit` runs with deferred device-side checks (`deviceChecks`, default
+ *   'deferred'), so a bad label or index is thrown as its typed error at the next read instead of
+ *   costing a sync per op. `trainStep` (the public single step) reads its figures, so it syncs.
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,13 +33,14 @@ import { adavitInfer } from '../infer/adavit-infer.js';
 import { denseMacs } from '../infer/flops.js';
 import { readCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
 import { autocast } from '../autocast.js';
-import { resolveDevice } from '../backends.js';
+import { deviceChecks, resolveDevice, setDeviceChecks } from '../backends.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
 import type { VisionTransformer } from '../nn/vit.js';
 import * as ops from '../ops/index.js';
 import type { AdaVitPolicy } from '../policies/adavit.js';
 import { tensor, tidy, untracked, type Tensor } from '../tensor.js';
+import { clipGradNorm, correctCount, RunningSums } from './device-stats.js';
 import { AdamW } from './optim.js';
 
 /** Compute precision of the forward pass (see autocast.ts). */
@@ -69,6 +76,25 @@ export interface TrainerOptions {
   /** 'auto' (bar on a TTY, lines otherwise), 'bar', 'lines', 'silent' */
   log?: 'auto' | 'bar' | 'lines' | 'silent';
   seed?: number;
+  /**
+   * Device-side checks during `fit` on cuda (see setDeviceChecks): 'deferred' (default: no sync per
+   * checked op; a bad label or index is thrown at the next read of the running figures) or
+   * 'immediate'. The mode in force before `fit` is restored after it.
+   */
+  deviceChecks?: 'immediate' | 'deferred';
+}
+
+/** What one step leaves on the device (handles owned by the caller). */
+interface StepStats {
+  loss: NativeTensor;
+  correct: NativeTensor;
+  usage?: { patch: NativeTensor | null; head: NativeTensor | null; block: NativeTensor | null };
+}
+
+function freeStats(s: StepStats): void {
+  s.loss.free();
+  s.correct.free();
+  for (const u of Object.values(s.usage ?? {})) u?.free();
 }
 
 export interface FitOptions {
@@ -133,6 +159,9 @@ export class Trainer {
     this.model = opts.model;
     this.policy = opts.policy ?? null;
     this.precision = checkPrecision(opts.precision, 'Trainer');
+    if (opts.deviceChecks !== undefined && opts.deviceChecks !== 'immediate' && opts.deviceChecks !== 'deferred') {
+      throw new ArgumentError(`Trainer: deviceChecks must be 'immediate' or 'deferred', got '${String(opts.deviceChecks)}'`);
+    }
     this.device = resolveDevice(opts.device, this.model.device, 'Trainer');
     this.model.to(this.device);
     this.policy?.to(this.device);
@@ -155,33 +184,18 @@ export class Trainer {
     return min + 0.5 * (this.baseLr - min) * (1 + Math.cos(Math.PI * p));
   }
 
-  /** Global-norm clipping: the squared norms are summed on the gradients' device, one read-back. */
+  /** Global-norm clipping (torch's clip_grad_norm_), on the gradients' device with no read-back. */
   private clip(params: Parameter[]): void {
     const maxNorm = this.opts.clipGrad;
     if (!maxNorm) return;
-    const parts: NativeTensor[] = [];
-    for (const p of params) {
-      if (!p.grad) continue;
-      const s = native.unary('sqr', p.grad.handle);
-      const r = native.reduce('sum', s, [], false);
-      parts.push(r.reshape([1]));
-      s.free();
-      r.free();
-    }
-    if (!parts.length) return;
-    const all = native.concat(parts, 0);
-    const tot = native.reduce('sum', all, [], false);
-    const sq = (tot.read() as Float32Array)[0];
-    for (const h of [...parts, all, tot]) h.free();
-    const norm = Math.sqrt(sq);
-    if (norm <= maxNorm) return;
-    const k = maxNorm / (norm + 1e-6);
-    for (const p of params) {
-      if (!p.grad) continue;
-      const g = native.affine(p.grad.handle, k, 0);
-      p.grad.dispose();
-      p.grad = untracked(g);
-    }
+    const withGrad = params.filter((p) => p.grad);
+    if (!withGrad.length) return;
+    const { grads, norm } = clipGradNorm(withGrad.map((p) => p.grad!.handle), maxNorm);
+    norm.free();
+    withGrad.forEach((p, i) => {
+      p.grad!.dispose();
+      p.grad = untracked(grads[i]);
+    });
   }
 
   private logLine(rec: object): void {
@@ -204,76 +218,124 @@ export class Trainer {
     const useBar = mode === 'bar' || (mode === 'auto' && !!process.stderr.isTTY);
     const records: EpochRecord[] = [];
     const seed = this.opts.seed ?? 0;
-    this.model.train();
-    while (this.epoch < fo.epochs) {
-      const t0 = performance.now();
-      let lossSum = 0;
-      let correct = 0;
-      let seen = 0;
-      const usage = { patch: 0, head: 0, block: 0 };
-      const bar = useBar ? new cliProgress.SingleBar({ format: `epoch ${this.epoch + 1}/${fo.epochs} [{bar}] {value}/{total} loss {loss} acc {acc}`, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
-      bar?.start(perEpoch, 0, { loss: '-', acc: '-' });
-      for (const batch of batches(train, { batchSize: bs, shuffle: true, seed: seed * 1000 + this.epoch, dropLast: true, limit: perEpoch })) {
-        const lr = this.lrAt(this.step, total, warm);
-        if (this.backboneOpt) this.backboneOpt.lr = lr * (this.opts.backboneLrScale ?? 1);
-        if (this.policyOpt) this.policyOpt.lr = (this.opts.policyLr ?? this.baseLr) * (lr / this.baseLr);
-        const r = this.trainStep(batch.images, batch.labels, train.imageShape);
-        lossSum += r.loss * batch.labels.length;
-        correct += r.correct;
-        seen += batch.labels.length;
-        if (r.usage) for (const k of ['patch', 'head', 'block'] as const) usage[k] += (r.usage[k] ?? 0) * batch.labels.length;
-        this.step++;
-        bar?.increment(1, { loss: (lossSum / seen).toFixed(4), acc: (correct / seen).toFixed(3) });
-        const k = this.step - (this.epoch * perEpoch);
-        if (!bar && mode !== 'silent' && perEpoch >= 20 && k % Math.ceil(perEpoch / 10) === 0 && k < perEpoch) {
-          console.log(`  epoch ${this.epoch + 1} ${k}/${perEpoch} loss ${(lossSum / seen).toFixed(4)} acc ${(correct / seen).toFixed(4)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-        }
-      }
-      bar?.stop();
-      this.epoch++;
-      const rec: EpochRecord = {
-        epoch: this.epoch,
-        step: this.step,
-        trainLoss: lossSum / seen,
-        trainAcc: correct / seen,
-        lr: this.lrAt(this.step - 1, total, warm),
-        seconds: (performance.now() - t0) / 1000,
-      };
-      if (this.policy) rec.usage = { patch: usage.patch / seen, head: usage.head / seen, block: usage.block / seen };
-      if (fo.eval) rec.eval = this.evaluate(fo.eval, { batchSize: fo.evalBatchSize ?? bs });
+    const checksBefore = this.device === 'cuda' ? deviceChecks() : null;
+    if (checksBefore) setDeviceChecks(this.opts.deviceChecks ?? 'deferred');
+    try {
       this.model.train();
-      records.push(rec);
-      this.logLine(rec);
-      if (mode !== 'silent') {
-        const e = rec.eval;
-        const u = rec.usage;
-        console.log(`epoch ${rec.epoch}/${fo.epochs} step ${rec.step} loss ${rec.trainLoss.toFixed(4)} acc ${rec.trainAcc.toFixed(4)} lr ${rec.lr.toExponential(2)}`
-          + (u ? ` usage patch ${u.patch?.toFixed(3)} head ${u.head?.toFixed(3)} block ${u.block?.toFixed(3)}` : '')
-          + (e ? ` | eval acc ${e.accuracy.toFixed(4)} MACs ${(e.macs / 1e6).toFixed(2)}M (${((100 * e.macs) / e.denseMacs).toFixed(1)}% of dense) ${e.imagesPerSec.toFixed(0)} img/s` : '')
-          + ` (${rec.seconds.toFixed(1)} s)`);
+      while (this.epoch < fo.epochs) {
+        const t0 = performance.now();
+        let seen = 0;
+        // Σ loss·B, Σ correct and Σ usage·B stay on the device; `read` is the one sync, done for the
+        // display (at most about once a second) and at the end of the epoch.
+        const sums = new RunningSums(this.device);
+        let shown = { loss: 0, correct: 0, seen: 1 };
+        let lastRead = t0;
+        const read = () => {
+          const v = sums.read();
+          lastRead = performance.now();
+          shown = { loss: v.loss ?? 0, correct: v.correct ?? 0, seen: Math.max(1, seen) };
+          return v;
+        };
+        const bar = useBar ? new cliProgress.SingleBar({ format: `epoch ${this.epoch + 1}/${fo.epochs} [{bar}] {value}/{total} loss {loss} acc {acc}`, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+        bar?.start(perEpoch, 0, { loss: '-', acc: '-' });
+        let totals: Record<string, number>;
+        try {
+          for (const batch of batches(train, { batchSize: bs, shuffle: true, seed: seed * 1000 + this.epoch, dropLast: true, limit: perEpoch })) {
+            const lr = this.lrAt(this.step, total, warm);
+            if (this.backboneOpt) this.backboneOpt.lr = lr * (this.opts.backboneLrScale ?? 1);
+            if (this.policyOpt) this.policyOpt.lr = (this.opts.policyLr ?? this.baseLr) * (lr / this.baseLr);
+            const B = batch.labels.length;
+            const st = this.queueStep(batch.images, batch.labels, train.imageShape);
+            try {
+              sums.add('loss', st.loss, B);
+              sums.add('correct', st.correct);
+              for (const k of ['patch', 'head', 'block'] as const) {
+                const u = st.usage?.[k];
+                if (u) sums.add(k, u, B);
+              }
+            } finally {
+              freeStats(st);
+            }
+            seen += B;
+            this.step++;
+            const k = this.step - (this.epoch * perEpoch);
+            if (bar) {
+              if (performance.now() - lastRead > 1000) read();
+              bar.increment(1, { loss: (shown.loss / shown.seen).toFixed(4), acc: (shown.correct / shown.seen).toFixed(3) });
+            } else if (mode !== 'silent' && perEpoch >= 20 && k % Math.ceil(perEpoch / 10) === 0 && k < perEpoch) {
+              read();
+              console.log(`  epoch ${this.epoch + 1} ${k}/${perEpoch} loss ${(shown.loss / seen).toFixed(4)} acc ${(shown.correct / seen).toFixed(4)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+            }
+          }
+          totals = read();
+        } finally {
+          bar?.stop();
+          sums.dispose();
+        }
+        this.epoch++;
+        const rec: EpochRecord = {
+          epoch: this.epoch,
+          step: this.step,
+          trainLoss: (totals.loss ?? 0) / seen,
+          trainAcc: (totals.correct ?? 0) / seen,
+          lr: this.lrAt(this.step - 1, total, warm),
+          seconds: (performance.now() - t0) / 1000,
+        };
+        if (this.policy) rec.usage = { patch: (totals.patch ?? 0) / seen, head: (totals.head ?? 0) / seen, block: (totals.block ?? 0) / seen };
+        if (fo.eval) rec.eval = this.evaluate(fo.eval, { batchSize: fo.evalBatchSize ?? bs });
+        this.model.train();
+        records.push(rec);
+        this.logLine(rec);
+        if (mode !== 'silent') {
+          const e = rec.eval;
+          const u = rec.usage;
+          console.log(`epoch ${rec.epoch}/${fo.epochs} step ${rec.step} loss ${rec.trainLoss.toFixed(4)} acc ${rec.trainAcc.toFixed(4)} lr ${rec.lr.toExponential(2)}`
+            + (u ? ` usage patch ${u.patch?.toFixed(3)} head ${u.head?.toFixed(3)} block ${u.block?.toFixed(3)}` : '')
+            + (e ? ` | eval acc ${e.accuracy.toFixed(4)} MACs ${(e.macs / 1e6).toFixed(2)}M (${((100 * e.macs) / e.denseMacs).toFixed(1)}% of dense) ${e.imagesPerSec.toFixed(0)} img/s` : '')
+            + ` (${rec.seconds.toFixed(1)} s)`);
+        }
+        if (this.opts.outDir) await this.save();
       }
-      if (this.opts.outDir) await this.save();
+    } finally {
+      if (checksBefore) setDeviceChecks(checksBefore);
     }
     return records;
   }
 
-  /** One optimisation step on a batch; returns the loss, correct count and usage. */
+  /**
+   * One optimisation step on a batch; returns the loss, correct count and usage. Reading them waits
+   * for the step to finish on cuda (`fit` keeps them on the device instead).
+   */
   trainStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } {
+    const st = this.queueStep(images, labels, shape);
+    try {
+      const one = (h: NativeTensor | null) => (h ? (h.read() as Float32Array)[0] : null);
+      const r: { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } = { loss: one(st.loss)!, correct: one(st.correct)! };
+      if (st.usage) r.usage = { patch: one(st.usage.patch), head: one(st.usage.head), block: one(st.usage.block) };
+      return r;
+    } finally {
+      freeStats(st);
+    }
+  }
+
+  /** Queues one optimisation step; its figures stay on the device (the caller frees them). */
+  private queueStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): StepStats {
     const B = labels.length;
     const x = tensor(images, [B, ...shape], { device: this.device });
     const y = tensor(labels, [B], { device: this.device });
     if (this.policy) this.policy.step = this.step;
-    const r = tidy(() => {
+    const keep = (t: Tensor | null | undefined) => (t ? t.handle.reshape([1]) : null); // outlives tidy
+    const r = tidy((): StepStats => {
       let logits!: Tensor;
       let loss!: Tensor;
-      let usage: { patch: number | null; head: number | null; block: number | null } | undefined;
+      let usage: StepStats['usage'];
       // forward and loss under autocast (a no-op for 'float32' and on the CPU); backward outside it
       autocast(this.precision, () => {
         if (this.policy) {
           const out = this.policy.forwardTrain(x);
           logits = out.logits;
           loss = this.policy.loss(out, y, { labelSmoothing: this.opts.labelSmoothing }).total;
-          usage = { patch: out.usage.patch?.item() ?? null, head: out.usage.head?.item() ?? null, block: out.usage.block?.item() ?? null };
+          usage = { patch: keep(out.usage.patch), head: keep(out.usage.head), block: keep(out.usage.block) };
         } else {
           logits = this.model.forward(x);
           loss = ops.crossEntropy(logits, y, { labelSmoothing: this.opts.labelSmoothing });
@@ -281,10 +343,7 @@ export class Trainer {
         if (this.opts.distill) loss = ops.add(loss, ops.scale(this.distillLoss(x, logits), this.opts.distill.alpha ?? 0.5));
       });
       loss.backward();
-      const pred = ops.topk(logits, 1).indices.dataSync() as Int32Array;
-      let correct = 0;
-      for (let i = 0; i < B; i++) if (pred[i] === labels[i]) correct++;
-      return { loss: loss.item(), correct, usage };
+      return { loss: keep(loss)!, correct: correctCount(logits.handle, y.handle), usage };
     });
     const params = [...(this.backboneOpt ? this.model.parameters() : []), ...(this.policy ? this.policy.parameters() : [])];
     this.clip(params);

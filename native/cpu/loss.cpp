@@ -104,12 +104,18 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
 }
 
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double smoothing, const Tensor& lse,
-                              double gloss) {
+                              double gloss, const std::optional<Tensor>& gscale) {
   check_ce_args(logits, labels, smoothing, "cross_entropy_backward");
   const int64_t R = logits.size(0), K = logits.size(1);
   check_f32_cpu(lse, "lse");
   check_shape(lse, {R}, "lse");
   VITRIM_CHECK(std::isfinite(gloss), Argument, "cross_entropy_backward: gloss must be finite, got ", gloss);
+  if (gscale) {
+    check_f32_cpu(*gscale, "gscale");
+    VITRIM_CHECK(gscale->numel() == 1, Shape, "cross_entropy_backward: gscale must have one element, got shape ",
+                 shape_str(gscale->shape));
+    gloss *= (double)gscale->f32()[0];  // not checked for finiteness: a NaN upstream gradient propagates
+  }
   Tensor g = empty({R, K}, DType::F32);
   const float* X = logits.f32();
   const int32_t* Y = labels.i32();

@@ -107,8 +107,11 @@ __global__ void __launch_bounds__(1024) ce_mean(const float* __restrict__ row_lo
 template <class T>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     ce_bwd_rows(const T* __restrict__ x, const int32_t* __restrict__ labels, const float* __restrict__ lse,
-                T* __restrict__ g, int64_t R, int64_t K, float off, float c_y, float scale, CeFlags* flags) {
+                T* __restrict__ g, int64_t R, int64_t K, float off, float c_y, double gloss,
+                const float* __restrict__ gscale, CeFlags* flags) {
   const int lane = threadIdx.x & 31;
+  // The host's formula (double, then rounded once), with the device scalar when one is given.
+  const float scale = (float)((gscale ? gloss * (double)gscale[0] : gloss) / (double)R);
   const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
     const int32_t y = labels[r];
@@ -216,22 +219,29 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
 }
 
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double smoothing, const Tensor& lse,
-                              double gloss) {
+                              double gloss, const std::optional<Tensor>& gscale) {
   check_ce_args(logits, labels, smoothing, "cross_entropy_backward");
   const int64_t R = logits.size(0), K = logits.size(1);
   check_cuda(lse, "lse");
   check_dtype(lse, DType::F32, "lse");
   check_shape(lse, {R}, "lse");
   VITRIM_CHECK(std::isfinite(gloss), Argument, "cross_entropy_backward: gloss must be finite, got ", gloss);
+  if (gscale) {  // its value stays on the device: a NaN upstream gradient propagates, as on the CPU
+    check_cuda(*gscale, "gscale");
+    check_dtype(*gscale, DType::F32, "gscale");
+    VITRIM_CHECK(gscale->numel() == 1, Shape, "cross_entropy_backward: gscale must have one element, got shape ",
+                 shape_str(gscale->shape));
+  }
   Tensor g = alloc({R, K}, logits.dtype);
   const double off = smoothing / (double)K;
-  const float c_y = (float)(smoothing - off), scale = (float)(gloss / (double)R);
+  const float c_y = (float)(smoothing - off);
   DeviceFlag dflags = clear_flags();
   CeFlags* flags = as_flags(dflags);
   dispatch_float(logits.dtype, "logits", [&](auto tag) {
     using T = decltype(tag);
     ce_bwd_rows<T><<<blocks_for(R, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(
-        ptr<T>(logits), ptr<int32_t>(labels), ptr<float>(lse), ptr<T>(g), R, K, (float)off, c_y, scale, flags);
+        ptr<T>(logits), ptr<int32_t>(labels), ptr<float>(lse), ptr<T>(g), R, K, (float)off, c_y, gloss,
+        gscale ? ptr<float>(*gscale) : nullptr, flags);
     VITRIM_CUDA_LAUNCHED();
   });
   throw_flags(dflags, labels, lse, R, K, "cross_entropy_backward");

@@ -52,6 +52,9 @@ describeCuda('cuda cross-entropy', () => {
           } else {
             expectRel(cg, g, TOL[dtype], `${what} grad gloss=${gloss}`);
           }
+          // gloss as a device scalar (the autograd's way: no host read) gives the same bits
+          const cgt = native.crossEntropyBackward(xc, yc, s, clse, native.full([], gloss, 'float32', 'cuda'));
+          expect(cgt.read(), `${what} device gloss`).toEqual(cg.read());
         }
         // The scalar loss is a fixed-order reduction: the same bits every time.
         expect(native.crossEntropyForward(xc, yc, s)[0].read()[0]).toBe(closs.read()[0]);
@@ -138,6 +141,10 @@ describeCuda('cuda cross-entropy', () => {
     expectCode(() => native.crossEntropyBackward(xc, y, 0, lse, NaN), 'ERR_VITRIM_ARGUMENT');
     expectCode(() => native.crossEntropyBackward(xc, y, 0, cudaAs(r([3], 984), 'float32'), 1), 'ERR_VITRIM_SHAPE');
     expectCode(() => native.crossEntropyBackward(xc, y, 0, cudaAs(r([4], 985), 'bfloat16'), 1), 'ERR_VITRIM_DTYPE');
+    // a device gloss: float32, one element, on the logits' device
+    expectCode(() => native.crossEntropyBackward(xc, y, 0, lse, nt(Float32Array.of(1), [])), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.crossEntropyBackward(xc, y, 0, lse, native.full([2], 1, 'float32', 'cuda')), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.crossEntropyBackward(xc, y, 0, lse, native.full([1], 1, 'bfloat16', 'cuda')), 'ERR_VITRIM_DTYPE');
     expectCode(() => native.crossEntropyBackward(xc, y, 0, native.toDevice(lse, 'cpu'), 1), 'ERR_VITRIM_DEVICE');
     expectRel(native.crossEntropyForward(xc, y, 0)[0], native.crossEntropyForward(x, yh, 0)[0], 1e-5, 'after errors');
   });

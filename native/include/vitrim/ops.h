@@ -118,8 +118,10 @@ void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src);      //
 // Mean softmax-cross-entropy over rows of logits [R, K] with labels [R] int32 (in [0, K)) and label
 // smoothing s: target = (1-s) onehot + s/K. Returns {loss [] (scalar), lse [R]}.
 std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Tensor& labels, double smoothing);
+// The upstream gradient is gloss, times gscale[0] when gscale (a float32 one-element tensor on the
+// logits' device) is given: the autograd passes the device scalar, so no host read is needed.
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double smoothing, const Tensor& lse,
-                              double gloss);
+                              double gloss, const std::optional<Tensor>& gscale);
 
 // ---- topk (cpu/topk.cpp): along the last axis, sorted (largest first when largest) ----
 std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, bool largest);
