@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import {
-  AdamW, adavitInfer, autocast, data, evaluate, full, memory, Module, noGrad, ops, Parameter, policies, setAllowTf32,
+  AdamW, adavitInfer, autocast, data, deviceChecks, evaluate, full, memory, Module, noGrad, ops, Parameter, policies, setAllowTf32,
   synchronize, tensor, Tensor, tidy, Trainer, vit, zeros,
 } from '../../lib/index.js';
+import type { Dataset } from '../../lib/data/dataset.js';
 import { readSafetensors } from '../../lib/io/safetensors.js';
 import type { AdaVitPolicy } from '../../lib/policies/adavit.js';
 import { expectCode, randn, RUN_SEED } from '../helpers.js';
@@ -154,6 +155,39 @@ describeCuda('training on cuda equals the CPU', () => {
       });
     });
   }
+
+  it('fit on cuda (device-side figures, deferred checks) equals fit on the CPU; a bad label is thrown by fit', async () => {
+    setAllowTf32(false);
+    const make = (device: 'cpu' | 'cuda') => {
+      const m = vit.create(cfg, { seed: 15 });
+      const p = policies.adavit(m, { seed: 15, tau: 1, initBias: 0.5 });
+      return { m, t: new Trainer({ model: m, policy: p, device, log: 'silent', optimizer: { lr: 1e-3, eps: 1e-3 }, clipGrad: 1, warmupEpochs: 0 }) };
+    };
+    const c = make('cpu');
+    const g = make('cuda');
+    expect(deviceChecks()).toBe('immediate');
+    const [rc] = await c.t.fit(ds, { epochs: 1, batchSize: 16, limit: 2 });
+    const [rg] = await g.t.fit(ds, { epochs: 1, batchSize: 16, limit: 2 });
+    expect(deviceChecks(), 'the mode in force before fit is restored').toBe('immediate');
+    expectRel([rg.trainLoss], [rc.trainLoss], TOL.float32, 'trainLoss');
+    expect(rg.trainAcc).toBe(rc.trainAcc);
+    for (const k of ['patch', 'head', 'block'] as const) expect(Math.abs(rg.usage![k]! - rc.usage![k]!), `usage.${k}`).toBeLessThan(1e-6);
+    const pc = c.m.namedParameters();
+    const pg = new Map(g.m.namedParameters());
+    for (const [name, p] of pc) expectRel(pg.get(name)!.values(), p.values(), TOL.float32, `updated ${name}`);
+    // A label out of range: the deferred check throws IndexError from fit (at its next read), the
+    // mode is restored, and the process keeps working.
+    const bad: Dataset = { name: 'bad', length: ds.length, numClasses: ds.numClasses, classNames: ds.classNames, imageShape: ds.imageShape,
+      getBatch: (idx, o) => {
+        const b = ds.getBatch(idx, o);
+        b.labels[3] = 99;
+        return b;
+      } };
+    g.t.epoch = 0;
+    await expect(g.t.fit(bad, { epochs: 1, batchSize: 16, limit: 1 })).rejects.toMatchObject({ code: 'ERR_VITRIM_INDEX' });
+    expect(deviceChecks()).toBe('immediate');
+    expect(full([3], 2, { device: 'cuda' }).toArray()).toEqual([2, 2, 2]);
+  });
 
   it('a bf16 fit on cuda runs, keeps float32 master weights and stays close to the float32 step', () => {
     const make = (precision: 'float32' | 'bfloat16') => {
