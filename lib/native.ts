@@ -210,6 +210,13 @@ export interface Addon {
   /** In place on param, m and v. */
   adamwStep(param: T, grad: T, m: T, v: T, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number): void;
+  /**
+   * adamwStep for a list of parameters sharing the hyper-parameters (one launch per up to 32 tensors
+   * on cuda; the same bits as adamwStep per entry). All entries on one device; no two params/m/v
+   * may share storage.
+   */
+  adamwStepMulti(params: T[], grads: T[], m: T[], v: T[], lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void;
   /** Name of the GEMM micro-kernel chosen at run time. */
   gemmIsa(): string;
 }

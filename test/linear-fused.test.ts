@@ -240,6 +240,13 @@ describe('linearFused packed-weight cache', () => {
     native.adamwStep(w, nt(g, [N, K]), m0, v0, 0.1, 0.9, 0.999, 1e-8, 0.01, 1);
     W = w.read() as Float32Array;
     check('after adamwStep');
+    // and through the multi-tensor step (the weight is one entry of several)
+    const o = nt(randn([7], 810), [7]);
+    native.adamwStepMulti([o, w], [nt(randn([7], 811), [7]), nt(randn([N, K], 812), [N, K])],
+      [nt(new Float32Array(7), [7]), nt(new Float32Array(N * K), [N, K])], [nt(new Float32Array(7), [7]), nt(new Float32Array(N * K), [N, K])],
+      0.1, 0.9, 0.999, 1e-8, 0.01, 1);
+    W = w.read() as Float32Array;
+    check('after adamwStepMulti');
     // gemm with the weight as C (beta = 1 adds a product in place)
     const a = randn([N, 3], 806), c = randn([3, K], 807);
     native.gemm(false, false, N, K, 3, 1, nt(a, [N, 3]), nt(c, [3, K]), 1, w);
@@ -292,7 +299,7 @@ describe('linearFused packed-weight cache', () => {
     // The cache trusts Storage::version; every in-place writer must bump it (tensor.h). A new native
     // function fails here until it is added to one list (and, if it writes in place, to the test above).
     // graphReplay rewrites the (cuda) tensors a captured graph wrote; the packed cache is cpu-only.
-    const inPlace = ['adamwStep', 'gemm', 'graphReplay', 'indexAddRows', 'NativeTensor.write'];
+    const inPlace = ['adamwStep', 'adamwStepMulti', 'gemm', 'graphReplay', 'indexAddRows', 'NativeTensor.write'];
     const notInPlace = [
       'NativeTensor', 'affine', 'attentionBackward', 'backends', 'setAllowTf32', 'setDeviceChecks', 'synchronize', 'synchronizeAsync', 'toDevice',
       'graphAbort', 'graphBegin', 'graphDestroy', 'graphEnd', 'attentionForward', 'attentionVarlen', 'binary', 'cast', 'concat',

@@ -220,3 +220,52 @@ describe('adamwStep', () => {
     expectClose(p.read(), sp, 1e-5, 'after errors');
   });
 });
+
+describe('adamwStepMulti', () => {
+  const H = [1e-3, 0.9, 0.999, 1e-8, 0.05] as const;
+  const fresh = (shapes: number[][], seed: number) => shapes.map((s, i) => ({
+    p: randn(s, seed + 10 * i), m: randn(s, seed + 10 * i + 1, 0.01),
+    v: Float32Array.from(randn(s, seed + 10 * i + 2), (x) => 1e-4 + Math.abs(x) * 1e-3),
+  }));
+
+  it('equals adamwStep on every entry, bit for bit, over several steps', () => {
+    const shapes = [[1], [3], [17], [384, 64], [1000], [2, 3, 5]];
+    const init = fresh(shapes, 500);
+    const a = init.map((e, i) => ({ p: nt(e.p, shapes[i]), m: nt(e.m, shapes[i]), v: nt(e.v, shapes[i]) }));
+    const b = init.map((e, i) => ({ p: nt(e.p, shapes[i]), m: nt(e.m, shapes[i]), v: nt(e.v, shapes[i]) }));
+    for (let t = 1; t <= 3; t++) {
+      const gs = shapes.map((s, i) => nt(randn(s, 600 + 10 * t + i, 0.1), s));
+      native.adamwStepMulti(a.map((e) => e.p), gs, a.map((e) => e.m), a.map((e) => e.v), ...H, t);
+      b.forEach((e, i) => native.adamwStep(e.p, gs[i], e.m, e.v, ...H, t));
+      a.forEach((e, i) => {
+        expect(e.p.read(), `param ${i} step ${t}`).toEqual(b[i].p.read());
+        expect(e.m.read(), `m ${i} step ${t}`).toEqual(b[i].m.read());
+        expect(e.v.read(), `v ${i} step ${t}`).toEqual(b[i].v.read());
+      });
+    }
+    expect(a[3].p.read()).not.toEqual(init[3].p); // it did move
+    native.adamwStepMulti([], [], [], [], ...H, 1); // an empty list is a no-op
+  });
+
+  it('rejects bad lists with typed errors naming the entry, writing nothing', () => {
+    const s = [4];
+    const mk = (seed: number) => nt(randn(s, seed), s);
+    const [p0, p1, g0, g1, m0, m1, v0, v1] = [1, 2, 3, 4, 5, 6, 7, 8].map((k) => mk(700 + k));
+    const before = p0.read().slice();
+    expectCode(() => native.adamwStepMulti([p0, p1], [g0], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_ARGUMENT');
+    expect(expectCode(() => native.adamwStepMulti([p0, p1], [g0, nt(randn([5], 9), [5])], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_SHAPE')).toMatch(/entry 1/);
+    expectCode(() => native.adamwStepMulti([p0, p1], [g0, native.cast(g1, 'bfloat16')], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_DTYPE');
+    // aliasing across entries: the same parameter twice, a moment shared, a grad that is a parameter
+    expect(expectCode(() => native.adamwStepMulti([p0, p0], [g0, g1], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_ARGUMENT')).toMatch(/shares storage/);
+    expectCode(() => native.adamwStepMulti([p0, p1], [g0, g1], [m0, m1], [v0, m0], ...H, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.adamwStepMulti([p0, p1], [g0, p0], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.adamwStepMulti([p0, p1], [g0, g1], [m0, m1], [v0, v1], -1, 0.9, 0.999, 1e-8, 0, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.adamwStepMulti([], [], [], [], 1e-3, 1, 0.999, 1e-8, 0, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.adamwStepMulti(p0 as never, [g0], [m0], [v0], ...H, 1), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.adamwStepMulti([p0, 3 as never], [g0, g1], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_ARGUMENT');
+    const d = mk(720);
+    d.free();
+    expectCode(() => native.adamwStepMulti([p0, d], [g0, g1], [m0, m1], [v0, v1], ...H, 1), 'ERR_VITRIM_DISPOSED');
+    expect(p0.read()).toEqual(before);
+  });
+});

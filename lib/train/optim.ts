@@ -2,7 +2,9 @@
  * Optimisers over Parameters. AdamW is the fused native update (PyTorch's torch.optim.AdamW
  * semantics), run on the device of each parameter; its moments (float32) live there too and follow a
  * parameter that `Module.to()` moved. Parameters and gradients are float32 (the master weights of
- * mixed precision: autocast's casts give float32 gradients).
+ * mixed precision: autocast's casts give float32 gradients). A step is one multi-tensor native call
+ * per device (adamwStepMulti: a few kernel launches on cuda for a whole model, as PyTorch's foreach
+ * AdamW), with the same arithmetic as the per-parameter adamwStep.
  */
 import { ArgumentError } from '../errors.js';
 import { native, type Device, type NativeTensor } from '../native.js';
@@ -40,11 +42,13 @@ export class AdamW {
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
     if (!(this.lr >= 0)) throw new ArgumentError(`AdamW: lr must be ≥ 0, got ${this.lr}`);
+    if (new Set(params).size !== params.length) throw new ArgumentError('AdamW: a parameter appears more than once in the list');
   }
 
-  /** One update of every parameter that has a gradient. */
+  /** One update of every parameter that has a gradient (one multi-tensor call per device). */
   step(): void {
     this.t++;
+    const groups = new Map<Device, { p: NativeTensor[]; g: NativeTensor[]; m: NativeTensor[]; v: NativeTensor[] }>();
     for (const p of this.params) {
       if (!p.grad || p.isDisposed) continue;
       let s = this.state.get(p);
@@ -60,7 +64,15 @@ export class AdamW {
         s = { m, v };
         this.state.set(p, s);
       }
-      native.adamwStep(p.handle, p.grad.handle, s.m, s.v, this.lr, this.betas[0], this.betas[1], this.eps,
+      let grp = groups.get(p.device);
+      if (!grp) groups.set(p.device, (grp = { p: [], g: [], m: [], v: [] }));
+      grp.p.push(p.handle);
+      grp.g.push(p.grad.handle);
+      grp.m.push(s.m);
+      grp.v.push(s.v);
+    }
+    for (const grp of groups.values()) {
+      native.adamwStepMulti(grp.p, grp.g, grp.m, grp.v, this.lr, this.betas[0], this.betas[1], this.eps,
         this.weightDecay, this.t);
     }
   }

@@ -3,6 +3,7 @@
 
 #include <climits>
 #include <cmath>
+#include <unordered_set>
 
 namespace vitrim {
 
@@ -255,22 +256,18 @@ MatmulPlan plan_matmul(const Tensor& a, const Tensor& b, bool transA, bool trans
   return p;
 }
 
-AdamWScalars check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, double lr,
-                         double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  check_same_shape(grad, param, "grad", "param");
-  check_same_shape(m, param, "m", "param");
-  check_same_shape(v, param, "v", "param");
-  VITRIM_CHECK(std::isfinite(lr) && lr >= 0.0, Argument, "adamw_step: lr must be finite and >= 0, got ", lr);
-  VITRIM_CHECK(std::isfinite(eps) && eps >= 0.0, Argument, "adamw_step: eps must be finite and >= 0, got ", eps);
-  VITRIM_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0, Argument,
-               "adamw_step: weight_decay must be finite and >= 0, got ", weight_decay);
-  VITRIM_CHECK(beta1 >= 0.0 && beta1 < 1.0, Argument, "adamw_step: beta1 must be in [0, 1), got ", beta1);
-  VITRIM_CHECK(beta2 >= 0.0 && beta2 < 1.0, Argument, "adamw_step: beta2 must be in [0, 1), got ", beta2);
-  VITRIM_CHECK(step >= 1, Argument, "adamw_step: step must be >= 1 (the count including this step), got ", step);
-  VITRIM_CHECK(param.storage != m.storage && param.storage != v.storage && m.storage != v.storage, Argument,
-               "adamw_step: param, m and v must be distinct tensors (they share storage)");
-  VITRIM_CHECK(grad.storage != param.storage && grad.storage != m.storage && grad.storage != v.storage, Argument,
-               "adamw_step: grad must not share storage with param, m or v");
+namespace {
+// The hyper-parameters' checks (as PyTorch's constructor, plus finiteness) and the scalars, formed
+// in double and rounded to float once.
+AdamWScalars adamw_scalars(const char* op, double lr, double beta1, double beta2, double eps, double weight_decay,
+                           int64_t step) {
+  VITRIM_CHECK(std::isfinite(lr) && lr >= 0.0, Argument, op, ": lr must be finite and >= 0, got ", lr);
+  VITRIM_CHECK(std::isfinite(eps) && eps >= 0.0, Argument, op, ": eps must be finite and >= 0, got ", eps);
+  VITRIM_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0, Argument, op,
+               ": weight_decay must be finite and >= 0, got ", weight_decay);
+  VITRIM_CHECK(beta1 >= 0.0 && beta1 < 1.0, Argument, op, ": beta1 must be in [0, 1), got ", beta1);
+  VITRIM_CHECK(beta2 >= 0.0 && beta2 < 1.0, Argument, op, ": beta2 must be in [0, 1), got ", beta2);
+  VITRIM_CHECK(step >= 1, Argument, op, ": step must be >= 1 (the count including this step), got ", step);
   const double bc1 = 1.0 - std::pow(beta1, (double)step);
   const double bc2 = 1.0 - std::pow(beta2, (double)step);
   AdamWScalars k;
@@ -282,6 +279,50 @@ AdamWScalars check_adamw(const Tensor& param, const Tensor& grad, const Tensor& 
   k.step_size = (float)(lr / bc1);
   k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
   k.eps = (float)eps;
+  return k;
+}
+
+void check_adamw_tensors(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v) {
+  check_same_shape(grad, param, "grad", "param");
+  check_same_shape(m, param, "m", "param");
+  check_same_shape(v, param, "v", "param");
+  VITRIM_CHECK(param.storage != m.storage && param.storage != v.storage && m.storage != v.storage, Argument,
+               "adamw_step: param, m and v must be distinct tensors (they share storage)");
+  VITRIM_CHECK(grad.storage != param.storage && grad.storage != m.storage && grad.storage != v.storage, Argument,
+               "adamw_step: grad must not share storage with param, m or v");
+}
+}  // namespace
+
+AdamWScalars check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, double lr,
+                         double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  check_adamw_tensors(param, grad, m, v);
+  return adamw_scalars("adamw_step", lr, beta1, beta2, eps, weight_decay, step);
+}
+
+AdamWScalars check_adamw_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                               const std::vector<Tensor>& ms, const std::vector<Tensor>& vs, double lr, double beta1,
+                               double beta2, double eps, double weight_decay, int64_t step,
+                               const std::function<void(size_t)>& check_devices) {
+  const size_t n = params.size();
+  VITRIM_CHECK(grads.size() == n && ms.size() == n && vs.size() == n, Argument,
+               "adamw_step_multi: params, grads, m and v must have one entry per parameter, got ", n, ", ",
+               grads.size(), ", ", ms.size(), " and ", vs.size());
+  const AdamWScalars k = adamw_scalars("adamw_step_multi", lr, beta1, beta2, eps, weight_decay, step);
+  std::unordered_set<const void*> written;
+  for (size_t i = 0; i < n; ++i) {
+    try {
+      check_devices(i);
+      check_adamw_tensors(params[i], grads[i], ms[i], vs[i]);
+    } catch (const Error& e) {
+      fail(e.kind(), "adamw_step_multi: entry ", i, ": ", e.what());
+    }
+    for (const Tensor* t : {&params[i], &ms[i], &vs[i]})
+      VITRIM_CHECK(written.insert(t->storage.get()).second, Argument, "adamw_step_multi: entry ", i,
+                   " shares storage with an earlier entry (each parameter, m and v must be its own tensor)");
+  }
+  for (size_t i = 0; i < n; ++i)
+    VITRIM_CHECK(!written.count(grads[i].storage.get()), Argument, "adamw_step_multi: grads[", i,
+                 "] shares storage with a parameter or moment that the step writes");
   return k;
 }
 

@@ -55,4 +55,25 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double 
                [&](int64_t b, int64_t e) { adamw_kernel(P + b, G + b, M + b, V + b, e - b, k); });
 }
 
+void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
+                      std::vector<Tensor>& vs, double lr, double beta1, double beta2, double eps, double weight_decay,
+                      int64_t step) {
+  const AdamWScalars k =
+      check_adamw_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step, [&](size_t i) {
+        check_f32_cpu(params[i], "param");
+        check_f32_cpu(grads[i], "grad");
+        check_f32_cpu(ms[i], "m");
+        check_f32_cpu(vs[i], "v");
+      });
+  for (size_t i = 0; i < params.size(); ++i) {
+    const MarkWritten wp(params[i]), wm(ms[i]), wv(vs[i]);
+    float* P = params[i].f32();
+    const float* G = grads[i].f32();
+    float* M = ms[i].f32();
+    float* V = vs[i].f32();
+    parallel_for(params[i].numel(), 1 << 15,
+                 [&](int64_t b, int64_t e) { adamw_kernel(P + b, G + b, M + b, V + b, e - b, k); });
+  }
+}
+
 }  // namespace vitrim::cpu

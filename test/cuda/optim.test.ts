@@ -54,6 +54,33 @@ describeCuda('cuda adamw', () => {
     });
   }
 
+  it('adamwStepMulti: 40 tensors (two launches), mixed grad dtypes, chunk edges: the bits of adamwStep, and the CPU', () => {
+    const h = HYPERS[0];
+    const sizes = Array.from({ length: 40 }, (_, i) => [1, 2, 3, 5, 8191, 8192, 8193, 16384, 20001][i % 9] + (i >= 36 ? 100000 : 0));
+    const init = sizes.map((n, i) => ({ p: randn([n], 1300 + 5 * i), m: randn([n], 1301 + 5 * i, 0.01), v: randu([n], 1302 + 5 * i, 1e-6, 1e-3) }));
+    const up = (a: Float32Array, n: number) => cudaAs(nt(a, [n]), 'float32');
+    const multi = init.map((e, i) => ({ p: up(e.p, sizes[i]), m: up(e.m, sizes[i]), v: up(e.v, sizes[i]) }));
+    const single = init.map((e, i) => ({ p: up(e.p, sizes[i]), m: up(e.m, sizes[i]), v: up(e.v, sizes[i]) }));
+    const cpu = init.map((e, i) => ({ p: nt(e.p, [sizes[i]]), m: nt(e.m, [sizes[i]]), v: nt(e.v, [sizes[i]]) }));
+    for (let t = 1; t <= 2; t++) {
+      const g = sizes.map((n, i) => roundTo(nt(randn([n], 1500 + 10 * t + i, 0.1), [n]), i % 2 ? 'bfloat16' : 'float32'));
+      const gc = g.map((x, i) => cudaAs(x, i % 2 ? 'bfloat16' : 'float32'));
+      native.adamwStepMulti(multi.map((e) => e.p), gc, multi.map((e) => e.m), multi.map((e) => e.v), h.lr, h.beta1, h.beta2, h.eps, h.wd, t);
+      single.forEach((e, i) => step(e.p, gc[i], e.m, e.v, h, t));
+      native.adamwStepMulti(cpu.map((e) => e.p), g, cpu.map((e) => e.m), cpu.map((e) => e.v), h.lr, h.beta1, h.beta2, h.eps, h.wd, t);
+      multi.forEach((e, i) => {
+        expect(e.p.read(), `param ${i} (n=${sizes[i]}) step ${t}: the bits of adamwStep`).toEqual(single[i].p.read());
+        expect(e.v.read(), `v ${i} step ${t}`).toEqual(single[i].v.read());
+        expectRel(e.p, cpu[i].p, 1e-5, `param ${i} vs the CPU`);
+        expectRel(e.m, cpu[i].m, 1e-5, `m ${i} vs the CPU`);
+      });
+    }
+    // typed errors: devices mixed within the lists, a bf16 moment
+    const c0 = multi[0];
+    expectCode(() => native.adamwStepMulti([c0.p, cpu[1].p], [up(init[0].p, 1), nt(randn([2], 1), [2])], [c0.m, cpu[1].m], [c0.v, cpu[1].v], h.lr, h.beta1, h.beta2, h.eps, h.wd, 3), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.adamwStepMulti([c0.p], [up(init[0].p, 1)], [native.cast(c0.m, 'bfloat16')], [c0.v], h.lr, h.beta1, h.beta2, h.eps, h.wd, 3), 'ERR_VITRIM_DTYPE');
+  });
+
   it('an empty parameter is a no-op', () => {
     const e = () => native.toDevice(native.full([0, 4], 0, 'float32'), 'cuda');
     const p = e();

@@ -26,7 +26,7 @@ constexpr int kBackendAbi = 5;
   X(attention_forward) X(attention_backward) X(attention_varlen_forward) X(gather_tokens) X(scatter_tokens)  \
   X(gather_rows) X(index_add_rows) X(cross_entropy_forward) X(cross_entropy_backward) X(topk) X(random)      \
   X(gumbel_sigmoid) X(gumbel_sigmoid_backward) X(gumbel_softmax) X(gumbel_softmax_backward) X(patchify)       \
-  X(unpatchify) X(adamw_step)
+  X(unpatchify) X(adamw_step) X(adamw_step_multi)
 
 struct Backend {
   int abi = kBackendAbi;

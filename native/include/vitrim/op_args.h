@@ -4,6 +4,7 @@
 // calls these, so both report the same errors with the same messages. Pure functions in
 // core/op_args.cpp, compiled into the addon and into libvitrim_cuda alike.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "vitrim/ops.h"
@@ -111,5 +112,13 @@ struct AdamWScalars {
 // Shapes, hyper-parameters and storage aliasing of an AdamW step (device and dtype: the backend).
 AdamWScalars check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, double lr,
                          double beta1, double beta2, double eps, double weight_decay, int64_t step);
+// The same for the lists of adamw_step_multi (one entry per parameter; errors name the entry), plus
+// storage aliasing across entries: every param, m and v is written, so no two may share storage,
+// and no grad may share storage with any of them. `check_devices(i)` checks entry i's devices and
+// dtypes (the backend's part).
+AdamWScalars check_adamw_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                               const std::vector<Tensor>& ms, const std::vector<Tensor>& vs, double lr, double beta1,
+                               double beta2, double eps, double weight_decay, int64_t step,
+                               const std::function<void(size_t)>& check_devices);
 
 }  // namespace vitrim

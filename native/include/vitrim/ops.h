@@ -149,6 +149,12 @@ Tensor unpatchify(const Tensor& g, const Shape& image_shape, int64_t p);
 // Fused AdamW (decoupled weight decay, bias correction with `step` >= 1), in place on param, m, v.
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                 double eps, double weight_decay, int64_t step);
+// The same step for a list of parameters with shared hyper-parameters (PyTorch's foreach/fused
+// AdamW): entry i updates params[i], ms[i], vs[i] from grads[i], with the same arithmetic as
+// adamw_step (the same bits). On CUDA one launch covers many tensors.
+void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
+                      std::vector<Tensor>& vs, double lr, double beta1, double beta2, double eps, double weight_decay,
+                      int64_t step);
 
 }  // namespace cpu
 }  // namespace vitrim
