@@ -135,6 +135,8 @@ export interface Addon {
   sumTo(x: T, shape: number[]): T;
   // ---- reductions (cpu/reduce.cpp) ----
   reduce(op: ReduceOp, x: T, axes: number[], keepDims: boolean): T;
+  /** Σ over the tensors of Σ x², float32 [1] on their device (accumulated in double; no read-back). */
+  sumSquares(xs: T[]): T;
   // ---- layout (cpu/layout.cpp) ----
   permute(x: T, perm: number[]): T;
   slice(x: T, axis: number, start: number, end: number): T;
@@ -213,10 +215,11 @@ export interface Addon {
   /**
    * adamwStep for a list of parameters sharing the hyper-parameters (one launch per up to 32 tensors
    * on cuda; the same bits as adamwStep per entry). All entries on one device; no two params/m/v
-   * may share storage.
+   * may share storage. gradScale (float32, one element, same device) multiplies every gradient
+   * element first: a clipping factor computed on the device.
    */
   adamwStepMulti(params: T[], grads: T[], m: T[], v: T[], lr: number, beta1: number, beta2: number, eps: number,
-    weightDecay: number, step: number): void;
+    weightDecay: number, step: number, gradScale?: OptT): void;
   /** Name of the GEMM micro-kernel chosen at run time. */
   gemmIsa(): string;
 }

@@ -307,7 +307,7 @@ describe('linearFused packed-weight cache', () => {
       'gatherTokens', 'gemmIsa', 'gemmSetIsa', 'gumbelSigmoid', 'gumbelSigmoidBackward', 'gumbelSoftmax',
       'gumbelSoftmaxBackward', 'info', 'layernormBackward', 'layernormForward', 'linearBackward', 'linearCacheStats',
       'linearForward', 'linearFused', 'matmul', 'memory', 'patchify', 'permute', 'random', 'reduce', 'scatterTokens',
-      'setNumThreads', 'slice', 'sliceBackward', 'softmaxBackward', 'softmaxForward', 'step', 'sumTo', 'topk', 'unary',
+      'setNumThreads', 'slice', 'sliceBackward', 'softmaxBackward', 'softmaxForward', 'step', 'sumSquares', 'sumTo', 'topk', 'unary',
       'unaryBackward', 'unpatchify',
       'NativeTensor.constructor', 'NativeTensor.device', 'NativeTensor.dtype', 'NativeTensor.free',
       'NativeTensor.freed', 'NativeTensor.nbytes', 'NativeTensor.read', 'NativeTensor.reshape',

@@ -151,3 +151,36 @@ describe('reduce', () => {
     check('mean', s, [1], false, 4);
   });
 });
+
+describe('sumSquares', () => {
+  it('Σ Σ x² over a list of tensors, in double, independent of the thread count', () => {
+    const shapes = [[3], [2, 5, 7], [70001], [1], [0, 4], [300, 300]];
+    const xs = shapes.map((s, i) => randn(s, 900 + i, 0.3 + i));
+    let want = 0;
+    for (const x of xs) for (const v of x) want += v * v;
+    const hs = xs.map((x, i) => nt(x, shapes[i]));
+    const y = native.sumSquares(hs);
+    expect(y.shape).toEqual([1]);
+    expect(y.dtype).toBe('float32');
+    expect(y.read()[0]).toBe(Math.fround(want)); // a double sum rounded once: the float64 reference's rounding
+    native.setNumThreads(1);
+    expect(native.sumSquares(hs).read()).toEqual(y.read());
+    native.setNumThreads(threads0);
+    expect(native.sumSquares([]).read()).toEqual(Float32Array.of(0));
+    // 1e4² + 1000 · 1² is exact in double (float accumulation would drop the ones)
+    expect(native.sumSquares([nt(Float32Array.of(1e4), [1]), nt(new Float32Array(1000).fill(1), [1000])]).read()[0]).toBe(1e8 + 1000);
+  });
+
+  it('bad input gives typed errors, then works', () => {
+    const x = nt(randn([4], 950), [4]);
+    expectCode(() => native.sumSquares([x, native.cast(x, 'int32')]), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.sumSquares([x, native.cast(x, 'bfloat16')]), 'ERR_VITRIM_DTYPE'); // the CPU computes float32
+    expectCode(() => native.sumSquares(x as never), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.sumSquares([x, null as never]), 'ERR_VITRIM_ARGUMENT');
+    const d = nt(randn([4], 951), [4]);
+    d.free();
+    expectCode(() => native.sumSquares([x, d]), 'ERR_VITRIM_DISPOSED');
+    const v = x.read() as Float32Array;
+    expect(native.sumSquares([x]).read()[0]).toBe(Math.fround(v.reduce((s, a) => s + a * a, 0)));
+  });
+});

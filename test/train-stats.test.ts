@@ -3,34 +3,36 @@
 // random inputs; then `fit` (device sums, read for the display) against `trainStep` (figures read
 // every step) on twin models.
 import { describe, expect, it } from 'vitest';
-import { data, policies, Trainer, vit } from '../lib/index.js';
+import { AdamW, data, Parameter, policies, tensor, Trainer, vit } from '../lib/index.js';
 import { batches } from '../lib/data/dataset.js';
 import { native } from '../lib/native.js';
-import { clipGradNorm, correctCount, RunningSums } from '../lib/train/device-stats.js';
+import { clipCoef, correctCount, RunningSums } from '../lib/train/device-stats.js';
 import { expectClose, nt, randint, randn, rng, RUN_SEED } from './helpers.js';
 
 describe('device-side training statistics', () => {
   it('RunningSums adds weighted scalars per key and reads them in one go', () => {
     const s = new RunningSums('cpu');
     const r = rng(1);
-    const want = { a: 0, b: 0 };
+    // float32 sums, each term w·v rounded then added with one rounding: the same arithmetic exactly
+    const want = { a: Number.NaN, b: Number.NaN };
+    const acc = (s: number, t: number) => (Number.isNaN(s) ? t : Math.fround(s + t));
     for (let i = 0; i < 20; i++) {
       const v = Math.fround(r() * 4 - 2);
       const w = 1 + Math.floor(r() * 64);
       const h = nt(Float32Array.of(v), i % 2 ? [] : [1]);
       s.add('a', h, w);
-      want.a += v * w;
+      want.a = acc(want.a, Math.fround(v * w));
       h.free();
       if (i % 3 === 0) {
         const hb = native.cast(nt(Float32Array.of(v), [1]), 'bfloat16'); // cast to float32 on the way in
         s.add('b', hb);
-        want.b += (native.cast(hb, 'float32').read() as Float32Array)[0];
+        want.b = acc(want.b, (native.cast(hb, 'float32').read() as Float32Array)[0]);
         hb.free();
       }
     }
     const got = s.read();
     expect(Object.keys(got).sort()).toEqual(['a', 'b']);
-    expectClose([got.a, got.b], [want.a, want.b], 1e-6, 'sums');
+    expect([got.a, got.b]).toEqual([want.a, want.b]);
     expect(s.read()).toEqual(got); // reading does not consume
     s.dispose();
     expect(new RunningSums('cpu').read()).toEqual({});
@@ -59,25 +61,40 @@ describe('device-side training statistics', () => {
     }
   });
 
-  it('clipGradNorm is torch clip_grad_norm_: scale by min(1, max/(norm+1e-6)), exactly 1 below the bound', () => {
-    const shapes = [[3], [2, 3, 4], [17, 5], [1]];
+  it('clipCoef is torch clip_grad_norm_\'s min(1, max/(norm+1e-6)), exactly 1 below the bound', () => {
+    const shapes = [[3], [2, 3, 4], [17, 5], [1], [70000]];
     const gs = shapes.map((s, i) => randn(s, 30 + i, 0.5 + i));
     let sq = 0;
     for (const g of gs) for (const v of g) sq += v * v;
     const norm = Math.sqrt(sq);
     for (const maxNorm of [norm / 7, norm * 0.999, norm * 3]) {
       const hs = gs.map((g, i) => nt(g, shapes[i]));
-      const { grads, norm: n } = clipGradNorm(hs, maxNorm);
+      const { coef, norm: n } = clipCoef(hs, maxNorm);
       expectClose(n.read(), [norm], 1e-6, 'norm');
-      const coef = Math.min(1, maxNorm / (norm + 1e-6));
-      grads.forEach((g, i) => {
-        expect(g.shape).toEqual(shapes[i]);
-        if (coef === 1) expect(g.read(), 'unchanged below the bound').toEqual(gs[i]);
-        else expectClose(g.read(), Array.from(gs[i], (v) => v * coef), 1e-6, `grad ${i} at max ${maxNorm}`);
-        g.free();
-      });
-      for (const h of [...hs, n]) h.free();
+      const want = Math.min(1, maxNorm / (Math.fround(norm) + 1e-6));
+      if (want === 1) expect(coef.read()[0], 'exactly 1 below the bound').toBe(1);
+      else expectClose(coef.read(), [want], 1e-6, `coef at max ${maxNorm}`);
+      for (const h of [...hs, n, coef]) h.free();
     }
+    expect(native.sumSquares([]).read()[0]).toBe(0);
+  });
+
+  it('AdamW.step(gradScale) equals the step on gradients multiplied by the scale first (the same bits)', () => {
+    const shapes = [[5], [4, 7]];
+    const make = () => shapes.map((s, i) => {
+      const p = Parameter.from(tensor(randn(s, 40 + i), s));
+      p.grad = tensor(randn(s, 50 + i, 3), s);
+      return p;
+    });
+    const a = make();
+    const b = make();
+    const s = Math.fround(0.37);
+    for (const p of b) p.grad = tensor(Float32Array.from(p.grad!.dataSync() as Float32Array, (g) => Math.fround(g * s)), [...p.shape]);
+    new AdamW(a, { lr: 0.01 }).step(tensor(Float32Array.of(s), [1]));
+    new AdamW(b, { lr: 0.01 }).step();
+    a.forEach((p, i) => expect(p.dataSync()).toEqual(b[i].dataSync()));
+    expect(() => new AdamW(a).step(0.5 as never)).toThrow(/gradScale/);
+    expect(() => new AdamW([a[0], a[0]])).toThrow(/more than once/);
   });
 });
 

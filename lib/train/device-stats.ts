@@ -7,9 +7,10 @@
  * - RunningSums: named float32 sums (Σ loss·B, correct predictions, usage·B), read together in one
  *   transfer.
  * - correctCount: how many argmax predictions equal the labels, as a float32 scalar on the device.
- * - clipGradNorm: torch.nn.utils.clip_grad_norm_ on the device: the global L2 norm of the gradients,
- *   then every gradient times min(1, maxNorm / (norm + 1e-6)). The clamp is formed exactly as
- *   k·(1 − s) + s with s = [k > 1], so a factor below 1 is the quotient itself and above 1 is exactly 1.
+ * - clipCoef: torch.nn.utils.clip_grad_norm_'s factor min(1, maxNorm / (norm + 1e-6)) on the device,
+ *   for AdamW.step to multiply the gradients by inside its update (no extra pass, no read-back). The
+ *   clamp is formed exactly as k·(1 − s) + s with s = [k > 1], so a factor below 1 is the quotient
+ *   itself and above 1 is exactly 1.
  */
 import { native, type Device, type NativeTensor } from '../native.js';
 
@@ -75,20 +76,13 @@ export function correctCount(logits: NativeTensor, labels: NativeTensor): Native
 }
 
 /**
- * Scales the gradients in `grads` so that their global L2 norm is at most maxNorm; returns the new
- * gradients (same order; the inputs are not freed) and the norm before clipping (float32 [1]).
+ * torch.nn.utils.clip_grad_norm_'s factor for `grads`, on their device: the global L2 norm (float32
+ * [1]; its square accumulated in double by one multi-tensor native call) and
+ * coef = min(1, maxNorm / (norm + 1e-6)) (float32 [1]), which AdamW.step takes as its gradient scale.
  */
-export function clipGradNorm(grads: NativeTensor[], maxNorm: number): { grads: NativeTensor[]; norm: NativeTensor } {
-  const parts: NativeTensor[] = [];
-  for (const g of grads) {
-    const s = native.unary('sqr', g);
-    const r = native.reduce('sum', s, [], false);
-    parts.push(r.reshape([1]));
-    freeAll(s, r);
-  }
-  const all = native.concat(parts, 0);
-  const tot = native.reduce('sum', all, [0], true);
-  const norm = native.unary('sqrt', tot);
+export function clipCoef(grads: NativeTensor[], maxNorm: number): { coef: NativeTensor; norm: NativeTensor } {
+  const sq = native.sumSquares(grads);
+  const norm = native.unary('sqrt', sq);
   const den = native.affine(norm, 1, 1e-6);
   const num = native.full([1], maxNorm, 'float32', norm.device);
   const k = native.binary('div', num, den);
@@ -96,15 +90,6 @@ export function clipGradNorm(grads: NativeTensor[], maxNorm: number): { grads: N
   const keep = native.affine(s, -1, 1);
   const kk = native.binary('mul', k, keep);
   const coef = native.binary('add', kk, s);
-  freeAll(...parts, all, tot, den, num, k, s, keep, kk);
-  const out = grads.map((g) => {
-    const c = coef.reshape(new Array(Math.max(1, g.shape.length)).fill(1));
-    try {
-      return native.binary('mul', g, c);
-    } finally {
-      c.free();
-    }
-  });
-  coef.free();
-  return { grads: out, norm };
+  freeAll(sq, den, num, k, s, keep, kk);
+  return { coef, norm };
 }

@@ -9,6 +9,7 @@
 import { ArgumentError } from '../errors.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
+import { Tensor } from '../tensor.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -45,8 +46,15 @@ export class AdamW {
     if (new Set(params).size !== params.length) throw new ArgumentError('AdamW: a parameter appears more than once in the list');
   }
 
-  /** One update of every parameter that has a gradient (one multi-tensor call per device). */
-  step(): void {
+  /**
+   * One update of every parameter that has a gradient (one multi-tensor call per device). gradScale,
+   * a one-element float32 tensor (e.g. a clipping factor computed on the device), multiplies every
+   * gradient inside the update; it must be on the parameters' device.
+   */
+  step(gradScale?: Tensor | null): void {
+    if (gradScale !== undefined && gradScale !== null && !(gradScale instanceof Tensor)) {
+      throw new ArgumentError('AdamW.step: gradScale must be a Tensor (one float32 element) or null');
+    }
     this.t++;
     const groups = new Map<Device, { p: NativeTensor[]; g: NativeTensor[]; m: NativeTensor[]; v: NativeTensor[] }>();
     for (const p of this.params) {
@@ -73,7 +81,7 @@ export class AdamW {
     }
     for (const grp of groups.values()) {
       native.adamwStepMulti(grp.p, grp.g, grp.m, grp.v, this.lr, this.betas[0], this.betas[1], this.eps,
-        this.weightDecay, this.t);
+        this.weightDecay, this.t, gradScale ? gradScale.handle : null);
     }
   }
 

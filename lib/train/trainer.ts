@@ -40,7 +40,7 @@ import type { VisionTransformer } from '../nn/vit.js';
 import * as ops from '../ops/index.js';
 import type { AdaVitPolicy } from '../policies/adavit.js';
 import { tensor, tidy, untracked, type Tensor } from '../tensor.js';
-import { clipGradNorm, correctCount, RunningSums } from './device-stats.js';
+import { clipCoef, correctCount, RunningSums } from './device-stats.js';
 import { AdamW } from './optim.js';
 
 /** Compute precision of the forward pass (see autocast.ts). */
@@ -184,18 +184,18 @@ export class Trainer {
     return min + 0.5 * (this.baseLr - min) * (1 + Math.cos(Math.PI * p));
   }
 
-  /** Global-norm clipping (torch's clip_grad_norm_), on the gradients' device with no read-back. */
-  private clip(params: Parameter[]): void {
+  /**
+   * Global-norm clipping (torch's clip_grad_norm_): the factor, computed on the gradients' device
+   * with no read-back, for the AdamW steps to apply inside their update; null without clipGrad.
+   */
+  private clipFactor(params: Parameter[]): Tensor | null {
     const maxNorm = this.opts.clipGrad;
-    if (!maxNorm) return;
-    const withGrad = params.filter((p) => p.grad);
-    if (!withGrad.length) return;
-    const { grads, norm } = clipGradNorm(withGrad.map((p) => p.grad!.handle), maxNorm);
+    if (!maxNorm) return null;
+    const grads = params.filter((p) => p.grad).map((p) => p.grad!.handle);
+    if (!grads.length) return null;
+    const { coef, norm } = clipCoef(grads, maxNorm);
     norm.free();
-    withGrad.forEach((p, i) => {
-      p.grad!.dispose();
-      p.grad = untracked(grads[i]);
-    });
+    return untracked(coef);
   }
 
   private logLine(rec: object): void {
@@ -346,9 +346,13 @@ export class Trainer {
       return { loss: keep(loss)!, correct: correctCount(logits.handle, y.handle), usage };
     });
     const params = [...(this.backboneOpt ? this.model.parameters() : []), ...(this.policy ? this.policy.parameters() : [])];
-    this.clip(params);
-    this.backboneOpt?.step();
-    this.policyOpt?.step();
+    const clip = this.clipFactor(params);
+    try {
+      this.backboneOpt?.step(clip);
+      this.policyOpt?.step(clip);
+    } finally {
+      clip?.dispose();
+    }
     this.backboneOpt?.zeroGrad();
     this.policyOpt?.zeroGrad();
     x.dispose();

@@ -299,6 +299,13 @@ AdamWScalars check_adamw(const Tensor& param, const Tensor& grad, const Tensor& 
   return adamw_scalars("adamw_step", lr, beta1, beta2, eps, weight_decay, step);
 }
 
+void check_grad_scale(const std::optional<Tensor>& grad_scale) {
+  if (!grad_scale) return;
+  check_dtype(*grad_scale, DType::F32, "grad_scale");
+  VITRIM_CHECK(grad_scale->numel() == 1, Shape, "adamw_step_multi: grad_scale must have one element, got shape ",
+               shape_str(grad_scale->shape));
+}
+
 AdamWScalars check_adamw_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                                const std::vector<Tensor>& ms, const std::vector<Tensor>& vs, double lr, double beta1,
                                double beta2, double eps, double weight_decay, int64_t step,

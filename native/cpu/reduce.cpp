@@ -14,9 +14,14 @@
 // A full reduction splits the data into fixed chunks combined in chunk order, so results do not
 // depend on the thread count. Sums accumulate in double; max propagates NaN (as PyTorch).
 // Empty reductions: sum -> 0, mean -> NaN (0/0, as PyTorch), max -> ERR_VITRIM_SHAPE.
+// sum_squares (a list of tensors -> Σ Σ x², float32 [1]): fixed 64 Ki-element chunks of each tensor
+// summed in double in parallel, the chunk sums added in order: independent of the thread count.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "vitrim/op_args.h"
 #include "vitrim/ops.h"
@@ -213,6 +218,30 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bo
       }
     }
   });
+  return y;
+}
+
+Tensor sum_squares(const std::vector<Tensor>& xs) {
+  constexpr int64_t kChunk = int64_t(1) << 16;
+  std::vector<std::pair<const float*, int64_t>> chunks;  // (start, length)
+  for (size_t i = 0; i < xs.size(); ++i) {
+    check_f32_cpu(xs[i], "xs");
+    const float* p = xs[i].f32();
+    for (int64_t b = 0; b < xs[i].numel(); b += kChunk) chunks.emplace_back(p + b, std::min(kChunk, xs[i].numel() - b));
+  }
+  std::vector<double> part(chunks.size(), 0.0);
+  parallel_for((int64_t)chunks.size(), 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double s = 0.0;
+      const float* p = chunks[c].first;
+      for (int64_t j = 0; j < chunks[c].second; ++j) s += (double)p[j] * (double)p[j];
+      part[c] = s;
+    }
+  });
+  double total = 0.0;
+  for (double s : part) total += s;
+  Tensor y = empty({1}, DType::F32);
+  y.f32()[0] = (float)total;
   return y;
 }
 

@@ -11,15 +11,16 @@
 // Kernel: grid-stride; 16-byte accesses (4 elements of param, m, v; 4 grad elements as 16 or 8
 // bytes) when every pointer is aligned for them, checked at run time; a scalar loop does the tail
 // (and everything when not aligned).
-// adamw_step_multi (PyTorch's multi-tensor AdamW): up to kMultiMax tensors per launch, passed by
-// value in the kernel's argument (pointers, sizes, the first block of each tensor); each block
-// updates one kMultiChunk-element chunk of one tensor with the element function above, so the
-// result is bit-identical to adamw_step per tensor. Tensors are grouped by grad dtype. A model's
-// ~150 parameters take a handful of launches instead of ~150.
+// adamw_step_multi (PyTorch's multi-tensor AdamW): up to kMultiMax tensors per launch
+// (multi_tensor.cuh); each block updates one chunk of one tensor with the element function above,
+// so the result is bit-identical to adamw_step per tensor. Tensors are grouped by grad dtype. A
+// model's ~150 parameters take a handful of launches instead of ~150. An optional grad_scale
+// (a device scalar: the clipping factor) multiplies each gradient element first (__fmul_rn).
 #include <cmath>
 #include <deque>
 
 #include "common.cuh"
+#include "multi_tensor.cuh"
 #include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
@@ -84,40 +85,39 @@ __global__ void __launch_bounds__(256) adamw_kernel(float* __restrict__ P, const
   }
 }
 
-constexpr int kMultiMax = 32;       // tensors per launch: the argument stays well under 4 KiB
-constexpr int kMultiChunk = 8192;   // elements per block (32 per thread)
-
 template <class G>
 struct MultiArgs {
+  ChunkTable c;
   float* p[kMultiMax];
   const G* g[kMultiMax];
   float* m[kMultiMax];
   float* v[kMultiMax];
-  int64_t n[kMultiMax];
-  int32_t first_block[kMultiMax + 1];  // tensor t owns blocks [first_block[t], first_block[t + 1])
-  uint32_t vec;                        // bit t: tensor t's four pointers allow 16-byte accesses
-  int count;
+  uint32_t vec;  // bit t: tensor t's four pointers allow 16-byte accesses
 };
 
+// gs: the grad_scale tensor's element, or null (no scaling).
 template <class G>
-__global__ void __launch_bounds__(256) adamw_multi_kernel(const MultiArgs<G> a, AdamWScalars k) {
-  int t = 0;
-  while (t + 1 < a.count && (int32_t)blockIdx.x >= a.first_block[t + 1]) ++t;
-  const int64_t base = (int64_t)((int32_t)blockIdx.x - a.first_block[t]) * kMultiChunk;
-  const int64_t end = min(a.n[t], base + kMultiChunk);
+__global__ void __launch_bounds__(256) adamw_multi_kernel(const MultiArgs<G> a, AdamWScalars k,
+                                                          const float* __restrict__ gs) {
+  int64_t lo, hi;
+  const int t = a.c.tensor_of_block(lo, hi);
   float* __restrict__ P = a.p[t];
   const G* __restrict__ Gr = a.g[t];
   float* __restrict__ M = a.m[t];
   float* __restrict__ V = a.v[t];
-  int64_t tail = base;
-  if ((a.vec >> t) & 1u) {  // base is a multiple of 4, so the chunk's 16-byte accesses stay aligned
-    const int64_t q0 = base / 4, q1 = q0 + (end - base) / 4;
+  const bool scaled = gs != nullptr;
+  const float s = scaled ? *gs : 1.f;
+  int64_t tail = lo;
+  if ((a.vec >> t) & 1u) {
+    const int64_t q0 = lo / 4, q1 = q0 + (hi - lo) / 4;
     for (int64_t i = q0 + threadIdx.x; i < q1; i += blockDim.x) {
       float4 p = reinterpret_cast<float4*>(P)[i];
       float4 m = reinterpret_cast<float4*>(M)[i];
       float4 v = reinterpret_cast<float4*>(V)[i];
       float g[4];
       load4(Gr + 4 * i, g);
+      if (scaled)
+        for (float& x : g) x = __fmul_rn(x, s);
       adamw_elem(p.x, g[0], m.x, v.x, k);
       adamw_elem(p.y, g[1], m.y, v.y, k);
       adamw_elem(p.z, g[2], m.z, v.z, k);
@@ -128,9 +128,10 @@ __global__ void __launch_bounds__(256) adamw_multi_kernel(const MultiArgs<G> a, 
     }
     tail = q1 * 4;
   }
-  for (int64_t i = tail + threadIdx.x; i < end; i += blockDim.x) {
+  for (int64_t i = tail + threadIdx.x; i < hi; i += blockDim.x) {
     float p = P[i], m = M[i], v = V[i];
-    adamw_elem(p, to_f(Gr[i]), m, v, k);
+    const float g = scaled ? __fmul_rn(to_f(Gr[i]), s) : to_f(Gr[i]);
+    adamw_elem(p, g, m, v, k);
     P[i] = p;
     M[i] = m;
     V[i] = v;
@@ -174,14 +175,18 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double 
 
 void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
                       std::vector<Tensor>& vs, double lr, double beta1, double beta2, double eps, double weight_decay,
-                      int64_t step) {
+                      int64_t step, const std::optional<Tensor>& grad_scale) {
   const AdamWScalars k =
       check_adamw_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step, [&](size_t i) {
         check_f32_cuda(params[i], "param");
         check_float_cuda(grads[i], "grad");
         check_f32_cuda(ms[i], "m");
         check_f32_cuda(vs[i], "v");
+        check_multi_size(params[i].numel(), "adamw_step_multi", i);
       });
+  if (grad_scale) check_cuda(*grad_scale, "grad_scale");
+  check_grad_scale(grad_scale);
+  const float* gs = grad_scale ? ptr<float>(*grad_scale) : nullptr;
   std::deque<MarkWritten> written;
   for (size_t i = 0; i < params.size(); ++i) {
     written.emplace_back(params[i]);
@@ -193,27 +198,22 @@ void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& gr
       using G = decltype(tag);
       MultiArgs<G> a{};
       auto flush = [&] {
-        if (!a.count) return;
-        adamw_multi_kernel<G><<<a.first_block[a.count], 256, 0, stream()>>>(a, k);
+        if (!a.c.count) return;
+        adamw_multi_kernel<G><<<a.c.blocks(), 256, 0, stream()>>>(a, k, gs);
         VITRIM_CUDA_LAUNCHED();
         a = MultiArgs<G>{};
       };
       for (size_t i = 0; i < params.size(); ++i) {
         const int64_t n = params[i].numel();
         if (grads[i].dtype != gt || n == 0) continue;
-        const int64_t blocks = (n + kMultiChunk - 1) / kMultiChunk;
-        VITRIM_CHECK(blocks < (int64_t(1) << 30), Shape, "adamw_step_multi: entry ", i, " has too many elements (",
-                     n, ")");
-        if (a.count == kMultiMax || (int64_t)a.first_block[a.count] + blocks > INT32_MAX) flush();
-        const int t = a.count++;
+        if (!a.c.fits(n)) flush();
+        const int t = a.c.add(n);
         a.p[t] = ptr<float>(params[i]);
         a.g[t] = ptr<G>(grads[i]);
         a.m[t] = ptr<float>(ms[i]);
         a.v[t] = ptr<float>(vs[i]);
-        a.n[t] = n;
         if (aligned(a.p[t], 16) && aligned(a.m[t], 16) && aligned(a.v[t], 16) && aligned(a.g[t], 4 * sizeof(G)))
           a.vec |= 1u << t;
-        a.first_block[t + 1] = a.first_block[t] + (int32_t)blocks;
       }
       flush();
     });

@@ -20,12 +20,19 @@
 // depend only on the shape, so results are bitwise reproducible (also across GPU models).
 // Offsets are 32-bit when x has fewer than 2^31 elements, else 64-bit. Up to kMaxGroups kept and
 // kMaxGroups reduced groups (any rank below 2*kMaxGroups works; more is ERR_VITRIM_ARGUMENT).
+//
+// sum_squares (a list of tensors -> Σ Σ x², float32 [1]): multi-tensor launches (multi_tensor.cuh),
+// one block per 8192-element chunk writing its double partial sum to its own slot, then one block
+// adds the slots in order, in double. No atomics: deterministic. Inputs float32 or bfloat16 (grouped
+// by dtype); nothing is read back.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "common.cuh"
+#include "multi_tensor.cuh"
+#include "rows.cuh"
 #include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
@@ -183,6 +190,37 @@ void reduce_launch(const Tensor& x, const Tensor& y, const RedArgs& a, int G) {
   }
 }
 
+template <class T>
+struct SquaresArgs {
+  ChunkTable c;
+  const T* x[kMultiMax];
+};
+
+template <class T>
+__global__ void __launch_bounds__(256) sum_squares_chunks(const SquaresArgs<T> a, double* __restrict__ part,
+                                                          int64_t first_slot) {
+  __shared__ double sh[32];
+  int64_t lo, hi;
+  const int t = a.c.tensor_of_block(lo, hi);
+  const T* __restrict__ x = a.x[t];
+  double s = 0.0;
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const double v = (double)to_f(x[i]);
+    s += v * v;
+  }
+  s = block_sum(s, sh);
+  if (threadIdx.x == 0) part[first_slot + blockIdx.x] = s;
+}
+
+__global__ void __launch_bounds__(1024) sum_squares_total(const double* __restrict__ part, int64_t n,
+                                                          float* __restrict__ out) {
+  __shared__ double sh[32];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
+  s = block_sum(s, sh);
+  if (threadIdx.x == 0) out[0] = (float)s;
+}
+
 }  // namespace
 
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
@@ -270,6 +308,43 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bo
   return y;
 }
 
+Tensor sum_squares(const std::vector<Tensor>& xs) {
+  int64_t slots = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    check_float_cuda(xs[i], "xs");
+    check_multi_size(xs[i].numel(), "sum_squares", i);
+    slots += (xs[i].numel() + kMultiChunk - 1) / kMultiChunk;
+  }
+  Tensor y = alloc({1}, DType::F32);
+  // the partial sums, as doubles in a float32 buffer twice as long (blocks are 512-byte aligned)
+  Tensor part = alloc({std::max<int64_t>(1, 2 * slots)}, DType::F32);
+  double* P = reinterpret_cast<double*>(part.raw());
+  int64_t next = 0;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    dispatch_float(dt, "xs", [&](auto tag) {
+      using T = decltype(tag);
+      SquaresArgs<T> a{};
+      auto flush = [&] {
+        if (!a.c.count) return;
+        sum_squares_chunks<T><<<a.c.blocks(), 256, 0, stream()>>>(a, P, next);
+        VITRIM_CUDA_LAUNCHED();
+        next += a.c.blocks();
+        a = SquaresArgs<T>{};
+      };
+      for (const Tensor& x : xs) {
+        if (x.dtype != dt || x.numel() == 0) continue;
+        if (!a.c.fits(x.numel())) flush();
+        a.x[a.c.add(x.numel())] = ptr<T>(x);
+      }
+      flush();
+    });
+  }
+  sum_squares_total<<<1, 1024, 0, stream()>>>(P, next, ptr<float>(y));
+  VITRIM_CUDA_LAUNCHED();
+  return y;
+}
+
+VITRIM_CUDA_OP(sum_squares);
 VITRIM_CUDA_OP(reduce);
 
 }  // namespace vitrim::cuda

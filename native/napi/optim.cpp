@@ -18,7 +18,7 @@ VITRIM_OP(adamwStep) {
   return info.Env().Undefined();
 }
 
-// adamwStepMulti(params[], grads[], m[], v[], lr, beta1, beta2, eps, weightDecay, step)
+// adamwStepMulti(params[], grads[], m[], v[], lr, beta1, beta2, eps, weightDecay, step, gradScale?)
 VITRIM_OP(adamwStepMulti) {
   std::vector<Tensor> params = arg_tensor_list(info, 0, "params");
   const std::vector<Tensor> grads = arg_tensor_list(info, 1, "grads");
@@ -26,7 +26,7 @@ VITRIM_OP(adamwStepMulti) {
   std::vector<Tensor> vs = arg_tensor_list(info, 3, "v");
   VITRIM_CALL(adamw_step_multi, params, grads, ms, vs, arg_number(info, 4, "lr"), arg_number(info, 5, "beta1"),
               arg_number(info, 6, "beta2"), arg_number(info, 7, "eps"), arg_number(info, 8, "weightDecay"),
-              arg_int(info, 9, "step"));
+              arg_int(info, 9, "step"), arg_opt_tensor(info, 10, "gradScale"));
   return info.Env().Undefined();
 }
 

@@ -16,4 +16,9 @@ VITRIM_OP(reduce) {
                                       arg_bool(info, 3, "keepDims")));
 }
 
+// sumSquares(xs[]) -> float32 [1] on the tensors' device: Σ Σ x² (an empty list: cpu 0)
+VITRIM_OP(sumSquares) {
+  return wrap(info.Env(), VITRIM_CALL(sum_squares, arg_tensor_list(info, 0, "xs")));
+}
+
 }  // namespace vitrim::napi

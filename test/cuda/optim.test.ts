@@ -81,6 +81,32 @@ describeCuda('cuda adamw', () => {
     expectCode(() => native.adamwStepMulti([c0.p], [up(init[0].p, 1)], [native.cast(c0.m, 'bfloat16')], [c0.v], h.lr, h.beta1, h.beta2, h.eps, h.wd, 3), 'ERR_VITRIM_DTYPE');
   });
 
+  it('adamwStepMulti with a device gradScale: the bits of the step on pre-scaled grads; the CPU', () => {
+    const h = HYPERS[1];
+    const sizes = [7, 8192 * 2 + 1, 33];
+    const init = sizes.map((n, i) => randn([n], 1800 + i));
+    const up = (a: Float32Array, n: number) => cudaAs(nt(a, [n]), 'float32');
+    const zeros = (dev: 'cpu' | 'cuda') => sizes.map((n) => (dev === 'cuda' ? up(new Float32Array(n), n) : nt(new Float32Array(n), [n])));
+    const s = Math.fround(0.23);
+    const g = sizes.map((n, i) => roundTo(nt(randn([n], 1810 + i), [n]), i === 1 ? 'bfloat16' : 'float32'));
+    const gc = g.map((x, i) => cudaAs(x, i === 1 ? 'bfloat16' : 'float32'));
+    // pre-scaled on the host (float products, then the same dtype on the device)
+    const gcs = g.map((x, i) => cudaAs(nt(Float32Array.from(x.read() as Float32Array, (v) => Math.fround(v * s)), [sizes[i]]), 'float32'));
+    const a = sizes.map((n, i) => up(init[i], n));
+    const b = sizes.map((n, i) => up(init[i], n));
+    const c = sizes.map((n, i) => nt(init[i], [n]));
+    native.adamwStepMulti(a, gc, zeros('cuda'), zeros('cuda'), h.lr, h.beta1, h.beta2, h.eps, h.wd, 1, native.full([1], s, 'float32', 'cuda'));
+    native.adamwStepMulti(b, gcs, zeros('cuda'), zeros('cuda'), h.lr, h.beta1, h.beta2, h.eps, h.wd, 1);
+    native.adamwStepMulti(c, g, zeros('cpu'), zeros('cpu'), h.lr, h.beta1, h.beta2, h.eps, h.wd, 1, nt(Float32Array.of(s), [1]));
+    a.forEach((p, i) => {
+      expect(p.read(), `entry ${i}`).toEqual(b[i].read());
+      expectRel(p, c[i], 1e-5, `entry ${i} vs the CPU`);
+    });
+    expectCode(() => native.adamwStepMulti(a, gc, zeros('cuda'), zeros('cuda'), h.lr, h.beta1, h.beta2, h.eps, h.wd, 2, nt(Float32Array.of(s), [1])), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.adamwStepMulti(a, gc, zeros('cuda'), zeros('cuda'), h.lr, h.beta1, h.beta2, h.eps, h.wd, 2, native.full([2], s, 'float32', 'cuda')), 'ERR_VITRIM_SHAPE');
+    expectCode(() => native.adamwStepMulti(a, gc, zeros('cuda'), zeros('cuda'), h.lr, h.beta1, h.beta2, h.eps, h.wd, 2, native.full([1], s, 'bfloat16', 'cuda')), 'ERR_VITRIM_DTYPE');
+  });
+
   it('an empty parameter is a no-op', () => {
     const e = () => native.toDevice(native.full([0, 4], 0, 'float32'), 'cuda');
     const p = e();

@@ -142,4 +142,19 @@ describeCuda('cuda reduce', () => {
     const xc = nt(randn([3, 4], 980), [3, 4]);
     expectRel(native.reduce('mean', x, [0], false), native.reduce('mean', xc, [0], false), TOL.float32, 'after errors');
   });
+
+  it('sumSquares: 40 tensors (two launches), float32 and bfloat16 mixed, equals the CPU; deterministic', () => {
+    const sizes = Array.from({ length: 40 }, (_, i) => [1, 3, 8191, 8192, 8193, 20000, 0, 5][i % 8] + (i >= 38 ? 100000 : 0));
+    const cpu = sizes.map((n, i) => roundTo(nt(randn([n], 1700 + i, 0.5), [n]), i % 3 ? 'float32' : 'bfloat16'));
+    const cuda = cpu.map((x, i) => cudaAs(x, i % 3 ? 'float32' : 'bfloat16'));
+    const want = native.sumSquares(cpu);
+    const got = native.sumSquares(cuda);
+    expect(got.device).toBe('cuda');
+    expect(got.shape).toEqual([1]);
+    expectRel(got, want, 1e-6, 'sum of squares'); // double accumulation on both devices
+    expect(native.sumSquares(cuda).read()).toEqual(got.read());
+    expect(native.sumSquares([cuda[6]]).read()[0]).toBe(0); // an empty tensor
+    expectCode(() => native.sumSquares([cuda[0], cpu[1]]), 'ERR_VITRIM_DEVICE');
+    expectCode(() => native.sumSquares([native.toDevice(native.fromArray(Int32Array.of(1), [1], 'int32'), 'cuda')]), 'ERR_VITRIM_DTYPE');
+  });
 });

@@ -120,5 +120,7 @@ AdamWScalars check_adamw_multi(const std::vector<Tensor>& params, const std::vec
                                const std::vector<Tensor>& ms, const std::vector<Tensor>& vs, double lr, double beta1,
                                double beta2, double eps, double weight_decay, int64_t step,
                                const std::function<void(size_t)>& check_devices);
+// grad_scale of adamw_step_multi: float32, one element (its device: the backend's dispatch).
+void check_grad_scale(const std::optional<Tensor>& grad_scale);
 
 }  // namespace vitrim

@@ -35,6 +35,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // ---- reductions (cpu/reduce.cpp) ----
 enum class ReduceOp { Sum, Mean, Max };
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim);
+// Σ over every tensor of Σ x² (float32 or bfloat16 inputs, any shapes, one device), as a float32 [1]
+// on that device: the squared global L2 norm for gradient clipping, with no read-back. Accumulated
+// in double in an order fixed by the shapes (deterministic); an empty list gives 0.
+Tensor sum_squares(const std::vector<Tensor>& xs);
 
 // ---- layout (cpu/layout.cpp) ----
 Tensor permute(const Tensor& x, const std::vector<int64_t>& perm);
@@ -151,10 +155,12 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double 
                 double eps, double weight_decay, int64_t step);
 // The same step for a list of parameters with shared hyper-parameters (PyTorch's foreach/fused
 // AdamW): entry i updates params[i], ms[i], vs[i] from grads[i], with the same arithmetic as
-// adamw_step (the same bits). On CUDA one launch covers many tensors.
+// adamw_step (the same bits). On CUDA one launch covers many tensors. grad_scale (a float32
+// one-element tensor on the same device, e.g. a clipping factor computed there) multiplies every
+// gradient element first (one float rounding, as g.mul_(s) before the step would).
 void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
                       std::vector<Tensor>& vs, double lr, double beta1, double beta2, double eps, double weight_decay,
-                      int64_t step);
+                      int64_t step, const std::optional<Tensor>& grad_scale);
 
 }  // namespace cpu
 }  // namespace vitrim
