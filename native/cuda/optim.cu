@@ -8,14 +8,13 @@
 // no FMA contraction, IEEE sqrt and division) in the CPU's order, so a float32 step matches the CPU
 // loop's float arithmetic operation for operation (bit-identical where the CPU build does not
 // contract to FMA either).
-// Kernel: grid-stride; 16-byte accesses (4 elements of param, m, v; 4 grad elements as 16 or 8
-// bytes) when every pointer is aligned for them, checked at run time; a scalar loop does the tail
-// (and everything when not aligned).
-// adamw_step_multi (PyTorch's multi-tensor AdamW): up to kMultiMax tensors per launch
-// (multi_tensor.cuh); each block updates one chunk of one tensor with the element function above,
-// so the result is bit-identical to adamw_step per tensor. Tensors are grouped by grad dtype. A
-// model's ~150 parameters take a handful of launches instead of ~150. An optional grad_scale
-// (a device scalar: the clipping factor) multiplies each gradient element first (__fmul_rn).
+// Kernel (both ops: adamw_step is the one-entry case): multi-tensor launches of up to kMultiMax
+// tensors (multi_tensor.cuh, PyTorch's multi_tensor_apply), grouped by grad dtype; a block updates
+// one 8192-element chunk of one tensor, with 16-byte accesses (4 elements of param, m, v; 4 grad
+// elements as 16 or 8 bytes) when the tensor's pointers are aligned for them (checked at run time),
+// scalar accesses for the chunk's tail or otherwise. A model's ~150 parameters take a handful of
+// launches instead of ~150. An optional grad_scale (a device scalar: the clipping factor) multiplies
+// each gradient element first (__fmul_rn).
 #include <cmath>
 #include <deque>
 
@@ -49,40 +48,6 @@ __device__ __forceinline__ void load4(const bf16* g, float* out) {  // 8 bytes, 
   out[1] = __uint_as_float(u.x & 0xffff0000u);
   out[2] = __uint_as_float(u.y << 16);
   out[3] = __uint_as_float(u.y & 0xffff0000u);
-}
-
-template <class G, bool VEC>
-__global__ void __launch_bounds__(256) adamw_kernel(float* __restrict__ P, const G* __restrict__ Gr,
-                                                    float* __restrict__ M, float* __restrict__ V, int64_t n,
-                                                    AdamWScalars k) {
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  const int64_t nt = (int64_t)gridDim.x * blockDim.x;
-  int64_t tail = 0;
-  if constexpr (VEC) {
-    const int64_t n4 = n / 4;
-    for (int64_t i = tid; i < n4; i += nt) {
-      float4 p = reinterpret_cast<float4*>(P)[i];
-      float4 m = reinterpret_cast<float4*>(M)[i];
-      float4 v = reinterpret_cast<float4*>(V)[i];
-      float g[4];
-      load4(Gr + 4 * i, g);
-      adamw_elem(p.x, g[0], m.x, v.x, k);
-      adamw_elem(p.y, g[1], m.y, v.y, k);
-      adamw_elem(p.z, g[2], m.z, v.z, k);
-      adamw_elem(p.w, g[3], m.w, v.w, k);
-      reinterpret_cast<float4*>(P)[i] = p;
-      reinterpret_cast<float4*>(M)[i] = m;
-      reinterpret_cast<float4*>(V)[i] = v;
-    }
-    tail = n4 * 4;
-  }
-  for (int64_t i = tail + tid; i < n; i += nt) {
-    float p = P[i], m = M[i], v = V[i];
-    adamw_elem(p, to_f(Gr[i]), m, v, k);
-    P[i] = p;
-    M[i] = m;
-    V[i] = v;
-  }
 }
 
 template <class G>
@@ -145,48 +110,10 @@ void check_f32_cuda(const Tensor& t, const char* what) {
 
 bool aligned(const void* p, size_t a) { return ((uintptr_t)p % a) == 0; }
 
-}  // namespace
-
-void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
-                double eps, double weight_decay, int64_t step) {
-  check_f32_cuda(param, "param");
-  check_float_cuda(grad, "grad");
-  check_f32_cuda(m, "m");
-  check_f32_cuda(v, "v");
-  const AdamWScalars k = check_adamw(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step);
-  const int64_t n = param.numel();
-  if (n == 0) return;
-  const MarkWritten wp(param), wm(m), wv(v);
-  float* P = ptr<float>(param);
-  float* M = ptr<float>(m);
-  float* V = ptr<float>(v);
-  dispatch_float(grad.dtype, "grad", [&](auto tag) {
-    using G = decltype(tag);
-    const G* Gp = ptr<G>(grad);
-    const bool vec = n >= 4 && aligned(P, 16) && aligned(M, 16) && aligned(V, 16) && aligned(Gp, 4 * sizeof(G));
-    if (vec) {
-      adamw_kernel<G, true><<<grid_for(n / 4, 256), 256, 0, stream()>>>(P, Gp, M, V, n, k);
-    } else {
-      adamw_kernel<G, false><<<grid_for(n, 256), 256, 0, stream()>>>(P, Gp, M, V, n, k);
-    }
-    VITRIM_CUDA_LAUNCHED();
-  });
-}
-
-void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
-                      std::vector<Tensor>& vs, double lr, double beta1, double beta2, double eps, double weight_decay,
-                      int64_t step, const std::optional<Tensor>& grad_scale) {
-  const AdamWScalars k =
-      check_adamw_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step, [&](size_t i) {
-        check_f32_cuda(params[i], "param");
-        check_float_cuda(grads[i], "grad");
-        check_f32_cuda(ms[i], "m");
-        check_f32_cuda(vs[i], "v");
-        check_multi_size(params[i].numel(), "adamw_step_multi", i);
-      });
-  if (grad_scale) check_cuda(*grad_scale, "grad_scale");
-  check_grad_scale(grad_scale);
-  const float* gs = grad_scale ? ptr<float>(*grad_scale) : nullptr;
+// Launches the update of every entry (checked by the caller): up to kMultiMax tensors per launch,
+// grouped by grad dtype. gs: the grad_scale element or null.
+void launch_adamw(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
+                  std::vector<Tensor>& vs, const AdamWScalars& k, const float* gs) {
   std::deque<MarkWritten> written;
   for (size_t i = 0; i < params.size(); ++i) {
     written.emplace_back(params[i]);
@@ -218,6 +145,36 @@ void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& gr
       flush();
     });
   }
+}
+
+}  // namespace
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+                double eps, double weight_decay, int64_t step) {
+  check_f32_cuda(param, "param");
+  check_float_cuda(grad, "grad");
+  check_f32_cuda(m, "m");
+  check_f32_cuda(v, "v");
+  const AdamWScalars k = check_adamw(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step);
+  check_multi_size(param.numel(), "adamw_step", 0);
+  std::vector<Tensor> p{param}, g{grad}, mm{m}, vv{v};
+  launch_adamw(p, g, mm, vv, k, nullptr);
+}
+
+void adamw_step_multi(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& ms,
+                      std::vector<Tensor>& vs, double lr, double beta1, double beta2, double eps, double weight_decay,
+                      int64_t step, const std::optional<Tensor>& grad_scale) {
+  const AdamWScalars k =
+      check_adamw_multi(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step, [&](size_t i) {
+        check_f32_cuda(params[i], "param");
+        check_float_cuda(grads[i], "grad");
+        check_f32_cuda(ms[i], "m");
+        check_f32_cuda(vs[i], "v");
+        check_multi_size(params[i].numel(), "adamw_step_multi", i);
+      });
+  if (grad_scale) check_cuda(*grad_scale, "grad_scale");
+  check_grad_scale(grad_scale);
+  launch_adamw(params, grads, ms, vs, k, grad_scale ? ptr<float>(*grad_scale) : nullptr);
 }
 
 VITRIM_CUDA_OP(adamw_step);
