@@ -64,6 +64,9 @@ void check_pending();
 // and then the captured check is the only guard). An op may then launch without a flag and skip the
 // check and its host sync; its kernel still never dereferences an index outside the range.
 bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi);
+// True when `derived`'s data is known to have been computed from `source` as it is now
+// (Storage::derived_from) and no graph is being captured (for the same reason as above).
+bool known_derived(const Tensor& derived, const Tensor& source);
 void set_deferred_checks(bool on);
 
 // ---- argument checks ----

@@ -10,8 +10,11 @@
 // the index of the first such row. check_flag then throws ErrorKind::Index naming the row and its
 // label: at once (default: one stream synchronisation per call) or, in deferred mode, at the next
 // synchronising call (common.cuh). The backward also checks the saved lse against the recomputed
-// log-sum-exp (as the CPU does) with a second flag, reported as ErrorKind::Argument. Every launch
-// gets a fresh zeroed flag.
+// log-sum-exp (as the CPU does) with a second flag, reported as ErrorKind::Argument. Every checked
+// launch gets a fresh zeroed flag. Checks that cannot fail are skipped with their sync: the forward
+// when the labels' bounds are known (known_in_range), the backward when, in addition, the lse is
+// the one the forward returned for these logits, neither written since (known_derived; the forward
+// stamps it with Storage::set_source). The autograd's backward is that case.
 //
 // Kernels: one warp per row (grid-stride over rows, int64 offsets): a max pass, a pass for
 // Σ exp(x - m) (and Σ (x - m) for smoothing, Σ_{j≠y} exp(x_j - m) for the backward), then in the
@@ -215,6 +218,7 @@ std::tuple<Tensor, Tensor> cross_entropy_forward(const Tensor& logits, const Ten
   ce_mean<<<1, 1024, 0, stream()>>>(ptr<float>(row_loss), ptr<float>(loss), R);
   VITRIM_CUDA_LAUNCHED();
   if (checked) throw_flags(dflags, labels, std::nullopt, R, K, "cross_entropy_forward");
+  lse.storage->set_source(*logits.storage);  // the backward may then trust it (known_derived)
   return {loss, lse};
 }
 
@@ -235,8 +239,12 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double
   Tensor g = alloc({R, K}, logits.dtype);
   const double off = smoothing / (double)K;
   const float c_y = (float)(smoothing - off);
-  DeviceFlag dflags = clear_flags();
-  CeFlags* flags = as_flags(dflags);
+  // The lse returned by the forward of these very logits, with labels of known bounds: nothing to
+  // check, so no flag and no sync (the kernel still skips a bad label's row).
+  const bool checked = !(known_derived(lse, logits) && known_in_range(labels, 0, K - 1));
+  DeviceFlag dflags;
+  if (checked) dflags = clear_flags();
+  CeFlags* flags = checked ? as_flags(dflags) : nullptr;
   dispatch_float(logits.dtype, "logits", [&](auto tag) {
     using T = decltype(tag);
     ce_bwd_rows<T><<<blocks_for(R, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(
@@ -244,7 +252,7 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, double
         gscale ? ptr<float>(*gscale) : nullptr, flags);
     VITRIM_CUDA_LAUNCHED();
   });
-  throw_flags(dflags, labels, lse, R, K, "cross_entropy_backward");
+  if (checked) throw_flags(dflags, labels, lse, R, K, "cross_entropy_backward");
   return g;
 }
 

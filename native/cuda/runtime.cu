@@ -510,6 +510,11 @@ bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi) {
   return graphs().capturing == 0 && (a > b || (a >= lo && b <= hi));
 }
 
+bool known_derived(const Tensor& derived, const Tensor& source) {
+  return graphs().capturing == 0 && derived.storage && source.storage &&
+         derived.storage->derived_from(*source.storage);
+}
+
 namespace {
 bool capture_in_progress() {
   // Called with checks().mu held; reads the graph state without its lock (set/cleared only by the

@@ -99,6 +99,26 @@ describeCuda('cuda device-side checks', () => {
     expectRel(loss, lossCpu, 1e-6, 'cross-entropy with known label bounds');
   });
 
+  // The cross-entropy backward trusts an lse only while it is the forward's, for these logits as they
+  // are: a write to either, or an lse from other logits, is checked (and caught) again.
+  it('cross-entropy backward: the lse check is skipped only while lse and logits are unchanged', () => {
+    const x = cu([4, 5], 11);
+    const y = idx([0, 4, 2, 1], [4]);
+    const [, lse] = native.crossEntropyForward(x, y, 0.1);
+    const want = native.crossEntropyBackward(native.toDevice(x, 'cpu'), native.toDevice(y, 'cpu'), 0.1, native.toDevice(lse, 'cpu'), 1);
+    expectRel(native.crossEntropyBackward(x, y, 0.1, lse, 1), want, 1e-5, 'trusted lse');
+    const shifted = Float32Array.from(lse.read() as Float32Array, (v, i) => (i === 2 ? v + 1 : v));
+    lse.write(shifted);
+    expect(expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse, 1), 'ERR_VITRIM_ARGUMENT')).toContain('lse[2]');
+    const [, lse2] = native.crossEntropyForward(x, y, 0.1);
+    x.write(randn([4, 5], RUN_SEED + 12, 3)); // new logits: the old lse no longer belongs to them
+    expectCode(() => native.crossEntropyBackward(x, y, 0.1, lse2, 1), 'ERR_VITRIM_ARGUMENT');
+    const [, lse3] = native.crossEntropyForward(x, y, 0.1);
+    expectCode(() => native.crossEntropyBackward(cu([4, 5], 13), y, 0.1, lse3, 1), 'ERR_VITRIM_ARGUMENT');
+    // labels with unknown bounds (a cast) are checked even with the forward's lse
+    expectCode(() => native.crossEntropyBackward(x, native.cast(native.full([4], 7, 'float32', 'cuda'), 'int32'), 0.1, lse3, 1), 'ERR_VITRIM_INDEX');
+  });
+
   it('a graph replay with a bad index reports at the next read', () => {
     const x = cu([1, 6, 4], 4);
     const ids = idx([0, 5, 2], [1, 3]);

@@ -50,6 +50,19 @@ struct Storage {
     range_hi_ = hi;
     range_stamp_ = version.load(std::memory_order_acquire) + 1;
   }
+  // Provenance: this storage's data was computed from `src` (its uid and version at the time), e.g.
+  // the lse that cross_entropy_forward returns alongside the loss. derived_from(src) holds while
+  // neither storage has been written since, so a check of the pair can be skipped (the CUDA
+  // cross-entropy backward, which otherwise recomputes and compares the lse on the device).
+  void set_source(const Storage& src) {
+    source_uid_ = src.uid;
+    source_version_ = src.version.load(std::memory_order_acquire);
+    source_stamp_ = version.load(std::memory_order_acquire) + 1;
+  }
+  bool derived_from(const Storage& src) const {
+    return source_stamp_ == version.load(std::memory_order_acquire) + 1 && source_uid_ == src.uid &&
+           source_version_ == src.version.load(std::memory_order_acquire);
+  }
   bool int_range(int32_t& lo, int32_t& hi) const {
     if (range_stamp_ != version.load(std::memory_order_acquire) + 1) return false;
     lo = range_lo_;
@@ -72,6 +85,7 @@ struct Storage {
   Release release;
   int32_t range_lo_ = 0, range_hi_ = -1;
   uint64_t range_stamp_ = 0;  // version + 1 when the range was recorded; 0: never
+  uint64_t source_uid_ = 0, source_version_ = 0, source_stamp_ = 0;  // set_source; stamp 0: none
 };
 
 struct Tensor;
