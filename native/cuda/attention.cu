@@ -1144,7 +1144,7 @@ template <class T>
 __global__ void keep_prep_kernel(const T* keep, float* kf, int64_t n, int32_t* flag) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float v = to_f(keep[i]);
-    if (!(v >= 0.f && v <= 1.f)) *flag = 1;
+    if (flag && !(v >= 0.f && v <= 1.f)) *flag = 1;  // no flag: the values are known to lie in [0, 1]
     if (kf) kf[i] = v;
   }
 }
@@ -1266,13 +1266,15 @@ struct Aux {
   const float* ptr = nullptr;
 };
 
-// keep as float32, with its [0, 1] check queued (flag set by the kernel; read by the caller).
+// keep as float32, with its [0, 1] check queued (flag set by the kernel; read by the caller; a null
+// flag: known to be in range, not checked).
 Aux keep_prep(const std::optional<Tensor>& keep, int32_t* flag) {
   Aux a;
   if (!keep) return a;
   const int64_t n = keep->numel();
   if (keep->dtype == DType::F32) {
     a.ptr = ptr<float>(*keep);
+    if (!flag) return a;  // nothing to check, nothing to convert
     if (n) keep_prep_kernel<float><<<grid_for(n, 256), 256, 0, stream()>>>(a.ptr, nullptr, n, flag);
   } else {
     a.holder = alloc(keep->shape, DType::F32);
@@ -1408,7 +1410,11 @@ struct KeepFlag {
   DeviceFlag f;
   int32_t* ptr() const { return f.words ? f.ptr() : nullptr; }
 };
-KeepFlag keep_flag(const std::optional<Tensor>& keep) { return keep ? KeepFlag{new_flag()} : KeepFlag{}; }
+// No flag (and no check, no sync) when keep's values are known to lie in [0, 1] (known_unit_range:
+// hard Gumbel decisions, step(), and concat / cast / copy of such tensors, unchanged since).
+KeepFlag keep_flag(const std::optional<Tensor>& keep) {
+  return keep && !known_unit_range(*keep) ? KeepFlag{new_flag()} : KeepFlag{};
+}
 void check_keep_flag(const KeepFlag& k, const char* op) {
   if (!k.f.words) return;
   check_flag(k.f, [op](const int32_t*) {

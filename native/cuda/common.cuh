@@ -67,6 +67,9 @@ bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi);
 // True when `derived`'s data is known to have been computed from `source` as it is now
 // (Storage::derived_from) and no graph is being captured (for the same reason as above).
 bool known_derived(const Tensor& derived, const Tensor& source);
+// True when every value of `t` is known to lie in [0, 1] (Storage::unit_range) and no graph is
+// being captured.
+bool known_unit_range(const Tensor& t);
 void set_deferred_checks(bool on);
 
 // ---- argument checks ----

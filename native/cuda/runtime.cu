@@ -510,6 +510,10 @@ bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi) {
   return graphs().capturing == 0 && (a > b || (a >= lo && b <= hi));
 }
 
+bool known_unit_range(const Tensor& t) {
+  return graphs().capturing == 0 && t.storage && t.storage->unit_range();
+}
+
 bool known_derived(const Tensor& derived, const Tensor& source) {
   return graphs().capturing == 0 && derived.storage && source.storage &&
          derived.storage->derived_from(*source.storage);

@@ -41,6 +41,18 @@ void carry_int_range(const Tensor& from, const Tensor& to) {
     to.storage->set_int_range(lo, hi);
 }
 
+void record_unit_range(const Tensor& t) {
+  if (t.storage && t.dtype != DType::I32) t.storage->set_unit_range();
+}
+void carry_unit_range(const Tensor& from, const Tensor& to) {
+  if (from.dtype != DType::I32 && from.storage && from.storage->unit_range()) record_unit_range(to);
+}
+void carry_unit_range_all(const std::vector<Tensor>& from, const Tensor& to) {
+  for (const Tensor& t : from)
+    if (t.dtype == DType::I32 || !t.storage || !t.storage->unit_range()) return;
+  record_unit_range(to);
+}
+
 void sync_external_memory(Napi::Env env) {
   static std::atomic<int64_t> reported{0};
   int64_t now = memory_stats(Device::CPU).bytes_in_use;

@@ -37,6 +37,12 @@ void sync_external_memory(Napi::Env env);
 // copy of it. No-ops for other dtypes.
 void record_int_range(const Tensor& t, const int32_t* host, size_t n);
 void carry_int_range(const Tensor& from, const Tensor& to);
+// Records that every value of float tensor t lies in [0, 1] (Storage::set_unit_range); carry_unit_range
+// passes it on to a float copy / cast of a tensor that has it; carry_unit_range_all to a concat
+// of tensors that all have it.
+void record_unit_range(const Tensor& t);
+void carry_unit_range(const Tensor& from, const Tensor& to);
+void carry_unit_range_all(const std::vector<Tensor>& from, const Tensor& to);
 
 // The tensors the current binding call has read (dispatch.h checks they share a device).
 struct TensorArg {

@@ -39,15 +39,23 @@ VITRIM_OP(full) {
   if (dt == DType::I32) {
     const int32_t v = (int32_t)value;  // full() accepted it as an int32 value
     record_int_range(y, &v, 1);
+  } else if (value >= 0.0 && value <= 1.0) {  // rounding to float / bf16 keeps [0, 1]
+    record_unit_range(y);
   }
   return wrap(info.Env(), y);
 }
 
-VITRIM_OP(cast) { return wrap(info.Env(), VITRIM_CALL(cast, arg_tensor(info, 0, "x"), arg_dtype(info, 1, "dtype"))); }
+VITRIM_OP(cast) {
+  const Tensor& x = arg_tensor(info, 0, "x");
+  Tensor y = VITRIM_CALL(cast, x, arg_dtype(info, 1, "dtype"));
+  carry_unit_range(x, y);  // float -> float rounding keeps [0, 1]; to int32 it does not apply
+  return wrap(info.Env(), y);
+}
 VITRIM_OP(copy) {
   const Tensor& x = arg_tensor(info, 0, "x");
   Tensor y = VITRIM_CALL(copy, x);
   carry_int_range(x, y);
+  carry_unit_range(x, y);
   return wrap(info.Env(), y);
 }
 
@@ -60,6 +68,7 @@ VITRIM_OP(toDevice) {
   if (x.device() == dev) {
     Tensor y = backend(dev).copy(x);
     carry_int_range(x, y);
+    carry_unit_range(x, y);
     return wrap(info.Env(), y);
   }
   const Backend& to = backend(dev);
@@ -71,12 +80,14 @@ VITRIM_OP(toDevice) {
       record_int_range(y, static_cast<const int32_t*>(x.raw()), (size_t)x.numel());
     else
       carry_int_range(x, y);
+    carry_unit_range(x, y);
   } else {
     // Device to device through the host: only cpu and one cuda device exist today.
     VITRIM_CHECK(dev == Device::CPU, Device, "toDevice: ", device_name(x.device()), " -> ", device_name(dev),
                  " is not supported");
     backend(x.device()).copy_to_host(y.raw(), x, x.nbytes());
     carry_int_range(x, y);
+    carry_unit_range(x, y);
   }
   return wrap(info.Env(), y);
 }

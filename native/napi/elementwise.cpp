@@ -46,7 +46,9 @@ VITRIM_OP(affine) {
               VITRIM_CALL(affine, arg_tensor(info, 0, "x"), arg_number(info, 1, "alpha"), arg_number(info, 2, "beta")));
 }
 VITRIM_OP(step) {
-  return wrap(info.Env(), VITRIM_CALL(step, arg_tensor(info, 0, "x"), arg_number(info, 1, "threshold")));
+  Tensor y = VITRIM_CALL(step, arg_tensor(info, 0, "x"), arg_number(info, 1, "threshold"));
+  record_unit_range(y);  // 0 or 1 (NaN gives 0)
+  return wrap(info.Env(), y);
 }
 VITRIM_OP(sumTo) {
   return wrap(info.Env(), VITRIM_CALL(sum_to, arg_tensor(info, 0, "x"), arg_shape(info, 1, "shape")));

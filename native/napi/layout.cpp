@@ -17,7 +17,10 @@ VITRIM_OP(sliceBackward) {
                                               arg_int(info, 2, "axis"), arg_int(info, 3, "start")));
 }
 VITRIM_OP(concat) {
-  return wrap(info.Env(), VITRIM_CALL(concat, arg_tensor_list(info, 0, "xs"), arg_int(info, 1, "axis")));
+  const std::vector<Tensor> xs = arg_tensor_list(info, 0, "xs");
+  Tensor y = VITRIM_CALL(concat, xs, arg_int(info, 1, "axis"));
+  carry_unit_range_all(xs, y);
+  return wrap(info.Env(), y);
 }
 
 }  // namespace vitrim::napi

@@ -33,6 +33,7 @@ VITRIM_OP(gumbelSigmoid) {
   std::optional<Tensor> noise = arg_opt_tensor(info, 4, "noise");
   uint64_t seed = arg_u64(info, 5, "seed"), offset = arg_u64(info, 6, "offset");
   auto [y, ys] = VITRIM_CALL(gumbel_sigmoid, z, tau, threshold, hard, noise, seed, offset);
+  if (hard) record_unit_range(y);  // 0 or 1 (a NaN logit gives 0)
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, y), wrap(env, ys)});
 }
@@ -51,6 +52,7 @@ VITRIM_OP(gumbelSoftmax) {
   std::optional<Tensor> noise = arg_opt_tensor(info, 3, "noise");
   uint64_t seed = arg_u64(info, 4, "seed"), offset = arg_u64(info, 5, "offset");
   auto [y, ys] = VITRIM_CALL(gumbel_softmax, z, tau, hard, noise, seed, offset);
+  if (hard) record_unit_range(y);  // one-hot rows
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, y), wrap(env, ys)});
 }

@@ -119,6 +119,36 @@ describeCuda('cuda device-side checks', () => {
     expectCode(() => native.crossEntropyBackward(x, native.cast(native.full([4], 7, 'float32', 'cuda'), 'int32'), 0.1, lse3, 1), 'ERR_VITRIM_INDEX');
   });
 
+  // Attention keep masks known to lie in [0, 1] (hard Gumbel decisions, step, full, and concat / cast /
+  // copy of those) skip the range check; a write, or a mask made by other ops, is checked again.
+  it('attention keep: known [0, 1] masks are not checked, everything else is', () => {
+    const [B, N, H, D] = [2, 5, 2, 4];
+    const qkv = cu([B, N, 3 * H * D], 14);
+    const qkvc = native.toDevice(qkv, 'cpu');
+    const run = (keep: ReturnType<typeof cu>) => native.attentionForward(qkv, H, 0.5, keep, null, 0)[0];
+    const ref = (keep: ReturnType<typeof cu>) => native.attentionForward(qkvc, H, 0.5, native.toDevice(keep, 'cpu'), null, 0)[0];
+    const hard = native.gumbelSigmoid(cu([B, N - 1], 15), 1, 0.5, true, null, 7, 0)[0];
+    const masks = {
+      step: native.step(cu([B, N], 16), 0),
+      full: native.full([B, N], 0.5, 'float32', 'cuda'),
+      concat: native.concat([native.full([B, 1], 1, 'float32', 'cuda'), hard], 1),
+    };
+    for (const [name, k] of Object.entries(masks)) expectRel(run(k), ref(k), 1e-5, `keep from ${name}`);
+    const bf = native.cast(masks.concat, 'bfloat16');
+    const qb = native.cast(qkv, 'bfloat16');
+    expect(native.attentionForward(qb, H, 0.5, bf, null, 0)[0].shape).toEqual([B, N, H * D]);
+    // A write of a bad value forgets the range: checked, and refused.
+    const k = native.copy(masks.step);
+    k.write(Float32Array.from({ length: B * N }, (_, i) => (i === 3 ? 1.5 : 0)));
+    expectCode(() => run(k), 'ERR_VITRIM_ARGUMENT');
+    // Made by an op with no known range (affine): checked.
+    expectCode(() => run(native.affine(masks.full, 4, 0)), 'ERR_VITRIM_ARGUMENT');
+    // A concat with one unknown part: checked.
+    expectCode(() => run(native.concat([native.affine(native.full([B, 1], 1, 'float32', 'cuda'), -1, 0), hard], 1)), 'ERR_VITRIM_ARGUMENT');
+    // full outside [0, 1]: checked
+    expectCode(() => run(native.full([B, N], 2, 'float32', 'cuda')), 'ERR_VITRIM_ARGUMENT');
+  });
+
   it('a graph replay with a bad index reports at the next read', () => {
     const x = cu([1, 6, 4], 4);
     const ids = idx([0, 5, 2], [1, 3]);

@@ -50,6 +50,11 @@ struct Storage {
     range_hi_ = hi;
     range_stamp_ = version.load(std::memory_order_acquire) + 1;
   }
+  // Known: every value lies in [0, 1] (no NaN), e.g. hard Gumbel decisions, step(), full(0.5), and
+  // what concat / cast / copy make of such tensors (the bindings in native/napi record it). Valid
+  // while `version` has not moved; the CUDA attention then skips its keep-range check and its sync.
+  void set_unit_range() { unit_stamp_ = version.load(std::memory_order_acquire) + 1; }
+  bool unit_range() const { return unit_stamp_ == version.load(std::memory_order_acquire) + 1; }
   // Provenance: this storage's data was computed from `src` (its uid and version at the time), e.g.
   // the lse that cross_entropy_forward returns alongside the loss. derived_from(src) holds while
   // neither storage has been written since, so a check of the pair can be skipped (the CUDA
@@ -86,6 +91,7 @@ struct Storage {
   int32_t range_lo_ = 0, range_hi_ = -1;
   uint64_t range_stamp_ = 0;  // version + 1 when the range was recorded; 0: never
   uint64_t source_uid_ = 0, source_version_ = 0, source_stamp_ = 0;  // set_source; stamp 0: none
+  uint64_t unit_stamp_ = 0;                                          // set_unit_range; 0: none
 };
 
 struct Tensor;
