@@ -309,7 +309,15 @@ export class Trainer {
   trainStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } {
     const st = this.queueStep(images, labels, shape);
     try {
-      const one = (h: NativeTensor | null) => (h ? (h.read() as Float32Array)[0] : null);
+      const one = (h: NativeTensor | null): number | null => {
+        if (!h) return null;
+        const f = h.dtype === 'float32' ? h : native.cast(h, 'float32');
+        try {
+          return (f.read() as Float32Array)[0];
+        } finally {
+          if (f !== h) f.free();
+        }
+      };
       const r: { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } = { loss: one(st.loss)!, correct: one(st.correct)! };
       if (st.usage) r.usage = { patch: one(st.usage.patch), head: one(st.usage.head), block: one(st.usage.block) };
       return r;

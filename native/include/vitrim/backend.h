@@ -20,8 +20,8 @@ constexpr int kBackendAbi = 5;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
-  X(cast) X(copy) X(full) X(binary) X(unary) X(unary_backward) X(affine) X(step) X(sum_to) X(reduce) X(sum_squares)         \
-  X(permute) X(slice) X(slice_backward) X(concat) X(matmul) X(linear_forward) X(linear_fused)                 \
+  X(cast) X(copy) X(full) X(binary) X(unary) X(unary_backward) X(affine) X(step) X(sum_to) X(reduce)         \
+  X(sum_squares) X(permute) X(slice) X(slice_backward) X(concat) X(matmul) X(linear_forward) X(linear_fused)                 \
   X(linear_backward) X(layernorm_forward) X(layernorm_backward) X(softmax_forward) X(softmax_backward)       \
   X(attention_forward) X(attention_backward) X(attention_varlen_forward) X(gather_tokens) X(scatter_tokens)  \
   X(gather_rows) X(index_add_rows) X(cross_entropy_forward) X(cross_entropy_backward) X(topk) X(random)      \
