@@ -9,7 +9,7 @@ export * from './errors.js';
 export * as ops from './ops/index.js';
 export { Module, Parameter, parameter } from './nn/module.js';
 export { Linear, LayerNorm } from './nn/layers.js';
-export { AdamW } from './train/optim.js';
+export { AdamW, clipGradNorm } from './train/optim.js';
 export { Trainer, evaluate, type TrainerOptions, type FitOptions, type EvalResult, type EvalOptions, type EpochRecord, type Precision } from './train/trainer.js';
 export * as data from './data/index.js';
 export * as policies from './policies/index.js';

@@ -3,7 +3,7 @@
 // random inputs; then `fit` (device sums, read for the display) against `trainStep` (figures read
 // every step) on twin models.
 import { describe, expect, it } from 'vitest';
-import { AdamW, data, Parameter, policies, tensor, Trainer, vit } from '../lib/index.js';
+import { AdamW, clipGradNorm, data, Parameter, policies, tensor, Trainer, vit } from '../lib/index.js';
 import { batches } from '../lib/data/dataset.js';
 import { native } from '../lib/native.js';
 import { clipCoef, correctCount, RunningSums } from '../lib/train/device-stats.js';
@@ -94,6 +94,15 @@ describe('device-side training statistics', () => {
     new AdamW(b, { lr: 0.01 }).step();
     a.forEach((p, i) => expect(p.dataSync()).toEqual(b[i].dataSync()));
     expect(() => new AdamW(a).step(0.5 as never)).toThrow(/gradScale/);
+    // the public helper: torch's clip_grad_norm_ factor for a custom loop
+    const c = clipGradNorm(a, 0.01)!;
+    let sq = 0;
+    for (const p of a) for (const g of p.grad!.dataSync() as Float32Array) sq += g * g;
+    expectClose(c.norm.dataSync(), [Math.sqrt(sq)], 1e-6, 'clipGradNorm norm');
+    expectClose(c.factor.dataSync(), [0.01 / (Math.sqrt(sq) + 1e-6)], 1e-6, 'clipGradNorm factor');
+    expect(clipGradNorm(a, 1e9)!.factor.item()).toBe(1);
+    expect(clipGradNorm([Parameter.from(tensor(Float32Array.of(1), [1]))], 1)).toBeNull();
+    for (const bad of [0, -1, Number.NaN, Infinity]) expect(() => clipGradNorm(a, bad)).toThrow(/maxNorm/);
     expect(() => new AdamW([a[0], a[0]])).toThrow(/more than once/);
   });
 });

@@ -9,7 +9,8 @@
 import { ArgumentError } from '../errors.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, untracked } from '../tensor.js';
+import { clipCoef } from './device-stats.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -118,4 +119,21 @@ export class AdamW {
     }
     this.state.clear();
   }
+}
+
+/**
+ * Global-norm gradient clipping as torch.nn.utils.clip_grad_norm_ computes it, without a read-back:
+ * returns the total L2 norm of the parameters' gradients and the factor min(1, maxNorm / (norm +
+ * 1e-6)), both one-element float32 tensors on the gradients' device. Pass `factor` to
+ * `AdamW.step(factor)`, which applies it inside its update (no extra pass over the gradients); the
+ * gradients themselves are left as they are. Null when no parameter has a gradient.
+ */
+export function clipGradNorm(params: Parameter[], maxNorm: number): { norm: Tensor; factor: Tensor } | null {
+  if (!(typeof maxNorm === 'number' && maxNorm > 0 && Number.isFinite(maxNorm))) {
+    throw new ArgumentError(`clipGradNorm: maxNorm must be a positive finite number, got ${String(maxNorm)}`);
+  }
+  const grads = params.filter((p) => p.grad && !p.isDisposed).map((p) => p.grad!.handle);
+  if (!grads.length) return null;
+  const { coef, norm } = clipCoef(grads, maxNorm);
+  return { norm: untracked(norm), factor: untracked(coef) };
 }

@@ -39,9 +39,9 @@ import type { Parameter } from '../nn/module.js';
 import type { VisionTransformer } from '../nn/vit.js';
 import * as ops from '../ops/index.js';
 import type { AdaVitPolicy } from '../policies/adavit.js';
-import { tensor, tidy, untracked, type Tensor } from '../tensor.js';
-import { clipCoef, correctCount, RunningSums } from './device-stats.js';
-import { AdamW } from './optim.js';
+import { tensor, tidy, type Tensor } from '../tensor.js';
+import { correctCount, RunningSums } from './device-stats.js';
+import { AdamW, clipGradNorm } from './optim.js';
 
 /** Compute precision of the forward pass (see autocast.ts). */
 export type Precision = 'float32' | 'bfloat16';
@@ -191,11 +191,10 @@ export class Trainer {
   private clipFactor(params: Parameter[]): Tensor | null {
     const maxNorm = this.opts.clipGrad;
     if (!maxNorm) return null;
-    const grads = params.filter((p) => p.grad).map((p) => p.grad!.handle);
-    if (!grads.length) return null;
-    const { coef, norm } = clipCoef(grads, maxNorm);
-    norm.free();
-    return untracked(coef);
+    const r = clipGradNorm(params, maxNorm);
+    if (!r) return null;
+    r.norm.dispose();
+    return r.factor;
   }
 
   private logLine(rec: object): void {
