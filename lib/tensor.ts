@@ -366,7 +366,7 @@ export function memory() {
   return native.memory();
 }
 
-/** Returns the allocators' cached blocks (cpu, and cuda when loaded) to the system / driver. */
+/** Returns the allocators' cached blocks (cpu, and cuda when loaded) and cuda's pinned upload staging to the system / driver. */
 export function emptyCache(): void {
   native.emptyCache();
 }
