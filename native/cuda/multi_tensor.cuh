@@ -44,6 +44,24 @@ struct ChunkTable {
   }
 };
 
+// Packs entries 0..count-1 into launches, in order: size(i) is entry i's element count (0: not in
+// this launch series, e.g. another dtype), fill(args, slot, i) stores its pointers, launch(args)
+// runs one full argument block. Entries were checked with check_multi_size, so one always fits.
+template <class Args, class Size, class Fill, class Launch>
+void multi_launches(size_t count, Size size, Fill fill, Launch launch) {
+  Args a{};
+  for (size_t i = 0; i < count; ++i) {
+    const int64_t n = size(i);
+    if (n == 0) continue;
+    if (!a.c.fits(n)) {
+      launch(a);
+      a = Args{};
+    }
+    fill(a, a.c.add(n), i);
+  }
+  if (a.c.count) launch(a);
+}
+
 // The largest tensor a multi-tensor op takes (its chunks must be countable in int32).
 inline void check_multi_size(int64_t n, const char* op, size_t entry) {
   VITRIM_CHECK(n / kMultiChunk < (int64_t(1) << 30), Shape, op, ": entry ", entry, " has too many elements (", n,

@@ -123,26 +123,20 @@ void launch_adamw(std::vector<Tensor>& params, const std::vector<Tensor>& grads,
   for (DType gt : {DType::F32, DType::BF16}) {
     dispatch_float(gt, "grad", [&](auto tag) {
       using G = decltype(tag);
-      MultiArgs<G> a{};
-      auto flush = [&] {
-        if (!a.c.count) return;
-        adamw_multi_kernel<G><<<a.c.blocks(), 256, 0, stream()>>>(a, k, gs);
-        VITRIM_CUDA_LAUNCHED();
-        a = MultiArgs<G>{};
-      };
-      for (size_t i = 0; i < params.size(); ++i) {
-        const int64_t n = params[i].numel();
-        if (grads[i].dtype != gt || n == 0) continue;
-        if (!a.c.fits(n)) flush();
-        const int t = a.c.add(n);
-        a.p[t] = ptr<float>(params[i]);
-        a.g[t] = ptr<G>(grads[i]);
-        a.m[t] = ptr<float>(ms[i]);
-        a.v[t] = ptr<float>(vs[i]);
-        if (aligned(a.p[t], 16) && aligned(a.m[t], 16) && aligned(a.v[t], 16) && aligned(a.g[t], 4 * sizeof(G)))
-          a.vec |= 1u << t;
-      }
-      flush();
+      multi_launches<MultiArgs<G>>(
+          params.size(), [&](size_t i) { return grads[i].dtype == gt ? params[i].numel() : 0; },
+          [&](MultiArgs<G>& a, int t, size_t i) {
+            a.p[t] = ptr<float>(params[i]);
+            a.g[t] = ptr<G>(grads[i]);
+            a.m[t] = ptr<float>(ms[i]);
+            a.v[t] = ptr<float>(vs[i]);
+            if (aligned(a.p[t], 16) && aligned(a.m[t], 16) && aligned(a.v[t], 16) && aligned(a.g[t], 4 * sizeof(G)))
+              a.vec |= 1u << t;
+          },
+          [&](const MultiArgs<G>& a) {
+            adamw_multi_kernel<G><<<a.c.blocks(), 256, 0, stream()>>>(a, k, gs);
+            VITRIM_CUDA_LAUNCHED();
+          });
     });
   }
 }

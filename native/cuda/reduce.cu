@@ -323,20 +323,14 @@ Tensor sum_squares(const std::vector<Tensor>& xs) {
   for (DType dt : {DType::F32, DType::BF16}) {
     dispatch_float(dt, "xs", [&](auto tag) {
       using T = decltype(tag);
-      SquaresArgs<T> a{};
-      auto flush = [&] {
-        if (!a.c.count) return;
-        sum_squares_chunks<T><<<a.c.blocks(), 256, 0, stream()>>>(a, P, next);
-        VITRIM_CUDA_LAUNCHED();
-        next += a.c.blocks();
-        a = SquaresArgs<T>{};
-      };
-      for (const Tensor& x : xs) {
-        if (x.dtype != dt || x.numel() == 0) continue;
-        if (!a.c.fits(x.numel())) flush();
-        a.x[a.c.add(x.numel())] = ptr<T>(x);
-      }
-      flush();
+      multi_launches<SquaresArgs<T>>(
+          xs.size(), [&](size_t i) { return xs[i].dtype == dt ? xs[i].numel() : 0; },
+          [&](SquaresArgs<T>& a, int t, size_t i) { a.x[t] = ptr<T>(xs[i]); },
+          [&](const SquaresArgs<T>& a) {
+            sum_squares_chunks<T><<<a.c.blocks(), 256, 0, stream()>>>(a, P, next);
+            VITRIM_CUDA_LAUNCHED();
+            next += a.c.blocks();
+          });
     });
   }
   sum_squares_total<<<1, 1024, 0, stream()>>>(P, next, ptr<float>(y));
