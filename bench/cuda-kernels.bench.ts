@@ -124,10 +124,47 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const key = `${B}x${H}x${N}x${D}_${short(dtype)}`;
       const fwd = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
       cmp({ name: `${name} fwd`, shape: `${B}x${H}x${N}x${D}`, value: fwd, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
+      if (dtype === 'float32') {
+        // The SIMT FMA kernel that 3xTF32 replaced as the float32 default (same accuracy bound).
+        process.env.VITRIM_CUDA_ATTN_F32 = 'simt';
+        const simt = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
+        delete process.env.VITRIM_CUDA_ATTN_F32;
+        cmp({ name: `${name} fwd (SIMT kernel)`, shape: `${B}x${H}x${N}x${D}`, value: simt, unit: 'ms' },
+          `sdpa_fwd_${key}`, 'ms', 'ms');
+      }
       const [out, stats] = native.attentionForward(qkv, H, scale, null, null, 0);
       const bwd = gpuTime(() => native.attentionBackward(gout, qkv, H, scale, null, null, 0, out, stats), reps, 5);
       cmp({ name: `${name} bwd`, shape: `${B}x${H}x${N}x${D}`, value: bwd, unit: 'ms' }, `sdpa_bwd_${key}`, 'ms', 'ms');
       for (const t of [qkv, gout, out, stats]) t.free();
+    }
+  }
+
+  // ---- attention forward configurations (only with --filter attention-tune) ----
+  // Sweeps the tensor-core forwards' CTA size and key fill through VITRIM_CUDA_ATTN_FWD, so that one
+  // GPU run shows whether the defaults (make_config in native/cuda/attention.cu) are the best.
+  if (opts.filter && 'attention-tune'.includes(opts.filter) && opts.filter.includes('tune')) {
+    for (const N of [197, 138, 68]) {
+      for (const dtype of ['bfloat16', 'float32'] as DType[]) {
+        const B = 256, H = 6, D = 64, C = H * D;
+        const qkv = rand([B, N, 3 * C], dtype, 2);
+        const scale = 1 / Math.sqrt(D);
+        const key = `${B}x${H}x${N}x${D}_${short(dtype)}`;
+        const defMs = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
+        cmp({ name: `attention-tune ${short(dtype)} fwd default`, shape: `${B}x${H}x${N}x${D}`, value: defMs, unit: 'ms' },
+          `sdpa_fwd_${key}`, 'ms', 'ms');
+        for (const warps of dtype === 'float32' ? [1, 2, 4] : [2, 4, 8])
+          for (const fill of [64, 128, 256]) {
+            process.env.VITRIM_CUDA_ATTN_FWD = `warps=${warps},fill=${fill}`;
+            try {
+              const ms = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
+              cmp({ name: `attention-tune ${short(dtype)} fwd warps=${warps} fill=${fill}`, shape: `${B}x${H}x${N}x${D}`,
+                value: ms, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
+            } finally {
+              delete process.env.VITRIM_CUDA_ATTN_FWD;
+            }
+          }
+        qkv.free();
+      }
     }
   }
 

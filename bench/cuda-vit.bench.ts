@@ -2,8 +2,9 @@
  * End-to-end DeiT-S on CUDA (random weights, 224 px), the figures of torch_anchors.py side by side:
  * - inference img/s at batch 1, 64, 256: float32 (TF32 off) and bf16 autocast, eager (one launch per
  *   op, as our ops run);
- * - batch 1 replayed as a CUDA graph (the whole forward captured once; inputs written into the
- *   captured input tensor, as a fixed-shape serving plan would);
+ * - batch 1 through createInferencePlan (the whole forward captured once as a CUDA graph; each run
+ *   uploads the input from host memory and replays), float32, and bf16 with the weights cast once
+ *   (snapshot, the default) or in every replay (live);
  * - a training step (forward, cross-entropy, backward, AdamW) at batch 64, float32 and bf16 autocast;
  *   and the same step through Trainer.fit (host batches built and uploaded each step, the figures
  *   summed on the device), the path a user's training run takes.
@@ -14,6 +15,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { AdamW, autocast, backward, keep, noGrad, ops, tensor, tidy, Trainer, vit, type Tensor } from '../lib/index.js';
 import type { Dataset } from '../lib/data/dataset.js';
+import { createInferencePlan } from '../lib/infer/plan.js';
 import { native } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
 import { median } from './stats.js';
@@ -82,33 +84,17 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     }
   }
 
-  // ---- batch 1 as a CUDA graph ----
-  for (const precision of ['float32', 'bfloat16'] as const) {
-    const name = `infer ${precision} graph`;
+  // ---- batch 1 as a CUDA graph (createInferencePlan: the input written from host memory, replayed) ----
+  for (const [precision, weights] of [['float32', 'live'], ['bfloat16', 'snapshot'], ['bfloat16', 'live']] as const) {
+    const name = `infer ${precision} graph${precision === 'bfloat16' && weights === 'live' ? ' (weights live)' : ''}`;
     if (!want(name) && !want('graph')) continue;
-    const x = ops.random([1, 3, 224, 224], 'normal', { seed: 7, device: 'cuda' });
-    const body = () =>
-      noGrad(() => (precision === 'bfloat16' ? autocast('bfloat16', () => model.forward(x)) : model.forward(x)));
-    // Warm up outside the capture: cuBLASLt heuristics and the allocator's blocks.
-    tidy(() => {
-      body();
-    });
-    native.synchronize('cuda');
-    let out: Tensor | null = null;
-    native.graphBegin();
-    try {
-      out = tidy(() => keep(body()));
-    } catch (e) {
-      native.graphAbort();
-      throw e;
-    }
-    const g = native.graphEnd();
-    const s = time(() => native.graphReplay(g), reps, 50);
-    push({ name, shape: 'B1', value: 1 / s, unit: 'img/s', note: 'captured forward replayed' }, `${MODEL}_infer_B1`,
-      precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
-    native.graphDestroy(g);
-    out?.dispose();
-    x.dispose();
+    const plan = createInferencePlan(model, [3, 224, 224], { batch: 1, precision, weights });
+    const data = new Float32Array(3 * 224 * 224).map((_, i) => Math.sin(i));
+    const st = plan.graphStats;
+    const s = time(() => plan.run(data), reps, 50);
+    push({ name, shape: 'B1', value: 1 / s, unit: 'img/s', note: `plan.run: upload + replay (${st.kernels} kernels, ${st.nodes} nodes)` },
+      `${MODEL}_infer_B1`, precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+    plan.dispose();
   }
 
   // ---- training step ----

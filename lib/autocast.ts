@@ -24,6 +24,7 @@
  * The scope is dynamic and synchronous, like tidy(): an async fn is rejected (its later ops would
  * run outside the scope). Casts of the same weight are not cached across uses (each use casts).
  */
+import { isGradEnabled } from './autograd.js';
 import { ArgumentError } from './errors.js';
 import { cast, type Tensor } from './tensor.js';
 
@@ -57,12 +58,37 @@ export function lowersOn(device: string): boolean {
   return current === 'bfloat16' && device === 'cuda';
 }
 
+let castCache: { map: ReadonlyMap<Tensor, Tensor>; hits: number } | null = null;
+
+/**
+ * Runs fn with ready bfloat16 copies of float32 tensors (typically a model's weights): inside, a
+ * lower-precision op that would cast a tensor found in `cache` uses its copy instead, launching no
+ * cast. Only where no gradient is recorded (the cast is what carries the gradient to the float32
+ * tensor). The copies must be current: inference plans keep them so (createInferencePlan).
+ * Returns fn's result and how many casts the cache replaced.
+ */
+export function withCastCache<R>(cache: ReadonlyMap<Tensor, Tensor>, fn: () => R): { result: R; hits: number } {
+  const prev = castCache;
+  const mine = { map: cache, hits: 0 };
+  castCache = mine;
+  try {
+    return { result: fn(), hits: mine.hits };
+  } finally {
+    castCache = prev;
+  }
+}
+
 /**
  * Input of a lower-precision op: a float32 cuda tensor cast to bfloat16 when autocast is on (the cast
  * is pushed on `temps` so the caller can dispose it after the op); anything else unchanged.
  */
 export function lowIn<T extends Tensor | null | undefined>(x: T, temps: Tensor[]): T {
   if (!x || current !== 'bfloat16' || x.device !== 'cuda' || x.dtype !== 'float32') return x;
+  const hit = castCache && !isGradEnabled() ? castCache.map.get(x) : undefined;
+  if (hit) {
+    castCache!.hits++;
+    return hit as T;
+  }
   const c = cast(x, 'bfloat16');
   temps.push(c);
   return c as T;

@@ -102,13 +102,15 @@ export interface Addon {
    * on the same memory (write new inputs into the captured input tensors first; keep the inputs
    * and outputs alive). An op that synchronises with the host cannot be recorded: it throws, and
    * graphAbort() then ends the capture. graphDestroy(id) frees the graph's private memory pool
-   * (idempotent). All of them need the cuda backend (ERR_VITRIM_DEVICE otherwise).
+   * (idempotent). graphStats(id) says what a replay runs: the graph's nodes and, of those, its
+   * kernels (launches). All of them need the cuda backend (ERR_VITRIM_DEVICE otherwise).
    */
   graphBegin(): void;
   graphEnd(): number;
   graphAbort(): void;
   graphReplay(graph: number): void;
   graphDestroy(graph: number): void;
+  graphStats(graph: number): { nodes: number; kernels: number };
   cast(x: T, dtype: DType): T;
   copy(x: T): T;
   /** One entry per device in use (cuda only once its backend is loaded). */

@@ -302,7 +302,7 @@ describe('linearFused packed-weight cache', () => {
     const inPlace = ['adamwStep', 'adamwStepMulti', 'gemm', 'graphReplay', 'indexAddRows', 'NativeTensor.write'];
     const notInPlace = [
       'NativeTensor', 'affine', 'attentionBackward', 'backends', 'setAllowTf32', 'setDeviceChecks', 'synchronize', 'synchronizeAsync', 'toDevice',
-      'graphAbort', 'graphBegin', 'graphDestroy', 'graphEnd', 'attentionForward', 'attentionVarlen', 'binary', 'cast', 'concat',
+      'graphAbort', 'graphBegin', 'graphDestroy', 'graphEnd', 'graphStats', 'attentionForward', 'attentionVarlen', 'binary', 'cast', 'concat',
       'copy', 'crossEntropyBackward', 'crossEntropyForward', 'emptyCache', 'fromArray', 'full', 'gatherRows',
       'gatherTokens', 'gemmIsa', 'gemmSetIsa', 'gumbelSigmoid', 'gumbelSigmoidBackward', 'gumbelSoftmax',
       'gumbelSoftmaxBackward', 'info', 'layernormBackward', 'layernormForward', 'linearBackward', 'linearCacheStats',

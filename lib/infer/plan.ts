@@ -9,18 +9,22 @@
  * allocated lives in the graph's private memory pool until `dispose()`. The model's parameters are
  * captured by address: moving or disposing the model invalidates the plan (it checks that the
  * parameters still live on cuda before every run), while in-place updates (an optimizer step)
- * are seen by the next replay.
+ * are seen by the next replay. A bfloat16 plan casts the weights once instead of in every replay
+ * (`weights: 'snapshot'`, the default: a separate small graph casts them into bfloat16 copies that
+ * the forward reads; `refreshWeights()` replays it after the float32 weights changed), or, with
+ * `weights: 'live'`, records the casts in the forward like eager autocast (in-place updates seen,
+ * about twice the kernels at batch 1).
  *
  * What cannot be captured: ops that synchronise with the host (reading a tensor, uploading host
  * data, device-side index checks). A dense ViT forward has none; the packed adaptive inference
  * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
  */
 import { ArgumentError, DeviceError } from '../errors.js';
-import { autocast, type AutocastDtype } from '../autocast.js';
+import { autocast, withCastCache, type AutocastDtype } from '../autocast.js';
 import { noGrad } from '../autograd.js';
 import { native } from '../native.js';
 import type { Module } from '../nn/module.js';
-import { Tensor, full, keep, tidy } from '../tensor.js';
+import { Tensor, cast, full, keep, tidy } from '../tensor.js';
 
 /** A recorded CUDA graph (see native.graphBegin). */
 export class CudaGraph {
@@ -32,6 +36,11 @@ export class CudaGraph {
   replay(): void {
     if (this.#id === null) throw new ArgumentError('CudaGraph: replay after dispose()');
     native.graphReplay(this.#id);
+  }
+  /** The graph's nodes and, of those, its kernels: the launches one replay makes. */
+  stats(): { nodes: number; kernels: number } {
+    if (this.#id === null) throw new ArgumentError('CudaGraph: stats after dispose()');
+    return native.graphStats(this.#id);
   }
   /** Frees the graph and its memory pool (idempotent). */
   dispose(): void {
@@ -61,6 +70,12 @@ export interface PlanOptions {
   batch?: number;
   /** 'float32' (default) or 'bfloat16' (autocast: GEMMs and attention in bf16, as in training). */
   precision?: AutocastDtype;
+  /**
+   * bfloat16 only: 'snapshot' (default) casts the float32 weights to bfloat16 once, outside the
+   * forward's graph (call `refreshWeights()` after changing them); 'live' casts them in every
+   * replay, as eager autocast does, so in-place updates are seen at once.
+   */
+  weights?: 'snapshot' | 'live';
 }
 
 export interface InferencePlan {
@@ -68,6 +83,10 @@ export interface InferencePlan {
   readonly output: Tensor;
   /** Writes `x` (host data or a cpu tensor of the input's shape) into the input and replays. */
   run(x: Float32Array | Tensor): Tensor;
+  /** What one replay runs: the recorded graph's nodes and kernel launches. */
+  readonly graphStats: { nodes: number; kernels: number };
+  /** bfloat16 snapshot plans: re-casts the weights (after they changed); otherwise nothing to do. */
+  refreshWeights(): void;
   dispose(): void;
 }
 
@@ -87,17 +106,43 @@ export function createInferencePlan(
   const onCuda = () => params.every((p) => !p.isDisposed && p.device === 'cuda');
   if (!onCuda()) throw new DeviceError('createInferencePlan: move the model to cuda first (model.to("cuda"))');
   const precision = opts.precision ?? 'float32';
+  const weights = opts.weights ?? 'snapshot';
+  if (weights !== 'snapshot' && weights !== 'live') throw new ArgumentError(`createInferencePlan: weights must be 'snapshot' or 'live', got ${String(weights)}`);
+  // bfloat16 snapshot: one small graph casts every float32 parameter into a bfloat16 copy (its
+  // replay refreshes them in place); the forward reads the copies instead of casting.
+  const cache = new Map<Tensor, Tensor>();
+  let refresh: CudaGraph | null = null;
+  if (precision === 'bfloat16' && weights === 'snapshot') {
+    const ps = params.filter((p) => p.dtype === 'float32');
+    const r = captureGraph(() => noGrad(() => ps.map((p) => keep(cast(p, 'bfloat16')))));
+    refresh = r.graph;
+    r.result.forEach((c, i) => cache.set(ps[i], c));
+    refresh.replay();
+  }
   const input = full([batch, ...inputShape], 0, { device: 'cuda' });
-  const forward = () => noGrad(() => (precision === 'bfloat16' ? autocast('bfloat16', () => model.forward(input)) : model.forward(input)));
+  const forward = () => noGrad(() => (precision === 'bfloat16'
+    ? autocast('bfloat16', () => withCastCache(cache, () => model.forward(input)).result)
+    : model.forward(input)));
   tidy(() => {
     forward();
   });
   native.synchronize('cuda');
-  const { graph, result: output } = captureGraph(() => tidy(() => keep(forward())));
+  let captured: { graph: CudaGraph; result: Tensor };
+  try {
+    captured = captureGraph(() => tidy(() => keep(forward())));
+  } catch (e) {
+    refresh?.dispose();
+    for (const c of cache.values()) c.dispose();
+    input.dispose();
+    throw e;
+  }
+  const { graph, result: output } = captured;
   let disposed = false;
+  const graphStats = graph.stats();
   return {
     input,
     output,
+    graphStats,
     run(x: Float32Array | Tensor): Tensor {
       if (disposed) throw new ArgumentError('InferencePlan: run after dispose()');
       if (!onCuda()) throw new DeviceError('InferencePlan: the model was moved off cuda or disposed after the plan was made');
@@ -111,10 +156,17 @@ export function createInferencePlan(
       graph.replay();
       return output;
     },
+    refreshWeights(): void {
+      if (disposed) throw new ArgumentError('InferencePlan: refreshWeights after dispose()');
+      if (!onCuda()) throw new DeviceError('InferencePlan: the model was moved off cuda or disposed after the plan was made');
+      refresh?.replay();
+    },
     dispose(): void {
       if (disposed) return;
       disposed = true;
       graph.dispose();
+      refresh?.dispose();
+      for (const c of cache.values()) c.dispose();
       output.dispose();
       input.dispose();
     },

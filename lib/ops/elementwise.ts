@@ -32,9 +32,12 @@ function binaryOp(kind: 'add' | 'sub' | 'mul' | 'div', a0: Operand, b0: Operand)
   if (typeof b0 === 'number' && kind === 'div') return affine(a0 as Tensor, 1 / num(b0, 'b', kind, (v) => v !== 0, 'non-zero'), 0);
   const a1 = asTensor(a0, kind, 'a', b0);
   const b1 = asTensor(b0, kind, 'b', a0);
-  // float32 with bfloat16: the bfloat16 operand is cast to float32 (type promotion)
+  // float32 with bfloat16: the bfloat16 operand is cast to float32 (type promotion). On cuda with no
+  // gradient to record the kernel promotes by itself (same bits, one pass instead of a cast and the
+  // op); with a gradient the differentiable cast carries the bfloat16 operand's gradient back.
   const temps: Tensor[] = [];
-  const [a, b] = promote([a1, b1], temps);
+  const inKernel = a1.device === 'cuda' && b1.device === 'cuda' && !needsGrad(a1, b1);
+  const [a, b] = inKernel ? [a1, b1] : promote([a1, b1], temps);
   const ha = a.handle;
   const hb = b.handle;
   const y = out(call(kind, () => native.binary(kind, ha, hb)));

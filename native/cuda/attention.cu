@@ -37,7 +37,14 @@
 //     dQ:    one CTA per (b, h, query tile) as the forward, K and V staged: S, G = dO V^T, dS,
 //            dQ += dS K.
 //     then gkeep = sum over heads of the partials, ghead_gate = sum_i D_i (fixed-order sums).
-// * SIMT (float32 always: fp32 FMA, never TF32; bfloat16 with other head dims), D <= 128:
+// * Tensor cores, float32 with D in {32, 64} (forward and varlen forward): 3xTF32, fp32 accuracy
+//   (see fwd_f32tc: each operand split into two tf32 parts, three mma.sync m16n8k8 per product,
+//   never plain TF32). The structure of the bf16 forward with W <= 4 warps, K and V staged as fp32
+//   (row stride D + 4) in fills of <= 128 rows (256 at D = 32), 8-key blocks. Its stats are those of
+//   the SIMT forward (the float32 backward, SIMT, reads them). VITRIM_CUDA_ATTN_F32=simt selects
+//   the SIMT forward instead (bench and tests compare the two).
+// * SIMT (float32 backward, forward at other head dims: fp32 FMA, never TF32; bfloat16 with other
+//   head dims), D <= 128:
 //   256 threads as 16 x 16, 64 x 64 tiles, each thread a 4 x 4 micro-tile of S (rows ty + 16r,
 //   keys tx + 16c: conflict-free float4 shared loads, broadcast on the row operand) and 4 x DV of
 //   the output (DV = 2, 4, 8 dims: D <= 32, 64, 128). Q, K, V (and dO) tiles are staged as fp32 in
@@ -54,6 +61,8 @@
 // All accumulation is fp32 (the head-gate gradient sums in double).
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -286,6 +295,172 @@ __device__ __forceinline__ void stage_rows(bf16* Ss, const bf16* src, int64_t ro
   }
 }
 
+// Stage rows [first, first + fpad) of a float32 matrix (row stride ld) into Ss (row stride LD), rows
+// >= fn (relative) as zeros; D/4 float4 per row (16-byte aligned: D % 4 == 0, ld % 4 == 0).
+template <int D, int LD>
+__device__ __forceinline__ void stage_rows(float* Ss, const float* src, int64_t row_ld, int first, int fn, int fpad) {
+  for (int e = threadIdx.x; e < fpad * (D / 4); e += blockDim.x) {
+    const int r = e / (D / 4), c = (e - r * (D / 4)) * 4;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r < fn) v = *reinterpret_cast<const float4*>(src + (int64_t)(first + r) * row_ld + c);
+    *reinterpret_cast<float4*>(Ss + r * LD + c) = v;
+  }
+}
+
+// One fill of the tensor-core forwards: K and V rows [f0, f0 + fpad) of the head staged (rows >= fn
+// zero), keep's values for them and, with keep, the running column sums of V (the eps/N term;
+// column d owned by one thread, summed in key order). Starts and ends with a barrier.
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f(float v) { return v; }
+template <int D, int LD, bool KEEP, class T>
+__device__ __forceinline__ void stage_fill(T* Ks, T* Vs, float* keep_s, float* vsum_s, const FwdParams& p,
+                                           const Task& tk, const T* qb, int f0, int fn, int fpad) {
+  const int64_t C3 = 3 * p.C;
+  __syncthreads();  // the previous fill's readers are done
+  stage_rows<D, LD>(Ks, qb + p.C, C3, f0, fn, fpad);
+  stage_rows<D, LD>(Vs, qb + 2 * p.C, C3, f0, fn, fpad);
+  if (KEEP)
+    for (int j = threadIdx.x; j < fpad; j += blockDim.x) keep_s[j] = j < fn ? p.keep[tk.row0 + f0 + j] : 0.f;
+  __syncthreads();
+  if (KEEP)
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float a = f0 ? vsum_s[d] : 0.f;
+      for (int r = 0; r < fn; ++r) a += to_f(Vs[r * LD + d]);
+      vsum_s[d] = a;
+    }
+}
+
+// varlen: the output of a head whose gate is 0 (not computed) is 0, for this CTA's query rows.
+template <class T, int D>
+__device__ __forceinline__ void zero_head(const FwdParams& p, const Task& tk) {
+  T* o = static_cast<T*>(p.out) + tk.row0 * p.C + (int64_t)tk.h * D;
+  const int nr = min(p.rows, tk.n - tk.q0);
+  for (int e = threadIdx.x; e < nr * D; e += blockDim.x) o[(int64_t)(tk.q0 + e / D) * p.C + e % D] = T(0.f);
+}
+
+// One 64-key chunk of the online softmax, shared by the tensor-core forwards (bf16 and 3xTF32):
+// s holds raw scores q.k of keys c0 + 8nb + 2tq + (e & 1) (C-fragment layout, rows gr and gr + 8 of
+// the warp's 16); keys >= fn (fill-local) are masked. Updates the running max (log2 units), the
+// first argmax (KEEP), rescales O and l, and leaves in s the unnormalised P (times keep, off the
+// diagonal) that the P @ V step consumes.
+template <int ND, bool KEEP>
+__device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[ND][4], float (&mrow)[2], float (&lrow)[2],
+                                               int (&amax)[2], int c0, int fn, int f0, int i0, int gr, int tq,
+                                               const float* keep_s, float scale2) {
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = c0 + 8 * nb + 2 * tq + (e & 1);
+      const float v = j < fn ? s[nb][e] * scale2 : -INFINITY;
+      s[nb][e] = v;
+      mx[e >> 1] = fmaxf(mx[e >> 1], v);
+    }
+  mx[0] = quad_max(mx[0]);
+  mx[1] = quad_max(mx[1]);
+  if (KEEP) {  // first argmax: the smallest key index holding the row max
+    int ai[2] = {INT_MAX, INT_MAX};
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = c0 + 8 * nb + 2 * tq + (e & 1);
+        if (s[nb][e] == mx[e >> 1] && j < ai[e >> 1]) ai[e >> 1] = j;
+      }
+    ai[0] = quad_min(ai[0]);
+    ai[1] = quad_min(ai[1]);
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      if (mx[r] > mrow[r]) amax[r] = f0 + ai[r];  // ties keep the earlier index
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float mn = fmaxf(mrow[r], mx[r]);
+    const float alpha = exp2f(mrow[r] - mn);  // 0 on the first chunk (mrow = -inf)
+    mrow[r] = mn;
+    lrow[r] *= alpha;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) {
+      o[nd][2 * r] *= alpha;
+      o[nd][2 * r + 1] *= alpha;
+    }
+  }
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = c0 + 8 * nb + 2 * tq + (e & 1), r = e >> 1;
+      float pv = exp2f(s[nb][e] - mrow[r]);  // masked keys: exp2(-inf) = 0
+      if (KEEP && j < fn && f0 + j != i0 + gr + 8 * r) pv *= keep_s[j];
+      s[nb][e] = pv;
+      lrow[r] += pv;
+    }
+}
+
+// The output rows of a tensor-core forward (or, DREC, D_i = go_i . O_i / den_i into dvals): O from
+// the accumulators (C-fragment layout: dims 8nd + 2tq, +1), the eps/N term (KEEP), the gate, the
+// stats row [max, den, first argmax].
+__device__ __forceinline__ void st_pair(bf16* p, float lo, float hi) { st_bf16x2(p, lo, hi); }
+__device__ __forceinline__ void st_pair(float* p, float lo, float hi) {
+  *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
+}
+__device__ __forceinline__ float2 ld_pair(const bf16* p) { return ld_bf16x2(p); }
+__device__ __forceinline__ float2 ld_pair(const float* p) { return *reinterpret_cast<const float2*>(p); }
+
+template <class T, int ND, bool KEEP, bool DREC>
+__device__ __forceinline__ void finish_rows(const FwdParams& p, const Task& tk, float g, const float (&o)[ND][4],
+                                            const float (&mrow)[2], const float (&lrow)[2], const int (&amax)[2],
+                                            const float* vsum_s, int i0, int gr, int tq) {
+  constexpr int D = 8 * ND;
+  const int n = tk.n;
+  const int64_t C = p.C;
+  const float addc = KEEP ? p.eps / (float)n : 0.f;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = i0 + gr + 8 * r;
+    const float den = quad_sum(lrow[r]) + (KEEP ? p.eps : 0.f);
+    const float rden = 1.f / den;
+    if (!DREC) {
+      if (i < n) {
+        T* dst = static_cast<T*>(p.out) + (tk.row0 + i) * C + (int64_t)tk.h * D + 2 * tq;
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+          float v0 = o[nd][2 * r], v1 = o[nd][2 * r + 1];
+          if (KEEP) {
+            v0 += addc * vsum_s[8 * nd + 2 * tq];
+            v1 += addc * vsum_s[8 * nd + 2 * tq + 1];
+          }
+          st_pair(dst + 8 * nd, g * (v0 * rden), g * (v1 * rden));
+        }
+        if (p.stats && tq == 0) {
+          float* st = p.stats + (tk.sbase + i) * 3;
+          st[0] = mrow[r];
+          st[1] = den;
+          st[2] = (float)amax[r];
+        }
+      }
+    } else {
+      float part = 0.f;
+      if (i < n) {
+        const T* go = static_cast<const T*>(p.gout) + (tk.row0 + i) * C + (int64_t)tk.h * D + 2 * tq;
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+          float v0 = o[nd][2 * r], v1 = o[nd][2 * r + 1];
+          if (KEEP) {
+            v0 += addc * vsum_s[8 * nd + 2 * tq];
+            v1 += addc * vsum_s[8 * nd + 2 * tq + 1];
+          }
+          const float2 gv = ld_pair(go + 8 * nd);
+          part += gv.x * (v0 * rden) + gv.y * (v1 * rden);
+        }
+      }
+      part = quad_sum(part);
+      if (i < n && tq == 0) p.dvals[tk.sbase + i] = part;
+    }
+  }
+}
+
 // ============================================================================================
 // Tensor-core forward (also the D-recompute mode of the backward: DREC)
 // ============================================================================================
@@ -306,10 +481,7 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
   const int64_t C = p.C, C3 = 3 * C;
   const bf16* qb = static_cast<const bf16*>(p.qkv) + tk.row0 * C3 + (int64_t)tk.h * D;
   if (!DREC && p.tasks && g == 0.f) {  // varlen: a dropped head is not computed, its output is 0
-    bf16* o = static_cast<bf16*>(p.out) + tk.row0 * C + (int64_t)tk.h * D;
-    const int nr = min(p.rows, n - tk.q0);
-    for (int e = threadIdx.x; e < nr * D; e += blockDim.x)
-      o[(int64_t)(tk.q0 + e / D) * C + e % D] = __float2bfloat16_rn(0.f);
+    zero_head<bf16, D>(p, tk);
     return;
   }
 
@@ -327,18 +499,7 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
 
   for (int f0 = 0; f0 < n; f0 += p.fill) {
     const int fn = min(p.fill, n - f0), fpad = (fn + 15) & ~15;
-    __syncthreads();  // the previous fill's readers are done
-    stage_rows<D, LD>(Ks, qb + C, C3, f0, fn, fpad);
-    stage_rows<D, LD>(Vs, qb + 2 * C, C3, f0, fn, fpad);
-    if (KEEP)
-      for (int j = threadIdx.x; j < fpad; j += blockDim.x) keep_s[j] = j < fn ? p.keep[tk.row0 + f0 + j] : 0.f;
-    __syncthreads();
-    if (KEEP)  // column sums of V (for the eps/N term); column d owned by one thread
-      for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float a = f0 ? vsum_s[d] : 0.f;
-        for (int r = 0; r < fn; ++r) a += __bfloat162float(Vs[r * LD + d]);
-        vsum_s[d] = a;
-      }
+    stage_fill<D, LD, KEEP>(Ks, Vs, keep_s, vsum_s, p, tk, qb, f0, fn, fpad);
     if (!active) continue;
     for (int c0 = 0; c0 < fn; c0 += 64) {
       const int nkb = min(4, (fn - c0 + 15) >> 4);  // 16-key blocks holding a valid key (>= 1)
@@ -348,55 +509,7 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
         s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
         if ((nb >> 1) < nkb) mma_rows<D, LD>(s[nb], qa, Ks, c0 + 8 * nb, gr, tq);
       }
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = c0 + 8 * nb + 2 * tq + (e & 1);
-          const float v = j < fn ? s[nb][e] * p.scale2 : -INFINITY;
-          s[nb][e] = v;
-          mx[e >> 1] = fmaxf(mx[e >> 1], v);
-        }
-      mx[0] = quad_max(mx[0]);
-      mx[1] = quad_max(mx[1]);
-      if (KEEP) {  // first argmax: the smallest key index holding the row max
-        int ai[2] = {INT_MAX, INT_MAX};
-#pragma unroll
-        for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int j = c0 + 8 * nb + 2 * tq + (e & 1);
-            if (s[nb][e] == mx[e >> 1] && j < ai[e >> 1]) ai[e >> 1] = j;
-          }
-        ai[0] = quad_min(ai[0]);
-        ai[1] = quad_min(ai[1]);
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-          if (mx[r] > mrow[r]) amax[r] = f0 + ai[r];  // ties keep the earlier index
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float mn = fmaxf(mrow[r], mx[r]);
-        const float alpha = exp2f(mrow[r] - mn);  // 0 on the first chunk (mrow = -inf)
-        mrow[r] = mn;
-        lrow[r] *= alpha;
-#pragma unroll
-        for (int nd = 0; nd < ND; ++nd) {
-          o[nd][2 * r] *= alpha;
-          o[nd][2 * r + 1] *= alpha;
-        }
-      }
-#pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = c0 + 8 * nb + 2 * tq + (e & 1), r = e >> 1;
-          float pv = exp2f(s[nb][e] - mrow[r]);  // masked keys: exp2(-inf) = 0
-          if (KEEP && j < fn && f0 + j != i0 + gr + 8 * r) pv *= keep_s[j];
-          s[nb][e] = pv;
-          lrow[r] += pv;
-        }
+      online_softmax<ND, KEEP>(s, o, mrow, lrow, amax, c0, fn, f0, i0, gr, tq, keep_s, p.scale2);
 #pragma unroll
       for (int kb = 0; kb < 4; ++kb)
         if (kb < nkb) {
@@ -407,51 +520,138 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
     }
   }
   if (KEEP) __syncthreads();  // vsum_s complete
-  if (!active) return;
-  const float addc = KEEP ? p.eps / (float)n : 0.f;
+  if (active) finish_rows<bf16, ND, KEEP, DREC>(p, tk, g, o, mrow, lrow, amax, vsum_s, i0, gr, tq);
+}
+
+// ============================================================================================
+// float32 forward on tensor cores with fp32 accuracy: 3xTF32 (mma.sync m16n8k8 tf32 -> fp32)
+// Each fp32 operand x is split into x_hi = tf32(x) (round to nearest, 10-bit mantissa) and
+// x_lo = tf32(x - x_hi); a.b is accumulated as a_lo.b_hi + a_hi.b_lo + a_hi.b_hi. The dropped
+// a_lo.b_lo and the rounding of x_lo leave a relative error of about 2^-21 per product, the order
+// of fp32 FMA's own (plain TF32 would be 2^-11: not fp32 accuracy, so never used alone).
+// Fragment layouts (PTX ISA, mma.m16n8k8 .tf32, g = lane/4, t = lane%4):
+//   A 16x8 row-major: a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4)
+//   B 8x8 "col":      b0 (k = t, n = g)  b1 (k = t+4, n = g)
+//   C 16x8:           c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+// P (a C tile over keys 8kb..8kb+7) becomes an A fragment without shuffles by permuting the keys
+// inside the 8-key step: k-slot t is key 2t, k-slot t+4 is key 2t+1; V's B fragment reads the
+// same keys (rows 2t and 2t+1 of the step). K and V are staged as fp32 with row stride D + 4 so
+// that both the K reads (row g, column t) and the V reads (rows 2t / 2t+1, column g) hit 32
+// distinct banks.
+// ============================================================================================
+
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef VITRIM_CUDA_EMU
+  ::emu::mma_m16n8k8_tf32(c, a, b0, b1);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+#ifdef VITRIM_CUDA_EMU
+  return ::emu::cvt_rna_tf32(x);
+#else
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+#endif
+}
+
+__device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
+  hi = to_tf32(x);
+  lo = to_tf32(x - __uint_as_float(hi));
+}
+
+// c += a . b in 3xTF32, a given split, b as the two fp32 values of this lane's B fragment.
+__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], float b0,
+                                           float b1) {
+  uint32_t bh0, bl0, bh1, bl1;
+  split_tf32(b0, bh0, bl0);
+  split_tf32(b1, bh1, bl1);
+  mma_tf32(c, al, bh0, bh1);  // the small terms first, the large last
+  mma_tf32(c, ah, bl0, bl1);
+  mma_tf32(c, ah, bh0, bh1);
+}
+
+// The forward of fwd_tc (same tasks, online softmax, keep factor, argmax, stats and varlen zero
+// heads) for float32 qkv, D in {32, 64}: W warps of 16 query rows, Q split in registers, K and V
+// staged in fills of fp32 rows zero-padded to a multiple of 8, 8-key blocks computed only where
+// they hold a valid key.
+template <int D, bool KEEP>
+__global__ void __launch_bounds__(128) fwd_f32tc(const FwdParams p) {
+  constexpr int LD = D + 4, NK = D / 8, ND = D / 8;
+  extern __shared__ __align__(16) float fsm_tf32[];
+  float* Ks = fsm_tf32;
+  float* Vs = Ks + p.fill * LD;
+  float* keep_s = Vs + p.fill * LD;  // [fill] (keep)
+  float* vsum_s = keep_s + p.fill;   // [D]    (keep)
+
+  const Task tk = decode(p);
+  const float g = p.gate ? p.gate[tk.gidx] : 1.f;
+  const int n = tk.n;
+  const int64_t C = p.C, C3 = 3 * C;
+  const float* qb = static_cast<const float*>(p.qkv) + tk.row0 * C3 + (int64_t)tk.h * D;
+  if (p.tasks && g == 0.f) {  // varlen: a dropped head is not computed, its output is 0
+    zero_head<float, D>(p, tk);
+    return;
+  }
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+  const int i0 = tk.q0 + 16 * warp;
+  const bool active = i0 < n;  // warp-uniform
+  uint32_t qh[NK][4], ql[NK][4];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = i0 + gr + 8 * r;
-    const float den = quad_sum(lrow[r]) + (KEEP ? p.eps : 0.f);
-    const float rden = 1.f / den;
-    if (!DREC) {
-      if (i < n) {
-        bf16* dst = static_cast<bf16*>(p.out) + (tk.row0 + i) * C + (int64_t)tk.h * D + 2 * tq;
+  for (int kk = 0; kk < NK; ++kk)
 #pragma unroll
-        for (int nd = 0; nd < ND; ++nd) {
-          float v0 = o[nd][2 * r], v1 = o[nd][2 * r + 1];
-          if (KEEP) {
-            v0 += addc * vsum_s[8 * nd + 2 * tq];
-            v1 += addc * vsum_s[8 * nd + 2 * tq + 1];
-          }
-          st_bf16x2(dst + 8 * nd, g * (v0 * rden), g * (v1 * rden));
-        }
-        if (p.stats && tq == 0) {
-          float* st = p.stats + (tk.sbase + i) * 3;
-          st[0] = mrow[r];
-          st[1] = den;
-          st[2] = (float)amax[r];
+    for (int x = 0; x < 4; ++x) {
+      const int r = i0 + gr + (x & 1) * 8, c = 8 * kk + tq + (x >> 1) * 4;
+      split_tf32(active && r < n ? qb[(int64_t)r * C3 + c] : 0.f, qh[kk][x], ql[kk][x]);
+    }
+
+  float o[ND][4];
+#pragma unroll
+  for (int nd = 0; nd < ND; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+  int amax[2] = {0, 0};
+
+  for (int f0 = 0; f0 < n; f0 += p.fill) {
+    const int fn = min(p.fill, n - f0), fpad = (fn + 7) & ~7;
+    stage_fill<D, LD, KEEP>(Ks, Vs, keep_s, vsum_s, p, tk, qb, f0, fn, fpad);
+    if (!active) continue;
+    for (int c0 = 0; c0 < fn; c0 += 64) {
+      const int nkb = min(8, (fn - c0 + 7) >> 3);  // 8-key blocks holding a valid key (>= 1)
+      float s[8][4];
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
+        s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+        if (nb < nkb) {
+          const float* kp = Ks + (c0 + 8 * nb + gr) * LD + tq;
+#pragma unroll
+          for (int kk = 0; kk < NK; ++kk) mma_3xtf32(s[nb], qh[kk], ql[kk], kp[8 * kk], kp[8 * kk + 4]);
         }
       }
-    } else {
-      float part = 0.f;
-      if (i < n) {
-        const bf16* go = static_cast<const bf16*>(p.gout) + (tk.row0 + i) * C + (int64_t)tk.h * D + 2 * tq;
+      online_softmax<ND, KEEP>(s, o, mrow, lrow, amax, c0, fn, f0, i0, gr, tq, keep_s, p.scale2);
 #pragma unroll
-        for (int nd = 0; nd < ND; ++nd) {
-          float v0 = o[nd][2 * r], v1 = o[nd][2 * r + 1];
-          if (KEEP) {
-            v0 += addc * vsum_s[8 * nd + 2 * tq];
-            v1 += addc * vsum_s[8 * nd + 2 * tq + 1];
-          }
-          const float2 gv = ld_bf16x2(go + 8 * nd);
-          part += gv.x * (v0 * rden) + gv.y * (v1 * rden);
+      for (int kb = 0; kb < 8; ++kb)
+        if (kb < nkb) {
+          uint32_t ph[4], pl[4];  // slot t: key 2t, slot t + 4: key 2t + 1 (see the section header)
+          split_tf32(s[kb][0], ph[0], pl[0]);
+          split_tf32(s[kb][2], ph[1], pl[1]);
+          split_tf32(s[kb][1], ph[2], pl[2]);
+          split_tf32(s[kb][3], ph[3], pl[3]);
+          const float* vp = Vs + (c0 + 8 * kb + 2 * tq) * LD + gr;
+#pragma unroll
+          for (int nd = 0; nd < ND; ++nd) mma_3xtf32(o[nd], ph, pl, vp[8 * nd], vp[LD + 8 * nd]);
         }
-      }
-      part = quad_sum(part);
-      if (i < n && tq == 0) p.dvals[tk.sbase + i] = part;
     }
   }
+  if (KEEP) __syncthreads();  // vsum_s complete
+  if (active) finish_rows<float, ND, KEEP, false>(p, tk, g, o, mrow, lrow, amax, vsum_s, i0, gr, tq);
 }
 
 // ============================================================================================
@@ -1305,22 +1505,62 @@ Aux gate_prep(const std::optional<Tensor>& gate) {
 bool use_tc(DType dt, int64_t D) { return dt == DType::BF16 && (D == 32 || D == 64 || D == 128); }
 int simt_dv(int64_t D) { return D <= 32 ? 2 : D <= 64 ? 4 : 8; }
 
+// The forward's kernel family. float32 with D in {32, 64} runs 3xTF32 on tensor cores unless
+// VITRIM_CUDA_ATTN_F32=simt asks for the SIMT kernel (read at each call: the bench times both, the
+// tests check both). D = 128 would need ~250 registers for the split Q fragments and O: SIMT.
+enum class Path { Simt, Bf16Tc, F32Tc };
+Path fwd_path(DType dt, int64_t D) {
+  if (use_tc(dt, D)) return Path::Bf16Tc;
+  if (dt == DType::F32 && (D == 32 || D == 64)) {
+    const char* e = std::getenv("VITRIM_CUDA_ATTN_F32");
+    if (!(e && std::strcmp(e, "simt") == 0)) return Path::F32Tc;
+  }
+  return Path::Simt;
+}
+
 // Rows per CTA / threads / staged rows per fill for sequences of length up to nmax.
 // Tensor cores: W warps of 16 rows, the 16-row blocks of a sequence split into balanced tiles of
 // at most max_warps warps (8: 197 -> 13 blocks -> 2 tiles of 7 warps); fills of at most 256 rows
 // (128 at D = 128). The dK/dV kernel (~165 registers at D = 64) takes at most 4 warps, so that
 // 3 CTAs fit an SM and one CTA's staging overlaps another's math.
+// 3xTF32 (~170 registers, fp32 staging): at most 4 warps, fills of at most 128 rows at D = 64
+// (70 KiB of K and V: 3 CTAs an SM), 256 at D = 32.
 // SIMT: 64 rows, 256 threads.
 struct Config {
   int threads, rows, fill;
 };
-Config make_config(bool tc, int64_t D, int64_t nmax, int max_warps = 8) {
-  if (!tc) return {256, 64, 0};
+Config make_config(Path path, int64_t D, int64_t nmax, int max_warps = 8) {
+  if (path == Path::Simt) return {256, 64, 0};
+  if (path == Path::F32Tc) max_warps = std::min(max_warps, 4);
   const int64_t nblk = std::max<int64_t>(1, (nmax + 15) / 16);
   const int64_t tiles = (nblk + max_warps - 1) / max_warps;
   const int w = (int)((nblk + tiles - 1) / tiles);
-  const int64_t fill_max = D <= 64 ? 256 : 128;
+  const int64_t fill_max = path == Path::F32Tc ? (D <= 32 ? 256 : 128) : D <= 64 ? 256 : 128;
   return {32 * w, 16 * w, (int)std::min<int64_t>(nblk * 16, fill_max)};
+}
+// The forward's configuration, with the bench's tuning knob VITRIM_CUDA_ATTN_FWD="warps=W,fill=F"
+// for the tensor-core paths (W <= 8 warps, <= 4 for 3xTF32; F a multiple of 16 within shared
+// memory; out-of-range values are ignored): the bench sweeps them on the GPU, the defaults above
+// are what a sweep should confirm or replace.
+Config fwd_config(Path path, int64_t D, int64_t nmax) {
+  const char* e = std::getenv("VITRIM_CUDA_ATTN_FWD");
+  int warps = 8, fill = 0;
+  if (path != Path::Simt && e) {
+    for (const char* q = e; *q;) {
+      int v = 0;
+      if (std::sscanf(q, "warps=%d", &v) == 1 && v >= 1 && v <= (path == Path::F32Tc ? 4 : 8)) warps = v;
+      else if (std::sscanf(q, "fill=%d", &v) == 1 && v >= 16 && v % 16 == 0 && v <= 256) fill = v;
+      const char* c = std::strchr(q, ',');
+      if (!c) break;
+      q = c + 1;
+    }
+  }
+  Config cfg = make_config(path, D, nmax, warps);
+  if (fill) cfg.fill = (int)std::min<int64_t>(std::max<int64_t>(1, (nmax + 15) / 16) * 16, fill);
+  return cfg;
+}
+Config make_config(bool tc, int64_t D, int64_t nmax, int max_warps = 8) {
+  return make_config(tc ? Path::Bf16Tc : Path::Simt, D, nmax, max_warps);
 }
 
 // Launch with `smem` dynamic shared bytes (raising the kernel's opt-in limit once when above 48 KiB).
@@ -1350,6 +1590,12 @@ size_t simt_smem(int dv, int tiles, size_t extra_floats) {
 // Forward (DREC = false) or the D-recompute pass (DREC = true) over `blocks` CTAs.
 template <bool KEEP, bool DREC>
 void launch_fwd(DType dt, int D, const FwdParams& p, int64_t blocks, const Config& cfg) {
+  if (!DREC && fwd_path(dt, D) == Path::F32Tc) {
+    const size_t smem = (size_t)2 * cfg.fill * (D + 4) * sizeof(float) + (KEEP ? (size_t)(cfg.fill + D) * 4 : 0);
+    if (D == 32) launch_kernel(fwd_f32tc<32, KEEP>, blocks, cfg.threads, smem, p);
+    else launch_kernel(fwd_f32tc<64, KEEP>, blocks, cfg.threads, smem, p);
+    return;
+  }
   if (use_tc(dt, D)) {
     const size_t smem = (size_t)2 * cfg.fill * (D + 8) * sizeof(bf16) + (KEEP ? (size_t)(cfg.fill + D) * 4 : 0);
     if (D == 32) launch_kernel(fwd_tc<32, KEEP, DREC>, blocks, cfg.threads, smem, p);
@@ -1434,7 +1680,7 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t num_head
   const KeepFlag flag = keep_flag(keep);
   const Aux kf = keep_prep(keep, flag.ptr());
   const Aux gf = gate_prep(head_gate);
-  const Config cfg = make_config(use_tc(qkv.dtype, d.D), d.D, d.N);
+  const Config cfg = fwd_config(fwd_path(qkv.dtype, d.D), d.D, d.N);
   FwdParams p{};
   p.qkv = qkv.raw();
   p.out = out.raw();
@@ -1589,7 +1835,7 @@ Tensor varlen_forward(const Tensor& qkv, const Tensor& cu_dev, const std::vector
   const int64_t S = (int64_t)cu.size() - 1;
   int64_t nmax = 0;
   for (int64_t s = 0; s < S; ++s) nmax = std::max<int64_t>(nmax, (int64_t)cu[s + 1] - cu[s]);
-  const Config cfg = make_config(use_tc(qkv.dtype, D), D, nmax);
+  const Config cfg = fwd_config(fwd_path(qkv.dtype, D), D, nmax);
   std::vector<int4> tasks;
   for (int64_t s = 0; s < S; ++s) {
     const int n = cu[s + 1] - cu[s];

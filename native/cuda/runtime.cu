@@ -477,6 +477,7 @@ struct Graphs {
   int64_t next = 1;
   std::atomic<int64_t> capturing{0};
   std::unordered_map<int64_t, cudaGraphExec_t> execs;
+  std::unordered_map<int64_t, std::pair<int64_t, int64_t>> stats;  // id -> nodes, kernel nodes
 };
 Graphs& graphs() {
   static Graphs* g = new Graphs();
@@ -537,7 +538,22 @@ int64_t capture_end() {
   cudaError_t e = cudaStreamEndCapture(stream(), &g);
   allocator().end_capture();
   cudaGraphExec_t exec = nullptr;
-  if (e == cudaSuccess && g) e = cudaGraphInstantiate(&exec, g, 0);
+  std::pair<int64_t, int64_t> counts{0, 0};
+  if (e == cudaSuccess && g) {
+    size_t n = 0;
+    if (cudaGraphGetNodes(g, nullptr, &n) == cudaSuccess) {
+      std::vector<cudaGraphNode_t> nodes(n);
+      if (n == 0 || cudaGraphGetNodes(g, nodes.data(), &n) == cudaSuccess) {
+        counts.first = (int64_t)n;
+        for (size_t i = 0; i < n; ++i) {
+          cudaGraphNodeType t;
+          if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess && t == cudaGraphNodeTypeKernel) ++counts.second;
+        }
+      }
+    }
+    cudaGetLastError();  // the counts are informational: a failure leaves them 0
+    e = cudaGraphInstantiate(&exec, g, 0);
+  }
   if (g) cudaGraphDestroy(g);
   if (e != cudaSuccess || !exec) {
     cudaGetLastError();
@@ -547,6 +563,7 @@ int64_t capture_end() {
          "copies) or the work is not capturable");
   }
   G.execs[id] = exec;
+  G.stats[id] = counts;
   {
     std::lock_guard<std::mutex> ck(checks().mu);
     checks().graphs[id].swap(checks().capturing);
@@ -589,6 +606,15 @@ void graph_replay(int64_t id) {
     for (const PendingCheck& p : it->second) checks().pending.push_back(p);
 }
 
+void graph_stats(int64_t id, int64_t* nodes, int64_t* kernels) {
+  Graphs& G = graphs();
+  std::lock_guard<std::mutex> lk(G.mu);
+  auto it = G.stats.find(id);
+  VITRIM_CHECK(it != G.stats.end(), Argument, "no graph with id ", id, " (destroyed?)");
+  *nodes = it->second.first;
+  *kernels = it->second.second;
+}
+
 void graph_destroy(int64_t id) {
   Graphs& G = graphs();
   std::lock_guard<std::mutex> lk(G.mu);
@@ -598,6 +624,7 @@ void graph_destroy(int64_t id) {
   VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
   cudaGraphExecDestroy(it->second);
   G.execs.erase(it);
+  G.stats.erase(id);
   {
     std::lock_guard<std::mutex> ck(checks().mu);
     checks().graphs.erase(id);
@@ -685,6 +712,7 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
     b.capture_abort = &capture_abort;
     b.graph_replay = &graph_replay;
     b.graph_destroy = &graph_destroy;
+    b.graph_stats = &graph_stats;
     return &b;
   } catch (const std::exception& ex) {
     return say(ex.what());

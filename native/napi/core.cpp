@@ -206,6 +206,15 @@ VITRIM_OP(graphReplay) {
   graph_backend().graph_replay(id);
   return info.Env().Undefined();
 }
+VITRIM_OP(graphStats) {
+  int64_t id = arg_int(info, 0, "graph");
+  int64_t nodes = 0, kernels = 0;
+  graph_backend().graph_stats(id, &nodes, &kernels);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("nodes", Napi::Number::New(info.Env(), (double)nodes));
+  o.Set("kernels", Napi::Number::New(info.Env(), (double)kernels));
+  return o;
+}
 VITRIM_OP(graphDestroy) {
   int64_t id = arg_int(info, 0, "graph");
   if (const Backend* b = loaded_backend(Device::CUDA); b && b->graph_destroy) b->graph_destroy(id);

@@ -3,7 +3,8 @@
  * random inputs: the CPU runs on the inputs rounded through the dtype, the GPU on the same values
  * stored in that dtype; fp32 must match to 1e-5, bf16 to 1e-2 (‖got − want‖/‖want‖, the q, k and v
  * parts of gqkv judged separately). Covers both kernel paths (bf16 with D ∈ {32, 64, 128} runs
- * the tensor-core kernels, fp32 and other head dims the SIMT kernels), every keep mode (none,
+ * the tensor-core kernels, fp32 forwards with D ∈ {32, 64} the 3xTF32 tensor-core kernel (also
+ * compared with the SIMT one it replaces), the fp32 backward and other head dims the SIMT kernels), every keep mode (none,
  * fractional, hard 0/1) with eps 1e-6 and a large eps (where the gradient through the row max
  * shows), head gates with a hard 0 (whose gate gradient is recomputed), bf16 keep/gate, sequence
  * lengths 1 … 260 (one and several key fills, partial 16-row blocks), ViT shapes, the PyTorch
@@ -214,6 +215,47 @@ describeCuda('cuda attention vs cpu', () => {
   it('a long sequence (N = 600: several key fills per head)', () => {
     runCase({ B: 1, N: 600, H: 2, D: 64, mode: 'frac', gate: true, eps: 1e-6, dtype: 'bfloat16', seed: (seed += 10) });
     runCase({ B: 1, N: 600, H: 2, D: 64, mode: 'hard', gate: false, eps: 0.3, dtype: 'float32', seed: (seed += 10) });
+  });
+});
+
+/** Runs f with the float32 forward forced to the SIMT kernel ('simt') or left to the default (3xTF32). */
+function withF32Path<T>(path: 'simt' | 'default', f: () => T): T {
+  const prev = process.env.VITRIM_CUDA_ATTN_F32;
+  if (path === 'simt') process.env.VITRIM_CUDA_ATTN_F32 = 'simt';
+  else delete process.env.VITRIM_CUDA_ATTN_F32;
+  try {
+    return f();
+  } finally {
+    if (prev === undefined) delete process.env.VITRIM_CUDA_ATTN_F32;
+    else process.env.VITRIM_CUDA_ATTN_F32 = prev;
+  }
+}
+
+describeCuda('cuda attention: the two float32 forwards (3xTF32 tensor cores, SIMT FMA)', () => {
+  // Both must hold fp32 accuracy against the CPU; they are different kernels (their bits differ),
+  // and the stats of either serve the (SIMT) backward.
+  it('agree with the CPU and with each other to 1e-5, out and stats, D = 64 / 32, N up to 600', () => {
+    let seed = 7000;
+    for (const [D, N, mode] of [[64, 197, 'none'], [64, 5, 'frac'], [32, 260, 'hard'], [64, 600, 'frac']] as const) {
+      const B = 2, H = 2, C = H * D;
+      const qkv = nt(randn([B, N, 3 * C], (seed += 10)), [B, N, 3 * C]);
+      const keep = makeKeep(mode, B, N, seed + 1);
+      const what = `D${D} N${N} keep=${mode} (seed ${RUN_SEED})`;
+      const [cOut] = native.attentionForward(qkv, H, 1 / Math.sqrt(D), keep ? nt(keep, [B, N]) : null, null, 1e-6);
+      const run = (path: 'simt' | 'default') =>
+        withF32Path(path, () =>
+          native.attentionForward(toCuda(qkv), H, 1 / Math.sqrt(D), keep ? toCuda(nt(keep, [B, N])) : null, null, 1e-6));
+      const [tOut, tStats] = run('default');
+      const [sOut, sStats] = run('simt');
+      expectRel(tOut, cOut, TOL.float32, `${what} 3xTF32 out`);
+      expectRel(sOut, cOut, TOL.float32, `${what} SIMT out`);
+      // stats rows are [max (log2 units), denominator, first argmax]
+      const ts = values(tStats), ss = values(sStats);
+      const pick = (a: ArrayLike<number>, k: number) => Array.from({ length: a.length / 3 }, (_, i) => a[3 * i + k]);
+      expectRel(pick(ts, 0), pick(ss, 0), TOL.float32, `${what} stats max`);
+      expectRel(pick(ts, 1), pick(ss, 1), TOL.float32, `${what} stats denominator`);
+      if (N > 5) expect(Array.from(values(tOut))).not.toEqual(Array.from(values(sOut)));
+    }
   });
 });
 

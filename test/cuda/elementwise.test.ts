@@ -90,11 +90,29 @@ describeCuda('cuda binary', () => {
     }
   });
 
-  it('bad input: incompatible shapes, int32, mixed dtypes, mixed devices, too many strided dims; then works', () => {
+  it('float32 with bfloat16 (either order) gives float32, bit-identical to casting the bfloat16 operand first', () => {
+    for (const op of BINARY)
+      BROADCAST.forEach(([sa, sb, what], k) => {
+        const a = toCuda(rand(sa, 400 + k));
+        const b = cudaAs(rand(sb, 500 + k, op === 'div'), 'bfloat16');
+        const bf = native.cast(b, 'float32');
+        for (const [x, y, xf, yf] of [[a, b, a, bf], [b, a, bf, a]] as const) {
+          const got = native.binary(op, x, y);
+          expect(got.dtype).toBe('float32');
+          const want = native.binary(op, xf, yf);
+          const g = values(got), w = values(want);
+          let diff = 0;
+          for (let i = 0; i < w.length; i++) if (!Object.is(g[i], w[i])) diff++;
+          expect(diff, `${op} ${x === a ? 'f32 . bf16' : 'bf16 . f32'} ${JSON.stringify(sa)} ${JSON.stringify(sb)} (${what})`).toBe(0);
+        }
+      });
+  });
+
+  it('bad input: incompatible shapes, int32, mixed devices, too many strided dims; then works', () => {
     const a = toCuda(rand([3, 4], 311));
     expectCode(() => native.binary('add', a, toCuda(rand([5], 312))), 'ERR_VITRIM_SHAPE');
     expectCode(() => native.binary('add', a, toCuda(nt(randint([3, 4], 313, 9), [3, 4]))), 'ERR_VITRIM_DTYPE');
-    expectCode(() => native.binary('mul', a, cudaAs(rand([4], 314), 'bfloat16')), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.binary('mul', a, toCuda(nt(randint([4], 314, 9), [4]))), 'ERR_VITRIM_DTYPE');
     expectCode(() => native.binary('add', a, rand([4], 315)), 'ERR_VITRIM_DEVICE');
     expectCode(() => native.binary('add', rand([4], 315), a), 'ERR_VITRIM_DEVICE');
     expectCode(() => native.binary('pow' as BinaryOp, a, a), 'ERR_VITRIM_ARGUMENT');

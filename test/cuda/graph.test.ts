@@ -37,6 +37,26 @@ describeCuda('cuda graphs', () => {
     expectCode(() => native.graphReplay(g), 'ERR_VITRIM_ARGUMENT');
   });
 
+  it('graphStats counts the recorded launches: five one-kernel ops are five kernel nodes', () => {
+    const x = native.toDevice(nt(randn([1000], RUN_SEED + 20), [1000]), 'cuda');
+    native.graphBegin();
+    const ys = [];
+    try {
+      for (let i = 0; i < 5; i++) ys.push(native.affine(x, 1 + i, 0.5)); // one elementwise kernel each
+    } catch (e) {
+      native.graphAbort();
+      throw e;
+    }
+    const g = native.graphEnd();
+    expect(native.graphStats(g)).toEqual({ nodes: 5, kernels: 5 });
+    native.graphReplay(g);
+    expectRel(ys[4], Array.from(randn([1000], RUN_SEED + 20), (v) => 5 * v + 0.5), 1e-6, 'replayed affine');
+    native.graphDestroy(g);
+    expectCode(() => native.graphStats(g), 'ERR_VITRIM_ARGUMENT');
+    for (const y of ys) y.free();
+    x.free();
+  });
+
   it('a host read inside a capture fails, is aborted, and work goes on', () => {
     const x = native.full([8], 1, 'float32', 'cuda');
     native.graphBegin();

@@ -1,7 +1,8 @@
 // Inference plans: a model's whole forward recorded as a CUDA graph and replayed on new inputs gives
 // the same logits as the eager forward on the CPU; the plan refuses a model that moved off cuda.
 import { expect, it } from 'vitest';
-import { noGrad, tensor, vit } from '../../lib/index.js';
+import { autocast, cast, noGrad, tensor, tidy, vit, type Tensor } from '../../lib/index.js';
+import { withCastCache } from '../../lib/autocast.js';
 import { createInferencePlan } from '../../lib/infer/plan.js';
 import { RUN_SEED, randn } from '../helpers.js';
 import { describeCuda, expectRel } from './helpers.js';
@@ -17,6 +18,10 @@ describeCuda('cuda inference plans', () => {
       ref.eval();
       model.to('cuda');
       const plan = createInferencePlan(model, [3, 32, 32], { batch });
+      // Each block launches at least its two LayerNorms, four GEMMs and the attention kernel.
+      const { nodes, kernels } = plan.graphStats;
+      expect(kernels).toBeGreaterThanOrEqual(7 * cfg.depth);
+      expect(nodes).toBeGreaterThanOrEqual(kernels);
       try {
         for (let i = 0; i < 3; i++) {
           const data = randn([batch, 3, 32, 32], RUN_SEED + 100 + i);
@@ -29,6 +34,45 @@ describeCuda('cuda inference plans', () => {
       }
     });
   }
+
+  it('bfloat16: snapshot weights give the eager autocast bits with one cast per weight fewer, refreshed on demand', () => {
+    const model = vit.create(cfg, { seed: 11 });
+    model.eval();
+    model.to('cuda');
+    const eager = (data: Float32Array) =>
+      tidy(() => noGrad(() => autocast('bfloat16', () => model.forward(tensor(data, [1, 3, 32, 32], { device: 'cuda' }))).values()));
+    const snap = createInferencePlan(model, [3, 32, 32], { precision: 'bfloat16' });
+    const live = createInferencePlan(model, [3, 32, 32], { precision: 'bfloat16', weights: 'live' });
+    try {
+      // The casts the snapshot saves: one per float32 tensor a lowered op reads (counted by the cache).
+      const cache = new Map<Tensor, Tensor>();
+      for (const p of model.parameters()) cache.set(p, cast(p, 'bfloat16'));
+      const { hits } = tidy(() => noGrad(() => autocast('bfloat16', () =>
+        withCastCache(cache, () => model.forward(tensor(randn([1, 3, 32, 32], RUN_SEED), [1, 3, 32, 32], { device: 'cuda' }))))));
+      for (const c of cache.values()) c.dispose();
+      expect(hits).toBeGreaterThanOrEqual(8 * cfg.depth); // every block's four Linears: weight and bias
+      expect(live.graphStats.kernels - snap.graphStats.kernels).toBe(hits);
+
+      const data = randn([1, 3, 32, 32], RUN_SEED + 7);
+      const before = eager(data);
+      expect(Array.from(snap.run(data).values())).toEqual(Array.from(before));
+      expect(Array.from(live.run(data).values())).toEqual(Array.from(before));
+      // Change a weight in place: the live plan sees it, the snapshot after refreshWeights().
+      const w = model.parameters().find((p) => p.shape.length === 2)!;
+      w.handle.write(randn([...w.shape], RUN_SEED + 8, 0.2));
+      const after = eager(data);
+      expect(Array.from(after)).not.toEqual(Array.from(before));
+      expect(Array.from(live.run(data).values())).toEqual(Array.from(after));
+      expect(Array.from(snap.run(data).values())).toEqual(Array.from(before));
+      snap.refreshWeights();
+      expect(Array.from(snap.run(data).values())).toEqual(Array.from(after));
+    } finally {
+      snap.dispose();
+      live.dispose();
+    }
+    expect(() => snap.refreshWeights()).toThrow(/after dispose/);
+    expect(() => createInferencePlan(model, [3, 32, 32], { precision: 'bfloat16', weights: 'frozen' as 'live' })).toThrow(/weights must be/);
+  });
 
   it('refuses to run once the model moved back to the cpu', () => {
     const model = vit.create(cfg, { seed: 3 });

@@ -289,24 +289,22 @@ inline float bf16_bits_to_float(uint32_t b16) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+// The A (4 registers) and B (2 registers) fragments of all 32 lanes of the warp, by lane.
+inline void gather_frags(uint32_t (&A)[32][4], uint32_t (&B)[32][2], const uint32_t (&a)[4], uint32_t b0,
+                         uint32_t b1) {
+  const uint32_t* regs[6] = {&a[0], &a[1], &a[2], &a[3], &b0, &b1};
+  for (int i = 0; i < 6; ++i) {
+    const uint64_t* all = warp_exchange(0xffffffffu, *regs[i]);
+    for (int l = 0; l < 32; ++l) (i < 4 ? A[l][i] : B[l][i - 4]) = (uint32_t)all[l];
+  }
+}
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: D = A(16x16) B(16x8) + C, per lane
 // (g = lane/4, t = lane%4): A regs a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..);
 // B regs b0 (k = 2t..2t+1, n = g) b1 (k = 2t+8.., n = g); C c0,c1 (g, 2t..2t+1) c2,c3 (g+8, ..).
 // The lower 16 bits of a register hold the element with the smaller k (or column).
 inline void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   uint32_t A[32][4], B[32][2];
-  for (int i = 0; i < 4; ++i) {
-    const uint64_t* all = warp_exchange(0xffffffffu, a[i]);
-    for (int l = 0; l < 32; ++l) A[l][i] = (uint32_t)all[l];
-  }
-  {
-    const uint64_t* all = warp_exchange(0xffffffffu, b0);
-    for (int l = 0; l < 32; ++l) B[l][0] = (uint32_t)all[l];
-  }
-  {
-    const uint64_t* all = warp_exchange(0xffffffffu, b1);
-    for (int l = 0; l < 32; ++l) B[l][1] = (uint32_t)all[l];
-  }
+  gather_frags(A, B, a, b0, b1);
   auto a_el = [&](int row, int col) {
     const int lane = (row % 8) * 4 + (col % 8) / 2, reg = row / 8 + 2 * (col / 8);
     return bf16_bits_to_float(A[lane][reg] >> (16 * (col % 2)));
@@ -320,6 +318,38 @@ inline void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0
     const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
     float s = c[i];
     for (int k = 0; k < 16; ++k) s = fmaf(a_el(row, k), b_el(k, col), s);
+    c[i] = s;
+  }
+}
+// cvt.rna.tf32.f32: round to 10 mantissa bits, ties away from zero (the low 13 bits of the
+// result are 0); NaN stays NaN, a value that rounds past the largest finite one becomes inf.
+inline uint32_t cvt_rna_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return (u & 0x007fffffu) ? 0x7fffffffu : u;
+  return (u + 0x1000u) & ~0x1fffu;
+}
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: D = A(16x8) B(8x8) + C, per lane
+// (g = lane/4, t = lane%4): A regs a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4);
+// B regs b0 (k = t, n = g) b1 (k = t+4, n = g); C as for m16n8k16. The instruction reads only the
+// tf32 bits of each operand: the low 13 mantissa bits are dropped here (truncation), so an operand
+// that was not rounded to tf32 first loses accuracy in the emulation as it would on the GPU.
+inline void mma_m16n8k8_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  uint32_t A[32][4], B[32][2];
+  gather_frags(A, B, a, b0, b1);
+  auto tf = [](uint32_t bits) {
+    bits &= ~0x1fffu;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
+  auto a_el = [&](int row, int col) { return tf(A[(row % 8) * 4 + col % 4][row / 8 + 2 * (col / 4)]); };
+  auto b_el = [&](int k, int n) { return tf(B[n * 4 + k % 4][k / 4]); };
+  const int lane = (int)lane_id(), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
+    float s = c[i];
+    for (int k = 0; k < 8; ++k) s = fmaf(a_el(row, k), b_el(k, col), s);
     c[i] = s;
   }
 }

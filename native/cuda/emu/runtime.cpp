@@ -193,7 +193,12 @@ void set_error(cudaError_t e, const std::string& detail) {
 // ---- graph capture ----
 bool g_capturing = false;
 bool g_capture_invalid = false;
-std::vector<std::function<void()>>* g_capture = nullptr;
+// A recorded op and the kind of graph node it would be on a GPU (cudaGraphNodeGetType).
+struct CapturedOp {
+  cudaGraphNodeType type;
+  std::function<void()> run;
+};
+std::vector<CapturedOp>* g_capture = nullptr;
 size_t g_func_smem_limit = kDefaultSmem;
 std::unordered_map<const void*, size_t> g_func_smem;
 }  // namespace
@@ -283,7 +288,7 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body) {
     return cudaErrorInvalidValue;
   }
   if (g_capturing) {
-    g_capture->push_back([cfg, body]() { run_kernel(cfg, body); });
+    g_capture->push_back({cudaGraphNodeTypeKernel, [cfg, body]() { run_kernel(cfg, body); }});
     return cudaSuccess;
   }
   if (g_block) {
@@ -311,7 +316,7 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body) {
 void capture_begin() {
   g_capturing = true;
   g_capture_invalid = false;
-  g_capture = new std::vector<std::function<void()>>();
+  g_capture = new std::vector<CapturedOp>();
 }
 bool capturing() { return g_capturing; }
 void capture_invalidate() { g_capture_invalid = true; }
@@ -325,7 +330,7 @@ using emu::g_last;
 
 namespace {
 struct Graph {
-  std::vector<std::function<void()>> ops;
+  std::vector<emu::CapturedOp> ops;
 };
 cudaError_t sticky_or(cudaError_t e) { return e; }
 // Synchronising calls report the first error a kernel raised since the last check.
@@ -495,7 +500,7 @@ cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
   if (emu::g_capturing) {
     if (kind != cudaMemcpyDeviceToDevice) return capture_refuses("a host copy");
-    emu::g_capture->push_back([dst, src, n]() { std::memmove(dst, src, n); });
+    emu::g_capture->push_back({cudaGraphNodeTypeMemcpy, [dst, src, n]() { std::memmove(dst, src, n); }});
     return cudaSuccess;
   }
   if (n) std::memmove(dst, src, n);
@@ -509,7 +514,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
   if (emu::g_capturing) {
-    emu::g_capture->push_back([p, v, n]() { std::memset(p, v, n); });
+    emu::g_capture->push_back({cudaGraphNodeTypeMemset, [p, v, n]() { std::memset(p, v, n); }});
     return cudaSuccess;
   }
   if (n) std::memset(p, v, n);
@@ -543,7 +548,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
 cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
   if (!emu::g_capturing) return cudaErrorIllegalState;
   emu::g_capturing = false;
-  std::unique_ptr<std::vector<std::function<void()>>> ops(emu::g_capture);
+  std::unique_ptr<std::vector<emu::CapturedOp>> ops(emu::g_capture);
   emu::g_capture = nullptr;
   if (emu::g_capture_invalid) {
     *graph = nullptr;
@@ -558,6 +563,22 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
   *exec = reinterpret_cast<cudaGraphExec_t>(new Graph(*g));
   return cudaSuccess;
 }
+// Nodes are the recorded ops, in order (a handle points at its op while the graph lives).
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* numNodes) {
+  auto& ops = reinterpret_cast<Graph*>(graph)->ops;
+  if (!nodes) {
+    *numNodes = ops.size();
+    return cudaSuccess;
+  }
+  const size_t n = std::min(*numNodes, ops.size());
+  for (size_t i = 0; i < n; ++i) nodes[i] = reinterpret_cast<cudaGraphNode_t>(&ops[i]);
+  *numNodes = n;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphNodeGetType(cudaGraphNode_t node, cudaGraphNodeType* type) {
+  *type = reinterpret_cast<const emu::CapturedOp*>(node)->type;
+  return cudaSuccess;
+}
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   delete reinterpret_cast<Graph*>(graph);
   return cudaSuccess;
@@ -568,7 +589,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
   if (emu::g_capturing) return capture_refuses("cudaGraphLaunch");
-  for (auto& op : reinterpret_cast<Graph*>(exec)->ops) op();
+  for (auto& op : reinterpret_cast<Graph*>(exec)->ops) op.run();
   return cudaSuccess;
 }
 
@@ -722,7 +743,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (k != kb || m != ldd.rows || n != ldd.cols || lc.rows != ldd.rows || lc.cols != ldd.cols) return (cublasStatus_t)7;
   float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   if (emu::g_capturing) {
-    emu::g_capture->push_back([=]() { naive_matmul(d, a, A, la, B, lb, b, C, lc, D, ldd); });
+    emu::g_capture->push_back({cudaGraphNodeTypeKernel, [=]() { naive_matmul(d, a, A, la, B, lb, b, C, lc, D, ldd); }});
     return CUBLAS_STATUS_SUCCESS;
   }
   naive_matmul(d, a, A, la, B, lb, b, C, lc, D, ldd);

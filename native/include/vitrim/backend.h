@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 5;
+constexpr int kBackendAbi = 6;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
@@ -69,6 +69,8 @@ struct Backend {
   void (*capture_abort)() = nullptr;
   void (*graph_replay)(int64_t id) = nullptr;
   void (*graph_destroy)(int64_t id) = nullptr;
+  // What the graph holds: all its nodes, and its kernel nodes (the launches a replay makes).
+  void (*graph_stats)(int64_t id, int64_t* nodes, int64_t* kernels) = nullptr;
   // ---- ops (ops.h) ----
 #define VITRIM_BACKEND_MEMBER(name) decltype(&cpu::name) name = nullptr;
   VITRIM_BACKEND_OPS(VITRIM_BACKEND_MEMBER)
