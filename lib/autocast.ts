@@ -22,7 +22,8 @@
  * On the CPU autocast is a no-op: the CPU kernels compute in float32 only (bfloat16 is a storage
  * format there), so ops on cpu tensors inside a bfloat16 scope run exactly as outside it.
  * The scope is dynamic and synchronous, like tidy(): an async fn is rejected (its later ops would
- * run outside the scope). Casts of the same weight are not cached across uses (each use casts).
+ * run outside the scope). Casts of the same weight are not cached across uses (each use casts),
+ * except inside withCastCache (no gradient recorded; inference plans use it for their weights).
  */
 import { isGradEnabled } from './autograd.js';
 import { ArgumentError } from './errors.js';

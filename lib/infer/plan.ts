@@ -123,12 +123,12 @@ export function createInferencePlan(
   const forward = () => noGrad(() => (precision === 'bfloat16'
     ? autocast('bfloat16', () => withCastCache(cache, () => model.forward(input)).result)
     : model.forward(input)));
-  tidy(() => {
-    forward();
-  });
-  native.synchronize('cuda');
   let captured: { graph: CudaGraph; result: Tensor };
   try {
+    tidy(() => {
+      forward();
+    });
+    native.synchronize('cuda');
     captured = captureGraph(() => tidy(() => keep(forward())));
   } catch (e) {
     refresh?.dispose();

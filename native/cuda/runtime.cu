@@ -540,18 +540,21 @@ int64_t capture_end() {
   cudaGraphExec_t exec = nullptr;
   std::pair<int64_t, int64_t> counts{0, 0};
   if (e == cudaSuccess && g) {
+    // The counts are informational: a failure leaves them 0 (and its error is cleared).
     size_t n = 0;
-    if (cudaGraphGetNodes(g, nullptr, &n) == cudaSuccess) {
-      std::vector<cudaGraphNode_t> nodes(n);
-      if (n == 0 || cudaGraphGetNodes(g, nodes.data(), &n) == cudaSuccess) {
-        counts.first = (int64_t)n;
-        for (size_t i = 0; i < n; ++i) {
-          cudaGraphNodeType t;
-          if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess && t == cudaGraphNodeTypeKernel) ++counts.second;
-        }
-      }
+    bool ok = cudaGraphGetNodes(g, nullptr, &n) == cudaSuccess;
+    std::vector<cudaGraphNode_t> nodes(n);
+    if (ok && n) ok = cudaGraphGetNodes(g, nodes.data(), &n) == cudaSuccess;
+    for (size_t i = 0; ok && i < n; ++i) {
+      cudaGraphNodeType t;
+      ok = cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess;
+      if (ok && t == cudaGraphNodeTypeKernel) ++counts.second;
     }
-    cudaGetLastError();  // the counts are informational: a failure leaves them 0
+    if (ok) counts.first = (int64_t)n;
+    else {
+      counts = {0, 0};
+      cudaGetLastError();
+    }
     e = cudaGraphInstantiate(&exec, g, 0);
   }
   if (g) cudaGraphDestroy(g);
