@@ -4,6 +4,8 @@
  * bfloat16: the CUDA op on bf16 data against the CPU float32 op on the same values rounded to bf16,
  * ≤ 1e-2. Shapes cover every kernel path (same shape, bias row, per-row scalar, scalars, outer
  * products, the general strided kernel, odd lengths that miss the 4-wide packs) and ViT sizes.
+ * binary also takes float32 with bfloat16 (the promotion in the kernel): float32 out, bit-identical
+ * to casting the bfloat16 operand first, on every broadcasting path and in both orders.
  */
 import { expect, it } from 'vitest';
 import { native, type BinaryOp, type NativeTensor, type UnaryOp } from '../../lib/native.js';

@@ -1,5 +1,6 @@
 // CUDA graphs: a captured sequence of ops replays with new inputs and gives what running the ops
-// directly gives; capture errors leave the process usable; destroyed graphs give their pool back.
+// directly gives; capture errors leave the process usable; destroyed graphs give their pool back;
+// graphStats counts the recorded kernels.
 import { expect, it } from 'vitest';
 import { native } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';

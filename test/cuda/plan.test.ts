@@ -1,5 +1,7 @@
 // Inference plans: a model's whole forward recorded as a CUDA graph and replayed on new inputs gives
-// the same logits as the eager forward on the CPU; the plan refuses a model that moved off cuda.
+// the same logits as the eager forward on the CPU; the plan refuses a model that moved off cuda; a
+// bfloat16 plan with snapshot weights gives eager autocast's bits with fewer launches and follows
+// weight changes after refreshWeights() (a live one at once).
 import { expect, it } from 'vitest';
 import { autocast, cast, noGrad, tensor, tidy, vit, type Tensor } from '../../lib/index.js';
 import { withCastCache } from '../../lib/autocast.js';
