@@ -60,6 +60,18 @@ function rand(shape: number[], dtype: DType, seed: number): NativeTensor {
   return g;
 }
 
+/** Runs fn with the environment variable set (the native side reads it at each call), then restores it. */
+function withEnv<R>(name: string, value: string, fn: () => R): R {
+  const prev = process.env[name];
+  process.env[name] = value;
+  try {
+    return fn();
+  } finally {
+    if (prev === undefined) delete process.env[name];
+    else process.env[name] = prev;
+  }
+}
+
 const short = (d: DType) => (d === 'bfloat16' ? 'bfloat16' : 'float32');
 
 /** Host cost of one tiny op (JS -> napi -> backend -> kernel or launch), call + free, in µs. */
@@ -126,9 +138,8 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       cmp({ name: `${name} fwd`, shape: `${B}x${H}x${N}x${D}`, value: fwd, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
       if (dtype === 'float32') {
         // The SIMT FMA kernel that 3xTF32 replaced as the float32 default (same accuracy bound).
-        process.env.VITRIM_CUDA_ATTN_F32 = 'simt';
-        const simt = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
-        delete process.env.VITRIM_CUDA_ATTN_F32;
+        const simt = withEnv('VITRIM_CUDA_ATTN_F32', 'simt', () =>
+          gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10));
         cmp({ name: `${name} fwd (SIMT kernel)`, shape: `${B}x${H}x${N}x${D}`, value: simt, unit: 'ms' },
           `sdpa_fwd_${key}`, 'ms', 'ms');
       }
@@ -142,7 +153,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   // ---- attention forward configurations (only with --filter attention-tune) ----
   // Sweeps the tensor-core forwards' CTA size and key fill through VITRIM_CUDA_ATTN_FWD, so that one
   // GPU run shows whether the defaults (make_config in native/cuda/attention.cu) are the best.
-  if (opts.filter && 'attention-tune'.includes(opts.filter) && opts.filter.includes('tune')) {
+  if (opts.filter?.includes('attention-tune')) {
     for (const N of [197, 138, 68]) {
       for (const dtype of ['bfloat16', 'float32'] as DType[]) {
         const B = 256, H = 6, D = 64, C = H * D;
@@ -154,14 +165,10 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
           `sdpa_fwd_${key}`, 'ms', 'ms');
         for (const warps of dtype === 'float32' ? [1, 2, 4] : [2, 4, 8])
           for (const fill of [64, 128, 256]) {
-            process.env.VITRIM_CUDA_ATTN_FWD = `warps=${warps},fill=${fill}`;
-            try {
-              const ms = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
-              cmp({ name: `attention-tune ${short(dtype)} fwd warps=${warps} fill=${fill}`, shape: `${B}x${H}x${N}x${D}`,
-                value: ms, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
-            } finally {
-              delete process.env.VITRIM_CUDA_ATTN_FWD;
-            }
+            const ms = withEnv('VITRIM_CUDA_ATTN_FWD', `warps=${warps},fill=${fill}`, () =>
+              gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10));
+            cmp({ name: `attention-tune ${short(dtype)} fwd warps=${warps} fill=${fill}`, shape: `${B}x${H}x${N}x${D}`,
+              value: ms, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
           }
         qkv.free();
       }

@@ -338,15 +338,28 @@ __device__ __forceinline__ void zero_head(const FwdParams& p, const Task& tk) {
   for (int e = threadIdx.x; e < nr * D; e += blockDim.x) o[(int64_t)(tk.q0 + e / D) * p.C + e % D] = T(0.f);
 }
 
+// The running state of a warp's 16 query rows in the tensor-core forwards: O (C-fragment layout:
+// rows gr / gr + 8, dims 8nd + 2tq, +1), the row max (log2 units), the denominator, the first argmax.
+template <int ND>
+struct RowState {
+  float o[ND][4] = {};
+  float mrow[2] = {-INFINITY, -INFINITY};
+  float lrow[2] = {0.f, 0.f};
+  int amax[2] = {0, 0};
+};
+
 // One 64-key chunk of the online softmax, shared by the tensor-core forwards (bf16 and 3xTF32):
 // s holds raw scores q.k of keys c0 + 8nb + 2tq + (e & 1) (C-fragment layout, rows gr and gr + 8 of
 // the warp's 16); keys >= fn (fill-local) are masked. Updates the running max (log2 units), the
 // first argmax (KEEP), rescales O and l, and leaves in s the unnormalised P (times keep, off the
 // diagonal) that the P @ V step consumes.
 template <int ND, bool KEEP>
-__device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[ND][4], float (&mrow)[2], float (&lrow)[2],
-                                               int (&amax)[2], int c0, int fn, int f0, int i0, int gr, int tq,
-                                               const float* keep_s, float scale2) {
+__device__ __forceinline__ void online_softmax(float (&s)[8][4], RowState<ND>& st, int c0, int fn, int f0, int i0,
+                                               int gr, int tq, const float* keep_s, float scale2) {
+  float(&o)[ND][4] = st.o;
+  float(&mrow)[2] = st.mrow;
+  float(&lrow)[2] = st.lrow;
+  int(&amax)[2] = st.amax;
   float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
   for (int nb = 0; nb < 8; ++nb)
@@ -409,9 +422,12 @@ __device__ __forceinline__ float2 ld_pair(const bf16* p) { return ld_bf16x2(p); 
 __device__ __forceinline__ float2 ld_pair(const float* p) { return *reinterpret_cast<const float2*>(p); }
 
 template <class T, int ND, bool KEEP, bool DREC>
-__device__ __forceinline__ void finish_rows(const FwdParams& p, const Task& tk, float g, const float (&o)[ND][4],
-                                            const float (&mrow)[2], const float (&lrow)[2], const int (&amax)[2],
+__device__ __forceinline__ void finish_rows(const FwdParams& p, const Task& tk, float g, const RowState<ND>& st,
                                             const float* vsum_s, int i0, int gr, int tq) {
+  const float(&o)[ND][4] = st.o;
+  const float(&mrow)[2] = st.mrow;
+  const float(&lrow)[2] = st.lrow;
+  const int(&amax)[2] = st.amax;
   constexpr int D = 8 * ND;
   const int n = tk.n;
   const int64_t C = p.C;
@@ -491,11 +507,7 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
   uint32_t qa[D / 16][4];
   load_a_frags<D>(qa, qb, C3, i0, active ? n : 0, gr, tq);
 
-  float o[ND][4];
-#pragma unroll
-  for (int nd = 0; nd < ND; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-  int amax[2] = {0, 0};
+  RowState<ND> st;
 
   for (int f0 = 0; f0 < n; f0 += p.fill) {
     const int fn = min(p.fill, n - f0), fpad = (fn + 15) & ~15;
@@ -509,18 +521,18 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
         s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
         if ((nb >> 1) < nkb) mma_rows<D, LD>(s[nb], qa, Ks, c0 + 8 * nb, gr, tq);
       }
-      online_softmax<ND, KEEP>(s, o, mrow, lrow, amax, c0, fn, f0, i0, gr, tq, keep_s, p.scale2);
+      online_softmax<ND, KEEP>(s, st, c0, fn, f0, i0, gr, tq, keep_s, p.scale2);
 #pragma unroll
       for (int kb = 0; kb < 4; ++kb)
         if (kb < nkb) {
           uint32_t pa[4];
           pack_a(pa, s[2 * kb], s[2 * kb + 1]);
-          mma_pv<D, LD>(o, pa, Vs, c0 + 16 * kb, lane);
+          mma_pv<D, LD>(st.o, pa, Vs, c0 + 16 * kb, lane);
         }
     }
   }
   if (KEEP) __syncthreads();  // vsum_s complete
-  if (active) finish_rows<bf16, ND, KEEP, DREC>(p, tk, g, o, mrow, lrow, amax, vsum_s, i0, gr, tq);
+  if (active) finish_rows<bf16, ND, KEEP, DREC>(p, tk, g, st, vsum_s, i0, gr, tq);
 }
 
 // ============================================================================================
@@ -613,11 +625,7 @@ __global__ void __launch_bounds__(128) fwd_f32tc(const FwdParams p) {
       split_tf32(active && r < n ? qb[(int64_t)r * C3 + c] : 0.f, qh[kk][x], ql[kk][x]);
     }
 
-  float o[ND][4];
-#pragma unroll
-  for (int nd = 0; nd < ND; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-  int amax[2] = {0, 0};
+  RowState<ND> st;
 
   for (int f0 = 0; f0 < n; f0 += p.fill) {
     const int fn = min(p.fill, n - f0), fpad = (fn + 7) & ~7;
@@ -635,7 +643,7 @@ __global__ void __launch_bounds__(128) fwd_f32tc(const FwdParams p) {
           for (int kk = 0; kk < NK; ++kk) mma_3xtf32(s[nb], qh[kk], ql[kk], kp[8 * kk], kp[8 * kk + 4]);
         }
       }
-      online_softmax<ND, KEEP>(s, o, mrow, lrow, amax, c0, fn, f0, i0, gr, tq, keep_s, p.scale2);
+      online_softmax<ND, KEEP>(s, st, c0, fn, f0, i0, gr, tq, keep_s, p.scale2);
 #pragma unroll
       for (int kb = 0; kb < 8; ++kb)
         if (kb < nkb) {
@@ -646,12 +654,12 @@ __global__ void __launch_bounds__(128) fwd_f32tc(const FwdParams p) {
           split_tf32(s[kb][3], ph[3], pl[3]);
           const float* vp = Vs + (c0 + 8 * kb + 2 * tq) * LD + gr;
 #pragma unroll
-          for (int nd = 0; nd < ND; ++nd) mma_3xtf32(o[nd], ph, pl, vp[8 * nd], vp[LD + 8 * nd]);
+          for (int nd = 0; nd < ND; ++nd) mma_3xtf32(st.o[nd], ph, pl, vp[8 * nd], vp[LD + 8 * nd]);
         }
     }
   }
   if (KEEP) __syncthreads();  // vsum_s complete
-  if (active) finish_rows<float, ND, KEEP, false>(p, tk, g, o, mrow, lrow, amax, vsum_s, i0, gr, tq);
+  if (active) finish_rows<float, ND, KEEP, false>(p, tk, g, st, vsum_s, i0, gr, tq);
 }
 
 // ============================================================================================
@@ -1528,15 +1536,16 @@ Path fwd_path(DType dt, int64_t D) {
 // SIMT: 64 rows, 256 threads.
 struct Config {
   int threads, rows, fill;
+  Path path;  // the kernel family these figures are for (launch_fwd dispatches on it)
 };
 Config make_config(Path path, int64_t D, int64_t nmax, int max_warps = 8) {
-  if (path == Path::Simt) return {256, 64, 0};
+  if (path == Path::Simt) return {256, 64, 0, path};
   if (path == Path::F32Tc) max_warps = std::min(max_warps, 4);
   const int64_t nblk = std::max<int64_t>(1, (nmax + 15) / 16);
   const int64_t tiles = (nblk + max_warps - 1) / max_warps;
   const int w = (int)((nblk + tiles - 1) / tiles);
   const int64_t fill_max = path == Path::F32Tc ? (D <= 32 ? 256 : 128) : D <= 64 ? 256 : 128;
-  return {32 * w, 16 * w, (int)std::min<int64_t>(nblk * 16, fill_max)};
+  return {32 * w, 16 * w, (int)std::min<int64_t>(nblk * 16, fill_max), path};
 }
 // The forward's configuration, with the bench's tuning knob VITRIM_CUDA_ATTN_FWD="warps=W,fill=F"
 // for the tensor-core paths (W <= 8 warps, <= 4 for 3xTF32; F a multiple of 16 within shared
@@ -1590,13 +1599,15 @@ size_t simt_smem(int dv, int tiles, size_t extra_floats) {
 // Forward (DREC = false) or the D-recompute pass (DREC = true) over `blocks` CTAs.
 template <bool KEEP, bool DREC>
 void launch_fwd(DType dt, int D, const FwdParams& p, int64_t blocks, const Config& cfg) {
-  if (!DREC && fwd_path(dt, D) == Path::F32Tc) {
-    const size_t smem = (size_t)2 * cfg.fill * (D + 4) * sizeof(float) + (KEEP ? (size_t)(cfg.fill + D) * 4 : 0);
-    if (D == 32) launch_kernel(fwd_f32tc<32, KEEP>, blocks, cfg.threads, smem, p);
-    else launch_kernel(fwd_f32tc<64, KEEP>, blocks, cfg.threads, smem, p);
-    return;
+  if constexpr (!DREC) {  // the D-recompute mode runs the bf16 or SIMT kernels only (make_config(bool))
+    if (cfg.path == Path::F32Tc) {
+      const size_t smem = (size_t)2 * cfg.fill * (D + 4) * sizeof(float) + (KEEP ? (size_t)(cfg.fill + D) * 4 : 0);
+      if (D == 32) launch_kernel(fwd_f32tc<32, KEEP>, blocks, cfg.threads, smem, p);
+      else launch_kernel(fwd_f32tc<64, KEEP>, blocks, cfg.threads, smem, p);
+      return;
+    }
   }
-  if (use_tc(dt, D)) {
+  if (cfg.path == Path::Bf16Tc) {
     const size_t smem = (size_t)2 * cfg.fill * (D + 8) * sizeof(bf16) + (KEEP ? (size_t)(cfg.fill + D) * 4 : 0);
     if (D == 32) launch_kernel(fwd_tc<32, KEEP, DREC>, blocks, cfg.threads, smem, p);
     else if (D == 64) launch_kernel(fwd_tc<64, KEEP, DREC>, blocks, cfg.threads, smem, p);

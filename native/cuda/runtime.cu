@@ -476,8 +476,11 @@ struct Graphs {
   std::mutex mu;
   int64_t next = 1;
   std::atomic<int64_t> capturing{0};
-  std::unordered_map<int64_t, cudaGraphExec_t> execs;
-  std::unordered_map<int64_t, std::pair<int64_t, int64_t>> stats;  // id -> nodes, kernel nodes
+  struct Entry {
+    cudaGraphExec_t exec;
+    int64_t nodes, kernels;  // what the graph holds (graph_stats)
+  };
+  std::unordered_map<int64_t, Entry> execs;
 };
 Graphs& graphs() {
   static Graphs* g = new Graphs();
@@ -565,8 +568,7 @@ int64_t capture_end() {
          "): an op in the captured region synchronises with the host (device-side index checks, reads, host "
          "copies) or the work is not capturable");
   }
-  G.execs[id] = exec;
-  G.stats[id] = counts;
+  G.execs[id] = {exec, counts.first, counts.second};
   {
     std::lock_guard<std::mutex> ck(checks().mu);
     checks().graphs[id].swap(checks().capturing);
@@ -599,7 +601,7 @@ void graph_replay(int64_t id) {
     VITRIM_CHECK(G.capturing == 0, Argument, "cannot replay a graph while capturing another");
     auto it = G.execs.find(id);
     VITRIM_CHECK(it != G.execs.end(), Argument, "no graph with id ", id, " (destroyed?)");
-    exec = it->second;
+    exec = it->second.exec;
   }
   VITRIM_CUDA_CHECK(cudaGraphLaunch(exec, stream()));
   // The replay's device-side checks run at the next synchronising call (a replay never waits).
@@ -612,10 +614,10 @@ void graph_replay(int64_t id) {
 void graph_stats(int64_t id, int64_t* nodes, int64_t* kernels) {
   Graphs& G = graphs();
   std::lock_guard<std::mutex> lk(G.mu);
-  auto it = G.stats.find(id);
-  VITRIM_CHECK(it != G.stats.end(), Argument, "no graph with id ", id, " (destroyed?)");
-  *nodes = it->second.first;
-  *kernels = it->second.second;
+  auto it = G.execs.find(id);
+  VITRIM_CHECK(it != G.execs.end(), Argument, "no graph with id ", id, " (destroyed?)");
+  *nodes = it->second.nodes;
+  *kernels = it->second.kernels;
 }
 
 void graph_destroy(int64_t id) {
@@ -625,9 +627,8 @@ void graph_destroy(int64_t id) {
   if (it == G.execs.end()) return;  // idempotent
   // Replays still queued read the pool: let them finish before its blocks go back to the cache.
   VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  cudaGraphExecDestroy(it->second);
+  cudaGraphExecDestroy(it->second.exec);
   G.execs.erase(it);
-  G.stats.erase(id);
   {
     std::lock_guard<std::mutex> ck(checks().mu);
     checks().graphs.erase(id);

@@ -298,6 +298,18 @@ inline void gather_frags(uint32_t (&A)[32][4], uint32_t (&B)[32][2], const uint3
     for (int l = 0; l < 32; ++l) (i < 4 ? A[l][i] : B[l][i - 4]) = (uint32_t)all[l];
   }
 }
+// c[i] += sum_k A(row, k) B(k, col) over this lane's C elements (c0,c1: row g, cols 2t, 2t+1;
+// c2,c3: row g+8), in k order with fmaf: the products of bf16 / tf32 inputs are exact in fp32.
+template <int K, class FA, class FB>
+inline void mma_accumulate(float (&c)[4], FA a_el, FB b_el) {
+  const int lane = (int)lane_id(), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
+    float s = c[i];
+    for (int k = 0; k < K; ++k) s = fmaf(a_el(row, k), b_el(k, col), s);
+    c[i] = s;
+  }
+}
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: D = A(16x16) B(16x8) + C, per lane
 // (g = lane/4, t = lane%4): A regs a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..);
 // B regs b0 (k = 2t..2t+1, n = g) b1 (k = 2t+8.., n = g); C c0,c1 (g, 2t..2t+1) c2,c3 (g+8, ..).
@@ -313,13 +325,7 @@ inline void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0
     const int lane = n * 4 + (k % 8) / 2, reg = k / 8;
     return bf16_bits_to_float(B[lane][reg] >> (16 * (k % 2)));
   };
-  const int lane = (int)lane_id(), g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
-    float s = c[i];
-    for (int k = 0; k < 16; ++k) s = fmaf(a_el(row, k), b_el(k, col), s);
-    c[i] = s;
-  }
+  mma_accumulate<16>(c, a_el, b_el);
 }
 // cvt.rna.tf32.f32: round to 10 mantissa bits, ties away from zero (the low 13 bits of the
 // result are 0); NaN stays NaN, a value that rounds past the largest finite one becomes inf.
@@ -345,13 +351,7 @@ inline void mma_m16n8k8_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
   };
   auto a_el = [&](int row, int col) { return tf(A[(row % 8) * 4 + col % 4][row / 8 + 2 * (col / 4)]); };
   auto b_el = [&](int k, int n) { return tf(B[n * 4 + k % 4][k / 4]); };
-  const int lane = (int)lane_id(), g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
-    float s = c[i];
-    for (int k = 0; k < 8; ++k) s = fmaf(a_el(row, k), b_el(k, col), s);
-    c[i] = s;
-  }
+  mma_accumulate<8>(c, a_el, b_el);
 }
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give the row addresses of
 // matrix i (8 b16 each); lane t receives in r[i] the pair M_i[t/4][2(t%4) + {0,1}], or with .trans
