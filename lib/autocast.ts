@@ -59,6 +59,15 @@ export function lowersOn(device: string): boolean {
   return current === 'bfloat16' && device === 'cuda';
 }
 
+/**
+ * The dtype for a float32 op's output that only a lower-precision op reads (a ViT's LayerNorm before
+ * its qkv or fc1 Linear): 'bfloat16' when autocast lowers ops on this device (the consumer would
+ * cast to it anyway; producing it directly saves the cast pass), else undefined (the op's default).
+ */
+export function lowOutDtype(device: string): 'bfloat16' | undefined {
+  return lowersOn(device) ? 'bfloat16' : undefined;
+}
+
 let castCache: { map: ReadonlyMap<Tensor, Tensor>; hits: number } | null = null;
 
 /**

@@ -168,8 +168,8 @@ export interface Addon {
    */
   gemmSetIsa(isa: 'generic' | 'avx2' | 'avx512' | 'auto'): string;
   // ---- layernorm (cpu/layernorm.cpp) ----
-  /** [y, mean, rstd] */
-  layernormForward(x: T, w: OptT, b: OptT, eps: number): [T, T, T];
+  /** [y, mean, rstd]; y has outDtype (float32 or bfloat16; x's when absent), rounded once. */
+  layernormForward(x: T, w: OptT, b: OptT, eps: number, outDtype?: DType | null): [T, T, T];
   /** [gx, gw | null, gb | null] */
   layernormBackward(gy: T, x: T, w: OptT, mean: T, rstd: T): [T, OptT, OptT];
   // ---- softmax (cpu/softmax.cpp), last axis ----

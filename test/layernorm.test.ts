@@ -1,10 +1,14 @@
 /**
  * LayerNorm over the last axis (native layernormForward / layernormBackward) against a float64
  * reference (statistics, normalisation, affine; backward by the explicit Jacobian of each row),
- * finite differences of the native forward, eps variations, constant rows and bad input.
+ * finite differences of the native forward, eps variations, constant rows, the bfloat16 output option
+ * (native and through ops.layerNorm's gradient) and bad input.
  */
 import { describe, expect, it } from 'vitest';
+import { ArgumentError } from '../lib/errors.js';
 import { native, type NativeTensor } from '../lib/native.js';
+import * as ops from '../lib/ops/index.js';
+import { tensor } from '../lib/tensor.js';
 import { dot, expectClose, expectCode, finiteDiff, nt, numel, randn, randu } from './helpers.js';
 
 interface LnRef {
@@ -144,6 +148,41 @@ describe('layernorm vs float64 reference', () => {
     const b = runOnce();
     native.setNumThreads(threads);
     expect(b).toEqual(a);
+  });
+});
+
+describe('layernorm output dtype', () => {
+  it('outDtype bfloat16 is the float32 result rounded once (native), and ops.layerNorm carries its gradient', () => {
+    const shape = [5, 7, 24];
+    const x = nt(randn(shape, 70, 2), shape);
+    const w = nt(randu([24], 71, 0.5, 1.5), [24]);
+    const b = nt(randn([24], 72), [24]);
+    const [y, mean, rstd] = native.layernormForward(x, w, b, 1e-6);
+    const [yb, mb, rb] = native.layernormForward(x, w, b, 1e-6, 'bfloat16');
+    expect(yb.dtype).toBe('bfloat16');
+    expect(Array.from(yb.read())).toEqual(Array.from(native.cast(y, 'bfloat16').read()));
+    expect(Array.from(mb.read())).toEqual(Array.from(mean.read()));
+    expect(Array.from(rb.read())).toEqual(Array.from(rstd.read()));
+    expect(native.layernormForward(x, w, b, 1e-6, 'float32')[0].read()).toEqual(y.read());
+    expect(native.layernormForward(x, w, b, 1e-6, null)[0].read()).toEqual(y.read());
+    expectCode(() => native.layernormForward(x, w, b, 1e-6, 'int32'), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.layernormForward(x, w, b, 1e-6, 'half' as never), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.layernormForward(x, w, b, 1e-6, 3 as never), 'ERR_VITRIM_ARGUMENT');
+
+    // Through ops: {dtype: 'bfloat16'} vs the float32 norm followed by a differentiable cast. Same
+    // forward bits, and the same gradients (the backward casts the bf16 gradient up, as the cast's
+    // backward does).
+    const r = tensor(randn(shape, 73), shape);
+    const grads = (fused: boolean) => {
+      const [xt, wt, bt] = [x, w, b].map((h) => tensor(h.read() as Float32Array, h.shape, { requiresGrad: true }));
+      const yt = fused ? ops.layerNorm(xt, wt, bt, 1e-6, { dtype: 'bfloat16' }) : ops.cast(ops.layerNorm(xt, wt, bt, 1e-6), 'bfloat16');
+      expect(yt.dtype).toBe('bfloat16');
+      ops.sum(ops.mul(ops.cast(yt, 'float32'), r)).backward();
+      return [yt, xt.grad!, wt.grad!, bt.grad!].map((t) => Array.from(t.dataSync()));
+    };
+    expect(grads(true)).toEqual(grads(false));
+    expect(() => ops.layerNorm(tensor(randn(shape, 74), shape), null, null, 1e-6, { dtype: 'int32' as never }))
+      .toThrow(ArgumentError);
   });
 });
 

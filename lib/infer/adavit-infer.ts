@@ -142,6 +142,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
 
   const device = x.device;
   const low = lowersOn(device);
+  const lnOut = low ? 'bfloat16' : null; // the norms feed bf16 GEMMs only (as in Block.forward)
   return noGrad(() => {
     let t = m.embed(x);
     for (let l = 0; l < policy.keepLayers; l++) {
@@ -249,7 +250,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         const cu = upload(Int32Array.from(cuAttn), [S + 1], device);
         const hg = policy.gateHeads ? upload(Float32Array.from(gates), [S, H], device) : null;
         const p = native.gatherRows(x2, r);
-        const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps);
+        const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps, lnOut);
         const qkv = packedLinear(ln, blk.attn.qkv, 'none', low);
         const o = native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg);
         const y = castTo(packedLinear(o, blk.attn.proj, 'none', low), 'float32');
@@ -259,7 +260,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
       if (rowsMlp.length) {
         const r = upload(Int32Array.from(rowsMlp), [rowsMlp.length], device);
         const p = native.gatherRows(x2, r);
-        const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps);
+        const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps, lnOut);
         // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
         const a = packedLinear(ln, blk.mlp.fc1, 'gelu', low);
         const y = castTo(packedLinear(a, blk.mlp.fc2, 'none', low), 'float32');

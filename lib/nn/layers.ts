@@ -1,5 +1,5 @@
 /** Basic layers with timm's parameter names: Linear (weight [out, in], bias), LayerNorm (weight, bias). */
-import { layerNorm, linearFused } from '../ops/index.js';
+import { layerNorm, linearFused, type LayerNormOptions } from '../ops/index.js';
 import { full, type Tensor } from '../tensor.js';
 import { Module, Parameter } from './module.js';
 import { truncNormal } from './init.js';
@@ -27,7 +27,8 @@ export class LayerNorm extends Module {
     this.weight = Parameter.from(full([dim], 1));
     this.bias = Parameter.from(full([dim], 0));
   }
-  forward(x: Tensor): Tensor {
-    return layerNorm(x, this.weight, this.bias, this.eps);
+  /** opts.dtype: the output dtype (see ops.layerNorm). */
+  forward(x: Tensor, opts: LayerNormOptions = {}): Tensor {
+    return layerNorm(x, this.weight, this.bias, this.eps, opts);
   }
 }

@@ -16,6 +16,7 @@
  * linears (patch embedding, qkv, proj, fc1 + GELU, fc2, head) and attention run in bfloat16 while the
  * residual stream, LayerNorm and the loss stay float32, and the parameters and gradients float32.
  */
+import { lowOutDtype } from '../autocast.js';
 import { ArgumentError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
@@ -150,8 +151,11 @@ export class Block extends Module {
   }
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const a = this.attn.forward(this.norm1.forward(x), { residual: x });
-      return this.mlp.forward(this.norm2.forward(a), a);
+      // Under autocast the norms feed only bf16 GEMMs: they write bfloat16 directly (same bits as
+      // float32 then cast; one pass and one launch fewer each).
+      const ln = { dtype: lowOutDtype(x.device) };
+      const a = this.attn.forward(this.norm1.forward(x, ln), { residual: x });
+      return this.mlp.forward(this.norm2.forward(a, ln), a);
     });
   }
 }
@@ -204,9 +208,10 @@ export class VisionTransformer extends Module {
   /** Final norm and head on the class token: [B, N, E] → [B, numClasses]. */
   classify(tokens: Tensor): Tensor {
     return tidy(() => {
-      const n = this.norm.forward(tokens);
-      const cls = ops.reshape(ops.slice(n, 1, 0, 1), [tokens.shape[0], this.config.embedDim]);
-      return this.head.forward(cls);
+      // LayerNorm is per token, so norming only the class token gives timm's values (norm of all
+      // tokens, then the class token) without normalising the N - 1 others.
+      const cls = ops.reshape(ops.slice(tokens, 1, 0, 1), [tokens.shape[0], this.config.embedDim]);
+      return this.head.forward(this.norm.forward(cls, { dtype: lowOutDtype(tokens.device) }));
     });
   }
 

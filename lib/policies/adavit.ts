@@ -30,7 +30,7 @@
  * decision network (its gate linears, tiny) and the sampling run in float32, so a decision never
  * depends on the bfloat16 rounding of its own gate logits.
  */
-import { autocast } from '../autocast.js';
+import { autocast, lowOutDtype } from '../autocast.js';
 import { ArgumentError } from '../errors.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
@@ -213,11 +213,12 @@ export class AdaVitPolicy extends Module {
       if (sub) r = ops.mul(r, sub);
       return r;
     };
-    const h = blk.norm1.forward(x);
+    const ln = { dtype: lowOutDtype(x.device) };  // as in Block.forward: the norms feed bf16 GEMMs only
+    const h = blk.norm1.forward(x, ln);
     const qkv = blk.attn.qkv.forward(h);
     const o = ops.attention(qkv, { numHeads: blk.attn.numHeads, keep: d.keep, headGate: d.heads, eps: 0 });
     const a = ops.add(x, gate(blk.attn.proj.forward(o), d.attn));
-    return ops.add(a, gate(blk.mlp.forward(blk.norm2.forward(a)), d.mlp));
+    return ops.add(a, gate(blk.mlp.forward(blk.norm2.forward(a, ln)), d.mlp));
   }
 
   /**

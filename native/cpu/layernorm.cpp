@@ -11,6 +11,8 @@
 // gw/gb are reduced over a fixed number of row groups (independent of the thread count, so the
 // result is deterministic) with double partials. Deviation from torch: a bias without a weight is
 // rejected, because the backward contract returns gb only when w is given.
+// out_dtype bfloat16 rounds the float32 y once (the CPU computes in float32; the option exists so
+// that CPU and CUDA share the op's contract).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -121,12 +123,15 @@ VITRIM_LN_CLONES void ln_rows(const float* xp, const float* wp, const float* bp,
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const std::optional<Tensor>& w,
-                                                     const std::optional<Tensor>& b, double eps) {
+                                                     const std::optional<Tensor>& b, double eps,
+                                                     std::optional<DType> out_dtype) {
   auto [R, L] = ln_dims(x, "layernorm");
   check_affine(w, L, "weight");
   check_affine(b, L, "bias");
   VITRIM_CHECK(!b || w, Argument, "layernorm: a bias needs a weight (pass both or neither)");
   VITRIM_CHECK(std::isfinite(eps) && eps >= 0, Argument, "layernorm: eps must be finite and >= 0, got ", eps);
+  VITRIM_CHECK(!out_dtype || *out_dtype == DType::F32 || *out_dtype == DType::BF16, DType,
+               "layernorm: the output dtype must be float32 or bfloat16, got ", dtype_name(*out_dtype));
   Tensor y = empty(x.shape, DType::F32), mean = empty({R}, DType::F32), rstd = empty({R}, DType::F32);
   const float* xp = x.f32();
   const float* wp = w ? w->f32() : nullptr;
@@ -134,6 +139,7 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const std:
   float *yp = y.f32(), *mp = mean.f32(), *rp = rstd.f32();
   parallel_for(R, std::max<int64_t>(1, 16384 / L),
                [&](int64_t r0, int64_t r1) { ln_rows(xp, wp, bp, yp, mp, rp, r0, r1, L, eps); });
+  if (out_dtype && *out_dtype != DType::F32) y = cast(y, *out_dtype);
   return {y, mean, rstd};
 }
 

@@ -52,6 +52,33 @@ __device__ __forceinline__ void store_vec(bf16* p, const float* in) {
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// Stores the V floats of one access at p (aligned to 16 bytes, or to V * sizeof(T) when that is
+// less), converting to T: the widths a row kernel with different input and output dtypes meets
+// (V = vec_width of the input: 4 floats to bf16 is one 8-byte store, 8 bf16 to floats two 16-byte
+// stores) as well as the plain 16-byte store and the scalar one.
+__device__ __forceinline__ void store_vec4(bf16* p, const float* in) {
+  const uint32_t a = __bfloat16_as_ushort(__float2bfloat16_rn(in[0])) |
+                     ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(in[1])) << 16);
+  const uint32_t b = __bfloat16_as_ushort(__float2bfloat16_rn(in[2])) |
+                     ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(in[3])) << 16);
+  *reinterpret_cast<uint2*>(p) = make_uint2(a, b);
+}
+template <class T, int V>
+__device__ __forceinline__ void store_access(T* p, const float* in) {
+  constexpr int W = 16 / (int)sizeof(T);  // vec_width<T>(), declared below
+  if constexpr (V == 1) {
+    *p = from_f<T>(in[0]);
+  } else if constexpr (V == W) {
+    store_vec(p, in);
+  } else if constexpr (V == 2 * W) {
+    store_vec(p, in);
+    store_vec(p + W, in + W);
+  } else {
+    static_assert(std::is_same_v<T, bf16> && V == 4, "store_access: unsupported width");
+    store_vec4(p, in);
+  }
+}
+
 // True when rows of `row_len` elements of `elem` bytes starting at p may be accessed with 16-byte
 // vectors (null pointers, i.e. absent optional tensors, do not constrain).
 inline bool vec_ok(const void* p, int64_t row_len, size_t elem) {
@@ -113,6 +140,8 @@ __device__ __forceinline__ float block_nan_max(float v, float* sh) {
 // Lane `lane` owns accesses i = 0..IT-1, access i covering elements [j0, j0 + V) with
 // j0 = (i * 32 + lane) * V. V is vec_width<T>() (16-byte accesses; then L % V == 0, so an access is
 // either entirely inside the row or entirely past it) or 1 (scalar). Registers: IT * V floats.
+// warp_store_row may store to a row of another dtype than the one loaded, with the loaded V
+// (store_access: 8-, 16- or 32-byte stores).
 
 __device__ __forceinline__ int row_j0(int i, int lane, int V) { return (i * 32 + lane) * V; }
 
@@ -150,11 +179,7 @@ __device__ __forceinline__ void warp_store_row(T* row, int L, int lane, const fl
   for (int i = 0; i < IT; ++i) {
     const int j0 = row_j0(i, lane, V);
     if (j0 < L) {
-      if constexpr (V > 1) {
-        store_vec(row + j0, &v[i * V]);
-      } else {
-        row[j0] = from_f<T>(v[i]);
-      }
+      store_access<T, V>(row + j0, &v[i * V]);
     }
   }
 }

@@ -5,13 +5,15 @@
 
 namespace vitrim::napi {
 
-// layernormForward(x, w | null, b | null, eps) -> [y, mean, rstd]
+// layernormForward(x, w | null, b | null, eps, outDtype?) -> [y, mean, rstd]
 VITRIM_OP(layernormForward) {
   const Tensor& x = arg_tensor(info, 0, "x");
   std::optional<Tensor> w = arg_opt_tensor(info, 1, "weight");
   std::optional<Tensor> b = arg_opt_tensor(info, 2, "bias");
   double eps = arg_number(info, 3, "eps");
-  auto [y, mean, rstd] = VITRIM_CALL(layernorm_forward, x, w, b, eps);
+  std::optional<DType> out;
+  if (info.Length() > 4 && !info[4].IsUndefined() && !info[4].IsNull()) out = arg_dtype(info, 4, "outDtype");
+  auto [y, mean, rstd] = VITRIM_CALL(layernorm_forward, x, w, b, eps, out);
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, y), wrap(env, mean), wrap(env, rstd)});
 }

@@ -1,12 +1,13 @@
 // LayerNorm on CUDA (native/cuda/layernorm.cu) vs the CPU op on fresh random inputs, float32 (1e-5)
 // and bfloat16 (1e-2): the warp-per-row path with 16-byte access (ViT widths), its scalar fallback
 // (rows whose byte length is not a multiple of 16), the block-per-row path (L > 1024), more rows
-// than a grid dimension holds, with and without affine parameters; backward gx, gw, gb (and that
-// the column sums are deterministic); empty inputs; bad input. Skipped where no GPU is visible.
+// than a grid dimension holds, with and without affine parameters; an output dtype other than x's
+// (bit-identical to the same-dtype output cast); backward gx, gw, gb (and that the column sums are
+// deterministic); empty inputs; bad input. Skipped where no GPU is visible.
 import { expect, it } from 'vitest';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { expectCode, nt, numel, randn } from '../helpers.js';
-import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, expectRel, roundTo, values } from './helpers.js';
+import { FLOAT_DTYPES, TOL, bits, cudaAs, describeCuda, expectRel, roundTo, values } from './helpers.js';
 
 const r = (shape: number[], seed: number, scale = 1, offset = 0) => {
   const d = randn(shape, seed, scale);
@@ -115,6 +116,40 @@ describeCuda('cuda layernorm', () => {
     expect(Array.from(cgb2!.read())).toEqual(Array.from(cgb!.read()));
   });
 
+  // The output dtype differing from x's (autocast: float32 x -> bf16 y for the GEMM after it). y is
+  // the float result rounded once, so it must be bit-identical to the same-dtype output cast, on
+  // every path: 16-byte loads with 8-byte bf16 stores (f32 -> bf16), 16-byte loads with two 16-byte
+  // float stores (bf16 -> f32), scalar, block-per-row; and the statistics equal the same-dtype call's.
+  for (const [from, to] of [['float32', 'bfloat16'], ['bfloat16', 'float32']] as const) {
+    it(`forward ${from} x -> ${to} y: the bits of the ${from} output cast, on every path`, () => {
+      CASES.forEach(([shape, affine, eps], i) => {
+        const { x, w, b } = inputs(shape, affine, 700 + 10 * i, from);
+        const what = `${JSON.stringify(shape)} ${affine} ${from}->${to}`;
+        const args = [cudaAs(x, from), cu(w, from), cu(b, from)] as const;
+        const [y, mean, rstd] = native.layernormForward(...args, eps);
+        const [my, mmean, mrstd] = native.layernormForward(...args, eps, to);
+        expect(my.dtype).toBe(to);
+        expect(my.shape).toEqual(shape);
+        expect(Array.from(bits(mmean))).toEqual(Array.from(bits(mean)));
+        expect(Array.from(bits(mrstd))).toEqual(Array.from(bits(rstd)));
+        if (to === 'bfloat16') {
+          expect(Array.from(bits(my)), what).toEqual(Array.from(bits(native.cast(y, 'bfloat16'))));
+        } else {
+          // bf16 x -> float32 y keeps the float result that the bf16 output rounds
+          expect(Array.from(bits(native.cast(my, 'bfloat16'))), what).toEqual(Array.from(bits(y)));
+          const [cpuY] = native.layernormForward(x, w, b, eps);  // the CPU's float32 result from the same inputs
+          expectRel(my, cpuY, TOL.float32, what);
+        }
+        // the same option on the CPU: its float32 result rounded (CPU computes in float32 only)
+        if (from === 'float32') {
+          const [cy] = native.layernormForward(x, w, b, eps, to);
+          expect(cy.dtype).toBe(to);
+          expectRel(my, cy, TOL.bfloat16, `${what} vs cpu`);
+        }
+      });
+    });
+  }
+
   it('no rows: empty outputs and zero gw, gb', () => {
     const x = native.toDevice(native.full([0, 5], 0, 'float32'), 'cuda');
     const w = cudaAs(r([5], 1), 'float32');
@@ -141,6 +176,8 @@ describeCuda('cuda layernorm', () => {
     expectCode(() => native.layernormForward(xc, w, null, 1e-6), 'ERR_VITRIM_DEVICE');
     expectCode(() => native.layernormForward(native.toDevice(native.full([3, 0], 0, 'float32'), 'cuda'), null, null, 1e-6),
       'ERR_VITRIM_SHAPE');
+    expectCode(() => native.layernormForward(xc, wc, bc, 1e-6, 'int32'), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.layernormForward(xc, wc, bc, 1e-6, 'float16' as never), 'ERR_VITRIM_DTYPE');
     const [, mean, rstd] = native.layernormForward(xc, wc, bc, 1e-6);
     const gyc = cudaAs(r([4, 8], 12), 'float32');
     expectCode(() => native.layernormBackward(cudaAs(r([4, 8], 12), 'bfloat16'), xc, wc, mean, rstd), 'ERR_VITRIM_DTYPE');

@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 6;
+constexpr int kBackendAbi = 7;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \

@@ -77,9 +77,13 @@ std::tuple<Tensor, Tensor, std::optional<Tensor>> linear_backward(const Tensor& 
                                                                   bool need_bias);
 
 // ---- layernorm (cpu/layernorm.cpp): over the last axis ----
-// returns {y, mean[rows], rstd[rows]}; weight/bias optional (no affine when absent)
+// returns {y, mean[rows], rstd[rows]}; weight/bias optional (no affine when absent). y has dtype
+// out_dtype (float32 or bfloat16; x's dtype when absent): the float32 result rounded once, so a
+// bfloat16 y is bit-identical to cast(layernorm_forward(x, ...).y, bfloat16) (autocast feeds it
+// to the bf16 GEMM that follows without a separate cast pass).
 std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const std::optional<Tensor>& w,
-                                                     const std::optional<Tensor>& b, double eps);
+                                                     const std::optional<Tensor>& b, double eps,
+                                                     std::optional<DType> out_dtype);
 // returns {gx, gw, gb} (gw, gb only when w was given)
 std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backward(
     const Tensor& gy, const Tensor& x, const std::optional<Tensor>& w, const Tensor& mean, const Tensor& rstd);
