@@ -233,6 +233,47 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     for (const t of [x, w, b]) t.free();
   }
 
+  // ---- LayerNorm float32 -> bfloat16 (autocast's norm before a bf16 GEMM) vs the norm then a cast ----
+  if (want('layernorm f32->bf16') || want('layernorm')) {
+    const R = 256 * 197, C = 384;
+    const x = rand([R, C], 'float32', 5), w = rand([C], 'float32', 6), b = rand([C], 'float32', 7);
+    const fused = gpuTime(() => native.layernormForward(x, w, b, 1e-6, 'bfloat16'), reps, 20);
+    const composed = gpuTime(() => {
+      const [y, m, r] = native.layernormForward(x, w, b, 1e-6);
+      const c = native.cast(y, 'bfloat16');
+      y.free();
+      return [c, m, r];
+    }, reps, 20);
+    rows.push({
+      name: 'layernorm f32->bf16 fwd', shape: `${R}x${C}`, value: fused, unit: 'ms',
+      note: `norm then cast (same bits): ${composed.toFixed(4)} ms, ratio ${(composed / fused).toFixed(2)}x; ${(R * C * 6 / fused / 1e9).toFixed(2)} TB/s`,
+    });
+    for (const t of [x, w, b]) t.free();
+  }
+
+  // ---- autocast's residual linears (proj, fc2 at B256): bf16 GEMM + float32 residual in its C vs
+  // the bf16 GEMM then the mixed-dtype add ----
+  if (want('linear residual') || want('linear')) {
+    const M = 256 * 197;
+    for (const [K, N] of [[384, 384], [1536, 384]] as const) {
+      const x = rand([M, K], 'bfloat16', 8), w = rand([N, K], 'bfloat16', 9), b = rand([N], 'float32', 10);
+      const bl = native.cast(b, 'bfloat16');
+      const res = rand([M, N], 'float32', 11);
+      const fused = gpuTime(() => [native.linearFused(x, w, b, 'none', res)], reps, 5);
+      const composed = gpuTime(() => {
+        const y = native.linearFused(x, w, bl, 'none', null);
+        const z = native.binary('add', res, y);
+        y.free();
+        return [z];
+      }, reps, 5);
+      rows.push({
+        name: 'linear bf16 + f32 residual', shape: `${M}x${K}->${N}`, value: fused, unit: 'ms',
+        note: `bf16 GEMM then mixed add: ${composed.toFixed(4)} ms, ratio ${(composed / fused).toFixed(2)}x`,
+      });
+      for (const t of [x, w, b, bl, res]) t.free();
+    }
+  }
+
   // ---- DeiT-S linears at batch 256 (M = 256·197) ----
   for (const dtype of ['bfloat16', 'float32'] as DType[]) {
     const name = `linear ${short(dtype)}`;

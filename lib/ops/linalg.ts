@@ -77,6 +77,9 @@ export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tens
  * residual shaped like y. When no gradient is recorded (noGrad, or no input requires one) this is a
  * single fused native call: the activation and the add run in the GEMM's store, so y is written
  * once (the ViT inference path). Otherwise it is the recorded composition linear → gelu → add.
+ * Under autocast('bfloat16') without gradient, a float32 residual makes y float32, formed in fp32
+ * from the bf16 product in the GEMM's epilogue (never rounded to bfloat16: within one bf16
+ * rounding of the recorded composition, which rounds the linear's output first).
  */
 export function linearFused(
   x: Tensor, weight: Tensor, bias?: Tensor | null,
@@ -99,19 +102,21 @@ export function linearFused(
   optHandle(bias, 'bias', 'linearFused');
   optHandle(residual, 'residual', 'linearFused');
   if (lowersOn(x.device)) {
-    // Autocast: the GEMM (and its GELU) in bfloat16; a float32 residual is added in float32 after it
-    // (adding it in the epilogue would round the residual stream to bfloat16).
+    // Autocast: the GEMM (and its GELU) in bfloat16 operands. A float32 residual (the residual stream)
+    // rides in the GEMM as its float32 C: y = residual + x wᵀ + b accumulated in fp32 and rounded once
+    // to float32 (eager autocast would round x wᵀ + b to bfloat16, then add in a second pass), with
+    // the float32 bias as it is (no cast).
     const temps: Tensor[] = [];
-    const xl = lowIn(x, temps);
-    const wl = lowIn(weight, temps);
-    const bl = lowIn(bias, temps);
-    const fuseRes = residual && residual.dtype === 'bfloat16' ? residual.handle : null;
-    const y = out(call('linearFused', () => native.linearFused(xl.handle, wl.handle, bl ? bl.handle : null, act, fuseRes)));
-    release(temps);
-    if (!residual || fuseRes) return y;
-    const r = add(residual, y);
-    y.dispose();
-    return r;
+    try {
+      const xl = lowIn(x, temps);
+      const wl = lowIn(weight, temps);
+      const f32Res = residual !== null && residual.dtype === 'float32';
+      const bl = f32Res ? bias : lowIn(bias, temps);
+      const hr = residual ? residual.handle : null;
+      return out(call('linearFused', () => native.linearFused(xl.handle, wl.handle, bl ? bl.handle : null, act, hr)));
+    } finally {
+      release(temps);
+    }
   }
   const hx = x.handle;
   const hw = weight.handle;

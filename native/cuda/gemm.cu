@@ -10,12 +10,20 @@
 // GELU stays timm's exact erf: cuBLASLt's GELU epilogue is the tanh approximation, so linear_fused
 // with GELU runs the GEMM with its bias epilogue and then one elementwise pass (gelu (+ residual)).
 // Without GELU the residual is the GEMM's C (beta = 1, C != D), so it costs no extra pass.
+// Mixed precision: bf16 x and weight with a float32 residual (autocast's residual stream) give a
+// float32 y from one GEMM with bf16 A/B and float32 C/D: y = residual + x w^T + bias, accumulated
+// in fp32 and rounded once to float32 (the bias may then be float32: the master bias, no cast). This
+// replaces autocast eager's bf16 GEMM output + a float32 add pass (one write and a read+write of
+// [M, N] less); the product is not rounded to bf16 first, so y differs from eager autocast's by at
+// most that rounding. Where cuBLASLt has no kernel for the mixed types, the fallback is eager's
+// numerics: the bf16 GEMM into a temporary, then one pass adding bias and residual in fp32.
 // linear_backward: gx = gy W and gw = gy^T x as two GEMMs, gb = the column sum of gy (own kernel,
 // fp32 accumulation in a [row-block, N] partial buffer, then a second pass).
 // Heuristic results are cached per problem (shapes, layouts, dtype, epilogue), so steady-state calls
 // do no algorithm search.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -82,11 +90,12 @@ void make_layout(Layout& L, DType dt, uint64_t rows, uint64_t cols, int64_t ld, 
 }  // namespace
 
 // Row-major D[M,N] = op(A)[M,K] op(B)[K,N] (+ bias[N]) (+ C[M,N] when C != nullptr, beta = 1), over
-// `batch` problems at element strides sA, sB, sD (sB = 0: B shared). All pointers of dtype dt.
+// `batch` problems at element strides sA, sB, sD (sB = 0: B shared). A and B have dtype dt, C and D
+// dto, the bias dbias.
 // Returns false, having run nothing, when cuBLASLt offers no algorithm for the problem (remembered).
 static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A,
                         int64_t lda, int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd,
-                        int64_t sD, const void* bias, const void* C, int batch) {
+                        int64_t sD, const void* bias, const void* C, int batch, DType dto, DType dbias) {
   Lt& L = lt();
   VITRIM_CHECK(L.handle != nullptr, Internal, "cuBLASLt is not initialised");
   if (K == 0) {
@@ -106,7 +115,7 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
     lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
              "BIAS_POINTER");
-    cudaDataType_t bt = lt_type(dt);
+    cudaDataType_t bt = lt_type(dbias);
     lt_check(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
              "BIAS_DATA_TYPE");
   }
@@ -114,14 +123,14 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
   Layout la, lb, lc;
   make_layout(la, dt, transB ? K : N, transB ? N : K, ldb, batch, sB);
   make_layout(lb, dt, transA ? M : K, transA ? K : M, lda, batch, sA);
-  make_layout(lc, dt, N, M, ldd, batch, sD);
+  make_layout(lc, dto, N, M, ldd, batch, sD);
 
   // Algorithm: cached per problem. The key holds everything the heuristic depends on, including
   // the pointers' 16-byte alignment class (cuBLASLt picks vectorised kernels on aligned data).
   auto align = [](const void* p) { return (int)(((uintptr_t)p) % 16 == 0); };
   char key[256];
-  std::snprintf(key, sizeof key, "%d%d%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%lld,%lld,%lld|%d|%d%d%d%d%d|%d", (int)dt,
-                transA, transB, tf32, (long long)M, (long long)N, (long long)K, (long long)lda, (long long)ldb,
+  std::snprintf(key, sizeof key, "%d%d%d%d%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%lld,%lld,%lld|%d|%d%d%d%d%d|%d", (int)dt,
+                (int)dto, (int)dbias, transA, transB, tf32, (long long)M, (long long)N, (long long)K, (long long)lda, (long long)ldb,
                 (long long)ldd, (long long)sA, (long long)sB, (long long)sD, batch, bias != nullptr, C != nullptr,
                 align(A), align(B), align(D), align(bias) * 2 + align(C));
   cublasLtMatmulAlgo_t algo;
@@ -163,31 +172,71 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
 }
 
 namespace {
-// y[m, n] += bias[n] over row-major y [M, N].
-template <class T>
-__global__ void add_bias_kernel(T* y, const T* bias, int64_t M, int64_t N) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = from_f<T>(to_f(y[i]) + to_f(bias[i % N]));
+// y[m, n] = (src ? src[m, n] : y[m, n]) + bias[n] (+ c[m, n]) over row-major [M, N], in fp32.
+template <class TD, class TS, class TB>
+__global__ void add_bias_kernel(TD* y, const TS* src, const TB* bias, const TD* c, int64_t M, int64_t N) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x) {
+    float v = src ? to_f(src[i]) : to_f(y[i]);
+    if (bias) v += to_f(bias[i % N]);
+    if (c) v += to_f(c[i]);
+    y[i] = from_f<TD>(v);
+  }
 }
 }  // namespace
 
-// lt_gemm_try, or, where cuBLASLt has no algorithm with the BIAS epilogue for the problem (alignment
-// or dtype restrictions of the epilogue kernels), the plain GEMM followed by a bias pass.
+// Test hook of the mixed fallback: VITRIM_CUDA_LT_NO_MIXED=1 treats every mixed-dtype problem as one
+// cuBLASLt has no algorithm for (the emulation has them all). Read per call (a getenv is nothing
+// next to a GEMM launch), so a test can flip it.
+static bool lt_no_mixed() {
+  const char* e = std::getenv("VITRIM_CUDA_LT_NO_MIXED");
+  return e && *e && std::strcmp(e, "0") != 0;
+}
+
+// lt_gemm_try, or its fallbacks (both single-problem, dense D):
+// - no algorithm with the BIAS epilogue (alignment or dtype restrictions of the epilogue kernels):
+//   the plain GEMM, then a bias pass;
+// - no algorithm for bf16 A/B with float32 C/D: the bf16 GEMM (with the bias when it is bf16) into a
+//   temporary, then one pass D = tmp (+ float32 bias) (+ C) in fp32.
 static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                     int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd, int64_t sD,
-                    const void* bias, const void* C, int batch = 1) {
+                    const void* bias, const void* C, int batch = 1, std::optional<DType> out_dtype = std::nullopt,
+                    std::optional<DType> bias_dtype = std::nullopt) {
   if (M == 0 || N == 0) return;
-  if (lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, bias, C, batch)) return;
+  const DType dto = out_dtype.value_or(dt), dbias = bias_dtype.value_or(dto);
+  const bool mixed = dto != dt;
+  if (!(mixed && lt_no_mixed()) &&
+      lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, bias, C, batch, dto, dbias))
+    return;
   auto none = [&] {
     fail(ErrorKind::Internal, "cuBLASLt has no algorithm for a ", dtype_name(dt), " GEMM M=", M, " N=", N, " K=", K,
-         " (transA=", transA, ", transB=", transB, ", lda=", lda, ", ldb=", ldb, ", ldd=", ldd, ", batch=", batch, ")");
+         " (transA=", transA, ", transB=", transB, ", lda=", lda, ", ldb=", ldb, ", ldd=", ldd, ", batch=", batch,
+         ", output ", dtype_name(dto), ")");
   };
-  if (!bias || batch != 1 || ldd != N) none();
-  if (!lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, nullptr, C, batch)) none();
+  if (batch != 1 || ldd != N) none();
+  if (mixed) {
+    Tensor tmp = alloc({M, N}, dt);
+    const bool bias_in_gemm = bias && dbias == dt;
+    lt_gemm(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, tmp.raw(), N, 0, bias_in_gemm ? bias : nullptr,
+            nullptr);
+    dispatch_float(dto, "y", [&](auto otag) {
+      using TD = decltype(otag);
+      dispatch_float(dt, "x", [&](auto stag) {
+        using TS = decltype(stag);
+        add_bias_kernel<TD, TS, TD><<<grid_for(M * N, 256), 256, 0, stream()>>>(
+            static_cast<TD*>(D), ptr<TS>(tmp), bias_in_gemm ? nullptr : static_cast<const TD*>(bias),
+            static_cast<const TD*>(C), M, N);
+        VITRIM_CUDA_LAUNCHED();
+      });
+    });
+    return;
+  }
+  if (!bias) none();
+  if (!lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, nullptr, C, batch, dto, dto))
+    none();
   dispatch_float(dt, "bias", [&](auto tag) {
     using T = decltype(tag);
-    add_bias_kernel<T><<<grid_for(M * N, 256), 256, 0, stream()>>>(static_cast<T*>(D), static_cast<const T*>(bias), M,
-                                                                  N);
+    add_bias_kernel<T, T, T><<<grid_for(M * N, 256), 256, 0, stream()>>>(static_cast<T*>(D), nullptr,
+                                                                        static_cast<const T*>(bias), nullptr, M, N);
     VITRIM_CUDA_LAUNCHED();
   });
 }
@@ -205,8 +254,8 @@ void set_allow_tf32(bool allow) { lt().tf32 = allow; }
 
 // ---- elementwise helpers of this family ----
 namespace {
-template <class T>
-__global__ void fill_bias_kernel(T* y, const T* bias, const T* res, int64_t M, int64_t N) {
+template <class T, class TB>
+__global__ void fill_bias_kernel(T* y, const TB* bias, const T* res, int64_t M, int64_t N) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x) {
     float v = bias ? to_f(bias[i % N]) : 0.f;
     if (res) v += to_f(res[i]);
@@ -283,11 +332,13 @@ static void check_linear(const Tensor& x, const Tensor& w, const char* op) {
   VITRIM_CHECK(x.size(-1) == w.size(1), Shape, op, ": x ", shape_str(x.shape), " has ", x.size(-1),
                " features but weight ", shape_str(w.shape), " expects ", w.size(1));
 }
-static void check_bias(const std::optional<Tensor>& bias, const Tensor& w, int64_t N) {
+// The bias has the weight's dtype; with a float32 output from bf16 operands (mixed) it may also be
+// float32.
+static void check_bias(const std::optional<Tensor>& bias, const Tensor& w, int64_t N, bool mixed = false) {
   if (!bias) return;
   check_float_cuda(*bias, "bias");
-  VITRIM_CHECK(bias->dtype == w.dtype, DType, "bias is ", dtype_name(bias->dtype), " but weight is ",
-               dtype_name(w.dtype));
+  VITRIM_CHECK(bias->dtype == w.dtype || (mixed && bias->dtype == DType::F32), DType, "bias is ",
+               dtype_name(bias->dtype), " but weight is ", dtype_name(w.dtype));
   check_shape(*bias, {N}, "bias");
 }
 
@@ -295,9 +346,12 @@ static void check_bias(const std::optional<Tensor>& bias, const Tensor& w, int64
 static void fill_k0(const Tensor& y, const std::optional<Tensor>& bias, const Tensor* res, int64_t M, int64_t N) {
   dispatch_float(y.dtype, "y", [&](auto tag) {
     using T = decltype(tag);
-    fill_bias_kernel<T><<<grid_for(M * N, 256), 256, 0, stream()>>>(ptr<T>(y), bias ? ptr<T>(*bias) : nullptr,
-                                                                      res ? ptr<T>(*res) : nullptr, M, N);
-    VITRIM_CUDA_LAUNCHED();
+    dispatch_float(bias ? bias->dtype : y.dtype, "bias", [&](auto btag) {
+      using TB = decltype(btag);
+      fill_bias_kernel<T, TB><<<grid_for(M * N, 256), 256, 0, stream()>>>(
+          ptr<T>(y), bias ? ptr<TB>(*bias) : nullptr, res ? ptr<T>(*res) : nullptr, M, N);
+      VITRIM_CUDA_LAUNCHED();
+    });
   });
 }
 
@@ -347,16 +401,20 @@ Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor
                "linear_fused: unknown activation");
   int64_t N = w.size(0), K = w.size(1);
   int64_t M = shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
-  check_bias(bias, w, N);
   Shape os = x.shape;
   os.back() = N;
+  // bf16 operands with a float32 residual: a float32 y (see the header).
+  bool mixed = false;
   if (residual) {
     check_float_cuda(*residual, "residual");
-    VITRIM_CHECK(residual->dtype == x.dtype, DType, "residual is ", dtype_name(residual->dtype), " but x is ",
-                 dtype_name(x.dtype));
+    mixed = x.dtype == DType::BF16 && residual->dtype == DType::F32;
+    VITRIM_CHECK(residual->dtype == x.dtype || mixed, DType, "residual is ", dtype_name(residual->dtype),
+                 " but x is ", dtype_name(x.dtype));
     check_shape(*residual, os, "residual");
   }
-  Tensor y = alloc(os, x.dtype);
+  check_bias(bias, w, N, mixed);
+  const DType yt = mixed ? DType::F32 : x.dtype;
+  Tensor y = alloc(os, yt);
   if (y.numel() == 0) return y;
   const bool gelu = act == cpu::Activation::Gelu;
   // Without GELU the residual rides in the GEMM as C; with GELU it is added after the activation.
@@ -365,7 +423,7 @@ Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor
     fill_k0(y, bias, res_in_gemm, M, N);
   } else {
     lt_gemm(x.dtype, false, true, M, N, K, x.raw(), K, 0, w.raw(), K, 0, y.raw(), N, 0, bias ? bias->raw() : nullptr,
-            res_in_gemm ? res_in_gemm->raw() : nullptr);
+            res_in_gemm ? res_in_gemm->raw() : nullptr, 1, yt, bias ? std::optional<DType>(bias->dtype) : std::nullopt);
   }
   if (gelu) {
     dispatch_float(y.dtype, "x", [&](auto tag) {

@@ -2,10 +2,10 @@
 // signatures, checks and maths of native/cpu/layernorm.cpp (see there for the formulas).
 //
 // dtypes: x, weight, bias and gy share one dtype (float32 or bfloat16); gx, gw, gb take it; y takes
-// out_dtype (x's by default): the kernels are templated on the input type TX and the output type TY,
+// out_dtype (x's by default): the forward kernels are templated on x's type T and y's type TY,
 // and y is the float result rounded once, so a bfloat16 y from float32 x has the bits of the float32
 // y cast to bfloat16 (autocast's LayerNorm -> bf16 GEMM, without the cast pass: at (256*197, 384)
-// that is 78 MB read and 39 MB written fewer per LayerNorm, and one launch). mean and rstd are
+// the float32 y's 77 MB write and re-read fewer per LayerNorm, and one launch). mean and rstd are
 // float32 [rows]. Row statistics and the backward's gx row are in double (as on
 // the CPU: short rows cancel heavily); the rest is fp32.
 //

@@ -1,6 +1,6 @@
 // cuBLASLt GEMMs on CUDA vs the CPU GEMMs, on fresh random inputs: matmul (batched, shared b,
 // transposes), linear forward / fused (bias, GELU, residual) / backward, float32 (TF32 off, 1e-5)
-// and bfloat16 (1e-2). Skipped where no GPU is visible.
+// and bfloat16 (1e-2); bf16 operands with a float32 residual (float32 output; fused and fallback). Skipped where no GPU is visible.
 import { beforeAll, expect, it } from 'vitest';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
@@ -63,6 +63,53 @@ describeCuda('cuda gemm', () => {
       }
     });
   }
+
+  // Autocast's residual layers: bf16 x and weight, float32 residual -> float32 y from one GEMM with
+  // float32 C/D. The product is accumulated in fp32 and never rounded to bf16, so against the CPU's
+  // float32 op on the same (bf16-representable) values it is float32-accurate; the bias may be the
+  // float32 master bias or a bf16 one. With VITRIM_CUDA_LT_NO_MIXED=1 the fallback (bf16 GEMM into a
+  // temporary, then a float32 pass) runs instead: autocast eager's numerics, bf16-accurate, and it
+  // must differ from the fused path (else the knob tested nothing).
+  it('linearFused with bf16 operands and a float32 residual: float32 y, fused and fallback', () => {
+    for (const [lead, K, N] of [[[3], 5, 7], [[4, 197], 384, 384], [[2, 17], 64, 33], [[6], 0, 5]] as [number[], number, number][]) {
+      const x = roundTo(r([...lead, K], 21), 'bfloat16'), w = roundTo(r([N, K], 22, 0.2), 'bfloat16');
+      const res = r([...lead, N], 23);
+      const [xc, wc] = [x, w].map((t) => cudaAs(t, 'bfloat16'));
+      const rc = cudaAs(res, 'float32');
+      for (const biasDtype of ['float32', 'bfloat16'] as const) {
+        const b = roundTo(r([N], 24), biasDtype);
+        const bc = cudaAs(b, biasDtype);
+        for (const act of ['none', 'gelu'] as const) {
+          const what = `${act} bias ${biasDtype} ${lead},${K},${N}`;
+          const want = native.linearFused(x, w, b, act, res);
+          const got = native.linearFused(xc, wc, bc, act, rc);
+          expect(got.dtype).toBe('float32');
+          expect(got.shape).toEqual([...lead, N]);
+          expectRel(got, want, TOL.float32, `fused ${what}`);
+          process.env.VITRIM_CUDA_LT_NO_MIXED = '1';
+          let fb: NativeTensor;
+          try {
+            fb = native.linearFused(xc, wc, bc, act, rc);
+          } finally {
+            delete process.env.VITRIM_CUDA_LT_NO_MIXED;
+          }
+          expect(fb.dtype).toBe('float32');
+          expectRel(fb, want, TOL.bfloat16, `fallback ${what}`);
+          if (K > 0 && lead[0] > 3) expect(Array.from(fb.read())).not.toEqual(Array.from(got.read()));
+        }
+      }
+    }
+    // what stays refused: a float32 residual with float32 operands and a bf16 bias, a bf16 residual
+    // with float32 operands, a float32 bias without the float32 residual
+    const x = cudaAs(r([4, 8], 25), 'bfloat16'), w = cudaAs(r([3, 8], 26), 'bfloat16');
+    const res32 = cudaAs(r([4, 3], 27), 'float32');
+    expectCode(() => native.linearFused(cudaAs(r([4, 8], 25), 'float32'), cudaAs(r([3, 8], 26), 'float32'),
+      cudaAs(r([3], 28), 'bfloat16'), 'none', res32), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.linearFused(cudaAs(r([4, 8], 25), 'float32'), cudaAs(r([3, 8], 26), 'float32'), null, 'none',
+      cudaAs(r([4, 3], 27), 'bfloat16')), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.linearFused(x, w, cudaAs(r([3], 28), 'float32'), 'none', null), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.linearFused(x, w, null, 'none', cudaAs(r([4, 4], 29), 'float32')), 'ERR_VITRIM_SHAPE');
+  });
 
   it('K = 0 gives the bias (and zero gradients)', () => {
     const x = native.full([3, 0], 0, 'float32'), w = native.full([4, 0], 0, 'float32');

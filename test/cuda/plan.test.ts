@@ -52,7 +52,9 @@ describeCuda('cuda inference plans', () => {
       const { hits } = tidy(() => noGrad(() => autocast('bfloat16', () =>
         withCastCache(cache, () => model.forward(tensor(randn([1, 3, 32, 32], RUN_SEED), [1, 3, 32, 32], { device: 'cuda' }))))));
       for (const c of cache.values()) c.dispose();
-      expect(hits).toBeGreaterThanOrEqual(8 * cfg.depth); // every block's four Linears: weight and bias
+      // every block's four Linear weights and the qkv and fc1 biases (proj and fc2 add a float32
+      // residual: their float32 bias goes to the GEMM as it is)
+      expect(hits).toBeGreaterThanOrEqual(6 * cfg.depth);
       expect(live.graphStats.kernels - snap.graphStats.kernels).toBe(hits);
 
       const data = randn([1, 3, 32, 32], RUN_SEED + 7);
