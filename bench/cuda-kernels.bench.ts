@@ -16,6 +16,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { native, type DType, type NativeTensor } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
+import { withEnv } from './env.js';
 import { median } from './stats.js';
 
 export const filterCases = true;
@@ -58,18 +59,6 @@ function rand(shape: number[], dtype: DType, seed: number): NativeTensor {
   if (c !== y) c.free();
   y.free();
   return g;
-}
-
-/** Runs fn with the environment variable set (the native side reads it at each call), then restores it. */
-function withEnv<R>(name: string, value: string, fn: () => R): R {
-  const prev = process.env[name];
-  process.env[name] = value;
-  try {
-    return fn();
-  } finally {
-    if (prev === undefined) delete process.env[name];
-    else process.env[name] = prev;
-  }
 }
 
 const short = (d: DType) => (d === 'bfloat16' ? 'bfloat16' : 'float32');
@@ -282,7 +271,18 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
       const x = rand([M, K], dtype, 8), w = rand([N, K], dtype, 9), b = rand([N], dtype, 10);
       const ms = gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5);
-      rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: (2 * M * N * K) / ms / 1e9, unit: 'TFLOP/s' });
+      const tflops = (2 * M * N * K) / ms / 1e9;
+      rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: tflops, unit: 'TFLOP/s' });
+      if (dtype === 'float32') {
+        // the opt-in 3xTF32 tensor-core kernel (GELU in its epilogue) against cuBLASLt SGEMM (+ the
+        // GELU pass) just measured: the figure that decides which one float32 linears use
+        const tc = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5));
+        const v = (2 * M * N * K) / tc / 1e9;
+        rows.push({
+          name: `${name} ${act} (3xTF32 kernel)`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
+          compare: { name: `cuBLASLt SGEMM${act === 'gelu' ? ' + GELU pass' : ''}`, value: tflops }, ratio: v / tflops,
+        });
+      }
       for (const t of [x, w, b]) t.free();
     }
   }

@@ -18,6 +18,7 @@ import type { Dataset } from '../lib/data/dataset.js';
 import { createInferencePlan } from '../lib/infer/plan.js';
 import { native } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
+import { withEnv } from './env.js';
 import { median } from './stats.js';
 
 type TorchJson = Record<string, Record<string, number>>;
@@ -80,6 +81,12 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const s = time(fwd, reps, inner);
       push({ name: `${name} eager`, shape: `B${B}`, value: B / s, unit: 'img/s' }, `${MODEL}_infer_B${B}`,
         precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+      if (precision === 'float32' && B > 1) {
+        // the same with the opt-in 3xTF32 linears (VITRIM_CUDA_GEMM_F32=3xtf32: fp32 accuracy, GELU fused)
+        const s3 = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => time(fwd, reps, inner));
+        push({ name: `${name} eager (3xTF32 linears)`, shape: `B${B}`, value: B / s3, unit: 'img/s', note: `default path: ${(B / s).toFixed(1)} img/s` },
+          `${MODEL}_infer_B${B}`, 'fp32_img_s');
+      }
       x.dispose();
     }
   }

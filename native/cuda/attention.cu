@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "attention.cuh"
+#include "mma_tf32.cuh"
 #include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
@@ -541,43 +542,13 @@ __global__ void __launch_bounds__(256) fwd_tc(const FwdParams p) {
 // x_lo = tf32(x - x_hi); a.b is accumulated as a_lo.b_hi + a_hi.b_lo + a_hi.b_hi. The dropped
 // a_lo.b_lo and the rounding of x_lo leave a relative error of about 2^-21 per product, the order
 // of fp32 FMA's own (plain TF32 would be 2^-11: not fp32 accuracy, so never used alone).
-// Fragment layouts (PTX ISA, mma.m16n8k8 .tf32, g = lane/4, t = lane%4):
-//   A 16x8 row-major: a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4)
-//   B 8x8 "col":      b0 (k = t, n = g)  b1 (k = t+4, n = g)
-//   C 16x8:           c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+// Fragment layouts: see mma_tf32.cuh.
 // P (a C tile over keys 8kb..8kb+7) becomes an A fragment without shuffles by permuting the keys
 // inside the 8-key step: k-slot t is key 2t, k-slot t+4 is key 2t+1; V's B fragment reads the
 // same keys (rows 2t and 2t+1 of the step). K and V are staged as fp32 with row stride D + 4 so
 // that both the K reads (row g, column t) and the V reads (rows 2t / 2t+1, column g) hit 32
 // distinct banks.
 // ============================================================================================
-
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef VITRIM_CUDA_EMU
-  ::emu::mma_m16n8k8_tf32(c, a, b0, b1);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-#ifdef VITRIM_CUDA_EMU
-  return ::emu::cvt_rna_tf32(x);
-#else
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-#endif
-}
-
-__device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
-  hi = to_tf32(x);
-  lo = to_tf32(x - __uint_as_float(hi));
-}
 
 // c += a . b in 3xTF32, a given split, b as the two fp32 values of this lane's B fragment.
 __device__ __forceinline__ void mma_3xtf32(float (&c)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], float b0,

@@ -91,6 +91,10 @@ struct Register {
     b.name = &::vitrim::cuda::name;                                             \
   })
 
+// Exact-erf GELU, x Phi(x) = x erfc(-x/sqrt2)/2 (erfc: no cancellation in the negative tail, where
+// 1 + erf would lose the digits): the elementwise op and every GEMM epilogue share it.
+__device__ __forceinline__ float gelu_exact(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752440f); }
+
 // ---- element access: bf16 is stored, fp32 is computed ----
 __device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float ld(const bf16* p, int64_t i) { return __bfloat162float(p[i]); }

@@ -289,7 +289,7 @@ struct UnaryF {
       return e / (1.f + e);
     } else if constexpr (OP == UnaryOp::Tanh) return tanhf(v);
     else if constexpr (OP == UnaryOp::Relu) return v > 0.f ? v : 0.f;
-    else return 0.5f * v * erfcf(-v * kInvSqrt2);  // Gelu: x * Phi(x)
+    else return gelu_exact(v);  // Gelu: x * Phi(x)
   }
 };
 

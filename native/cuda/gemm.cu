@@ -17,6 +17,8 @@
 // [M, N] less); the product is not rounded to bf16 first, so y differs from eager autocast's by at
 // most that rounding. Where cuBLASLt has no kernel for the mixed types, the fallback is eager's
 // numerics: the bf16 GEMM into a temporary, then one pass adding bias and residual in fp32.
+// float32 linear_fused with TF32 off may instead run our 3xTF32 tensor-core kernel
+// (VITRIM_CUDA_GEMM_F32=3xtf32; gemm_f32tc.cu), GELU and residual in its epilogue.
 // linear_backward: gx = gy W and gw = gy^T x as two GEMMs, gb = the column sum of gy (own kernel,
 // fp32 accumulation in a [row-block, N] partial buffer, then a second pass).
 // Heuristic results are cached per problem (shapes, layouts, dtype, epilogue), so steady-state calls
@@ -32,6 +34,7 @@
 
 #include "common.cuh"
 #include "cublaslt_api.h"
+#include "gemm_f32tc.cuh"
 #include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
@@ -263,12 +266,10 @@ __global__ void fill_bias_kernel(T* y, const TB* bias, const T* res, int64_t M, 
   }
 }
 
-__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
-
 template <class T>
 __global__ void gelu_residual_kernel(T* y, const T* res, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    float v = gelu_erf(to_f(y[i]));
+    float v = gelu_exact(to_f(y[i]));
     if (res) v += to_f(res[i]);
     y[i] = from_f<T>(v);
   }
@@ -417,6 +418,13 @@ Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor
   Tensor y = alloc(os, yt);
   if (y.numel() == 0) return y;
   const bool gelu = act == cpu::Activation::Gelu;
+  if (yt == DType::F32 && x.dtype == DType::F32 && !lt().tf32 && linear_f32tc_selected() &&
+      linear_f32tc_fits(x.raw(), w.raw(), K)) {
+    // 3xTF32 on tensor cores, bias, GELU and residual in its epilogue (gemm_f32tc.cu)
+    linear_f32tc(ptr<float>(x), ptr<float>(w), bias ? ptr<float>(*bias) : nullptr,
+                 residual ? ptr<float>(*residual) : nullptr, ptr<float>(y), M, N, K, gelu);
+    return y;
+  }
   // Without GELU the residual rides in the GEMM as C; with GELU it is added after the activation.
   const Tensor* res_in_gemm = (!gelu && residual) ? &*residual : nullptr;
   if (K == 0) {

@@ -1,6 +1,7 @@
 // cuBLASLt GEMMs on CUDA vs the CPU GEMMs, on fresh random inputs: matmul (batched, shared b,
 // transposes), linear forward / fused (bias, GELU, residual) / backward, float32 (TF32 off, 1e-5)
-// and bfloat16 (1e-2); bf16 operands with a float32 residual (float32 output; fused and fallback). Skipped where no GPU is visible.
+// and bfloat16 (1e-2); bf16 operands with a float32 residual (float32 output; fused and fallback);
+// the opt-in 3xTF32 float32 linear. Skipped where no GPU is visible.
 import { beforeAll, expect, it } from 'vitest';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
@@ -109,6 +110,35 @@ describeCuda('cuda gemm', () => {
       cudaAs(r([4, 3], 27), 'bfloat16')), 'ERR_VITRIM_DTYPE');
     expectCode(() => native.linearFused(x, w, cudaAs(r([3], 28), 'float32'), 'none', null), 'ERR_VITRIM_DTYPE');
     expectCode(() => native.linearFused(x, w, null, 'none', cudaAs(r([4, 4], 29), 'float32')), 'ERR_VITRIM_SHAPE');
+  });
+
+  // The 3xTF32 tensor-core linear (gemm_f32tc.cu), opt-in by VITRIM_CUDA_GEMM_F32=3xtf32: float32
+  // accuracy against the CPU (1e-5) with bias, GELU and residual in its epilogue, on shapes with
+  // partial M, N and K tiles; it must differ in bits from the cuBLASLt path (else the switch did
+  // nothing); shapes it does not take (K % 4 != 0) fall back to cuBLASLt.
+  it('float32 linearFused on the 3xTF32 kernel (VITRIM_CUDA_GEMM_F32=3xtf32)', () => {
+    const cases: [number[], number, number][] = [[[2, 67], 72, 136], [[130], 16, 8], [[197], 384, 384], [[3], 4, 260], [[5], 6, 7]];
+    for (const [lead, K, N] of cases) {
+      const x = r([...lead, K], 31), w = r([N, K], 32, 0.2), b = r([N], 33), res = r([...lead, N], 34);
+      const [xc, wc, bc, rc] = [x, w, b, res].map((t) => cudaAs(t, 'float32'));
+      for (const act of ['none', 'gelu'] as const) {
+        for (const withRes of [false, true]) {
+          const what = `${act} residual=${withRes} ${lead},${K},${N}`;
+          const want = native.linearFused(x, w, b, act, withRes ? res : null);
+          const viaLt = native.linearFused(xc, wc, bc, act, withRes ? rc : null);
+          process.env.VITRIM_CUDA_GEMM_F32 = '3xtf32';
+          let got: NativeTensor;
+          try {
+            got = native.linearFused(xc, wc, bc, act, withRes ? rc : null);
+          } finally {
+            delete process.env.VITRIM_CUDA_GEMM_F32;
+          }
+          expectRel(got, want, TOL.float32, `3xtf32 ${what}`);
+          if (K % 4 === 0 && K > 4) expect(Array.from(got.read()), what).not.toEqual(Array.from(viaLt.read()));
+          if (K % 4 !== 0) expect(Array.from(got.read()), what).toEqual(Array.from(viaLt.read()));
+        }
+      }
+    }
   });
 
   it('K = 0 gives the bias (and zero gradients)', () => {

@@ -1,0 +1,178 @@
+// float32 linear forward on tensor cores with fp32 accuracy (3xTF32, see mma_tf32.cuh):
+//   y[M, N] = act(x[M, K] w[N, K]^T + bias[N]) (+ res[M, N]),  act = identity or exact-erf GELU,
+// all row-major float32, bias / res optional. An alternative to cuBLASLt's SGEMM (fp32 FMA) for
+// linear_fused in float32 with TF32 off, selected by VITRIM_CUDA_GEMM_F32=3xtf32 (read per call)
+// until a GPU run has compared the two (bench: `linear f32 3xtf32`). Its epilogue also applies GELU
+// and the residual from registers, so the fc1 GELU pass of the cuBLASLt path disappears.
+//
+// Tiling: a CTA of 256 threads computes a 128 x 128 tile of y over K in steps of 16; its 8 warps
+// form a 2 (M) x 4 (N) grid of 64 x 32 warp tiles, i.e. 4 x 4 m16n8k8 tiles of fp32 accumulators
+// per warp (64 registers a thread). x and w tiles are staged in shared memory as fp32, row stride
+// 16 + 4 floats: the fragment reads (row g, column t) then hit 32 distinct banks. Two buffers: the
+// next K step is loaded into registers (float4, zero outside the matrices) while the tensor cores
+// work on the current one, then stored into the other buffer; one __syncthreads per step. Each
+// fragment element is split into tf32 hi / lo as it is read (B fragments once per K step, A per
+// m16 tile, so that only one A fragment pair is live).
+// Grid: x over the N tiles (fast), y over the M tiles, so that the CTAs in flight share their x
+// tile through L2 and read it from DRAM about once; w (at most a few MB for a ViT) stays in L2.
+//
+// Needs K % 4 == 0 and 16-byte aligned x and w (float4 loads): linear_f32tc_fits. Deviation from
+// cuBLASLt: the sum over K is in a different order (per 8-wide step, split products small first),
+// within fp32 rounding of it (the tests compare both to the CPU at 1e-5).
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "gemm_f32tc.cuh"
+#include "mma_tf32.cuh"
+
+namespace vitrim::cuda {
+
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 16, kLds = kBK + 4, kThreads = 256;
+
+// One K step of a 128 x 16 tile of a row-major [rows, K] matrix: 512 float4, two per thread.
+struct TileRegs {
+  float4 v[2];
+};
+
+__device__ __forceinline__ void load_tile(TileRegs& r, const float* __restrict__ src, int64_t rows, int64_t K,
+                                          int64_t r0, int64_t k0) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int idx = (int)threadIdx.x + i * kThreads;
+    const int row = idx >> 2, c4 = (idx & 3) * 4;
+    const int64_t gr = r0 + row, gk = k0 + c4;
+    r.v[i] = (gr < rows && gk < K) ? *reinterpret_cast<const float4*>(src + gr * K + gk) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+__device__ __forceinline__ void store_tile(const TileRegs& r, float* __restrict__ dst) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int idx = (int)threadIdx.x + i * kThreads;
+    *reinterpret_cast<float4*>(dst + (idx >> 2) * kLds + (idx & 3) * 4) = r.v[i];
+  }
+}
+
+template <bool GELU>
+__global__ void __launch_bounds__(kThreads, 2)
+    linear_f32tc_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                        const float* __restrict__ res, float* __restrict__ y, int64_t M, int64_t N, int64_t K) {
+  __shared__ __align__(16) float As[2][kBM * kLds];
+  __shared__ __align__(16) float Bs[2][kBN * kLds];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
+  const int64_t n0 = (int64_t)blockIdx.x * kBN;
+  const int64_t ktiles = (K + kBK - 1) / kBK;
+  const int64_t mtiles = (M + kBM - 1) / kBM;
+
+  for (int64_t mt = blockIdx.y; mt < mtiles; mt += gridDim.y) {  // uniform over the CTA
+    const int64_t m0 = mt * kBM;
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    TileRegs ra, rb;
+    load_tile(ra, x, M, K, m0, 0);
+    load_tile(rb, w, N, K, n0, 0);
+    store_tile(ra, As[0]);
+    store_tile(rb, Bs[0]);
+    __syncthreads();
+    for (int64_t kt = 0; kt < ktiles; ++kt) {
+      const int buf = (int)(kt & 1);
+      const bool more = kt + 1 < ktiles;
+      if (more) {
+        load_tile(ra, x, M, K, m0, (kt + 1) * kBK);
+        load_tile(rb, w, N, K, n0, (kt + 1) * kBK);
+      }
+      const float* as = As[buf];
+      const float* bs = Bs[buf];
+#pragma unroll
+      for (int kk = 0; kk < kBK; kk += 8) {
+        uint32_t bh[4][2], bl[4][2];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float* bp = bs + (wn + 8 * j + g) * kLds + kk + t;
+          split_tf32(bp[0], bh[j][0], bl[j][0]);
+          split_tf32(bp[4], bh[j][1], bl[j][1]);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float* ap = as + (wm + 16 * i + g) * kLds + kk + t;
+          uint32_t ah[4], al[4];
+          split_tf32(ap[0], ah[0], al[0]);
+          split_tf32(ap[8 * kLds], ah[1], al[1]);
+          split_tf32(ap[4], ah[2], al[2]);
+          split_tf32(ap[8 * kLds + 4], ah[3], al[3]);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            mma_tf32(acc[i][j], al, bh[j][0], bh[j][1]);  // the small terms first, the large last
+            mma_tf32(acc[i][j], ah, bl[j][0], bl[j][1]);
+            mma_tf32(acc[i][j], ah, bh[j][0], bh[j][1]);
+          }
+        }
+      }
+      if (more) {
+        // The other buffer was last read in step kt - 1, which every warp finished before the
+        // __syncthreads that ended it.
+        store_tile(ra, As[buf ^ 1]);
+        store_tile(rb, Bs[buf ^ 1]);
+      }
+      __syncthreads();
+    }
+
+    // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8.
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t col = n0 + wn + 8 * j + 2 * t;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t row = m0 + wm + 16 * i + g + 8 * h;
+          if (row >= M) continue;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t c = col + e;
+            if (c >= N) continue;
+            float v = acc[i][j][2 * h + e];
+            if (bias) v += bias[c];
+            if (GELU) v = gelu_exact(v);
+            if (res) v += res[row * N + c];
+            y[row * N + c] = v;
+          }
+        }
+      }
+  }
+}
+
+}  // namespace
+
+bool linear_f32tc_selected() {
+  const char* e = std::getenv("VITRIM_CUDA_GEMM_F32");
+  return e && std::strcmp(e, "3xtf32") == 0;
+}
+
+bool linear_f32tc_fits(const void* x, const void* w, int64_t K) {
+  return K > 0 && K % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
+}
+
+void linear_f32tc(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
+                  int64_t K, bool gelu) {
+  if (M == 0 || N == 0) return;
+  const int64_t ntiles = (N + kBN - 1) / kBN, mtiles = (M + kBM - 1) / kBM;
+  VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
+  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535));
+  if (gelu) linear_f32tc_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
+  else linear_f32tc_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
+  VITRIM_CUDA_LAUNCHED();
+}
+
+}  // namespace vitrim::cuda
