@@ -32,11 +32,13 @@ function binaryOp(kind: 'add' | 'sub' | 'mul' | 'div', a0: Operand, b0: Operand)
   if (typeof b0 === 'number' && kind === 'div') return affine(a0 as Tensor, 1 / num(b0, 'b', kind, (v) => v !== 0, 'non-zero'), 0);
   const a1 = asTensor(a0, kind, 'a', b0);
   const b1 = asTensor(b0, kind, 'b', a0);
-  // float32 with bfloat16: the bfloat16 operand is cast to float32 (type promotion). On cuda with no
-  // gradient to record the kernel promotes by itself (same bits, one pass instead of a cast and the
-  // op); with a gradient the differentiable cast carries the bfloat16 operand's gradient back.
+  // float32 with bfloat16: the bfloat16 operand is cast to float32 (type promotion). On cuda the kernel
+  // promotes by itself (same bits, one pass instead of a cast and the op), also when a gradient is
+  // recorded: the backward below then reads the bfloat16 operand through the same mixed kernel, and
+  // backward() rounds a float32 gradient to its tensor's dtype, as the cast's backward would (same
+  // bits as the cast path). The CPU kernels are float32-only: there the cast is explicit.
   const temps: Tensor[] = [];
-  const inKernel = a1.device === 'cuda' && b1.device === 'cuda' && !needsGrad(a1, b1);
+  const inKernel = a1.device === 'cuda' && b1.device === 'cuda';
   const [a, b] = inKernel ? [a1, b1] : promote([a1, b1], temps);
   const ha = a.handle;
   const hb = b.handle;

@@ -5,12 +5,15 @@
  * ≤ 1e-2. Shapes cover every kernel path (same shape, bias row, per-row scalar, scalars, outer
  * products, the general strided kernel, odd lengths that miss the 4-wide packs) and ViT sizes.
  * binary also takes float32 with bfloat16 (the promotion in the kernel): float32 out, bit-identical
- * to casting the bfloat16 operand first, on every broadcasting path and in both orders.
+ * to casting the bfloat16 operand first, on every broadcasting path and in both orders; through
+ * ops and autograd, the forward and every gradient equal the explicit cast's bit for bit.
  */
 import { expect, it } from 'vitest';
 import { native, type BinaryOp, type NativeTensor, type UnaryOp } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randint, randn, randu, rng } from '../helpers.js';
-import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, expectRel, roundTo, toCuda, values } from './helpers.js';
+import * as ops from '../../lib/ops/index.js';
+import { tensor, tidy } from '../../lib/tensor.js';
+import { FLOAT_DTYPES, TOL, bits, cudaAs, describeCuda, expectRel, roundTo, toCuda, values } from './helpers.js';
 
 const UNARY: UnaryOp[] = ['neg', 'abs', 'sqr', 'sqrt', 'exp', 'log', 'sigmoid', 'tanh', 'relu', 'gelu'];
 const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div'];
@@ -108,6 +111,34 @@ describeCuda('cuda binary', () => {
           expect(diff, `${op} ${x === a ? 'f32 . bf16' : 'bf16 . f32'} ${JSON.stringify(sa)} ${JSON.stringify(sb)} (${what})`).toBe(0);
         }
       });
+  });
+
+  // ops.add & co. on cuda promote in the kernel also when recording a gradient: forward bits and
+  // every gradient (the bf16 operand's reaches its float32 leaf through a cast) must equal those of
+  // the explicit-cast composition, for each op, both orders and a broadcast operand.
+  it('ops with float32 and bfloat16 under autograd: the bits of the explicit cast, forward and backward', () => {
+    const cases: [number[], number[]][] = [[[4, 7, 6], [4, 7, 6]], [[4, 7, 6], [6]], [[5], [3, 5]]];
+    for (const op of BINARY) {
+      cases.forEach(([sa, sb], ci) => {
+        for (const bf16First of [false, true]) {
+          const seed = RUN_SEED + 300 + 10 * ci;
+          const run = (explicit: boolean) => tidy(() => {
+            const a = tensor(randn(sa, seed), sa, { device: 'cuda', requiresGrad: true });
+            const bData = op === 'div' ? rand(sb, seed + 1, true).read() as Float32Array : randn(sb, seed + 1);
+            const b = tensor(bData, sb, { device: 'cuda', requiresGrad: true });
+            const bl = ops.cast(b, 'bfloat16');
+            const bu = explicit ? ops.cast(bl, 'float32') : bl;
+            const y = bf16First ? ops[op](bu, a) : ops[op](a, bu);
+            expect(y.dtype).toBe('float32');
+            const r = tensor(randn(y.shape as number[], seed + 2), y.shape as number[], { device: 'cuda' });
+            ops.sum(ops.mul(y, r)).backward();
+            return [y, a.grad!, b.grad!].map((t) => Array.from(bits(t.handle)));
+          });
+          const what = `${op} ${bf16First ? 'bf16 first' : 'f32 first'} [${sa}] [${sb}]`;
+          expect(run(false), what).toEqual(run(true));
+        }
+      });
+    }
   });
 
   it('bad input: incompatible shapes, int32, mixed devices, too many strided dims; then works', () => {
