@@ -139,10 +139,11 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     }
   }
 
-  // ---- attention forward configurations (only with --filter attention-tune) ----
+  // ---- configuration sweeps (only with --filter tune, attention-tune or gemm-tune) ----
+  const tune = (what: string) => opts.filter !== undefined && (opts.filter === 'tune' || opts.filter.includes(what));
   // Sweeps the tensor-core forwards' CTA size and key fill through VITRIM_CUDA_ATTN_FWD, so that one
   // GPU run shows whether the defaults (make_config in native/cuda/attention.cu) are the best.
-  if (opts.filter?.includes('attention-tune')) {
+  if (tune('attention-tune')) {
     for (const N of [197, 138, 68]) {
       for (const dtype of ['bfloat16', 'float32'] as DType[]) {
         const B = 256, H = 6, D = 64, C = H * D;
@@ -161,6 +162,26 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
           }
         qkv.free();
       }
+    }
+  }
+
+  // The 3xTF32 float32 linear's CTA tiles (VITRIM_CUDA_GEMM_F32_TILE) at the DeiT-S B256 shapes,
+  // each against cuBLASLt SGEMM (+ the GELU pass) timed in the same run.
+  if (tune('gemm-tune')) {
+    const M = 256 * 197;
+    for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
+      const x = rand([M, K], 'float32', 8), w = rand([N, K], 'float32', 9), b = rand([N], 'float32', 10);
+      const flop = 2 * M * N * K;
+      const lt = flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9;
+      for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
+        const v = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => withEnv('VITRIM_CUDA_GEMM_F32_TILE', tile, () =>
+          flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9));
+        rows.push({
+          name: `gemm-tune float32 ${act} 3xTF32 tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
+          compare: { name: `cuBLASLt SGEMM${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
+        });
+      }
+      for (const t of [x, w, b]) t.free();
     }
   }
 

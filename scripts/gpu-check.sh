@@ -6,7 +6,7 @@
 # Stages (comma separated, in this order): build, test (test/cuda), cpu (the whole suite there),
 # memcheck / racecheck / sanitize (= both; compute-sanitizer per test/cuda file, see below), bench
 # (torch_anchors.py and `npm run bench -- --filter cuda` in the same call, with ratios; then the
-# attention forward's configuration sweep, `--filter attention-tune`, into tune.json). Logs and
+# configuration sweeps, `--filter tune`: attention forward and 3xTF32 linear, into tune.json). Logs and
 # JSON go to $OUT (at most 8 files come back). A device call ends at 600 s: build,test,bench fit
 # in one; the sanitizer tools want a call each.
 set -uo pipefail
@@ -79,8 +79,8 @@ if has bench; then
   python3 ../shared/gpu/torch_anchors.py --quick --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || status=1
   tail -30 "$OUT/torch.log"
   VITRIM_TORCH_JSON="$OUT/torch.json" npm run bench -- --filter cuda --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | tail -60
-  # the attention forward's CTA size / key fill sweep (a few seconds): are the defaults the best?
-  VITRIM_TORCH_JSON="$OUT/torch.json" npm run bench -- --filter attention-tune --json "$OUT/tune.json" 2>&1 \
-    | grep -E "attention-tune" | tail -60
+  # the configuration sweeps (attention forward CTA size / key fill, 3xTF32 linear tiles): are the defaults the best?
+  VITRIM_TORCH_JSON="$OUT/torch.json" npm run bench -- --filter tune --json "$OUT/tune.json" 2>&1 \
+    | grep -E "attention-tune|gemm-tune" | tail -80
 fi
 exit $status

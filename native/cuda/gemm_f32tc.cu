@@ -5,9 +5,10 @@
 // until a GPU run has compared the two (bench: `linear f32 3xtf32`). Its epilogue also applies GELU
 // and the residual from registers, so the fc1 GELU pass of the cuBLASLt path disappears.
 //
-// Tiling: a CTA of 256 threads computes a 128 x 128 tile of y over K in steps of 16; its 8 warps
-// form a 2 (M) x 4 (N) grid of 64 x 32 warp tiles, i.e. 4 x 4 m16n8k8 tiles of fp32 accumulators
-// per warp (64 registers a thread). x and w tiles are staged in shared memory as fp32, row stride
+// Tiling: a CTA computes a BM x BN tile of y over K in steps of 16 (128 x 128 by default: 8 warps
+// in a 2 (M) x 4 (N) grid; VITRIM_CUDA_GEMM_F32_TILE picks 128x64, 64x128 or 64x64 for the bench's
+// sweep); every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8 tiles of fp32 accumulators (64
+// registers a thread). x and w tiles are staged in shared memory as fp32, row stride
 // 16 + 4 floats: the fragment reads (row g, column t) then hit 32 distinct banks. Two buffers: the
 // next K step is loaded into registers (float4, zero outside the matrices) while the tensor cores
 // work on the current one, then stored into the other buffer; one __syncthreads per step. Each
@@ -20,6 +21,7 @@
 // cuBLASLt: the sum over K is in a different order (per 8-wide step, split products small first),
 // within fp32 rounding of it (the tests compare both to the CPU at 1e-5).
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,41 +32,52 @@ namespace vitrim::cuda {
 
 namespace {
 
-constexpr int kBM = 128, kBN = 128, kBK = 16, kLds = kBK + 4, kThreads = 256;
+constexpr int kBK = 16, kLds = kBK + 4;
 
-// One K step of a 128 x 16 tile of a row-major [rows, K] matrix: 512 float4, two per thread.
+// One K step of a ROWS x 16 tile of a row-major [rows, K] matrix: ROWS * 4 float4, spread over the
+// CTA's THREADS threads.
+template <int ROWS, int THREADS>
 struct TileRegs {
-  float4 v[2];
+  static constexpr int kPer = ROWS * 4 / THREADS;
+  static_assert(kPer * THREADS == ROWS * 4, "tile loads must divide evenly");
+  float4 v[kPer];
+
+  __device__ __forceinline__ void load(const float* __restrict__ src, int64_t rows, int64_t K, int64_t r0, int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int idx = (int)threadIdx.x + i * THREADS;
+      const int64_t gr = r0 + (idx >> 2), gk = k0 + (idx & 3) * 4;
+      v[i] = (gr < rows && gk < K) ? *reinterpret_cast<const float4*>(src + gr * K + gk) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+  __device__ __forceinline__ void store(float* __restrict__ dst) const {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int idx = (int)threadIdx.x + i * THREADS;
+      *reinterpret_cast<float4*>(dst + (idx >> 2) * kLds + (idx & 3) * 4) = v[i];
+    }
+  }
 };
 
-__device__ __forceinline__ void load_tile(TileRegs& r, const float* __restrict__ src, int64_t rows, int64_t K,
-                                          int64_t r0, int64_t k0) {
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int idx = (int)threadIdx.x + i * kThreads;
-    const int row = idx >> 2, c4 = (idx & 3) * 4;
-    const int64_t gr = r0 + row, gk = k0 + c4;
-    r.v[i] = (gr < rows && gk < K) ? *reinterpret_cast<const float4*>(src + gr * K + gk) : make_float4(0.f, 0.f, 0.f, 0.f);
-  }
+// BM x BN CTA tile of (BM / 64) x (BN / 32) warps, each 64 x 32.
+// Registers: 64 accumulators, the fragments and the prefetch (more per thread in the smaller CTAs).
+// 256-thread CTAs are held to 128 a thread (2 CTAs an SM), the smaller ones to about 170.
+template <int BM, int BN>
+constexpr int f32tc_min_blocks() {
+  constexpr int threads = (BM / 64) * (BN / 32) * 32;
+  return threads >= 256 ? 2 : 384 / threads;
 }
 
-__device__ __forceinline__ void store_tile(const TileRegs& r, float* __restrict__ dst) {
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int idx = (int)threadIdx.x + i * kThreads;
-    *reinterpret_cast<float4*>(dst + (idx >> 2) * kLds + (idx & 3) * 4) = r.v[i];
-  }
-}
-
-template <bool GELU>
-__global__ void __launch_bounds__(kThreads, 2)
+template <int BM, int BN, bool GELU>
+__global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<BM, BN>())
     linear_f32tc_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                         const float* __restrict__ res, float* __restrict__ y, int64_t M, int64_t N, int64_t K) {
+  constexpr int kBM = BM, kBN = BN, WN = BN / 32, kThreads = (BM / 64) * WN * 32;
   __shared__ __align__(16) float As[2][kBM * kLds];
   __shared__ __align__(16) float Bs[2][kBN * kLds];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
+  const int wm = (warp / WN) * 64, wn = (warp % WN) * 32;
   const int64_t n0 = (int64_t)blockIdx.x * kBN;
   const int64_t ktiles = (K + kBK - 1) / kBK;
   const int64_t mtiles = (M + kBM - 1) / kBM;
@@ -79,18 +92,19 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    TileRegs ra, rb;
-    load_tile(ra, x, M, K, m0, 0);
-    load_tile(rb, w, N, K, n0, 0);
-    store_tile(ra, As[0]);
-    store_tile(rb, Bs[0]);
+    TileRegs<kBM, kThreads> ra;
+    TileRegs<kBN, kThreads> rb;
+    ra.load(x, M, K, m0, 0);
+    rb.load(w, N, K, n0, 0);
+    ra.store(As[0]);
+    rb.store(Bs[0]);
     __syncthreads();
     for (int64_t kt = 0; kt < ktiles; ++kt) {
       const int buf = (int)(kt & 1);
       const bool more = kt + 1 < ktiles;
       if (more) {
-        load_tile(ra, x, M, K, m0, (kt + 1) * kBK);
-        load_tile(rb, w, N, K, n0, (kt + 1) * kBK);
+        ra.load(x, M, K, m0, (kt + 1) * kBK);
+        rb.load(w, N, K, n0, (kt + 1) * kBK);
       }
       const float* as = As[buf];
       const float* bs = Bs[buf];
@@ -122,8 +136,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (more) {
         // The other buffer was last read in step kt - 1, which every warp finished before the
         // __syncthreads that ended it.
-        store_tile(ra, As[buf ^ 1]);
-        store_tile(rb, Bs[buf ^ 1]);
+        ra.store(As[buf ^ 1]);
+        rb.store(Bs[buf ^ 1]);
       }
       __syncthreads();
     }
@@ -160,6 +174,36 @@ bool linear_f32tc_selected() {
   return e && std::strcmp(e, "3xtf32") == 0;
 }
 
+namespace {
+// The CTA tile: VITRIM_CUDA_GEMM_F32_TILE = 128x128 (default), 128x64, 64x128 or 64x64 (read per
+// call, for the bench's sweep); anything else is an error naming the choices.
+struct Tile {
+  int bm, bn;
+};
+Tile f32tc_tile() {
+  const char* e = std::getenv("VITRIM_CUDA_GEMM_F32_TILE");
+  if (!e || !*e) return {128, 128};
+  for (Tile t : {Tile{128, 128}, Tile{128, 64}, Tile{64, 128}, Tile{64, 64}}) {
+    char name[16];
+    std::snprintf(name, sizeof name, "%dx%d", t.bm, t.bn);
+    if (std::strcmp(e, name) == 0) return t;
+  }
+  fail(ErrorKind::Argument, "VITRIM_CUDA_GEMM_F32_TILE must be 128x128, 128x64, 64x128 or 64x64, got '", e, "'");
+}
+
+template <int BM, int BN>
+void launch_tile(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
+                 int64_t K, bool gelu) {
+  constexpr int threads = (BM / 64) * (BN / 32) * 32;
+  const int64_t ntiles = (N + BN - 1) / BN, mtiles = (M + BM - 1) / BM;
+  VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
+  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535));
+  if (gelu) linear_f32tc_kernel<BM, BN, true><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
+  else linear_f32tc_kernel<BM, BN, false><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
+  VITRIM_CUDA_LAUNCHED();
+}
+}  // namespace
+
 bool linear_f32tc_fits(const void* x, const void* w, int64_t K) {
   return K > 0 && K % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
 }
@@ -167,12 +211,11 @@ bool linear_f32tc_fits(const void* x, const void* w, int64_t K) {
 void linear_f32tc(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
                   int64_t K, bool gelu) {
   if (M == 0 || N == 0) return;
-  const int64_t ntiles = (N + kBN - 1) / kBN, mtiles = (M + kBM - 1) / kBM;
-  VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
-  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535));
-  if (gelu) linear_f32tc_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
-  else linear_f32tc_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
-  VITRIM_CUDA_LAUNCHED();
+  const Tile t = f32tc_tile();
+  if (t.bm == 128 && t.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu);
+  else if (t.bm == 128) launch_tile<128, 64>(x, w, bias, res, y, M, N, K, gelu);
+  else if (t.bn == 128) launch_tile<64, 128>(x, w, bias, res, y, M, N, K, gelu);
+  else launch_tile<64, 64>(x, w, bias, res, y, M, N, K, gelu);
 }
 
 }  // namespace vitrim::cuda

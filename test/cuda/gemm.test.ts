@@ -139,6 +139,23 @@ describeCuda('cuda gemm', () => {
         }
       }
     }
+    // every CTA tile of the bench's sweep (VITRIM_CUDA_GEMM_F32_TILE), partial tiles in M, N and K
+    const x = r([2, 67, 72], 35), w = r([136, 72], 36, 0.2), b = r([136], 37), res = r([2, 67, 136], 38);
+    const [xc, wc, bc, rc] = [x, w, b, res].map((t) => cudaAs(t, 'float32'));
+    const want = native.linearFused(x, w, b, 'gelu', res);
+    process.env.VITRIM_CUDA_GEMM_F32 = '3xtf32';
+    try {
+      for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
+        process.env.VITRIM_CUDA_GEMM_F32_TILE = tile;
+        expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, `tile ${tile}`);
+      }
+      process.env.VITRIM_CUDA_GEMM_F32_TILE = '32x32';
+      expectCode(() => native.linearFused(xc, wc, bc, 'gelu', rc), 'ERR_VITRIM_ARGUMENT');
+    } finally {
+      delete process.env.VITRIM_CUDA_GEMM_F32;
+      delete process.env.VITRIM_CUDA_GEMM_F32_TILE;
+    }
+    expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, 'after the bad tile');
   });
 
   it('K = 0 gives the bias (and zero gradients)', () => {
