@@ -102,6 +102,14 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     push({ name, shape: 'B1', value: 1 / s, unit: 'img/s', note: `plan.run: upload + replay (${st.kernels} kernels, ${st.nodes} nodes)` },
       `${MODEL}_infer_B1`, precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
     plan.dispose();
+    if (precision === 'float32') {
+      // the plan recorded with the opt-in 3xTF32 linears (their GELU fused: fewer kernels)
+      const p3 = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => createInferencePlan(model, [3, 224, 224], { batch: 1, precision }));
+      const s3 = time(() => p3.run(data), reps, 50);
+      push({ name: `${name} (3xTF32 linears)`, shape: 'B1', value: 1 / s3, unit: 'img/s',
+        note: `plan.run (${p3.graphStats.kernels} kernels); default plan: ${(1 / s).toFixed(1)} img/s` }, `${MODEL}_infer_B1`, 'fp32_img_s');
+      p3.dispose();
+    }
   }
 
   // ---- training step ----

@@ -5,9 +5,9 @@
 // until a GPU run has compared the two (bench: `linear f32 3xtf32`). Its epilogue also applies GELU
 // and the residual from registers, so the fc1 GELU pass of the cuBLASLt path disappears.
 //
-// Tiling: a CTA computes a BM x BN tile of y over K in steps of 16 (128 x 128 by default: 8 warps
-// in a 2 (M) x 4 (N) grid; VITRIM_CUDA_GEMM_F32_TILE picks 128x64, 64x128 or 64x64 for the bench's
-// sweep); every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8 tiles of fp32 accumulators (64
+// Tiling: a CTA computes a BM x BN tile of y over K in steps of 16 (128 x 128: 8 warps in a 2 (M)
+// x 4 (N) grid; 128 x 64, 64 x 128 and 64 x 64 where 128 x 128 tiles would not fill the SMs, or as
+// VITRIM_CUDA_GEMM_F32_TILE says); every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8 tiles of fp32 accumulators (64
 // registers a thread). x and w tiles are staged in shared memory as fp32, row stride
 // 16 + 4 floats: the fragment reads (row g, column t) then hit 32 distinct banks. Two buffers: the
 // next K step is loaded into registers (float4, zero outside the matrices) while the tensor cores
@@ -175,15 +175,21 @@ bool linear_f32tc_selected() {
 }
 
 namespace {
-// The CTA tile: VITRIM_CUDA_GEMM_F32_TILE = 128x128 (default), 128x64, 64x128 or 64x64 (read per
-// call, for the bench's sweep); anything else is an error naming the choices.
+// The CTA tile: VITRIM_CUDA_GEMM_F32_TILE = 128x128, 128x64, 64x128 or 64x64 (read per call, for
+// the bench's sweep; anything else is an error naming the choices). By default the largest tile
+// that still gives every SM a CTA (small batches: M = 197 at batch 1 makes few 128 x 128 tiles).
 struct Tile {
   int bm, bn;
 };
-Tile f32tc_tile() {
+Tile f32tc_tile(int64_t M, int64_t N) {
+  constexpr Tile kTiles[] = {{128, 128}, {128, 64}, {64, 128}, {64, 64}};
   const char* e = std::getenv("VITRIM_CUDA_GEMM_F32_TILE");
-  if (!e || !*e) return {128, 128};
-  for (Tile t : {Tile{128, 128}, Tile{128, 64}, Tile{64, 128}, Tile{64, 64}}) {
+  if (!e || !*e) {
+    for (Tile t : kTiles)
+      if (((M + t.bm - 1) / t.bm) * ((N + t.bn - 1) / t.bn) >= sm_count()) return t;
+    return kTiles[3];
+  }
+  for (Tile t : kTiles) {
     char name[16];
     std::snprintf(name, sizeof name, "%dx%d", t.bm, t.bn);
     if (std::strcmp(e, name) == 0) return t;
@@ -211,7 +217,7 @@ bool linear_f32tc_fits(const void* x, const void* w, int64_t K) {
 void linear_f32tc(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
                   int64_t K, bool gelu) {
   if (M == 0 || N == 0) return;
-  const Tile t = f32tc_tile();
+  const Tile t = f32tc_tile(M, N);
   if (t.bm == 128 && t.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu);
   else if (t.bm == 128) launch_tile<128, 64>(x, w, bias, res, y, M, N, K, gelu);
   else if (t.bn == 128) launch_tile<64, 128>(x, w, bias, res, y, M, N, K, gelu);
