@@ -2,7 +2,8 @@
 // the semantics and validation of native/cpu/attention_varlen.cpp.
 //
 // cu_seqlens lives on the device (the dispatcher requires every tensor argument on one device); it
-// is small, so it is copied to the host (one stream sync) and checked exactly as the CPU does
+// is small, so it is copied to the host (one stream sync; none when it was uploaded from the host,
+// whose values the upload kept: known_host_ints) and checked exactly as the CPU does
 // (cu[0] = 0: Argument; nondecreasing: Argument; cu[S] = R: Shape). The host copy also builds the
 // kernel's task list: one CTA per (sequence, head, query tile), see attention.cu (the same
 // forward kernels as the dense op, without keep or stats). A head whose gate is 0 is not computed:
@@ -24,10 +25,15 @@ Tensor attention_varlen_forward(const Tensor& qkv, const Tensor& cu_seqlens, int
   VITRIM_CHECK(D <= 128, Shape, "attention_varlen: head_dim ", D, " is above 128, the largest the cuda kernels support");
   VITRIM_CHECK(C3 <= INT32_MAX, Shape, "attention_varlen: qkv rows of ", C3, " values are above the cuda kernels' limit");
   const int64_t S = vs.S;
-  std::vector<int32_t> cu((size_t)(S + 1));
-  VITRIM_CUDA_CHECK(cudaMemcpyAsync(cu.data(), cu_seqlens.raw(), cu.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                    stream()));
-  VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  std::vector<int32_t> cu;
+  if (auto known = known_host_ints(cu_seqlens)) {
+    cu = *known;  // uploaded from the host: its values, without a copy back and a sync
+  } else {
+    cu.resize((size_t)(S + 1));
+    VITRIM_CUDA_CHECK(cudaMemcpyAsync(cu.data(), cu_seqlens.raw(), cu.size() * sizeof(int32_t),
+                                      cudaMemcpyDeviceToHost, stream()));
+    VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
   VITRIM_CHECK(cu[0] == 0, Argument, "attention_varlen: cu_seqlens[0] must be 0, got ", cu[0]);
   for (int64_t s = 0; s < S; ++s)
     VITRIM_CHECK(cu[s + 1] >= cu[s], Argument, "attention_varlen: cu_seqlens must be nondecreasing (at ", s + 1, ")");

@@ -64,6 +64,11 @@ void check_pending();
 // and then the captured check is the only guard). An op may then launch without a flag and skip the
 // check and its host sync; its kernel still never dereferences an index outside the range.
 bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi);
+// known_in_range, and the values strictly increasing (so distinct): recorded by a host upload.
+bool known_increasing_in_range(const Tensor& idx, int64_t lo, int64_t hi);
+// The values of a small int32 cuda tensor as the host uploaded them (null when not known, or while
+// a graph is recorded: a replay would read whatever the tensor then holds).
+std::shared_ptr<const std::vector<int32_t>> known_host_ints(const Tensor& t);
 // True when `derived`'s data is known to have been computed from `source` as it is now
 // (Storage::derived_from) and no graph is being captured (for the same reason as above).
 bool known_derived(const Tensor& derived, const Tensor& source);

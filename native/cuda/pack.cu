@@ -12,8 +12,10 @@
 //   like the CPU.
 //
 // Index validation: device-side (see gather.cu: the flag keeps INT32_MAX - the first bad position).
-// gather_rows reports through check_flag (immediate or deferred); index_add_rows always checks at
-// once, before it writes, because it writes dst in place (so it cannot be captured in a graph).
+// gather_rows reports through check_flag (immediate or deferred); index_add_rows checks at once,
+// before it writes, because it writes dst in place (so it cannot be captured in a graph), unless the
+// rows are known to be in range and strictly increasing (a host upload recorded it:
+// known_increasing_in_range), as packed inference's are: then no check kernel and no sync.
 // Out-of-range entries are never dereferenced, neither as a row of x or dst nor as a slot of the
 // duplicate marker.
 #include <climits>
@@ -114,6 +116,21 @@ __global__ void __launch_bounds__(256) index_add_rows_kernel(T* __restrict__ dst
 
 }  // namespace
 
+// Range and distinctness of index_add_rows' rows, before anything is written (one stream sync).
+static void check_add_rows(const Tensor& rows, int64_t R, int64_t R0) {
+  const DeviceFlag dflags = new_flag(2);
+  int32_t* flags = dflags.ptr();
+  Tensor seen = alloc({R0}, DType::I32);
+  if (R0) VITRIM_CUDA_CHECK(cudaMemsetAsync(seen.raw(), 0, seen.nbytes(), stream()));
+  check_rows_kernel<<<grid_for(R, 256), 256, 0, stream()>>>(ptr<int32_t>(rows), R, R0, ptr<int32_t>(seen), flags);
+  VITRIM_CUDA_LAUNCHED();
+  check_flag_now(dflags, [rows, R0](const int32_t* h) {
+    if (h[0]) fail_index_flag(h[0], rows, R0, "index_add_rows", "rows");
+    fail(ErrorKind::Index, "index_add_rows: row ",
+         h[1] == 1 ? std::string(">= 2147483646") : std::to_string((int64_t)INT32_MAX - h[1]), " appears twice");
+  });
+}
+
 Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   check_float_cuda(x, "x");
   check_rank(x, 2, "x");
@@ -146,18 +163,7 @@ void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src) {
                shape_str(src.shape), " must be [rows, ", dst.size(1), "]");
   const int64_t R = rows.numel(), R0 = dst.size(0), C = dst.size(1);
   if (R == 0) return;
-  // Range and distinctness, before anything is written.
-  const DeviceFlag dflags = new_flag(2);
-  int32_t* flags = dflags.ptr();
-  Tensor seen = alloc({R0}, DType::I32);
-  if (R0) VITRIM_CUDA_CHECK(cudaMemsetAsync(seen.raw(), 0, seen.nbytes(), stream()));
-  check_rows_kernel<<<grid_for(R, 256), 256, 0, stream()>>>(ptr<int32_t>(rows), R, R0, ptr<int32_t>(seen), flags);
-  VITRIM_CUDA_LAUNCHED();
-  check_flag_now(dflags, [rows, R0](const int32_t* h) {
-    if (h[0]) fail_index_flag(h[0], rows, R0, "index_add_rows", "rows");
-    fail(ErrorKind::Index, "index_add_rows: row ",
-         h[1] == 1 ? std::string(">= 2147483646") : std::to_string((int64_t)INT32_MAX - h[1]), " appears twice");
-  });
+  if (!known_increasing_in_range(rows, 0, R0 - 1)) check_add_rows(rows, R, R0);
   if (C == 0) return;
   const MarkWritten written(dst);
   dispatch_float(dst.dtype, "dst", [&](auto tag) {

@@ -514,6 +514,17 @@ bool known_in_range(const Tensor& idx, int64_t lo, int64_t hi) {
   return graphs().capturing == 0 && (a > b || (a >= lo && b <= hi));
 }
 
+bool known_increasing_in_range(const Tensor& idx, int64_t lo, int64_t hi) {
+  return known_in_range(idx, lo, hi) && idx.storage->int_increasing();
+}
+
+std::shared_ptr<const std::vector<int32_t>> known_host_ints(const Tensor& t) {
+  if (t.dtype != DType::I32 || !t.storage || graphs().capturing != 0) return nullptr;
+  auto h = t.storage->int_host();
+  if (!h || (int64_t)h->size() != t.numel()) return nullptr;  // (a reshape shares the storage)
+  return h;
+}
+
 bool known_unit_range(const Tensor& t) {
   return graphs().capturing == 0 && t.storage && t.storage->unit_range();
 }

@@ -25,20 +25,28 @@ Napi::Error js_error(Napi::Env env, const std::exception& e) {
 
 void throw_js(Napi::Env env, const std::exception& e) { js_error(env, e).ThrowAsJavaScriptException(); }
 
+// Host copies are kept for int32 data on a device up to this many values (index lists and
+// cu_seqlens of packed inference are a few thousand).
+constexpr size_t kHostCopyMax = 1 << 16;
+
 void record_int_range(const Tensor& t, const int32_t* host, size_t n) {
   if (t.dtype != DType::I32 || !t.storage) return;
   int32_t lo = INT32_MAX, hi = INT32_MIN;  // empty: lo > hi, inside every range
+  bool increasing = true;
   for (size_t i = 0; i < n; ++i) {
     lo = std::min(lo, host[i]);
     hi = std::max(hi, host[i]);
+    if (i && host[i] <= host[i - 1]) increasing = false;
   }
-  t.storage->set_int_range(lo, hi);
+  std::shared_ptr<const std::vector<int32_t>> copy;
+  if (t.device() != Device::CPU && n <= kHostCopyMax) copy = std::make_shared<const std::vector<int32_t>>(host, host + n);
+  t.storage->set_int_range(lo, hi, increasing, std::move(copy));
 }
 
 void carry_int_range(const Tensor& from, const Tensor& to) {
   int32_t lo, hi;
   if (to.dtype == DType::I32 && from.dtype == DType::I32 && from.storage && to.storage && from.storage->int_range(lo, hi))
-    to.storage->set_int_range(lo, hi);
+    to.storage->set_int_range(lo, hi, from.storage->int_increasing(), from.storage->int_host());
 }
 
 void record_unit_range(const Tensor& t) {

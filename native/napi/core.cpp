@@ -75,11 +75,8 @@ VITRIM_OP(toDevice) {
   Tensor y = to.empty(x.shape, x.dtype);
   if (x.device() == Device::CPU) {
     to.copy_from_host(y, x.raw(), x.nbytes());
-    int32_t lo, hi;
-    if (x.dtype == DType::I32 && !x.storage->int_range(lo, hi))
-      record_int_range(y, static_cast<const int32_t*>(x.raw()), (size_t)x.numel());
-    else
-      carry_int_range(x, y);
+    // int32 uploads: the range, whether increasing, and (small ones) a host copy, from the data itself
+    if (x.dtype == DType::I32) record_int_range(y, static_cast<const int32_t*>(x.raw()), (size_t)x.numel());
     carry_unit_range(x, y);
   } else {
     // Device to device through the host: only cpu and one cuda device exist today.

@@ -118,5 +118,17 @@ describeCuda('cuda varlen attention bad input', () => {
     const out = call(q, cu([0, 2, 5]), 2, toCuda(nt([1, 0, 0.5, 1], [2, 2])));
     expect(out.shape).toEqual([5, 8]);
     expect(Array.from(values(out)).every(Number.isFinite)).toBe(true);
+
+    // An uploaded cu_seqlens is read from the values the upload kept (no copy back): the same result
+    // as one computed on the device (read back), and a write() of bad values is still refused.
+    const g = toCuda(nt([1, 0, 0.5, 1], [2, 2]));
+    const up = cu([0, 2, 5]);
+    const dev = native.cast(toCuda(nt(new Float32Array([0, 2, 5]), [3])), 'int32');  // nothing known
+    expect(Array.from(values(call(q, up, 2, g)))).toEqual(Array.from(values(call(q, dev, 2, g))));
+    up.write(new Int32Array([0, 3, 2]));
+    expectCode(() => call(q, up, 2, g), 'ERR_VITRIM_ARGUMENT');
+    up.write(new Int32Array([0, 1, 5]));
+    expect(Array.from(values(call(q, up, 2, g)))).toEqual(Array.from(values(call(q, cu([0, 1, 5]), 2, g))));
+    expect(Array.from(values(call(q, up, 2, g)))).not.toEqual(Array.from(values(call(q, dev, 2, g))));
   });
 });

@@ -131,6 +131,35 @@ describeCuda('cuda indexAddRows', () => {
     }
   });
 
+  // Rows uploaded strictly increasing and in range skip the device check (and its sync): the result
+  // must be the checked path's; knowledge that no longer holds (a write() of duplicates, a range past
+  // this dst) must bring the check back; rows computed on the device (nothing known) are checked.
+  it('uploaded increasing rows skip the check; a write(), another dst or device-made rows bring it back', () => {
+    for (const dtype of FLOAT_DTYPES) {
+      const src = cudaAs(nt(randn([3, 5], 12), [3, 5]), dtype);
+      const x0 = nt(randn([6, 5], 11), [6, 5]);
+      const acc = native.copy(roundTo(x0, dtype));  // the CPU's float32 sums of the same values
+      native.indexAddRows(acc, nt(new Int32Array([0, 2, 5]), [3]), nt(values(src), [3, 5]));
+      const want = roundTo(acc, dtype);
+      const run = (rows: ReturnType<typeof toCuda>) => {
+        const x = cudaAs(x0, dtype);
+        native.indexAddRows(x, rows, src);
+        return values(x);
+      };
+      const up = toCuda(nt(new Int32Array([0, 2, 5]), [3]));
+      expectExact(run(up), values(want), `uploaded increasing rows (${dtype})`);
+      const dev = native.cast(toCuda(nt(new Float32Array([0, 2, 5]), [3])), 'int32');  // no known range
+      expectExact(run(dev), values(want), `device-made rows (${dtype})`);
+      const x = cudaAs(x0, dtype);
+      const before = values(x);
+      up.write(new Int32Array([0, 3, 3]));
+      expect(expectCode(() => native.indexAddRows(x, up, src), 'ERR_VITRIM_INDEX')).toContain('row 3 appears twice');
+      const past = toCuda(nt(new Int32Array([0, 2, 6]), [3]));  // increasing, but row 6 of a 6-row dst
+      expect(expectCode(() => native.indexAddRows(x, past, src), 'ERR_VITRIM_INDEX')).toContain('rows[2] = 6');
+      expectExact(values(x), before, `dst after the refused calls (${dtype})`);
+    }
+  });
+
   it('bad input gives typed errors', () => {
     const x = toCuda(nt(randn([6, 5], 1), [6, 5]));
     const rows = toCuda(nt(new Int32Array([1, 2]), [2]));

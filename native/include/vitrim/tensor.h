@@ -44,11 +44,21 @@ struct Storage {
   // write, full, topk: the bindings in native/napi) and valid only while `version` has not moved
   // since: an in-place write (mark_written) forgets them. Device-side index checks are skipped when
   // the bounds prove every index in range (cuda/common.cuh known_in_range), which saves the check
-  // and its host synchronisation.
-  void set_int_range(int32_t lo, int32_t hi) {
+  // and its host synchronisation. `increasing`: the values are also strictly increasing, hence
+  // distinct (index_add_rows' duplicate check). `host`: a host copy of the values (small uploads to
+  // cuda), which ops that need them on the host (attention_varlen's cu_seqlens) read instead of a
+  // copy back and its stream sync. Both are recorded and forgotten with the range.
+  void set_int_range(int32_t lo, int32_t hi, bool increasing = false,
+                     std::shared_ptr<const std::vector<int32_t>> host = nullptr) {
     range_lo_ = lo;
     range_hi_ = hi;
+    range_increasing_ = increasing;
+    range_host_ = std::move(host);
     range_stamp_ = version.load(std::memory_order_acquire) + 1;
+  }
+  bool int_increasing() const { return range_stamp_ == version.load(std::memory_order_acquire) + 1 && range_increasing_; }
+  std::shared_ptr<const std::vector<int32_t>> int_host() const {
+    return range_stamp_ == version.load(std::memory_order_acquire) + 1 ? range_host_ : nullptr;
   }
   // Known: every value lies in [0, 1] (no NaN), e.g. hard Gumbel decisions, step(), full(0.5), and
   // what concat / cast / copy make of such tensors (the bindings in native/napi record it). Valid
@@ -89,6 +99,8 @@ struct Storage {
  private:
   Release release;
   int32_t range_lo_ = 0, range_hi_ = -1;
+  bool range_increasing_ = false;
+  std::shared_ptr<const std::vector<int32_t>> range_host_;
   uint64_t range_stamp_ = 0;  // version + 1 when the range was recorded; 0: never
   uint64_t source_uid_ = 0, source_version_ = 0, source_stamp_ = 0;  // set_source; stamp 0: none
   uint64_t unit_stamp_ = 0;                                          // set_unit_range; 0: none
