@@ -14,7 +14,9 @@
  * Devices and precision: `model.to('cuda')` moves every parameter in place; a forward runs on the
  * device of its input (every tensor it creates is made there). Under autocast('bfloat16') on cuda the
  * linears (patch embedding, qkv, proj, fc1 + GELU, fc2, head) and attention run in bfloat16 while the
- * residual stream, LayerNorm and the loss stay float32, and the parameters and gradients float32.
+ * residual stream, LayerNorm's arithmetic and the loss stay float32, and the parameters and gradients
+ * float32. The norms write their output in bfloat16 there (only bf16 GEMMs read it), and without
+ * gradient proj and fc2 add the float32 residual in their GEMM's epilogue (ops.linearFused).
  */
 import { lowOutDtype } from '../autocast.js';
 import { ArgumentError } from '../errors.js';
