@@ -253,7 +253,8 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps, lnOut);
         const qkv = packedLinear(ln, blk.attn.qkv, 'none', low);
         const o = native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg);
-        const y = castTo(packedLinear(o, blk.attn.proj, 'none', low), 'float32');
+        // bf16 under autocast: indexAddRows adds it into the float32 stream as the cast would
+        const y = packedLinear(o, blk.attn.proj, 'none', low);
         native.indexAddRows(x2, r, y);
         for (const h of [r, cu, hg, p, ln, mean, rstd, qkv, o, y]) h?.free();
       }
@@ -263,7 +264,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOp
         const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps, lnOut);
         // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
         const a = packedLinear(ln, blk.mlp.fc1, 'gelu', low);
-        const y = castTo(packedLinear(a, blk.mlp.fc2, 'none', low), 'float32');
+        const y = packedLinear(a, blk.mlp.fc2, 'none', low);
         native.indexAddRows(x2, r, y);
         for (const h of [r, p, ln, mean, rstd, a, y]) h.free();
       }

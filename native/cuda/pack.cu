@@ -3,7 +3,8 @@
 //
 // gather_rows: x [R0, C] (float32 or bfloat16), rows [R] int32 -> [R, C], y[i] = x[rows[i]]. The
 //   row-copy kernel of gather.cu (vectorised byte copy, G lanes per row), with B = 1.
-// index_add_rows: dst[rows[i]] += src[i] in place (fp32 math, rounded once to dst's dtype). As on the
+// index_add_rows: dst[rows[i]] += src[i] in place (fp32 math, rounded once to dst's dtype; a bfloat16
+//   src may be added into a float32 dst, the same as casting it first: packed bf16 inference). As on the
 //   CPU, rows must lie in [0, R0) and be distinct, and nothing is written when they are not: a first
 //   kernel checks the range and marks each destination row in a zeroed [R0] int32 buffer with
 //   atomicAdd (a second hit on a row is a duplicate), the host reads the two flags back (one stream
@@ -97,11 +98,34 @@ struct Vec<bf16, 8> {
   }
 };
 
+// float32 dst += bfloat16 src (the bf16 output of a packed Linear added into the float32 residual
+// stream): VEC floats of dst and VEC bf16 of src, widened, one fp32 add, as the cast-then-add.
+template <int VEC>
+struct VecMixed;
+template <>
+struct VecMixed<1> {
+  __device__ static void add(float* d, const bf16* s) { d[0] += __bfloat162float(s[0]); }
+};
+template <>
+struct VecMixed<4> {  // d 16-byte, s 8-byte aligned
+  __device__ static void add(float* d, const bf16* s) {
+    float4 a = *reinterpret_cast<const float4*>(d);
+    const uint2 u = *reinterpret_cast<const uint2*>(s);
+    const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+    a.x += lo.x;
+    a.y += lo.y;
+    a.z += hi.x;
+    a.w += hi.y;
+    *reinterpret_cast<float4*>(d) = a;
+  }
+};
+
 // One warp per source row i (grid-stride): dst[rows[i], :] += src[i, :]. Requires C % VEC == 0.
 // Rows were validated (range, distinct) before the launch; the range test here is a guard only.
-template <class T, int VEC>
+template <class T, int VEC, class TS = T, class OP = Vec<T, VEC>>
 __global__ void __launch_bounds__(256) index_add_rows_kernel(T* __restrict__ dst, const int32_t* __restrict__ rows,
-                                                             const T* __restrict__ src, int64_t R, int64_t R0,
+                                                             const TS* __restrict__ src, int64_t R, int64_t R0,
                                                              int64_t C) {
   const int lane = (int)(threadIdx.x & 31u);
   const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
@@ -109,8 +133,8 @@ __global__ void __launch_bounds__(256) index_add_rows_kernel(T* __restrict__ dst
     const int32_t r = __ldg(rows + i);
     if (r < 0 || (int64_t)r >= R0) continue;
     T* __restrict__ d = dst + (int64_t)r * C;
-    const T* __restrict__ s = src + i * C;
-    for (int64_t c = (int64_t)lane * VEC; c < C; c += 32 * VEC) Vec<T, VEC>::add(d + c, s + c);
+    const TS* __restrict__ s = src + i * C;
+    for (int64_t c = (int64_t)lane * VEC; c < C; c += 32 * VEC) OP::add(d + c, s + c);
   }
 }
 
@@ -154,8 +178,9 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
 void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src) {
   check_float_cuda(dst, "dst");
   check_float_cuda(src, "src");
-  VITRIM_CHECK(src.dtype == dst.dtype, DType, "index_add_rows: src is ", dtype_name(src.dtype), " but dst is ",
-               dtype_name(dst.dtype));
+  const bool mixed = dst.dtype == DType::F32 && src.dtype == DType::BF16;
+  VITRIM_CHECK(src.dtype == dst.dtype || mixed, DType, "index_add_rows: src is ", dtype_name(src.dtype),
+               " but dst is ", dtype_name(dst.dtype), " (bfloat16 src into float32 dst is the one mix)");
   check_rank(dst, 2, "dst");
   check_rank(src, 2, "src");
   check_rows(rows);
@@ -166,11 +191,23 @@ void index_add_rows(Tensor& dst, const Tensor& rows, const Tensor& src) {
   if (!known_increasing_in_range(rows, 0, R0 - 1)) check_add_rows(rows, R, R0);
   if (C == 0) return;
   const MarkWritten written(dst);
+  const unsigned grid = grid_for(R * 32, 256);
+  if (mixed) {
+    // 4 floats of dst (16 bytes) with 4 bf16 of src (8 bytes) per access when both allow it
+    const bool vec = C % 4 == 0 && (uintptr_t)dst.raw() % 16 == 0 && (uintptr_t)src.raw() % 8 == 0;
+    if (vec)
+      index_add_rows_kernel<float, 4, bf16, VecMixed<4>><<<grid, 256, 0, stream()>>>(
+          ptr<float>(dst), ptr<int32_t>(rows), ptr<bf16>(src), R, R0, C);
+    else
+      index_add_rows_kernel<float, 1, bf16, VecMixed<1>><<<grid, 256, 0, stream()>>>(
+          ptr<float>(dst), ptr<int32_t>(rows), ptr<bf16>(src), R, R0, C);
+    VITRIM_CUDA_LAUNCHED();
+    return;
+  }
   dispatch_float(dst.dtype, "dst", [&](auto tag) {
     using T = decltype(tag);
     constexpr int kVec = 16 / sizeof(T);
     const bool vec = C % kVec == 0 && ((uintptr_t)dst.raw() | (uintptr_t)src.raw()) % 16 == 0;
-    const unsigned grid = grid_for(R * 32, 256);
     if (vec)
       index_add_rows_kernel<T, kVec><<<grid, 256, 0, stream()>>>(ptr<T>(dst), ptr<int32_t>(rows), ptr<T>(src), R, R0,
                                                                   C);

@@ -3,7 +3,7 @@
  * inputs, float32 and bfloat16.
  *  - gatherRows is a row copy: exactly the CPU's result on the dtype-rounded input.
  *  - indexAddRows adds one fp32 sum per element and rounds once: exactly the CPU's float32 result
- *    rounded to the dtype, untouched rows included.
+ *    rounded to the dtype, untouched rows included; a bfloat16 src into a float32 dst too.
  *  - rows are validated on the device before anything is written: out of range or repeated rows give
  *    ERR_VITRIM_INDEX, dst is left unchanged, and the next call works.
  */
@@ -160,13 +160,33 @@ describeCuda('cuda indexAddRows', () => {
     }
   });
 
+  // bfloat16 src into a float32 dst (packed bf16 inference adds a bf16 Linear output into the float32
+  // stream): the CPU's float32 add of the same (bf16-rounded) values, bit for bit, on the vectorised
+  // (C % 4 == 0) and the scalar path; the other mix is refused.
+  it('bfloat16 src into float32 dst: the float32 add of the cast, exactly', () => {
+    for (const [R0, R, C] of [[17, 9, 8], [40, 23, 17], [197, 98, 384]]) {
+      const x = nt(randn([R0, C], 70 + C), [R0, C]);
+      const src = roundTo(nt(randn([R, C], 71 + C), [R, C]), 'bfloat16');
+      const rows = nt(distinctRows(R0, R, 72 + C), [R]);
+      const got = toCuda(x);
+      native.indexAddRows(got, toCuda(rows), cudaAs(src, 'bfloat16'));
+      expect(got.dtype).toBe('float32');
+      const want = native.copy(x);
+      native.indexAddRows(want, rows, src);
+      expectExact(values(got), values(want), `bf16 into f32 ${R0},${R},${C}`);
+    }
+    const xb = cudaAs(nt(randn([4, 8], 73), [4, 8]), 'bfloat16');
+    expectCode(() => native.indexAddRows(xb, toCuda(nt(new Int32Array([1]), [1])), toCuda(nt(randn([1, 8], 74), [1, 8]))),
+      'ERR_VITRIM_DTYPE');
+  });
+
   it('bad input gives typed errors', () => {
     const x = toCuda(nt(randn([6, 5], 1), [6, 5]));
     const rows = toCuda(nt(new Int32Array([1, 2]), [2]));
     const src = toCuda(nt(randn([2, 5], 2), [2, 5]));
     expectCode(() => native.indexAddRows(x, nt(new Int32Array([1, 2]), [2]), src), 'ERR_VITRIM_DEVICE');
     expectCode(() => native.indexAddRows(x, rows, nt(randn([2, 5], 2), [2, 5])), 'ERR_VITRIM_DEVICE');
-    expectCode(() => native.indexAddRows(x, rows, cudaAs(nt(randn([2, 5], 2), [2, 5]), 'bfloat16')), 'ERR_VITRIM_DTYPE');
+    expectCode(() => native.indexAddRows(cudaAs(nt(randn([6, 5], 1), [6, 5]), 'bfloat16'), rows, src), 'ERR_VITRIM_DTYPE');
     expectCode(() => native.indexAddRows(x, rows, toCuda(nt(randn([2, 4], 2), [2, 4]))), 'ERR_VITRIM_SHAPE');
     expectCode(() => native.indexAddRows(x, rows, toCuda(nt(randn([3, 5], 2), [3, 5]))), 'ERR_VITRIM_SHAPE');
     expectCode(() => native.indexAddRows(x, toCuda(nt([1, 2], [2])), src), 'ERR_VITRIM_DTYPE');
