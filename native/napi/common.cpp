@@ -32,15 +32,21 @@ constexpr size_t kHostCopyMax = 1 << 16;
 void record_int_range(const Tensor& t, const int32_t* host, size_t n) {
   if (t.dtype != DType::I32 || !t.storage) return;
   int32_t lo = INT32_MAX, hi = INT32_MIN;  // empty: lo > hi, inside every range
-  bool increasing = true;
+  const bool all = (int64_t)n == t.numel();  // (else a caller's bug: then only the bounds are kept)
+  bool increasing = all;
   for (size_t i = 0; i < n; ++i) {
     lo = std::min(lo, host[i]);
     hi = std::max(hi, host[i]);
     if (i && host[i] <= host[i - 1]) increasing = false;
   }
   std::shared_ptr<const std::vector<int32_t>> copy;
-  if (t.device() != Device::CPU && n <= kHostCopyMax) copy = std::make_shared<const std::vector<int32_t>>(host, host + n);
+  if (all && t.device() != Device::CPU && n <= kHostCopyMax)
+    copy = std::make_shared<const std::vector<int32_t>>(host, host + n);
   t.storage->set_int_range(lo, hi, increasing, std::move(copy));
+}
+
+void record_int_bounds(const Tensor& t, int32_t lo, int32_t hi) {
+  if (t.dtype == DType::I32 && t.storage) t.storage->set_int_range(lo, hi);  // order and values unknown
 }
 
 void carry_int_range(const Tensor& from, const Tensor& to) {

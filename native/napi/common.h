@@ -35,7 +35,9 @@ void sync_external_memory(Napi::Env env);
 // Int32 value bounds for skipping device-side index checks (Storage::int_range in tensor.h): record
 // the bounds of n host values just stored in t, or carry a source's known bounds over to an exact
 // copy of it. No-ops for other dtypes.
-void record_int_range(const Tensor& t, const int32_t* host, size_t n);
+void record_int_range(const Tensor& t, const int32_t* host, size_t n);  // n = t.numel() values of t
+// Known bounds only (full's value, topk's [0, L)): nothing about order or the values themselves.
+void record_int_bounds(const Tensor& t, int32_t lo, int32_t hi);
 void carry_int_range(const Tensor& from, const Tensor& to);
 // Records that every value of float tensor t lies in [0, 1] (Storage::set_unit_range); carry_unit_range
 // passes it on to a float copy / cast of a tensor that has it; carry_unit_range_all to a concat

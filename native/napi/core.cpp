@@ -38,7 +38,7 @@ VITRIM_OP(full) {
   Tensor y = VITRIM_CALL_ON(dev, full, shape, value, dt);
   if (dt == DType::I32) {
     const int32_t v = (int32_t)value;  // full() accepted it as an int32 value
-    record_int_range(y, &v, 1);
+    record_int_bounds(y, v, v);
   } else if (value >= 0.0 && value <= 1.0) {  // rounding to float / bf16 keeps [0, 1]
     record_unit_range(y);
   }

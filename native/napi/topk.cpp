@@ -11,8 +11,7 @@ VITRIM_OP(topk) {
   auto [vals, idx] = VITRIM_CALL(topk, x, arg_int(info, 1, "k"), arg_bool(info, 2, "largest"));
   // Indices into the last axis: in [0, L) whatever the data (also when replayed from a graph).
   if (x.dim() >= 1 && x.size(-1) > 0) {
-    const int32_t bounds[2] = {0, (int32_t)(x.size(-1) - 1)};
-    record_int_range(idx, bounds, 2);
+    record_int_bounds(idx, 0, (int32_t)(x.size(-1) - 1));
   }
   Napi::Env env = info.Env();
   return wrap_list(env, {wrap(env, vals), wrap(env, idx)});

@@ -156,6 +156,13 @@ describeCuda('cuda indexAddRows', () => {
       expect(expectCode(() => native.indexAddRows(x, up, src), 'ERR_VITRIM_INDEX')).toContain('row 3 appears twice');
       const past = toCuda(nt(new Int32Array([0, 2, 6]), [3]));  // increasing, but row 6 of a 6-row dst
       expect(expectCode(() => native.indexAddRows(x, past, src), 'ERR_VITRIM_INDEX')).toContain('rows[2] = 6');
+      // int32 tensors whose bounds are known but not their order: full() and topk's indices
+      const same = native.full([3], 1, 'int32', 'cuda');
+      expect(expectCode(() => native.indexAddRows(x, same, src), 'ERR_VITRIM_INDEX')).toContain('row 1 appears twice');
+      const scores = toCuda(nt(new Float32Array([0, 9, 1, 2, 3, 0, 9, 1, 2, 3]), [2, 5]));
+      const [, top] = native.topk(scores, 1, true);  // [[1], [1]]: two elements, bounds [0, 4]
+      expect(expectCode(() => native.indexAddRows(x, top.reshape([2]), cudaAs(nt(randn([2, 5], 13), [2, 5]), dtype)),
+        'ERR_VITRIM_INDEX')).toContain('row 1 appears twice');
       expectExact(values(x), before, `dst after the refused calls (${dtype})`);
     }
   });
