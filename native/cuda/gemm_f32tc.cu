@@ -2,18 +2,19 @@
 //   y[M, N] = act(x[M, K] w[N, K]^T + bias[N]) (+ res[M, N]),  act = identity or exact-erf GELU,
 // all row-major float32, bias / res optional. An alternative to cuBLASLt's SGEMM (fp32 FMA) for
 // linear_fused in float32 with TF32 off, selected by VITRIM_CUDA_GEMM_F32=3xtf32 (read per call)
-// until a GPU run has compared the two (bench: `linear f32 3xtf32`). Its epilogue also applies GELU
-// and the residual from registers, so the fc1 GELU pass of the cuBLASLt path disappears.
+// until a GPU run has compared the two (bench rows `linear float32 ... (3xTF32 kernel)` and
+// `gemm-tune ...`). Its epilogue also applies GELU and the residual from registers, so the fc1
+// GELU pass of the cuBLASLt path disappears.
 //
-// Tiling: a CTA computes a BM x BN tile of y over K in steps of 16 (128 x 128: 8 warps in a 2 (M)
-// x 4 (N) grid; 128 x 64, 64 x 128 and 64 x 64 where 128 x 128 tiles would not fill the SMs, or as
-// VITRIM_CUDA_GEMM_F32_TILE says); every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8 tiles of fp32 accumulators (64
-// registers a thread). x and w tiles are staged in shared memory as fp32, row stride
-// 16 + 4 floats: the fragment reads (row g, column t) then hit 32 distinct banks. Two buffers: the
-// next K step is loaded into registers (float4, zero outside the matrices) while the tensor cores
-// work on the current one, then stored into the other buffer; one __syncthreads per step. Each
-// fragment element is split into tf32 hi / lo as it is read (B fragments once per K step, A per
-// m16 tile, so that only one A fragment pair is live).
+// Tiling: a CTA computes a BM x BN tile of y over K in steps of 16: 128 x 128 (8 warps in a 2 (M)
+// x 4 (N) grid), or 128 x 64, 64 x 128, 64 x 64 where 128 x 128 tiles would not give every SM a
+// CTA (or as VITRIM_CUDA_GEMM_F32_TILE says). Every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8
+// tiles of fp32 accumulators (64 registers a thread). x and w tiles are staged in shared memory
+// as fp32, row stride 16 + 4 floats: the fragment reads (row g, column t) then hit 32 distinct
+// banks. Two buffers: the next K step is loaded into registers (float4, zero outside the
+// matrices) while the tensor cores work on the current one, then stored into the other buffer;
+// one __syncthreads per step. Each fragment element is split into tf32 hi / lo as it is read (the
+// B fragments once per 8-wide k slice, A per m16 tile, so that one A fragment pair is live).
 // Grid: x over the N tiles (fast), y over the M tiles, so that the CTAs in flight share their x
 // tile through L2 and read it from DRAM about once; w (at most a few MB for a ViT) stays in L2.
 //
