@@ -1,9 +1,13 @@
-/** Environment switches for bench rows that compare two native code paths in one run. */
+/** Environment switches that pick a native code path for one call (bench rows, CUDA tests). */
 
-/** Runs fn with the environment variable set (the native side reads it at each call), then restores it. */
-export function withEnv<R>(name: string, value: string, fn: () => R): R {
+/**
+ * Runs fn with the environment variable set (undefined: unset; the native side reads it at each
+ * call), then restores it. The bench and the CUDA tests use it to pick a native code path.
+ */
+export function withEnv<R>(name: string, value: string | undefined, fn: () => R): R {
   const prev = process.env[name];
-  process.env[name] = value;
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
   try {
     return fn();
   } finally {

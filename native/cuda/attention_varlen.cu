@@ -10,6 +10,7 @@
 // its CTAs read the gate, write zeros to the head's output channels and return.
 // head_gate: float32 or the dtype of qkv, [S, H].
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "attention.cuh"
@@ -25,15 +26,16 @@ Tensor attention_varlen_forward(const Tensor& qkv, const Tensor& cu_seqlens, int
   VITRIM_CHECK(D <= 128, Shape, "attention_varlen: head_dim ", D, " is above 128, the largest the cuda kernels support");
   VITRIM_CHECK(C3 <= INT32_MAX, Shape, "attention_varlen: qkv rows of ", C3, " values are above the cuda kernels' limit");
   const int64_t S = vs.S;
-  std::vector<int32_t> cu;
-  if (auto known = known_host_ints(cu_seqlens)) {
-    cu = *known;  // uploaded from the host: its values, without a copy back and a sync
-  } else {
-    cu.resize((size_t)(S + 1));
-    VITRIM_CUDA_CHECK(cudaMemcpyAsync(cu.data(), cu_seqlens.raw(), cu.size() * sizeof(int32_t),
+  // Uploaded from the host: the values the upload kept, without a copy back and a sync.
+  std::shared_ptr<const std::vector<int32_t>> held = known_host_ints(cu_seqlens);
+  if (!held) {
+    auto back = std::make_shared<std::vector<int32_t>>((size_t)(S + 1));
+    VITRIM_CUDA_CHECK(cudaMemcpyAsync(back->data(), cu_seqlens.raw(), back->size() * sizeof(int32_t),
                                       cudaMemcpyDeviceToHost, stream()));
     VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    held = std::move(back);
   }
+  const std::vector<int32_t>& cu = *held;
   VITRIM_CHECK(cu[0] == 0, Argument, "attention_varlen: cu_seqlens[0] must be 0, got ", cu[0]);
   for (int64_t s = 0; s < S; ++s)
     VITRIM_CHECK(cu[s + 1] >= cu[s], Argument, "attention_varlen: cu_seqlens must be nondecreasing (at ", s + 1, ")");

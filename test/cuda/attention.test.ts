@@ -11,6 +11,7 @@
  * fixture, determinism, empty inputs and bad input. Skipped where no GPU is visible.
  */
 import { expect, it } from 'vitest';
+import { withEnv } from '../../bench/env.js';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { readFixture } from '../fixture-reader.js';
 import { expectCode, nt, randn, randu, rng, RUN_SEED } from '../helpers.js';
@@ -220,15 +221,7 @@ describeCuda('cuda attention vs cpu', () => {
 
 /** Runs f with the float32 forward forced to the SIMT kernel ('simt') or left to the default (3xTF32). */
 function withF32Path<T>(path: 'simt' | 'default', f: () => T): T {
-  const prev = process.env.VITRIM_CUDA_ATTN_F32;
-  if (path === 'simt') process.env.VITRIM_CUDA_ATTN_F32 = 'simt';
-  else delete process.env.VITRIM_CUDA_ATTN_F32;
-  try {
-    return f();
-  } finally {
-    if (prev === undefined) delete process.env.VITRIM_CUDA_ATTN_F32;
-    else process.env.VITRIM_CUDA_ATTN_F32 = prev;
-  }
+  return withEnv('VITRIM_CUDA_ATTN_F32', path === 'simt' ? 'simt' : undefined, f);
 }
 
 describeCuda('cuda attention: the two float32 forwards (3xTF32 tensor cores, SIMT FMA)', () => {

@@ -3,6 +3,7 @@
 // and bfloat16 (1e-2); bf16 operands with a float32 residual (float32 output; fused and fallback);
 // the opt-in 3xTF32 float32 linear. Skipped where no GPU is visible.
 import { beforeAll, expect, it } from 'vitest';
+import { withEnv } from '../../bench/env.js';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
 import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, expectRel, roundTo } from './helpers.js';
@@ -87,13 +88,7 @@ describeCuda('cuda gemm', () => {
           expect(got.dtype).toBe('float32');
           expect(got.shape).toEqual([...lead, N]);
           expectRel(got, want, TOL.float32, `fused ${what}`);
-          process.env.VITRIM_CUDA_LT_NO_MIXED = '1';
-          let fb: NativeTensor;
-          try {
-            fb = native.linearFused(xc, wc, bc, act, rc);
-          } finally {
-            delete process.env.VITRIM_CUDA_LT_NO_MIXED;
-          }
+          const fb = withEnv('VITRIM_CUDA_LT_NO_MIXED', '1', () => native.linearFused(xc, wc, bc, act, rc));
           expect(fb.dtype).toBe('float32');
           expectRel(fb, want, TOL.bfloat16, `fallback ${what}`);
           if (K > 0 && lead[0] > 3) expect(Array.from(fb.read())).not.toEqual(Array.from(got.read()));
@@ -126,13 +121,7 @@ describeCuda('cuda gemm', () => {
           const what = `${act} residual=${withRes} ${lead},${K},${N}`;
           const want = native.linearFused(x, w, b, act, withRes ? res : null);
           const viaLt = native.linearFused(xc, wc, bc, act, withRes ? rc : null);
-          process.env.VITRIM_CUDA_GEMM_F32 = '3xtf32';
-          let got: NativeTensor;
-          try {
-            got = native.linearFused(xc, wc, bc, act, withRes ? rc : null);
-          } finally {
-            delete process.env.VITRIM_CUDA_GEMM_F32;
-          }
+          const got = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => native.linearFused(xc, wc, bc, act, withRes ? rc : null));
           expectRel(got, want, TOL.float32, `3xtf32 ${what}`);
           if (K % 4 === 0 && K > 4) expect(Array.from(got.read()), what).not.toEqual(Array.from(viaLt.read()));
           if (K % 4 !== 0) expect(Array.from(got.read()), what).toEqual(Array.from(viaLt.read()));
@@ -143,18 +132,14 @@ describeCuda('cuda gemm', () => {
     const x = r([2, 67, 72], 35), w = r([136, 72], 36, 0.2), b = r([136], 37), res = r([2, 67, 136], 38);
     const [xc, wc, bc, rc] = [x, w, b, res].map((t) => cudaAs(t, 'float32'));
     const want = native.linearFused(x, w, b, 'gelu', res);
-    process.env.VITRIM_CUDA_GEMM_F32 = '3xtf32';
-    try {
+    withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => {
       for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
-        process.env.VITRIM_CUDA_GEMM_F32_TILE = tile;
-        expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, `tile ${tile}`);
+        withEnv('VITRIM_CUDA_GEMM_F32_TILE', tile, () =>
+          expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, `tile ${tile}`));
       }
-      process.env.VITRIM_CUDA_GEMM_F32_TILE = '32x32';
-      expectCode(() => native.linearFused(xc, wc, bc, 'gelu', rc), 'ERR_VITRIM_ARGUMENT');
-    } finally {
-      delete process.env.VITRIM_CUDA_GEMM_F32;
-      delete process.env.VITRIM_CUDA_GEMM_F32_TILE;
-    }
+      withEnv('VITRIM_CUDA_GEMM_F32_TILE', '32x32', () =>
+        expectCode(() => native.linearFused(xc, wc, bc, 'gelu', rc), 'ERR_VITRIM_ARGUMENT'));
+    });
     expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, 'after the bad tile');
   });
 
