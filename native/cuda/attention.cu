@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "attention.cuh"
+#include "mma_bf16.cuh"
 #include "mma_tf32.cuh"
 #include "vitrim/op_args.h"
 
@@ -177,46 +178,8 @@ __device__ __forceinline__ RowInfo row_info(const BwdParams& p, int64_t bh, int 
 }
 __device__ __forceinline__ RowInfo row_info_none() { return RowInfo{0.f, 0.f, 0.f, 0.f, -1}; }
 
-// ============================================================================================
-// Tensor-core helpers (bf16 m16n8k16, fp32 accumulate)
-// Fragment layouts (PTX ISA, mma.m16n8k16, g = lane/4, t = lane%4):
-//   A 16x16 row-major: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
-//   B 16x8 "col":      b0 (k = 2t..2t+1, n = g)  b1 (k = 2t+8.., n = g)
-//   C 16x8:            c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+// Tensor-core helpers (bf16 m16n8k16, fp32 accumulate): mma_bf16.cuh has the fragment layouts.
 // A C tile over keys 16kb..16kb+15 (two n8 blocks) is, packed to bf16, the A fragment of those keys.
-// ============================================================================================
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef VITRIM_CUDA_EMU
-  ::emu::mma_m16n8k16_bf16(c, a, b0, b1);  // the CPU emulation's model of the instruction
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// Four 8x8 b16 matrices, transposed on the way in; lane l gives the address of row l%8 of matrix l/8.
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-#ifdef VITRIM_CUDA_EMU
-  ::emu::ldmatrix_x4(r, p, true);
-#else
-  const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a)
-               : "memory");
-#endif
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
-  uint32_t r;
-  memcpy(&r, &v, 4);
-  return r;
-}
 __device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
 __device__ __forceinline__ void st_bf16x2(bf16* p, float lo, float hi) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(lo, hi);

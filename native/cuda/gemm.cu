@@ -18,7 +18,8 @@
 // most that rounding. Where cuBLASLt has no kernel for the mixed types, the fallback is eager's
 // numerics: the bf16 GEMM into a temporary, then one pass adding bias and residual in fp32.
 // float32 linear_fused with TF32 off may instead run our 3xTF32 tensor-core kernel
-// (VITRIM_CUDA_GEMM_F32=3xtf32; gemm_f32tc.cu), GELU and residual in its epilogue.
+// (VITRIM_CUDA_GEMM_F32=3xtf32; gemm_f32tc.cu), bf16 linear_fused our bf16 one
+// (VITRIM_CUDA_GEMM_BF16=mma; gemm_bf16tc.cu), GELU and residual in their epilogues.
 // linear_backward: gx = gy W and gw = gy^T x as two GEMMs, gb = the column sum of gy (own kernel,
 // fp32 accumulation in a [row-block, N] partial buffer, then a second pass).
 // Heuristic results are cached per problem (shapes, layouts, dtype, epilogue), so steady-state calls
@@ -34,7 +35,7 @@
 
 #include "common.cuh"
 #include "cublaslt_api.h"
-#include "gemm_f32tc.cuh"
+#include "gemm_tc.cuh"
 #include "vitrim/op_args.h"
 
 namespace vitrim::cuda {
@@ -418,6 +419,12 @@ Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor
     // 3xTF32 on tensor cores, bias, GELU and residual in its epilogue (gemm_f32tc.cu)
     linear_f32tc(ptr<float>(x), ptr<float>(w), bias ? ptr<float>(*bias) : nullptr,
                  residual ? ptr<float>(*residual) : nullptr, ptr<float>(y), M, N, K, gelu);
+    return y;
+  }
+  if (x.dtype == DType::BF16 && linear_bf16tc_fits(x.raw(), w.raw(), K) && linear_bf16tc_selected()) {
+    // our bf16 tensor-core kernel, bias, GELU and residual in its epilogue (gemm_bf16tc.cu)
+    linear_bf16tc(ptr<bf16>(x), ptr<bf16>(w), bias ? bias->raw() : nullptr, bias ? bias->dtype : DType::BF16,
+                  residual ? residual->raw() : nullptr, y.raw(), yt, M, N, K, gelu);
     return y;
   }
   // Without GELU the residual rides in the GEMM as C; with GELU it is added after the activation.

@@ -26,7 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "gemm_f32tc.cuh"
+#include "gemm_tc.cuh"
 #include "mma_tf32.cuh"
 
 namespace vitrim::cuda {
@@ -175,29 +175,23 @@ bool linear_f32tc_selected() {
   return e && std::strcmp(e, "3xtf32") == 0;
 }
 
-namespace {
-// The CTA tile: VITRIM_CUDA_GEMM_F32_TILE = 128x128, 128x64, 64x128 or 64x64 (read per call, for
-// the bench's sweep; anything else is an error naming the choices). By default the largest tile
-// that still gives every SM a CTA (small batches: M = 197 at batch 1 makes few 128 x 128 tiles).
-struct Tile {
-  int bm, bn;
-};
-Tile f32tc_tile(int64_t M, int64_t N) {
-  constexpr Tile kTiles[] = {{128, 128}, {128, 64}, {64, 128}, {64, 64}};
-  const char* e = std::getenv("VITRIM_CUDA_GEMM_F32_TILE");
+TcTile tc_tile(int64_t M, int64_t N, const char* env) {
+  constexpr TcTile kTiles[] = {{128, 128}, {128, 64}, {64, 128}, {64, 64}};
+  const char* e = std::getenv(env);
   if (!e || !*e) {
-    for (Tile t : kTiles)
+    for (TcTile t : kTiles)
       if (((M + t.bm - 1) / t.bm) * ((N + t.bn - 1) / t.bn) >= sm_count()) return t;
     return kTiles[3];
   }
-  for (Tile t : kTiles) {
+  for (TcTile t : kTiles) {
     char name[16];
     std::snprintf(name, sizeof name, "%dx%d", t.bm, t.bn);
     if (std::strcmp(e, name) == 0) return t;
   }
-  fail(ErrorKind::Argument, "VITRIM_CUDA_GEMM_F32_TILE must be 128x128, 128x64, 64x128 or 64x64, got '", e, "'");
+  fail(ErrorKind::Argument, env, " must be 128x128, 128x64, 64x128 or 64x64, got '", e, "'");
 }
 
+namespace {
 template <int BM, int BN>
 void launch_tile(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
                  int64_t K, bool gelu) {
@@ -218,7 +212,7 @@ bool linear_f32tc_fits(const void* x, const void* w, int64_t K) {
 void linear_f32tc(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
                   int64_t K, bool gelu) {
   if (M == 0 || N == 0) return;
-  const Tile t = f32tc_tile(M, N);
+  const TcTile t = tc_tile(M, N, "VITRIM_CUDA_GEMM_F32_TILE");
   if (t.bm == 128 && t.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu);
   else if (t.bm == 128) launch_tile<128, 64>(x, w, bias, res, y, M, N, K, gelu);
   else if (t.bn == 128) launch_tile<64, 128>(x, w, bias, res, y, M, N, K, gelu);

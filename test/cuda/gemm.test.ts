@@ -1,7 +1,7 @@
 // cuBLASLt GEMMs on CUDA vs the CPU GEMMs, on fresh random inputs: matmul (batched, shared b,
 // transposes), linear forward / fused (bias, GELU, residual) / backward, float32 (TF32 off, 1e-5)
 // and bfloat16 (1e-2); bf16 operands with a float32 residual (float32 output; fused and fallback);
-// the opt-in 3xTF32 float32 linear. Skipped where no GPU is visible.
+// the opt-in 3xTF32 float32 and bf16 mma tensor-core linears. Skipped where no GPU is visible.
 import { beforeAll, expect, it } from 'vitest';
 import { withEnv } from '../../bench/env.js';
 import { native, type NativeTensor } from '../../lib/native.js';
@@ -138,6 +138,73 @@ describeCuda('cuda gemm', () => {
           expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, `tile ${tile}`));
       }
       withEnv('VITRIM_CUDA_GEMM_F32_TILE', '32x32', () =>
+        expectCode(() => native.linearFused(xc, wc, bc, 'gelu', rc), 'ERR_VITRIM_ARGUMENT'));
+    });
+    expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, 'after the bad tile');
+  });
+
+  // The bf16 tensor-core linear (gemm_bf16tc.cu), opt-in by VITRIM_CUDA_GEMM_BF16=mma. Its sum of
+  // exact bf16 products is fp32, so:
+  // - with a float32 y (float32 residual, autocast's proj / fc2) it is float32-accurate (1e-5)
+  //   against the CPU's float32 op on the same bf16-representable values, GELU or not, bias float32
+  //   or bf16;
+  // - with a bf16 y it is that float32 result rounded once: within 1e-3 of the CPU result rounded to
+  //   bf16 (a rounding may flip where the sum order moves a value across a tie; bf16's own step is
+  //   4e-3), where the cuBLASLt path rounds twice with GELU (GEMM output, then the GELU pass).
+  // Shapes with partial M, N and K tiles (K = 16: fewer K steps than pipeline stages), odd N (no
+  // paired stores); K % 8 != 0 falls back to cuBLASLt, bit for bit.
+  it('bf16 linearFused on the mma kernel (VITRIM_CUDA_GEMM_BF16=mma)', () => {
+    const cases: [number[], number, number][] = [
+      [[2, 67], 72, 136], [[130], 16, 8], [[197], 384, 384], [[3], 8, 260], [[5], 24, 7], [[5], 6, 7],
+    ];
+    const mma = <T>(fn: () => T) => withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', fn);
+    for (const [lead, K, N] of cases) {
+      const x = roundTo(r([...lead, K], 41), 'bfloat16'), w = roundTo(r([N, K], 42, 0.2), 'bfloat16');
+      const [xc, wc] = [x, w].map((t) => cudaAs(t, 'bfloat16'));
+      const fits = K % 8 === 0;
+      for (const act of ['none', 'gelu'] as const) {
+        // float32 y: residual float32, bias float32 or bf16
+        const res = r([...lead, N], 43), rc = cudaAs(res, 'float32');
+        for (const biasDtype of ['float32', 'bfloat16'] as const) {
+          const b = roundTo(r([N], 44), biasDtype), bc = cudaAs(b, biasDtype);
+          const what = `f32 y ${act} bias ${biasDtype} ${lead},${K},${N}`;
+          const got = mma(() => native.linearFused(xc, wc, bc, act, rc));
+          expect(got.dtype).toBe('float32');
+          expectRel(got, native.linearFused(x, w, b, act, res), TOL.float32, `mma ${what}`);
+          // another summation than cuBLASLt's: the switch took effect (or, where it cannot, did not)
+          const viaLt = native.linearFused(xc, wc, bc, act, rc);
+          if (K >= 16) expect(Array.from(got.read()), what).not.toEqual(Array.from(viaLt.read()));
+          if (!fits) expect(Array.from(got.read()), what).toEqual(Array.from(viaLt.read()));
+        }
+        // bf16 y: bias and residual bf16 or absent
+        const b = roundTo(r([N], 45), 'bfloat16'), res16 = roundTo(r([...lead, N], 46), 'bfloat16');
+        const [bc, rc16] = [b, res16].map((t) => cudaAs(t, 'bfloat16'));
+        for (const withBias of [false, true]) {
+          for (const withRes of [false, true]) {
+            const what = `bf16 y ${act} bias=${withBias} residual=${withRes} ${lead},${K},${N}`;
+            const args = [withBias ? bc : null, act, withRes ? rc16 : null] as const;
+            const got = mma(() => native.linearFused(xc, wc, ...args));
+            const viaLt = native.linearFused(xc, wc, ...args);
+            expect(got.dtype).toBe('bfloat16');
+            const want = roundTo(native.linearFused(x, w, withBias ? b : null, act, withRes ? res16 : null), 'bfloat16');
+            expectRel(got, want, fits ? 1e-3 : TOL.bfloat16, `mma ${what}`);
+            if (!fits) expect(Array.from(got.read()), what).toEqual(Array.from(viaLt.read()));
+          }
+        }
+      }
+    }
+    // every CTA tile (VITRIM_CUDA_GEMM_BF16_TILE), partial tiles in M, N and K; a bad tile is refused
+    const x = roundTo(r([2, 67, 72], 47), 'bfloat16'), w = roundTo(r([136, 72], 48, 0.2), 'bfloat16');
+    const b = r([136], 49), res = r([2, 67, 136], 50);
+    const [xc, wc] = [x, w].map((t) => cudaAs(t, 'bfloat16'));
+    const [bc, rc] = [b, res].map((t) => cudaAs(t, 'float32'));
+    const want = native.linearFused(x, w, b, 'gelu', res);
+    mma(() => {
+      for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
+        withEnv('VITRIM_CUDA_GEMM_BF16_TILE', tile, () =>
+          expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, `tile ${tile}`));
+      }
+      withEnv('VITRIM_CUDA_GEMM_BF16_TILE', '32x32', () =>
         expectCode(() => native.linearFused(xc, wc, bc, 'gelu', rc), 'ERR_VITRIM_ARGUMENT'));
     });
     expectRel(native.linearFused(xc, wc, bc, 'gelu', rc), want, TOL.float32, 'after the bad tile');

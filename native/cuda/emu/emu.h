@@ -69,14 +69,27 @@ struct Cfg {
 
 // Runs (or, inside a graph capture, records) a kernel body for every thread of the grid. Returns the
 // launch error that cudaGetLastError() then reports.
-cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body);
+// `kernel` identifies the function for its dynamic shared memory limit (cudaFuncSetAttribute).
+cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body, const void* kernel);
 
 template <class... P, class... A>
 void launch(void (*k)(P...), const Cfg& cfg, A&&... a) {
   // Arguments are converted to the parameter types and copied, as a real launch does.
   auto args = std::make_shared<std::tuple<std::decay_t<P>...>>(std::forward<A>(a)...);
-  run_kernel(cfg, [k, args]() { std::apply(k, *args); });
+  run_kernel(cfg, [k, args]() { std::apply(k, *args); }, reinterpret_cast<const void*>(k));
 }
+
+// ---- cp.async (Ampere+ asynchronous global -> shared copies) ----
+// cp.async.cg.shared.global [dst], [src], 16, src_size: queued in the calling thread's open group,
+// copied (src_size bytes, the rest of the 16 zero-filled) only when cp.async.wait_group retires
+// its group. Until then the destination keeps its old bytes, so a kernel that reads shared memory
+// before waiting for the copy (or before the barrier after the wait) sees stale data here as it
+// may on a GPU; __syncthreads does not complete copies, as on a GPU.
+void cp_async16(void* dst, const void* src, int src_size);
+// cp.async.commit_group: closes the open group (an empty group is a valid group).
+void cp_async_commit();
+// cp.async.wait_group n: completes every committed group but the n most recent.
+void cp_async_wait(int n);
 
 // ---- collectives ----
 void syncthreads();

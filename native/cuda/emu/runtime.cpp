@@ -37,6 +37,13 @@ struct Fiber {
   unsigned linear = 0;      // thread index within the block
   unsigned warp_mask = 0;   // mask of the collective this fiber waits in
   uint64_t warp_gen = 0;    // which collective (per-warp sequence number)
+  struct Copy {
+    void* dst;
+    const void* src;
+    int src_size;
+  };
+  std::vector<Copy> cp_open;                 // cp.async copies not yet committed
+  std::vector<std::vector<Copy>> cp_groups;  // committed, not yet waited for (oldest first)
 };
 
 struct Warp {
@@ -199,7 +206,6 @@ struct CapturedOp {
   std::function<void()> run;
 };
 std::vector<CapturedOp>* g_capture = nullptr;
-size_t g_func_smem_limit = kDefaultSmem;
 std::unordered_map<const void*, size_t> g_func_smem;
 }  // namespace
 
@@ -232,6 +238,31 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t v) {
 }
 
 void syncwarp(unsigned mask) { warp_exchange(mask, 0); }
+
+void cp_async16(void* dst, const void* src, int src_size) {
+  Fiber* f = g_block ? g_block->running : nullptr;
+  if (!f) throw std::runtime_error("cp.async outside a kernel");
+  if (((uintptr_t)dst | (uintptr_t)src) % 16 != 0 || src_size < 0 || src_size > 16) {
+    g_block->error = "cp.async: misaligned address or src_size outside [0, 16]";
+    return;
+  }
+  f->cp_open.push_back({dst, src, src_size});
+}
+void cp_async_commit() {
+  Fiber* f = g_block->running;
+  f->cp_groups.push_back(std::move(f->cp_open));
+  f->cp_open.clear();
+}
+void cp_async_wait(int n) {
+  Fiber* f = g_block->running;
+  while ((int)f->cp_groups.size() > n) {
+    for (const Fiber::Copy& c : f->cp_groups.front()) {
+      std::memcpy(c.dst, c.src, (size_t)c.src_size);
+      std::memset(static_cast<char*>(c.dst) + c.src_size, 0, (size_t)(16 - c.src_size));
+    }
+    f->cp_groups.erase(f->cp_groups.begin());
+  }
+}
 
 static void run_block(const Cfg& cfg, const std::function<void()>& body, uint3 bid, Block& b) {
   const unsigned n = cfg.block.x * cfg.block.y * cfg.block.z;
@@ -266,7 +297,7 @@ static void run_block(const Cfg& cfg, const std::function<void()>& body, uint3 b
   (void)body;
 }
 
-cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body) {
+cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body, const void* kernel) {
   const dim3 g = cfg.grid, bl = cfg.block;
   const unsigned long long threads = (unsigned long long)bl.x * bl.y * bl.z;
   char buf[256];
@@ -277,7 +308,8 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body) {
     set_error(cudaErrorInvalidConfiguration, buf);
     return cudaErrorInvalidConfiguration;
   }
-  if (cfg.smem > g_func_smem_limit && cfg.smem > kDefaultSmem) {
+  auto granted = g_func_smem.find(kernel);
+  if (cfg.smem > kDefaultSmem && (granted == g_func_smem.end() || cfg.smem > granted->second)) {
     std::snprintf(buf, sizeof buf, "launch asks for %zu bytes of dynamic shared memory (limit %zu without "
                   "cudaFuncSetAttribute)", cfg.smem, (size_t)kDefaultSmem);
     set_error(cudaErrorInvalidValue, buf);
@@ -288,7 +320,7 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body) {
     return cudaErrorInvalidValue;
   }
   if (g_capturing) {
-    g_capture->push_back({cudaGraphNodeTypeKernel, [cfg, body]() { run_kernel(cfg, body); }});
+    g_capture->push_back({cudaGraphNodeTypeKernel, [cfg, body, kernel]() { run_kernel(cfg, body, kernel); }});
     return cudaSuccess;
   }
   if (g_block) {
@@ -528,9 +560,7 @@ cudaError_t cudaMemset(void* p, int v, size_t n) {
 cudaError_t cudaFuncSetAttribute(const void* f, cudaFuncAttribute attr, int value) {
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
     if (value < 0 || (size_t)value > 227 * 1024) return cudaErrorInvalidValue;
-    emu::g_func_smem[f] = (size_t)value;
-    // Simplification: one limit for every kernel (the largest any kernel was granted).
-    if ((size_t)value > emu::g_func_smem_limit) emu::g_func_smem_limit = (size_t)value;
+    emu::g_func_smem[f] = (size_t)value;  // per kernel, as on a GPU
   }
   return cudaSuccess;
 }
