@@ -165,8 +165,8 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     }
   }
 
-  // The 3xTF32 float32 linear's CTA tiles (VITRIM_CUDA_GEMM_F32_TILE) at the DeiT-S B256 shapes,
-  // each against cuBLASLt SGEMM (+ the GELU pass) timed in the same run.
+  // The tensor-core linears' CTA tiles (VITRIM_CUDA_GEMM_F32_TILE, VITRIM_CUDA_GEMM_BF16_TILE) at the
+  // DeiT-S B256 shapes, each against cuBLASLt (+ the GELU pass) timed in the same run.
   if (tune('gemm-tune')) {
     const M = 256 * 197;
     for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
@@ -179,6 +179,22 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
         rows.push({
           name: `gemm-tune float32 ${act} 3xTF32 tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
           compare: { name: `cuBLASLt SGEMM${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
+        });
+      }
+      for (const t of [x, w, b]) t.free();
+    }
+    // the bf16 mma linear's CTA tiles (VITRIM_CUDA_GEMM_BF16_TILE), the same shapes, against cuBLASLt
+    // bf16 (+ the GELU pass)
+    for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
+      const x = rand([M, K], 'bfloat16', 8), w = rand([N, K], 'bfloat16', 9), b = rand([N], 'bfloat16', 10);
+      const flop = 2 * M * N * K;
+      const lt = flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9;
+      for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
+        const v = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => withEnv('VITRIM_CUDA_GEMM_BF16_TILE', tile, () =>
+          flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9));
+        rows.push({
+          name: `gemm-tune bf16 ${act} mma tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
+          compare: { name: `cuBLASLt bf16${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
         });
       }
       for (const t of [x, w, b]) t.free();
@@ -270,6 +286,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const bl = native.cast(b, 'bfloat16');
       const res = rand([M, N], 'float32', 11);
       const fused = gpuTime(() => [native.linearFused(x, w, b, 'none', res)], reps, 5);
+      const mma = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => gpuTime(() => [native.linearFused(x, w, b, 'none', res)], reps, 5));
       const composed = gpuTime(() => {
         const y = native.linearFused(x, w, bl, 'none', null);
         const z = native.binary('add', res, y);
@@ -279,6 +296,10 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       rows.push({
         name: 'linear bf16 + f32 residual', shape: `${M}x${K}->${N}`, value: fused, unit: 'ms',
         note: `bf16 GEMM then mixed add: ${composed.toFixed(4)} ms, ratio ${(composed / fused).toFixed(2)}x`,
+      });
+      rows.push({
+        name: 'linear bf16 + f32 residual (mma kernel)', shape: `${M}x${K}->${N}`, value: mma, unit: 'ms',
+        compare: { name: 'cuBLASLt mixed-type GEMM', value: fused }, ratio: fused / mma,
       });
       for (const t of [x, w, b, bl, res]) t.free();
     }
@@ -294,6 +315,16 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const ms = gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5);
       const tflops = (2 * M * N * K) / ms / 1e9;
       rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: tflops, unit: 'TFLOP/s' });
+      if (dtype === 'bfloat16') {
+        // the opt-in bf16 mma kernel (GELU in its epilogue) against cuBLASLt (+ the GELU pass) just
+        // measured: the figure that decides which one bf16 linears use
+        const tc = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5));
+        const v = (2 * M * N * K) / tc / 1e9;
+        rows.push({
+          name: `${name} ${act} (mma kernel)`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
+          compare: { name: `cuBLASLt bf16${act === 'gelu' ? ' + GELU pass' : ''}`, value: tflops }, ratio: v / tflops,
+        });
+      }
       if (dtype === 'float32') {
         // the opt-in 3xTF32 tensor-core kernel (GELU in its epilogue) against cuBLASLt SGEMM (+ the
         // GELU pass) just measured: the figure that decides which one float32 linears use

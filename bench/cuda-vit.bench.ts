@@ -81,6 +81,12 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const s = time(fwd, reps, inner);
       push({ name: `${name} eager`, shape: `B${B}`, value: B / s, unit: 'img/s' }, `${MODEL}_infer_B${B}`,
         precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
+      if (precision === 'bfloat16' && B > 1) {
+        // the same with the opt-in bf16 mma linears (VITRIM_CUDA_GEMM_BF16=mma: GELU fused)
+        const sm = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => time(fwd, reps, inner));
+        push({ name: `${name} eager (mma linears)`, shape: `B${B}`, value: B / sm, unit: 'img/s', note: `default path: ${(B / s).toFixed(1)} img/s` },
+          `${MODEL}_infer_B${B}`, 'bf16_autocast_img_s');
+      }
       if (precision === 'float32' && B > 1) {
         // the same with the opt-in 3xTF32 linears (VITRIM_CUDA_GEMM_F32=3xtf32: fp32 accuracy, GELU fused)
         const s3 = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => time(fwd, reps, inner));
@@ -102,6 +108,14 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     push({ name, shape: 'B1', value: 1 / s, unit: 'img/s', note: `plan.run: upload + replay (${st.kernels} kernels, ${st.nodes} nodes)` },
       `${MODEL}_infer_B1`, precision === 'float32' ? 'fp32_img_s' : 'bf16_autocast_img_s');
     plan.dispose();
+    if (precision === 'bfloat16' && weights === 'snapshot') {
+      // the plan recorded with the opt-in bf16 mma linears (their GELU fused: fewer kernels)
+      const pm = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => createInferencePlan(model, [3, 224, 224], { batch: 1, precision }));
+      const sm = time(() => pm.run(data), reps, 50);
+      push({ name: `${name} (mma linears)`, shape: 'B1', value: 1 / sm, unit: 'img/s',
+        note: `plan.run (${pm.graphStats.kernels} kernels); default plan: ${(1 / s).toFixed(1)} img/s` }, `${MODEL}_infer_B1`, 'bf16_autocast_img_s');
+      pm.dispose();
+    }
     if (precision === 'float32') {
       // the plan recorded with the opt-in 3xTF32 linears (their GELU fused: fewer kernels)
       const p3 = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => createInferencePlan(model, [3, 224, 224], { batch: 1, precision }));
