@@ -11,8 +11,10 @@
 //
 // Tiling: a CTA computes a BM x BN tile of y over K in steps of 32: 128 x 128 (8 warps, 2 (M) x 4
 // (N)), or 128 x 64, 64 x 128, 64 x 64 where 128 x 128 tiles would not give every SM a CTA (or as
-// VITRIM_CUDA_GEMM_BF16_TILE says; tc_tile in gemm_f32tc.cu). Every warp owns a 64 x 32 tile: 4 x 4
-// m16n8k16 tiles, 64 fp32 accumulators a thread. x and w tiles go global -> shared by cp.async
+// VITRIM_CUDA_GEMM_BF16_TILE says), and split-K where even 64 x 64 tiles leave SMs idle (tc_plan
+// in gemm_tc.cu: grid z shares out the K steps, each CTA writes its fp32 partial sums, and
+// tc_splitk_epilogue adds them up in order and applies the epilogue). Every warp owns a 64 x 32
+// tile: 4 x 4 m16n8k16 tiles, 64 fp32 accumulators a thread. x and w tiles go global -> shared by cp.async
 // (16-byte chunks, zero-filled outside the matrices) through kStages buffers, kStages - 1 K steps
 // ahead of the tensor cores; one __syncthreads per step. Shared rows are 32 + 8 bf16 (80 bytes):
 // the 8 row addresses of an ldmatrix then fall in 8 distinct 16-byte bank groups. Fragments come
@@ -80,7 +82,8 @@ __device__ __forceinline__ void st_pair(bf16* p, float a, float b) {
 template <int BM, int BN, bool GELU, class TY, class TB>
 __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM, BN>())
     linear_bf16tc_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, const TB* __restrict__ bias,
-                         const TY* __restrict__ res, TY* __restrict__ y, int64_t M, int64_t N, int64_t K) {
+                         const TY* __restrict__ res, TY* __restrict__ y, int64_t M, int64_t N, int64_t K,
+                         int64_t steps, float* __restrict__ part) {
   constexpr int WN = BN / 32, kThreads = bf16tc_threads<BM, BN>(), kStageElems = (BM + BN) * kLds;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
@@ -94,6 +97,8 @@ __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM
   const int64_t n0 = (int64_t)blockIdx.x * BN;
   const int64_t ktiles = (K + kBK - 1) / kBK;
   const int64_t mtiles = (M + BM - 1) / BM;
+  // This CTA's K steps [kt0, kt1) (split-K: blockIdx.z of gridDim.z splits; else all of them).
+  const int64_t kt0 = (int64_t)blockIdx.z * steps, kt1 = min(ktiles, kt0 + steps), nk = kt1 - kt0;
 
   for (int64_t mt = blockIdx.y; mt < mtiles; mt += gridDim.y) {  // uniform over the CTA
     const int64_t m0 = mt * BM;
@@ -109,21 +114,21 @@ __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM
     // that step kt is always group kt).
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (s < ktiles) {
+      if (s < nk) {
         bf16* st = smem + s * kStageElems;
-        load_tile_async<BM, kThreads>(st, x, M, K, m0, (int64_t)s * kBK);
-        load_tile_async<BN, kThreads>(st + BM * kLds, w, N, K, n0, (int64_t)s * kBK);
+        load_tile_async<BM, kThreads>(st, x, M, K, m0, (kt0 + s) * kBK);
+        load_tile_async<BN, kThreads>(st + BM * kLds, w, N, K, n0, (kt0 + s) * kBK);
       }
       cp_async_commit();
     }
-    for (int64_t kt = 0; kt < ktiles; ++kt) {
+    for (int64_t kt = 0; kt < nk; ++kt) {
       cp_async_wait<kStages - 2>();  // this thread's copies of step kt have landed ...
       __syncthreads();               // ... and everyone's; and step kt - 1's buffer is free
       const int64_t pf = kt + kStages - 1;
-      if (pf < ktiles) {
+      if (pf < nk) {
         bf16* st = smem + (int)(pf % kStages) * kStageElems;
-        load_tile_async<BM, kThreads>(st, x, M, K, m0, pf * kBK);
-        load_tile_async<BN, kThreads>(st + BM * kLds, w, N, K, n0, pf * kBK);
+        load_tile_async<BM, kThreads>(st, x, M, K, m0, (kt0 + pf) * kBK);
+        load_tile_async<BN, kThreads>(st + BM * kLds, w, N, K, n0, (kt0 + pf) * kBK);
       }
       cp_async_commit();
       const bf16* as = smem + (int)(kt % kStages) * kStageElems;
@@ -155,6 +160,28 @@ __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM
     // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8. Pairs
     // are stored as one 4-byte (bf16) or 8-byte (float32) access where N is even.
     const bool pairs = (N & 1) == 0;
+    if (part) {  // split-K: the raw fp32 sums of this K range (tc_splitk_epilogue finishes)
+      float* pz = part + (int64_t)blockIdx.z * M * N;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int64_t col = n0 + wn + 8 * j + 2 * t;
+          if (col >= N) continue;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int64_t row = m0 + wm + 16 * i + g + 8 * h;
+            if (row >= M) continue;
+            const int64_t o = row * N + col;
+            if (pairs) st_pair(pz + o, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            else {
+              pz[o] = acc[i][j][2 * h];
+              if (col + 1 < N) pz[o + 1] = acc[i][j][2 * h + 1];
+            }
+          }
+        }
+      continue;
+    }
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -198,7 +225,7 @@ __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM
 
 template <int BM, int BN, bool GELU, class TY, class TB>
 void launch_bf16tc(const bf16* x, const bf16* w, const TB* bias, const TY* res, TY* y, int64_t M, int64_t N,
-                   int64_t K) {
+                   int64_t K, const TcPlan& plan, float* part) {
   constexpr int threads = bf16tc_threads<BM, BN>();
   constexpr size_t smem = bf16tc_smem<BM, BN>();
   auto kernel = linear_bf16tc_kernel<BM, BN, GELU, TY, TB>;
@@ -212,29 +239,28 @@ void launch_bf16tc(const bf16* x, const bf16* w, const TB* bias, const TY* res, 
   }
   const int64_t ntiles = (N + BN - 1) / BN, mtiles = (M + BM - 1) / BM;
   VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
-  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535));
-  kernel<<<grid, threads, smem, stream()>>>(x, w, bias, res, y, M, N, K);
+  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535), (unsigned)plan.splits);
+  kernel<<<grid, threads, smem, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part);
   VITRIM_CUDA_LAUNCHED();
 }
 
 template <bool GELU, class TY, class TB>
 void launch_tiled(const bf16* x, const bf16* w, const TB* bias, const TY* res, TY* y, int64_t M, int64_t N,
-                  int64_t K) {
-  const TcTile t = tc_tile(M, N, "VITRIM_CUDA_GEMM_BF16_TILE");
-  if (t.bm == 128 && t.bn == 128) launch_bf16tc<128, 128, GELU>(x, w, bias, res, y, M, N, K);
-  else if (t.bm == 128) launch_bf16tc<128, 64, GELU>(x, w, bias, res, y, M, N, K);
-  else if (t.bn == 128) launch_bf16tc<64, 128, GELU>(x, w, bias, res, y, M, N, K);
-  else launch_bf16tc<64, 64, GELU>(x, w, bias, res, y, M, N, K);
+                  int64_t K, const TcPlan& p, float* part) {
+  if (p.bm == 128 && p.bn == 128) launch_bf16tc<128, 128, GELU>(x, w, bias, res, y, M, N, K, p, part);
+  else if (p.bm == 128) launch_bf16tc<128, 64, GELU>(x, w, bias, res, y, M, N, K, p, part);
+  else if (p.bn == 128) launch_bf16tc<64, 128, GELU>(x, w, bias, res, y, M, N, K, p, part);
+  else launch_bf16tc<64, 64, GELU>(x, w, bias, res, y, M, N, K, p, part);
 }
 
 template <class TY, class TB>
 void launch_typed(const bf16* x, const bf16* w, const void* bias, const void* res, void* y, int64_t M, int64_t N,
-                  int64_t K, bool gelu) {
+                  int64_t K, bool gelu, const TcPlan& p, float* part) {
   const TB* b = static_cast<const TB*>(bias);
   const TY* r = static_cast<const TY*>(res);
   TY* o = static_cast<TY*>(y);
-  if (gelu) launch_tiled<true>(x, w, b, r, o, M, N, K);
-  else launch_tiled<false>(x, w, b, r, o, M, N, K);
+  if (gelu) launch_tiled<true>(x, w, b, r, o, M, N, K, p, part);
+  else launch_tiled<false>(x, w, b, r, o, M, N, K, p, part);
 }
 
 }  // namespace
@@ -253,9 +279,18 @@ void linear_bf16tc(const bf16* x, const bf16* w, const void* bias, DType bt, con
   if (M == 0 || N == 0) return;
   VITRIM_CHECK(yt == DType::F32 || bt == DType::BF16 || !bias, Internal,
                "linear_bf16tc: a float32 bias needs a float32 y");
-  if (yt == DType::BF16) launch_typed<bf16, bf16>(x, w, bias, res, y, M, N, K, gelu);
-  else if (bt == DType::F32 && bias) launch_typed<float, float>(x, w, bias, res, y, M, N, K, gelu);
-  else launch_typed<float, bf16>(x, w, bias, res, y, M, N, K, gelu);
+  const TcPlan p = tc_plan(M, N, (K + kBK - 1) / kBK, "VITRIM_CUDA_GEMM_BF16_TILE");
+  if (p.splits > 1) {
+    // The GEMM writes fp32 partial sums (the types below only pick an instantiation: the split
+    // kernels skip the epilogue), then one pass adds them up with bias, GELU and residual.
+    Tensor part = alloc({p.splits, M, N}, DType::F32);
+    launch_typed<float, float>(x, w, nullptr, nullptr, nullptr, M, N, K, false, p, ptr<float>(part));
+    tc_splitk_epilogue(ptr<float>(part), p.splits, bias, bt, res, y, yt, M, N, gelu);
+    return;
+  }
+  if (yt == DType::BF16) launch_typed<bf16, bf16>(x, w, bias, res, y, M, N, K, gelu, p, nullptr);
+  else if (bt == DType::F32 && bias) launch_typed<float, float>(x, w, bias, res, y, M, N, K, gelu, p, nullptr);
+  else launch_typed<float, bf16>(x, w, bias, res, y, M, N, K, gelu, p, nullptr);
 }
 
 }  // namespace vitrim::cuda

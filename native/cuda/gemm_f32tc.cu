@@ -8,7 +8,8 @@
 //
 // Tiling: a CTA computes a BM x BN tile of y over K in steps of 16: 128 x 128 (8 warps in a 2 (M)
 // x 4 (N) grid), or 128 x 64, 64 x 128, 64 x 64 where 128 x 128 tiles would not give every SM a
-// CTA (or as VITRIM_CUDA_GEMM_F32_TILE says). Every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8
+// CTA (or as VITRIM_CUDA_GEMM_F32_TILE says), and split-K where even 64 x 64 tiles leave SMs idle
+// (tc_plan in gemm_tc.cu, as the bf16 linear). Every warp owns a 64 x 32 tile, i.e. 4 x 4 m16n8k8
 // tiles of fp32 accumulators (64 registers a thread). x and w tiles are staged in shared memory
 // as fp32, row stride 16 + 4 floats: the fragment reads (row g, column t) then hit 32 distinct
 // banks. Two buffers: the next K step is loaded into registers (float4, zero outside the
@@ -72,7 +73,8 @@ constexpr int f32tc_min_blocks() {
 template <int BM, int BN, bool GELU>
 __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<BM, BN>())
     linear_f32tc_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                        const float* __restrict__ res, float* __restrict__ y, int64_t M, int64_t N, int64_t K) {
+                        const float* __restrict__ res, float* __restrict__ y, int64_t M, int64_t N, int64_t K,
+                        int64_t steps, float* __restrict__ part) {
   constexpr int kBM = BM, kBN = BN, WN = BN / 32, kThreads = (BM / 64) * WN * 32;
   __shared__ __align__(16) float As[2][kBM * kLds];
   __shared__ __align__(16) float Bs[2][kBN * kLds];
@@ -82,6 +84,8 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
   const int64_t n0 = (int64_t)blockIdx.x * kBN;
   const int64_t ktiles = (K + kBK - 1) / kBK;
   const int64_t mtiles = (M + kBM - 1) / kBM;
+  // This CTA's K steps [kt0, kt1) (split-K: blockIdx.z of gridDim.z splits; else all of them).
+  const int64_t kt0 = (int64_t)blockIdx.z * steps, kt1 = min(ktiles, kt0 + steps), nk = kt1 - kt0;
 
   for (int64_t mt = blockIdx.y; mt < mtiles; mt += gridDim.y) {  // uniform over the CTA
     const int64_t m0 = mt * kBM;
@@ -95,17 +99,17 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
 
     TileRegs<kBM, kThreads> ra;
     TileRegs<kBN, kThreads> rb;
-    ra.load(x, M, K, m0, 0);
-    rb.load(w, N, K, n0, 0);
+    ra.load(x, M, K, m0, kt0 * kBK);
+    rb.load(w, N, K, n0, kt0 * kBK);
     ra.store(As[0]);
     rb.store(Bs[0]);
     __syncthreads();
-    for (int64_t kt = 0; kt < ktiles; ++kt) {
+    for (int64_t kt = 0; kt < nk; ++kt) {
       const int buf = (int)(kt & 1);
-      const bool more = kt + 1 < ktiles;
+      const bool more = kt + 1 < nk;
       if (more) {
-        ra.load(x, M, K, m0, (kt + 1) * kBK);
-        rb.load(w, N, K, n0, (kt + 1) * kBK);
+        ra.load(x, M, K, m0, (kt0 + kt + 1) * kBK);
+        rb.load(w, N, K, n0, (kt0 + kt + 1) * kBK);
       }
       const float* as = As[buf];
       const float* bs = Bs[buf];
@@ -143,7 +147,9 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
       __syncthreads();
     }
 
-    // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8.
+    // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8. Split-K
+    // writes the raw sums of this K range to its slice of `part` (tc_splitk_epilogue finishes).
+    float* pz = part ? part + (int64_t)blockIdx.z * M * N : nullptr;
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -158,6 +164,10 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
             const int64_t c = col + e;
             if (c >= N) continue;
             float v = acc[i][j][2 * h + e];
+            if (pz) {
+              pz[row * N + c] = v;
+              continue;
+            }
             if (bias) v += bias[c];
             if (GELU) v = gelu_exact(v);
             if (res) v += res[row * N + c];
@@ -175,32 +185,18 @@ bool linear_f32tc_selected() {
   return e && std::strcmp(e, "3xtf32") == 0;
 }
 
-TcTile tc_tile(int64_t M, int64_t N, const char* env) {
-  constexpr TcTile kTiles[] = {{128, 128}, {128, 64}, {64, 128}, {64, 64}};
-  const char* e = std::getenv(env);
-  if (!e || !*e) {
-    for (TcTile t : kTiles)
-      if (((M + t.bm - 1) / t.bm) * ((N + t.bn - 1) / t.bn) >= sm_count()) return t;
-    return kTiles[3];
-  }
-  for (TcTile t : kTiles) {
-    char name[16];
-    std::snprintf(name, sizeof name, "%dx%d", t.bm, t.bn);
-    if (std::strcmp(e, name) == 0) return t;
-  }
-  fail(ErrorKind::Argument, env, " must be 128x128, 128x64, 64x128 or 64x64, got '", e, "'");
-}
-
 namespace {
 template <int BM, int BN>
 void launch_tile(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
-                 int64_t K, bool gelu) {
+                 int64_t K, bool gelu, const TcPlan& plan, float* part) {
   constexpr int threads = (BM / 64) * (BN / 32) * 32;
   const int64_t ntiles = (N + BN - 1) / BN, mtiles = (M + BM - 1) / BM;
   VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
-  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535));
-  if (gelu) linear_f32tc_kernel<BM, BN, true><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
-  else linear_f32tc_kernel<BM, BN, false><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K);
+  const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535), (unsigned)plan.splits);
+  if (gelu)
+    linear_f32tc_kernel<BM, BN, true><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part);
+  else
+    linear_f32tc_kernel<BM, BN, false><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part);
   VITRIM_CUDA_LAUNCHED();
 }
 }  // namespace
@@ -212,11 +208,19 @@ bool linear_f32tc_fits(const void* x, const void* w, int64_t K) {
 void linear_f32tc(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
                   int64_t K, bool gelu) {
   if (M == 0 || N == 0) return;
-  const TcTile t = tc_tile(M, N, "VITRIM_CUDA_GEMM_F32_TILE");
-  if (t.bm == 128 && t.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu);
-  else if (t.bm == 128) launch_tile<128, 64>(x, w, bias, res, y, M, N, K, gelu);
-  else if (t.bn == 128) launch_tile<64, 128>(x, w, bias, res, y, M, N, K, gelu);
-  else launch_tile<64, 64>(x, w, bias, res, y, M, N, K, gelu);
+  const TcPlan p = tc_plan(M, N, (K + kBK - 1) / kBK, "VITRIM_CUDA_GEMM_F32_TILE");
+  Tensor part;
+  if (p.splits > 1) part = alloc({p.splits, M, N}, DType::F32);
+  float* pp = p.splits > 1 ? ptr<float>(part) : nullptr;
+  // split-K: the GEMM writes fp32 partial sums only; the epilogue pass adds bias, GELU, residual
+  const float* b = pp ? nullptr : bias;
+  const float* r = pp ? nullptr : res;
+  const bool act = pp ? false : gelu;
+  if (p.bm == 128 && p.bn == 128) launch_tile<128, 128>(x, w, b, r, y, M, N, K, act, p, pp);
+  else if (p.bm == 128) launch_tile<128, 64>(x, w, b, r, y, M, N, K, act, p, pp);
+  else if (p.bn == 128) launch_tile<64, 128>(x, w, b, r, y, M, N, K, act, p, pp);
+  else launch_tile<64, 64>(x, w, b, r, y, M, N, K, act, p, pp);
+  if (pp) tc_splitk_epilogue(pp, p.splits, bias, DType::F32, res, y, DType::F32, M, N, gelu);
 }
 
 }  // namespace vitrim::cuda

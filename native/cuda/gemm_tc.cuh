@@ -10,13 +10,26 @@
 
 namespace vitrim::cuda {
 
-// The CTA tile of a tensor-core linear: the one `env` names (128x128, 128x64, 64x128 or 64x64;
-// anything else is an ArgumentError naming the choices), else the largest that still gives every
-// SM a CTA (small batches: M = 197 at batch 1 makes few 128 x 128 tiles).
-struct TcTile {
+// How a tensor-core linear is launched (gemm_tc.cu):
+// - the CTA tile: the one `tile_env` names (128x128, 128x64, 64x128 or 64x64; anything else is an
+//   ArgumentError naming the choices), else the largest that still gives every SM a CTA;
+// - split-K: where even 64 x 64 tiles leave SMs idle (batch 1: M = 197 gives 24 tiles for a
+//   384-wide output on 132 SMs), the K steps are shared out over `splits` CTAs per tile (each at
+//   least 4 K steps), which write fp32 partial sums to a workspace that tc_splitk_epilogue adds up
+//   in a fixed order (deterministic) before the bias / GELU / residual epilogue.
+//   VITRIM_CUDA_GEMM_SPLITK=n forces n (1 = off; 1..64, else an ArgumentError).
+// `steps` = K steps per split; splits * steps covers every K step, the last split may have fewer.
+struct TcPlan {
   int bm, bn;
+  int splits;
+  int64_t steps;
 };
-TcTile tc_tile(int64_t M, int64_t N, const char* env);
+TcPlan tc_plan(int64_t M, int64_t N, int64_t ktiles, const char* tile_env);
+
+// y[m, n] = act(sum_s part[s, m, n] + bias[n]) (+ res[m, n]): the epilogue of a split-K launch.
+// part float32 [splits, M, N]; y and res of dtype yt, bias (optional) of dtype bt.
+void tc_splitk_epilogue(const float* part, int splits, const void* bias, DType bt, const void* res, void* y, DType yt,
+                        int64_t M, int64_t N, bool gelu);
 
 // VITRIM_CUDA_GEMM_F32=3xtf32: float32 linear forwards use linear_f32tc where it fits.
 bool linear_f32tc_selected();
