@@ -339,6 +339,26 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     }
   }
 
+  // ---- DeiT-S linears at batch 1 (M = 197): our tensor-core kernels (their plan picks small tiles
+  // and split-K here) against cuBLASLt on the same operands, in µs ----
+  if (want('linear b1') || want('linear')) {
+    const M = 197;
+    for (const dtype of ['float32', 'bfloat16'] as DType[]) {
+      const [env, value, label] = dtype === 'float32'
+        ? ['VITRIM_CUDA_GEMM_F32', '3xtf32', '3xTF32 kernel'] : ['VITRIM_CUDA_GEMM_BF16', 'mma', 'mma kernel'];
+      for (const [K, N, act] of [[384, 1152, 'none'], [384, 384, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
+        const x = rand([M, K], dtype, 8), w = rand([N, K], dtype, 9), b = rand([N], dtype, 10);
+        const lt = gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 50) * 1e3;
+        const tc = withEnv(env, value, () => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 50)) * 1e3;
+        rows.push({
+          name: `linear ${short(dtype)} B1 ${act} (${label})`, shape: `${M}x${K}->${N}`, value: tc, unit: 'µs',
+          compare: { name: `cuBLASLt${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: lt / tc,
+        });
+        for (const t of [x, w, b]) t.free();
+      }
+    }
+  }
+
   if (want('dispatch')) for (const d of ['cpu', 'cuda'] as const) rows.push(dispatchRow(d, reps));
   return rows;
 }

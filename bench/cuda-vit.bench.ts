@@ -110,19 +110,27 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     plan.dispose();
     if (precision === 'bfloat16' && weights === 'snapshot') {
       // the plan recorded with the opt-in bf16 mma linears (their GELU fused: fewer kernels)
-      const pm = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => createInferencePlan(model, [3, 224, 224], { batch: 1, precision }));
-      const sm = time(() => pm.run(data), reps, 50);
-      push({ name: `${name} (mma linears)`, shape: 'B1', value: 1 / sm, unit: 'img/s',
-        note: `plan.run (${pm.graphStats.kernels} kernels); default plan: ${(1 / s).toFixed(1)} img/s` }, `${MODEL}_infer_B1`, 'bf16_autocast_img_s');
-      pm.dispose();
+      // (their plan splits K at batch 1; VITRIM_CUDA_GEMM_SPLITK=1: the same without split-K)
+      for (const split of [undefined, '1']) {
+        const pm = withEnv('VITRIM_CUDA_GEMM_SPLITK', split, () => withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () =>
+          createInferencePlan(model, [3, 224, 224], { batch: 1, precision })));
+        const sm = time(() => pm.run(data), reps, 50);
+        push({ name: `${name} (mma linears${split ? ', no split-K' : ''})`, shape: 'B1', value: 1 / sm, unit: 'img/s',
+          note: `plan.run (${pm.graphStats.kernels} kernels); default plan: ${(1 / s).toFixed(1)} img/s` }, `${MODEL}_infer_B1`, 'bf16_autocast_img_s');
+        pm.dispose();
+      }
     }
     if (precision === 'float32') {
       // the plan recorded with the opt-in 3xTF32 linears (their GELU fused: fewer kernels)
-      const p3 = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => createInferencePlan(model, [3, 224, 224], { batch: 1, precision }));
-      const s3 = time(() => p3.run(data), reps, 50);
-      push({ name: `${name} (3xTF32 linears)`, shape: 'B1', value: 1 / s3, unit: 'img/s',
-        note: `plan.run (${p3.graphStats.kernels} kernels); default plan: ${(1 / s).toFixed(1)} img/s` }, `${MODEL}_infer_B1`, 'fp32_img_s');
-      p3.dispose();
+      // (split-K at batch 1, and without it)
+      for (const split of [undefined, '1']) {
+        const p3 = withEnv('VITRIM_CUDA_GEMM_SPLITK', split, () => withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () =>
+          createInferencePlan(model, [3, 224, 224], { batch: 1, precision })));
+        const s3 = time(() => p3.run(data), reps, 50);
+        push({ name: `${name} (3xTF32 linears${split ? ', no split-K' : ''})`, shape: 'B1', value: 1 / s3, unit: 'img/s',
+          note: `plan.run (${p3.graphStats.kernels} kernels); default plan: ${(1 / s).toFixed(1)} img/s` }, `${MODEL}_infer_B1`, 'fp32_img_s');
+        p3.dispose();
+      }
     }
   }
 

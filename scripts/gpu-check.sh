@@ -6,7 +6,7 @@
 # Stages (comma separated, in this order): build, test (test/cuda), cpu (the whole suite there),
 # memcheck / racecheck / sanitize (= both; compute-sanitizer per test/cuda file, see below), bench
 # (torch_anchors.py and `npm run bench -- --filter cuda` in the same call, with ratios; then the
-# configuration sweeps, `--filter tune`: attention forward and 3xTF32 linear, into tune.json). Logs and
+# configuration sweeps, `--filter tune`: attention forward and the 3xTF32 and bf16 mma linears, into tune.json). Logs and
 # JSON go to $OUT (at most 8 files come back). A device call ends at 600 s: build,test,bench fit
 # in one; the sanitizer tools want a call each.
 set -uo pipefail

@@ -246,7 +246,7 @@ std::string gemm_init() {
   if (s != CUBLAS_STATUS_SUCCESS) return std::string("cublasLtCreate failed: ") + cublasLtGetStatusString(s);
   cudaError_t e = cudaMalloc(&L.workspace, L.workspace_bytes);
   if (e != cudaSuccess) return std::string("cannot allocate the cuBLASLt workspace: ") + cudaGetErrorString(e);
-  return "";
+  return gemm_tc_init();
 }
 
 void set_allow_tf32(bool allow) { lt().tf32 = allow; }

@@ -12,8 +12,8 @@
 // Tiling: a CTA computes a BM x BN tile of y over K in steps of 32: 128 x 128 (8 warps, 2 (M) x 4
 // (N)), or 128 x 64, 64 x 128, 64 x 64 where 128 x 128 tiles would not give every SM a CTA (or as
 // VITRIM_CUDA_GEMM_BF16_TILE says), and split-K where even 64 x 64 tiles leave SMs idle (tc_plan
-// in gemm_tc.cu: grid z shares out the K steps, each CTA writes its fp32 partial sums, and
-// tc_splitk_epilogue adds them up in order and applies the epilogue). Every warp owns a 64 x 32
+// in gemm_tc.cu: grid z shares out the K steps, each CTA writes its fp32 partial sums, and the
+// tile's last CTA adds them up in split order and runs the epilogue: splitk_finish, gemm_tc.cuh). Every warp owns a 64 x 32
 // tile: 4 x 4 m16n8k16 tiles, 64 fp32 accumulators a thread. x and w tiles go global -> shared by cp.async
 // (16-byte chunks, zero-filled outside the matrices) through kStages buffers, kStages - 1 K steps
 // ahead of the tensor cores; one __syncthreads per step. Shared rows are 32 + 8 bf16 (80 bytes):
@@ -79,11 +79,12 @@ __device__ __forceinline__ void st_pair(bf16* p, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
 
-template <int BM, int BN, bool GELU, class TY, class TB>
+// SPLIT: a split-K launch (its own instantiation, so the others carry none of its registers).
+template <int BM, int BN, bool GELU, class TY, class TB, bool SPLIT>
 __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM, BN>())
     linear_bf16tc_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, const TB* __restrict__ bias,
                          const TY* __restrict__ res, TY* __restrict__ y, int64_t M, int64_t N, int64_t K,
-                         int64_t steps, float* __restrict__ part) {
+                         int64_t steps, float* __restrict__ part, int* __restrict__ counters) {
   constexpr int WN = BN / 32, kThreads = bf16tc_threads<BM, BN>(), kStageElems = (BM + BN) * kLds;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
@@ -160,28 +161,9 @@ __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM
     // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8. Pairs
     // are stored as one 4-byte (bf16) or 8-byte (float32) access where N is even.
     const bool pairs = (N & 1) == 0;
-    if (part) {  // split-K: the raw fp32 sums of this K range (tc_splitk_epilogue finishes)
-      float* pz = part + (int64_t)blockIdx.z * M * N;
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int64_t col = n0 + wn + 8 * j + 2 * t;
-          if (col >= N) continue;
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int64_t row = m0 + wm + 16 * i + g + 8 * h;
-            if (row >= M) continue;
-            const int64_t o = row * N + col;
-            if (pairs) st_pair(pz + o, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-            else {
-              pz[o] = acc[i][j][2 * h];
-              if (col + 1 < N) pz[o + 1] = acc[i][j][2 * h + 1];
-            }
-          }
-        }
+    // Split-K: the tile's last CTA carries on with the sum of every split (gemm_tc.cuh).
+    if (SPLIT && !splitk_finish(acc, part, counters + mt * gridDim.x + blockIdx.x, M, N, m0 + wm + g, n0 + wn + 2 * t))
       continue;
-    }
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -223,12 +205,12 @@ __global__ void __launch_bounds__(bf16tc_threads<BM, BN>(), bf16tc_min_blocks<BM
   }
 }
 
-template <int BM, int BN, bool GELU, class TY, class TB>
+template <int BM, int BN, bool GELU, class TY, class TB, bool SPLIT = false>
 void launch_bf16tc(const bf16* x, const bf16* w, const TB* bias, const TY* res, TY* y, int64_t M, int64_t N,
                    int64_t K, const TcPlan& plan, float* part) {
   constexpr int threads = bf16tc_threads<BM, BN>();
   constexpr size_t smem = bf16tc_smem<BM, BN>();
-  auto kernel = linear_bf16tc_kernel<BM, BN, GELU, TY, TB>;
+  auto kernel = linear_bf16tc_kernel<BM, BN, GELU, TY, TB, SPLIT>;
   if (smem > 48 * 1024) {
     // Once per instantiation (a throw leaves it unset, so the next call tries again).
     static const bool raised = [&] {
@@ -240,14 +222,16 @@ void launch_bf16tc(const bf16* x, const bf16* w, const TB* bias, const TY* res, 
   const int64_t ntiles = (N + BN - 1) / BN, mtiles = (M + BM - 1) / BM;
   VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
   const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535), (unsigned)plan.splits);
-  kernel<<<grid, threads, smem, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part);
+  kernel<<<grid, threads, smem, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
+                                            part ? tc_counters() : nullptr);
   VITRIM_CUDA_LAUNCHED();
 }
 
 template <bool GELU, class TY, class TB>
 void launch_tiled(const bf16* x, const bf16* w, const TB* bias, const TY* res, TY* y, int64_t M, int64_t N,
                   int64_t K, const TcPlan& p, float* part) {
-  if (p.bm == 128 && p.bn == 128) launch_bf16tc<128, 128, GELU>(x, w, bias, res, y, M, N, K, p, part);
+  if (part) launch_bf16tc<64, 64, GELU, TY, TB, true>(x, w, bias, res, y, M, N, K, p, part);  // split-K
+  else if (p.bm == 128 && p.bn == 128) launch_bf16tc<128, 128, GELU>(x, w, bias, res, y, M, N, K, p, part);
   else if (p.bm == 128) launch_bf16tc<128, 64, GELU>(x, w, bias, res, y, M, N, K, p, part);
   else if (p.bn == 128) launch_bf16tc<64, 128, GELU>(x, w, bias, res, y, M, N, K, p, part);
   else launch_bf16tc<64, 64, GELU>(x, w, bias, res, y, M, N, K, p, part);
@@ -280,17 +264,12 @@ void linear_bf16tc(const bf16* x, const bf16* w, const void* bias, DType bt, con
   VITRIM_CHECK(yt == DType::F32 || bt == DType::BF16 || !bias, Internal,
                "linear_bf16tc: a float32 bias needs a float32 y");
   const TcPlan p = tc_plan(M, N, (K + kBK - 1) / kBK, "VITRIM_CUDA_GEMM_BF16_TILE");
-  if (p.splits > 1) {
-    // The GEMM writes fp32 partial sums (the types below only pick an instantiation: the split
-    // kernels skip the epilogue), then one pass adds them up with bias, GELU and residual.
-    Tensor part = alloc({p.splits, M, N}, DType::F32);
-    launch_typed<float, float>(x, w, nullptr, nullptr, nullptr, M, N, K, false, p, ptr<float>(part));
-    tc_splitk_epilogue(ptr<float>(part), p.splits, bias, bt, res, y, yt, M, N, gelu);
-    return;
-  }
-  if (yt == DType::BF16) launch_typed<bf16, bf16>(x, w, bias, res, y, M, N, K, gelu, p, nullptr);
-  else if (bt == DType::F32 && bias) launch_typed<float, float>(x, w, bias, res, y, M, N, K, gelu, p, nullptr);
-  else launch_typed<float, bf16>(x, w, bias, res, y, M, N, K, gelu, p, nullptr);
+  Tensor ws;
+  if (p.splits > 1) ws = alloc({p.splits, M, N}, DType::F32);
+  float* part = p.splits > 1 ? ptr<float>(ws) : nullptr;
+  if (yt == DType::BF16) launch_typed<bf16, bf16>(x, w, bias, res, y, M, N, K, gelu, p, part);
+  else if (bt == DType::F32 && bias) launch_typed<float, float>(x, w, bias, res, y, M, N, K, gelu, p, part);
+  else launch_typed<float, bf16>(x, w, bias, res, y, M, N, K, gelu, p, part);
 }
 
 }  // namespace vitrim::cuda

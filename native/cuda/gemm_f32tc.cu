@@ -74,7 +74,7 @@ template <int BM, int BN, bool GELU>
 __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<BM, BN>())
     linear_f32tc_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                         const float* __restrict__ res, float* __restrict__ y, int64_t M, int64_t N, int64_t K,
-                        int64_t steps, float* __restrict__ part) {
+                        int64_t steps, float* __restrict__ part, int* __restrict__ counters) {
   constexpr int kBM = BM, kBN = BN, WN = BN / 32, kThreads = (BM / 64) * WN * 32;
   __shared__ __align__(16) float As[2][kBM * kLds];
   __shared__ __align__(16) float Bs[2][kBN * kLds];
@@ -147,9 +147,10 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
       __syncthreads();
     }
 
-    // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8. Split-K
-    // writes the raw sums of this K range to its slice of `part` (tc_splitk_epilogue finishes).
-    float* pz = part ? part + (int64_t)blockIdx.z * M * N : nullptr;
+    // Split-K: the tile's last CTA carries on with the sum of every split (gemm_tc.cuh).
+    if (part && !splitk_finish(acc, part, counters + mt * gridDim.x + blockIdx.x, M, N, m0 + wm + g, n0 + wn + 2 * t))
+      continue;
+    // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8.
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -164,10 +165,6 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
             const int64_t c = col + e;
             if (c >= N) continue;
             float v = acc[i][j][2 * h + e];
-            if (pz) {
-              pz[row * N + c] = v;
-              continue;
-            }
             if (bias) v += bias[c];
             if (GELU) v = gelu_exact(v);
             if (res) v += res[row * N + c];
@@ -194,9 +191,11 @@ void launch_tile(const float* x, const float* w, const float* bias, const float*
   VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
   const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535), (unsigned)plan.splits);
   if (gelu)
-    linear_f32tc_kernel<BM, BN, true><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part);
+    linear_f32tc_kernel<BM, BN, true><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
+                                                                       part ? tc_counters() : nullptr);
   else
-    linear_f32tc_kernel<BM, BN, false><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part);
+    linear_f32tc_kernel<BM, BN, false><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
+                                                                       part ? tc_counters() : nullptr);
   VITRIM_CUDA_LAUNCHED();
 }
 }  // namespace
@@ -209,18 +208,13 @@ void linear_f32tc(const float* x, const float* w, const float* bias, const float
                   int64_t K, bool gelu) {
   if (M == 0 || N == 0) return;
   const TcPlan p = tc_plan(M, N, (K + kBK - 1) / kBK, "VITRIM_CUDA_GEMM_F32_TILE");
-  Tensor part;
-  if (p.splits > 1) part = alloc({p.splits, M, N}, DType::F32);
-  float* pp = p.splits > 1 ? ptr<float>(part) : nullptr;
-  // split-K: the GEMM writes fp32 partial sums only; the epilogue pass adds bias, GELU, residual
-  const float* b = pp ? nullptr : bias;
-  const float* r = pp ? nullptr : res;
-  const bool act = pp ? false : gelu;
-  if (p.bm == 128 && p.bn == 128) launch_tile<128, 128>(x, w, b, r, y, M, N, K, act, p, pp);
-  else if (p.bm == 128) launch_tile<128, 64>(x, w, b, r, y, M, N, K, act, p, pp);
-  else if (p.bn == 128) launch_tile<64, 128>(x, w, b, r, y, M, N, K, act, p, pp);
-  else launch_tile<64, 64>(x, w, b, r, y, M, N, K, act, p, pp);
-  if (pp) tc_splitk_epilogue(pp, p.splits, bias, DType::F32, res, y, DType::F32, M, N, gelu);
+  Tensor ws;
+  if (p.splits > 1) ws = alloc({p.splits, M, N}, DType::F32);
+  float* part = p.splits > 1 ? ptr<float>(ws) : nullptr;
+  if (p.bm == 128 && p.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu, p, part);
+  else if (p.bm == 128) launch_tile<128, 64>(x, w, bias, res, y, M, N, K, gelu, p, part);
+  else if (p.bn == 128) launch_tile<64, 128>(x, w, bias, res, y, M, N, K, gelu, p, part);
+  else launch_tile<64, 64>(x, w, bias, res, y, M, N, K, gelu, p, part);
 }
 
 }  // namespace vitrim::cuda

@@ -212,7 +212,7 @@ describeCuda('cuda gemm', () => {
   });
 
   // Split-K in both tensor-core linears (tc_plan, gemm_tc.cu): where even 64 x 64 tiles leave SMs
-  // idle the K steps are shared out over CTAs whose fp32 partial sums one epilogue pass adds up.
+  // idle the K steps are shared out over CTAs whose fp32 partial sums the tile's last CTA adds up.
   // Forced (VITRIM_CUDA_GEMM_SPLITK) on partial tiles with K ranges that do not divide evenly, and
   // chosen by the plan on a problem of one tile (the emulated GPU has 4 SMs); the same accuracy as
   // without; deterministic (two runs, same bits); a bad value is refused.
@@ -267,6 +267,11 @@ describeCuda('cuda gemm', () => {
       for (const bad of ['0', '65', 'x', '2.5'])
         withEnv('VITRIM_CUDA_GEMM_SPLITK', bad, () => expectCode(() => native.linearFused(xc, wc, null, 'none', null), 'ERR_VITRIM_ARGUMENT'));
     });
+    // a forced split of a problem with more 64 x 64 tiles than there are tile counters (4096)
+    const big = [cudaAs(r([4160, 64], 57), 'bfloat16'), cudaAs(r([4096, 64], 58), 'bfloat16')];
+    withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => withEnv('VITRIM_CUDA_GEMM_SPLITK', '2', () =>
+      expectCode(() => native.linearFused(big[0], big[1], null, 'none', null), 'ERR_VITRIM_ARGUMENT')));
+    expectRel(native.linearFused(xc, wc, null, 'none', null), native.linearFused(x, w, null, 'none', null), TOL.float32, 'after');
   });
 
   it('K = 0 gives the bias (and zero gradients)', () => {
