@@ -169,35 +169,25 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   // DeiT-S B256 shapes, each against cuBLASLt (+ the GELU pass) timed in the same run.
   if (tune('gemm-tune')) {
     const M = 256 * 197;
-    for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
-      const x = rand([M, K], 'float32', 8), w = rand([N, K], 'float32', 9), b = rand([N], 'float32', 10);
-      const flop = 2 * M * N * K;
-      const lt = flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9;
-      for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
-        const v = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => withEnv('VITRIM_CUDA_GEMM_F32_TILE', tile, () =>
-          flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9));
-        rows.push({
-          name: `gemm-tune float32 ${act} 3xTF32 tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
-          compare: { name: `cuBLASLt SGEMM${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
-        });
+    const kernels = [
+      { dtype: 'float32', env: 'VITRIM_CUDA_GEMM_F32', value: '3xtf32', label: 'float32 {act} 3xTF32', lt: 'cuBLASLt SGEMM' },
+      { dtype: 'bfloat16', env: 'VITRIM_CUDA_GEMM_BF16', value: 'mma', label: 'bf16 {act} mma', lt: 'cuBLASLt bf16' },
+    ] as const;
+    for (const k of kernels) {
+      for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
+        const x = rand([M, K], k.dtype, 8), w = rand([N, K], k.dtype, 9), b = rand([N], k.dtype, 10);
+        const flop = 2 * M * N * K;
+        const lt = flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9;
+        for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
+          const v = withEnv(k.env, k.value, () => withEnv(`${k.env}_TILE`, tile, () =>
+            flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9));
+          rows.push({
+            name: `gemm-tune ${k.label.replace('{act}', act)} tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
+            compare: { name: `${k.lt}${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
+          });
+        }
+        for (const t of [x, w, b]) t.free();
       }
-      for (const t of [x, w, b]) t.free();
-    }
-    // the bf16 mma linear's CTA tiles (VITRIM_CUDA_GEMM_BF16_TILE), the same shapes, against cuBLASLt
-    // bf16 (+ the GELU pass)
-    for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
-      const x = rand([M, K], 'bfloat16', 8), w = rand([N, K], 'bfloat16', 9), b = rand([N], 'bfloat16', 10);
-      const flop = 2 * M * N * K;
-      const lt = flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9;
-      for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
-        const v = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => withEnv('VITRIM_CUDA_GEMM_BF16_TILE', tile, () =>
-          flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9));
-        rows.push({
-          name: `gemm-tune bf16 ${act} mma tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
-          compare: { name: `cuBLASLt bf16${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
-        });
-      }
-      for (const t of [x, w, b]) t.free();
     }
   }
 
