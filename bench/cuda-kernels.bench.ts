@@ -16,7 +16,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { native, type DType, type NativeTensor } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
-import { withEnv } from './env.js';
+import { withCublasLt, withEnv } from './env.js';
 import { median } from './stats.js';
 
 export const filterCases = true;
@@ -177,7 +177,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
         const x = rand([M, K], k.dtype, 8), w = rand([N, K], k.dtype, 9), b = rand([N], k.dtype, 10);
         const flop = 2 * M * N * K;
-        const lt = flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9;
+        const lt = flop / withCublasLt(() => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5)) / 1e9;
         for (const tile of ['128x128', '128x64', '64x128', '64x64']) {
           const v = withEnv(k.env, k.value, () => withEnv(`${k.env}_TILE`, tile, () =>
             flop / gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5) / 1e9));
@@ -275,14 +275,14 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const x = rand([M, K], 'bfloat16', 8), w = rand([N, K], 'bfloat16', 9), b = rand([N], 'float32', 10);
       const bl = native.cast(b, 'bfloat16');
       const res = rand([M, N], 'float32', 11);
-      const fused = gpuTime(() => [native.linearFused(x, w, b, 'none', res)], reps, 5);
+      const fused = withCublasLt(() => gpuTime(() => [native.linearFused(x, w, b, 'none', res)], reps, 5));
       const mma = withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => gpuTime(() => [native.linearFused(x, w, b, 'none', res)], reps, 5));
-      const composed = gpuTime(() => {
+      const composed = withCublasLt(() => gpuTime(() => {
         const y = native.linearFused(x, w, bl, 'none', null);
         const z = native.binary('add', res, y);
         y.free();
         return [z];
-      }, reps, 5);
+      }, reps, 5));
       rows.push({
         name: 'linear bf16 + f32 residual', shape: `${M}x${K}->${N}`, value: fused, unit: 'ms',
         note: `bf16 GEMM then mixed add: ${composed.toFixed(4)} ms, ratio ${(composed / fused).toFixed(2)}x`,
@@ -302,7 +302,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     const M = 256 * 197;
     for (const [K, N, act] of [[384, 1152, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
       const x = rand([M, K], dtype, 8), w = rand([N, K], dtype, 9), b = rand([N], dtype, 10);
-      const ms = gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5);
+      const ms = withCublasLt(() => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5));
       const tflops = (2 * M * N * K) / ms / 1e9;
       rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: tflops, unit: 'TFLOP/s' });
       if (dtype === 'bfloat16') {
@@ -338,7 +338,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
         ? ['VITRIM_CUDA_GEMM_F32', '3xtf32', '3xTF32 kernel'] : ['VITRIM_CUDA_GEMM_BF16', 'mma', 'mma kernel'];
       for (const [K, N, act] of [[384, 1152, 'none'], [384, 384, 'none'], [384, 1536, 'gelu'], [1536, 384, 'none']] as const) {
         const x = rand([M, K], dtype, 8), w = rand([N, K], dtype, 9), b = rand([N], dtype, 10);
-        const lt = gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 50) * 1e3;
+        const lt = withCublasLt(() => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 50)) * 1e3;
         const tc = withEnv(env, value, () => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 50)) * 1e3;
         rows.push({
           name: `linear ${short(dtype)} B1 ${act} (${label})`, shape: `${M}x${K}->${N}`, value: tc, unit: 'µs',

@@ -15,3 +15,11 @@ export function withEnv<R>(name: string, value: string | undefined, fn: () => R)
     else process.env[name] = prev;
   }
 }
+
+/**
+ * Runs fn with every Linear on cuBLASLt (VITRIM_CUDA_GEMM_F32 / _BF16 = cublaslt): the bench's
+ * baseline rows and the tests name that path rather than assume it is the default.
+ */
+export function withCublasLt<R>(fn: () => R): R {
+  return withEnv('VITRIM_CUDA_GEMM_F32', 'cublaslt', () => withEnv('VITRIM_CUDA_GEMM_BF16', 'cublaslt', fn));
+}

@@ -1448,15 +1448,13 @@ bool use_tc(DType dt, int64_t D) { return dt == DType::BF16 && (D == 32 || D == 
 int simt_dv(int64_t D) { return D <= 32 ? 2 : D <= 64 ? 4 : 8; }
 
 // The forward's kernel family. float32 with D in {32, 64} runs 3xTF32 on tensor cores unless
-// VITRIM_CUDA_ATTN_F32=simt asks for the SIMT kernel (read at each call: the bench times both, the
+// VITRIM_CUDA_ATTN_F32=simt asks for the SIMT kernel (=3xtf32 or unset: tensor cores; read at each call: the bench times both, the
 // tests check both). D = 128 would need ~250 registers for the split Q fragments and O: SIMT.
 enum class Path { Simt, Bf16Tc, F32Tc };
 Path fwd_path(DType dt, int64_t D) {
   if (use_tc(dt, D)) return Path::Bf16Tc;
-  if (dt == DType::F32 && (D == 32 || D == 64)) {
-    const char* e = std::getenv("VITRIM_CUDA_ATTN_F32");
-    if (!(e && std::strcmp(e, "simt") == 0)) return Path::F32Tc;
-  }
+  if (dt == DType::F32 && (D == 32 || D == 64) && env_choice("VITRIM_CUDA_ATTN_F32", {"3xtf32", "simt"}, 0) == 0)
+    return Path::F32Tc;
   return Path::Simt;
 }
 

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 
 #include "vitrim/backend.h"
 
@@ -33,6 +34,10 @@ cudaStream_t stream();
 // unqualified empty(shape, dtype) would be ambiguous with vitrim::empty.
 Tensor alloc(const Shape& shape, DType dtype);
 int sm_count();
+// A code-path switch read from the environment at each call (the bench and the tests pick a path per
+// call): the index of its value in `choices`, or `dflt` where it is unset or empty. Any other value
+// is an ArgumentError listing the choices, so a misspelt switch never silently runs the default.
+int env_choice(const char* name, std::initializer_list<const char*> choices, int dflt);
 // Throws vitrim::Error for a failed CUDA call: Memory for cudaErrorMemoryAllocation, else Internal
 // (with the call and the place). `expr` is the code text of the call.
 void check_status(cudaError_t e, const char* expr, const char* file, int line);

@@ -457,14 +457,14 @@ Tensor linear_fused(const Tensor& x, const Tensor& w, const std::optional<Tensor
   Tensor y = alloc(os, yt);
   if (y.numel() == 0) return y;
   const bool gelu = act == cpu::Activation::Gelu;
-  if (yt == DType::F32 && x.dtype == DType::F32 && !lt().tf32 && linear_f32tc_fits(x.raw(), w.raw(), K) &&
-      linear_f32tc_selected()) {
+  if (yt == DType::F32 && x.dtype == DType::F32 && !lt().tf32 && linear_f32tc_selected() &&
+      linear_f32tc_fits(x.raw(), w.raw(), K)) {
     // 3xTF32 on tensor cores, bias, GELU and residual in its epilogue (gemm_f32tc.cu)
     linear_f32tc(ptr<float>(x), ptr<float>(w), bias ? ptr<float>(*bias) : nullptr,
                  residual ? ptr<float>(*residual) : nullptr, ptr<float>(y), M, N, K, gelu);
     return y;
   }
-  if (x.dtype == DType::BF16 && linear_bf16tc_fits(x.raw(), w.raw(), K) && linear_bf16tc_selected()) {
+  if (x.dtype == DType::BF16 && linear_bf16tc_selected() && linear_bf16tc_fits(x.raw(), w.raw(), K)) {
     // our bf16 tensor-core kernel, bias, GELU and residual in its epilogue (gemm_bf16tc.cu)
     linear_bf16tc(ptr<bf16>(x), ptr<bf16>(w), bias ? bias->raw() : nullptr, bias ? bias->dtype : DType::BF16,
                   residual ? residual->raw() : nullptr, y.raw(), yt, M, N, K, gelu);

@@ -249,10 +249,8 @@ void launch_typed(const bf16* x, const bf16* w, const void* bias, const void* re
 
 }  // namespace
 
-bool linear_bf16tc_selected() {
-  const char* e = std::getenv("VITRIM_CUDA_GEMM_BF16");
-  return e && std::strcmp(e, "mma") == 0;
-}
+// cuBLASLt stays the default until a GPU run has compared the two (the bench's "(mma kernel)" rows).
+bool linear_bf16tc_selected() { return env_choice("VITRIM_CUDA_GEMM_BF16", {"cublaslt", "mma"}, 0) == 1; }
 
 bool linear_bf16tc_fits(const void* x, const void* w, int64_t K) {
   return K > 0 && K % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;

@@ -70,7 +70,8 @@ constexpr int f32tc_min_blocks() {
   return threads >= 256 ? 2 : 384 / threads;
 }
 
-template <int BM, int BN, bool GELU>
+// SPLIT: a split-K launch (its own instantiation, so the others carry none of its registers).
+template <int BM, int BN, bool GELU, bool SPLIT>
 __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<BM, BN>())
     linear_f32tc_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                         const float* __restrict__ res, float* __restrict__ y, int64_t M, int64_t N, int64_t K,
@@ -148,42 +149,25 @@ __global__ void __launch_bounds__((BM / 64) * (BN / 32) * 32, f32tc_min_blocks<B
     }
 
     // Split-K: the tile's last CTA carries on with the sum of every split (gemm_tc.cuh).
-    if (part && !splitk_finish(acc, part, counters + mt * gridDim.x + blockIdx.x, M, N, m0 + wm + g, n0 + wn + 2 * t))
+    if (SPLIT && !splitk_finish(acc, part, counters + mt * gridDim.x + blockIdx.x, M, N, m0 + wm + g, n0 + wn + 2 * t))
       continue;
-    // Epilogue from registers: c0, c1 at (row g, columns 2t, 2t + 1), c2, c3 at row g + 8.
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t col = n0 + wn + 8 * j + 2 * t;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t row = m0 + wm + 16 * i + g + 8 * h;
-          if (row >= M) continue;
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int64_t c = col + e;
-            if (c >= N) continue;
-            float v = acc[i][j][2 * h + e];
-            if (bias) v += bias[c];
-            if (GELU) v = gelu_exact(v);
-            if (res) v += res[row * N + c];
-            y[row * N + c] = v;
-          }
-        }
-      }
+    // Epilogue from registers (c0, c1 at row g, columns 2t, 2t + 1; c2, c3 at row g + 8).
+    for_each_acc(acc, M, N, m0 + wm + g, n0 + wn + 2 * t, [&](float v, int64_t row, int64_t c) {
+      if (bias) v += bias[c];
+      if (GELU) v = gelu_exact(v);
+      if (res) v += res[row * N + c];
+      y[row * N + c] = v;
+    });
   }
 }
 
 }  // namespace
 
-bool linear_f32tc_selected() {
-  const char* e = std::getenv("VITRIM_CUDA_GEMM_F32");
-  return e && std::strcmp(e, "3xtf32") == 0;
-}
+// cuBLASLt's SGEMM stays the default until a GPU run has compared the two ("(3xTF32 kernel)" rows).
+bool linear_f32tc_selected() { return env_choice("VITRIM_CUDA_GEMM_F32", {"cublaslt", "3xtf32"}, 0) == 1; }
 
 namespace {
-template <int BM, int BN>
+template <int BM, int BN, bool SPLIT = false>
 void launch_tile(const float* x, const float* w, const float* bias, const float* res, float* y, int64_t M, int64_t N,
                  int64_t K, bool gelu, const TcPlan& plan, float* part) {
   constexpr int threads = (BM / 64) * (BN / 32) * 32;
@@ -191,10 +175,10 @@ void launch_tile(const float* x, const float* w, const float* bias, const float*
   VITRIM_CHECK(ntiles <= 0x7fffffff, Shape, "linear: N = ", N, " exceeds the cuda grid");
   const dim3 grid((unsigned)ntiles, (unsigned)std::min<int64_t>(mtiles, 65535), (unsigned)plan.splits);
   if (gelu)
-    linear_f32tc_kernel<BM, BN, true><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
+    linear_f32tc_kernel<BM, BN, true, SPLIT><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
                                                                        part ? tc_counters() : nullptr);
   else
-    linear_f32tc_kernel<BM, BN, false><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
+    linear_f32tc_kernel<BM, BN, false, SPLIT><<<grid, threads, 0, stream()>>>(x, w, bias, res, y, M, N, K, plan.steps, part,
                                                                        part ? tc_counters() : nullptr);
   VITRIM_CUDA_LAUNCHED();
 }
@@ -211,7 +195,8 @@ void linear_f32tc(const float* x, const float* w, const float* bias, const float
   Tensor ws;
   if (p.splits > 1) ws = alloc({p.splits, M, N}, DType::F32);
   float* part = p.splits > 1 ? ptr<float>(ws) : nullptr;
-  if (p.bm == 128 && p.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu, p, part);
+  if (part) launch_tile<64, 64, true>(x, w, bias, res, y, M, N, K, gelu, p, part);  // split-K
+  else if (p.bm == 128 && p.bn == 128) launch_tile<128, 128>(x, w, bias, res, y, M, N, K, gelu, p, part);
   else if (p.bm == 128) launch_tile<128, 64>(x, w, bias, res, y, M, N, K, gelu, p, part);
   else if (p.bn == 128) launch_tile<64, 128>(x, w, bias, res, y, M, N, K, gelu, p, part);
   else launch_tile<64, 64>(x, w, bias, res, y, M, N, K, gelu, p, part);

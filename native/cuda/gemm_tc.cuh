@@ -35,28 +35,39 @@ constexpr int64_t kTcMaxTiles = 4096;
 int* tc_counters();
 std::string gemm_tc_init();
 
-// Split-K, at the end of a CTA's K range: stores this CTA's sums (acc in the 64 x 32 warp-tile
-// fragment layout of both tensor-core linears: acc[i][j][2h + e] at row row0 + 16i + 8h, column
-// col0 + 8j + e) to its slice part[blockIdx.z] of the [splits, M, N] workspace, then counts itself
-// in on `counter`. Returns true in the tile's last CTA, with acc holding the sum over every split
-// in split order (bitwise the same whichever CTA is last); the others return false and are done.
+// The warp-tile fragment layout of both tensor-core linears (64 x 32 per warp, m16n8 MMA tiles):
+// acc[i][j][2h + e] is the element at row row0 + 16i + 8h, column col0 + 8j + e (row0, col0: this
+// lane's first row and column). Calls f(acc element, row, col) for each one inside [M, N].
+template <class F>
+__device__ __forceinline__ void for_each_acc(float (&acc)[4][4][4], int64_t M, int64_t N, int64_t row0, int64_t col0,
+                                             F&& f) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = row0 + 16 * i + 8 * h;
+        if (row >= M) continue;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t col = col0 + 8 * j + e;
+          if (col < N) f(acc[i][j][2 * h + e], row, col);
+        }
+      }
+}
+
+// Split-K, at the end of a CTA's K range: stores this CTA's sums (acc, for_each_acc's layout) to
+// its slice part[blockIdx.z] of the [splits, M, N] workspace, then counts itself in on `counter`.
+// Returns true in the tile's last CTA, with acc holding the sum over every split in split order
+// (bitwise the same whichever CTA is last); the others return false and are done.
 __device__ __forceinline__ bool splitk_finish(float (&acc)[4][4][4], float* __restrict__ part, int* counter,
                                               int64_t M, int64_t N, int64_t row0, int64_t col0) {
   __shared__ int s_last;
   const int64_t z = blockIdx.z;
   const int S = (int)gridDim.z;
   const int64_t MN = M * N;
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t row = row0 + 16 * i + 8 * h, col = col0 + 8 * j + e;
-          if (row < M && col < N) part[z * MN + row * N + col] = acc[i][j][2 * h + e];
-        }
+  for_each_acc(acc, M, N, row0, col0, [&](float& v, int64_t row, int64_t col) { part[z * MN + row * N + col] = v; });
   __threadfence();  // this thread's partials are visible device-wide before the count below
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -67,23 +78,14 @@ __device__ __forceinline__ bool splitk_finish(float (&acc)[4][4][4], float* __re
   __syncthreads();
   if (!s_last) return false;
   __threadfence();
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t row = row0 + 16 * i + 8 * h, col = col0 + 8 * j + e;
-          if (row >= M || col >= N) continue;
-          // every split from memory, this one's included (this thread wrote it): the same
-          // additions in the same order whichever CTA is last; L2 reads (__ldcg), other SMs wrote
-          const float* q = part + row * N + col;
-          float s = 0.f;
-          for (int zz = 0; zz < S; ++zz) s += __ldcg(q + zz * MN);
-          acc[i][j][2 * h + e] = s;
-        }
+  // every split from memory, this one's included (this thread wrote it): the same additions in the
+  // same order whichever CTA is last; L2 reads (__ldcg), other SMs wrote
+  for_each_acc(acc, M, N, row0, col0, [&](float& v, int64_t row, int64_t col) {
+    const float* q = part + row * N + col;
+    float s = 0.f;
+    for (int zz = 0; zz < S; ++zz) s += __ldcg(q + zz * MN);
+    v = s;
+  });
   return true;
 }
 

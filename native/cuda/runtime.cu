@@ -12,6 +12,7 @@
 // cached memory than it uses; emptyCache() gives it back.
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -302,6 +303,18 @@ std::string describe() {
 
 cudaStream_t stream() { return rt().stream; }
 int sm_count() { return rt().sms; }
+
+int env_choice(const char* name, std::initializer_list<const char*> choices, int dflt) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return dflt;
+  int i = 0;
+  std::string list;
+  for (const char* c : choices) {
+    if (std::strcmp(e, c) == 0) return i;
+    list += (i++ ? ", " : "") + std::string("'") + c + "'";
+  }
+  fail(ErrorKind::Argument, name, " must be one of ", list, " (or unset), got '", e, "'");
+}
 
 Tensor alloc(const Shape& shape, DType dtype) {
   size_t n = (size_t)shape_numel(shape) * dtype_size(dtype);

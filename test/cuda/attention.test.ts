@@ -219,9 +219,9 @@ describeCuda('cuda attention vs cpu', () => {
   });
 });
 
-/** Runs f with the float32 forward forced to the SIMT kernel ('simt') or left to the default (3xTF32). */
+/** Runs f with the float32 forward forced to the SIMT kernel ('simt') or to the 3xTF32 one ('default'). */
 function withF32Path<T>(path: 'simt' | 'default', f: () => T): T {
-  return withEnv('VITRIM_CUDA_ATTN_F32', path === 'simt' ? 'simt' : undefined, f);
+  return withEnv('VITRIM_CUDA_ATTN_F32', path === 'simt' ? 'simt' : '3xtf32', f);
 }
 
 describeCuda('cuda attention: the two float32 forwards (3xTF32 tensor cores, SIMT FMA)', () => {
@@ -249,6 +249,14 @@ describeCuda('cuda attention: the two float32 forwards (3xTF32 tensor cores, SIM
       expectRel(pick(ts, 1), pick(ss, 1), TOL.float32, `${what} stats denominator`);
       if (N > 5) expect(Array.from(values(tOut))).not.toEqual(Array.from(values(sOut)));
     }
+    // unset is the default (3xTF32); a misspelt switch is refused, never silently the default
+    const qkv = toCuda(nt(randn([1, 20, 3 * 64], (seed += 10)), [1, 20, 3 * 64]));
+    const [dOut] = withEnv('VITRIM_CUDA_ATTN_F32', undefined, () => native.attentionForward(qkv, 1, 0.125, null, null, 1e-6));
+    const [tOut] = withF32Path('default', () => native.attentionForward(qkv, 1, 0.125, null, null, 1e-6));
+    expect(Array.from(values(dOut))).toEqual(Array.from(values(tOut)));
+    for (const bad of ['SIMT', 'tf32'])
+      withEnv('VITRIM_CUDA_ATTN_F32', bad, () =>
+        expectCode(() => native.attentionForward(qkv, 1, 0.125, null, null, 1e-6), 'ERR_VITRIM_ARGUMENT'));
   });
 });
 

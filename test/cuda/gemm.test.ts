@@ -3,12 +3,15 @@
 // and bfloat16 (1e-2); bf16 operands with a float32 residual (float32 output; fused and fallback);
 // the opt-in 3xTF32 float32 and bf16 mma tensor-core linears. Skipped where no GPU is visible.
 import { beforeAll, expect, it } from 'vitest';
-import { withEnv } from '../../bench/env.js';
+import { withCublasLt, withEnv } from '../../bench/env.js';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
 import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, expectRel, roundTo } from './helpers.js';
 
 const r = (shape: number[], seed: number, scale = 1) => nt(randn(shape, RUN_SEED + seed, scale), shape);
+// The cuBLASLt path, named rather than assumed to be the default (which a GPU run may flip, and a
+// whole test run may set through the environment).
+const lt = withCublasLt;
 
 describeCuda('cuda gemm', () => {
   beforeAll(() => native.setAllowTf32(false));
@@ -84,11 +87,11 @@ describeCuda('cuda gemm', () => {
         for (const act of ['none', 'gelu'] as const) {
           const what = `${act} bias ${biasDtype} ${lead},${K},${N}`;
           const want = native.linearFused(x, w, b, act, res);
-          const got = native.linearFused(xc, wc, bc, act, rc);
+          const got = lt(() => native.linearFused(xc, wc, bc, act, rc));
           expect(got.dtype).toBe('float32');
           expect(got.shape).toEqual([...lead, N]);
           expectRel(got, want, TOL.float32, `fused ${what}`);
-          const fb = withEnv('VITRIM_CUDA_LT_NO_MIXED', '1', () => native.linearFused(xc, wc, bc, act, rc));
+          const fb = lt(() => withEnv('VITRIM_CUDA_LT_NO_MIXED', '1', () => native.linearFused(xc, wc, bc, act, rc)));
           expect(fb.dtype).toBe('float32');
           expectRel(fb, want, TOL.bfloat16, `fallback ${what}`);
           if (K > 0 && lead[0] > 3) expect(Array.from(fb.read())).not.toEqual(Array.from(got.read()));
@@ -120,7 +123,7 @@ describeCuda('cuda gemm', () => {
         for (const withRes of [false, true]) {
           const what = `${act} residual=${withRes} ${lead},${K},${N}`;
           const want = native.linearFused(x, w, b, act, withRes ? res : null);
-          const viaLt = native.linearFused(xc, wc, bc, act, withRes ? rc : null);
+          const viaLt = lt(() => native.linearFused(xc, wc, bc, act, withRes ? rc : null));
           const got = withEnv('VITRIM_CUDA_GEMM_F32', '3xtf32', () => native.linearFused(xc, wc, bc, act, withRes ? rc : null));
           expectRel(got, want, TOL.float32, `3xtf32 ${what}`);
           if (K % 4 === 0 && K > 4) expect(Array.from(got.read()), what).not.toEqual(Array.from(viaLt.read()));
@@ -173,7 +176,7 @@ describeCuda('cuda gemm', () => {
           expectRel(got, native.linearFused(x, w, b, act, res), TOL.float32, `mma ${what}`);
           // another summation than cuBLASLt's: the switch took effect (or, where it cannot, did not);
           // only on the larger problems, where all outputs agreeing by chance is out of the question
-          const viaLt = native.linearFused(xc, wc, bc, act, rc);
+          const viaLt = lt(() => native.linearFused(xc, wc, bc, act, rc));
           if (K >= 64) expect(Array.from(got.read()), what).not.toEqual(Array.from(viaLt.read()));
           if (!fits) expect(Array.from(got.read()), what).toEqual(Array.from(viaLt.read()));
         }
@@ -185,7 +188,7 @@ describeCuda('cuda gemm', () => {
             const what = `bf16 y ${act} bias=${withBias} residual=${withRes} ${lead},${K},${N}`;
             const args = [withBias ? bc : null, act, withRes ? rc16 : null] as const;
             const got = mma(() => native.linearFused(xc, wc, ...args));
-            const viaLt = native.linearFused(xc, wc, ...args);
+            const viaLt = lt(() => native.linearFused(xc, wc, ...args));
             expect(got.dtype).toBe('bfloat16');
             const want = roundTo(native.linearFused(x, w, withBias ? b : null, act, withRes ? res16 : null), 'bfloat16');
             expectRel(got, want, fits ? 1e-3 : TOL.bfloat16, `mma ${what}`);
@@ -291,6 +294,12 @@ describeCuda('cuda gemm', () => {
     expectCode(() => native.linearForward(xc, wc, cudaAs(r([4], 12), 'float32')), 'ERR_VITRIM_SHAPE');
     const idx: NativeTensor = native.toDevice(native.fromArray(new Int32Array([1, 2]), [2], 'int32'), 'cuda');
     expectCode(() => native.matmul(idx.reshape([1, 2]), idx.reshape([2, 1]), false, false), 'ERR_VITRIM_DTYPE');
+    // a misspelt code-path switch is refused, never silently the default path
+    const [xh, wh] = [x, w].map((t) => cudaAs(t, 'bfloat16'));
+    for (const [name, a, b] of [['VITRIM_CUDA_GEMM_F32', xc, wc], ['VITRIM_CUDA_GEMM_BF16', xh, wh]] as const) {
+      for (const bad of ['MMA', 'cublas', ' 3xtf32'])
+        withEnv(name, bad, () => expectCode(() => native.linearFused(a, b, null, 'none', null), 'ERR_VITRIM_ARGUMENT'));
+    }
     expectRel(native.linearForward(xc, wc, null), native.linearForward(x, w, null), TOL.float32, 'after errors');
   });
 });
