@@ -34,7 +34,9 @@ export default defineConfig({
               name: 'cuda-emu',
               include: ['test/cuda/**/*.test.ts'],
               exclude: process.env.VITRIM_EMU_ALL ? [] : slowUnderEmulation,
-              env: { VITRIM_CUDA_LIB: emuLib },
+              // blocks and threads in a shuffled order between barriers (emu.h): a missing barrier,
+              // or a result that depends on which block runs last, shows up here
+              env: { VITRIM_CUDA_LIB: emuLib, VITRIM_EMU_ORDER: process.env.VITRIM_EMU_ORDER ?? 'random' },
               testTimeout: 600_000,
             },
           }]

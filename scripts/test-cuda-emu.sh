@@ -2,7 +2,7 @@
 # Runs test/cuda on the CPU against the CUDA emulation (native/cuda/emu/emu.h): builds
 # build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan: libvitrim_cuda_emu_asan.so, with
 # AddressSanitizer) and points the
-# addon at it. VITRIM_EMU_ORDER=reverse|random runs each block's threads in another order. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
+# addon at it. VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the threads of a block between barriers. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${VITRIM_CUDA_EMU:-1}
@@ -17,6 +17,8 @@ cmake --build build --target vitrim $target 2>&1 | grep -E "error|warning: " || 
 lib="$PWD/build/Release/lib$target.so"
 [ -f "$lib" ] || { echo "no $lib (are the CUDA headers installed?)"; exit 1; }
 export VITRIM_CUDA_LIB="$lib"
+# blocks and threads in a shuffled order (as the cuda-emu project of vitest.config.ts); forward: =forward
+export VITRIM_EMU_ORDER=${VITRIM_EMU_ORDER:-random}
 if [ "$mode" = asan ]; then
   export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=0
 fi

@@ -218,8 +218,10 @@ describeCuda('cuda gemm', () => {
   // idle the K steps are shared out over CTAs whose fp32 partial sums the tile's last CTA adds up.
   // Forced (VITRIM_CUDA_GEMM_SPLITK) on partial tiles with K ranges that do not divide evenly, and
   // chosen by the plan on a problem of one tile (the emulated GPU has 4 SMs); the same accuracy as
-  // without; deterministic (two runs, same bits); a bad value is refused.
-  it('split-K in the tensor-core linears (3xTF32 and bf16 mma)', () => {
+  // without; deterministic (two runs, same bits) whichever CTA of a tile comes last: under the
+  // emulation the blocks run in a shuffled order here (VITRIM_EMU_ORDER=random, read at each
+  // launch; a GPU ignores it and orders them as it likes); a bad value is refused.
+  it('split-K in the tensor-core linears (3xTF32 and bf16 mma)', () => withEnv('VITRIM_EMU_ORDER', 'random', () => {
     const cases: [number[], number, number][] = [[[2, 33], 200, 72], [[60], 512, 40], [[5], 24, 7]];
     for (const [lead, K, N] of cases) {
       for (const act of ['none', 'gelu'] as const) {
@@ -275,7 +277,7 @@ describeCuda('cuda gemm', () => {
     withEnv('VITRIM_CUDA_GEMM_BF16', 'mma', () => withEnv('VITRIM_CUDA_GEMM_SPLITK', '2', () =>
       expectCode(() => native.linearFused(big[0], big[1], null, 'none', null), 'ERR_VITRIM_ARGUMENT')));
     expectRel(native.linearFused(xc, wc, null, 'none', null), native.linearFused(x, w, null, 'none', null), TOL.float32, 'after');
-  });
+  }));
 
   it('K = 0 gives the bias (and zero gradients)', () => {
     const x = native.full([3, 0], 0, 'float32'), w = native.full([4, 0], 0, 'float32');

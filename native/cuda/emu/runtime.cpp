@@ -102,21 +102,26 @@ void yield_to_scheduler() {
 // collective whose participants have all arrived. Returns false on deadlock.
 // VITRIM_EMU_ORDER=reverse|random runs the ready fibers of each pass in another order: code that
 // reads shared memory another thread writes without a barrier between them then sees stale data
-// in one of the orders (a GPU would interleave them in any order).
+// in one of the orders (a GPU would interleave them in any order). It orders a grid's blocks too
+// (run_kernel). The shuffle's state carries over from launch to launch: one process, one sequence.
 enum class Order { Forward, Reverse, Random };
 Order order_from_env() {
   const char* e = std::getenv("VITRIM_EMU_ORDER");
-  if (!e) return Order::Forward;
+  if (!e || !*e || std::strcmp(e, "forward") == 0) return Order::Forward;
   if (std::strcmp(e, "reverse") == 0) return Order::Reverse;
   if (std::strcmp(e, "random") == 0) return Order::Random;
+  // a test knob, not an API: said once on stderr rather than thrown from a launch
+  static bool said = false;
+  if (!said) std::fprintf(stderr, "vitrim emu: VITRIM_EMU_ORDER='%s' is not forward, reverse or random; forward\n", e);
+  said = true;
   return Order::Forward;
 }
-const Order g_order = order_from_env();
+// Read at each launch, so that a test can set it around the calls it is about.
+Order g_order = Order::Forward;
 uint64_t g_order_state = 0x9e3779b97f4a7c15ull;
 
-bool step(Block& b) {
-  bool progressed = false;
-  const size_t n = b.fibers.size();
+// 0 .. n-1 in VITRIM_EMU_ORDER's order (forward, reverse, or a fresh shuffle each call).
+std::vector<size_t> run_order(size_t n) {
   std::vector<size_t> idx(n);
   for (size_t i = 0; i < n; ++i) idx[i] = g_order == Order::Reverse ? n - 1 - i : i;
   if (g_order == Order::Random)
@@ -126,6 +131,13 @@ bool step(Block& b) {
       g_order_state ^= g_order_state << 17;
       std::swap(idx[i - 1], idx[g_order_state % i]);
     }
+  return idx;
+}
+
+bool step(Block& b) {
+  bool progressed = false;
+  const size_t n = b.fibers.size();
+  const std::vector<size_t> idx = run_order(n);
   for (size_t k = 0; k < n; ++k) {
     Fiber& f = b.fibers[idx[k]];
     if (f.state != State::Ready) continue;
@@ -327,15 +339,27 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body, const void* k
     set_error(cudaErrorNotSupported, "a kernel launched from inside a kernel (dynamic parallelism)");
     return cudaErrorNotSupported;
   }
+  g_order = order_from_env();
   Block b;
   b.bdim = bl;
   b.gdim = g;
   b.smem.assign(cfg.smem, 0xff);
   b.body = &body;
   g_block = &b;
-  for (unsigned z = 0; z < g.z && b.error.empty(); ++z)
-    for (unsigned y = 0; y < g.y && b.error.empty(); ++y)
-      for (unsigned x = 0; x < g.x && b.error.empty(); ++x) run_block(cfg, body, make_uint3(x, y, z), b);
+  // The blocks, too, run in VITRIM_EMU_ORDER's order where it is set: a GPU runs them in no set
+  // order (split-K's last CTA, for one, may be any split of its tile). Grids past 2^24 blocks keep
+  // the forward order (the index list would be large).
+  const size_t nblocks = (size_t)g.x * g.y * g.z;
+  if (g_order == Order::Forward || nblocks > (size_t(1) << 24)) {
+    for (unsigned z = 0; z < g.z && b.error.empty(); ++z)
+      for (unsigned y = 0; y < g.y && b.error.empty(); ++y)
+        for (unsigned x = 0; x < g.x && b.error.empty(); ++x) run_block(cfg, body, make_uint3(x, y, z), b);
+  } else {
+    for (size_t k : run_order(nblocks)) {
+      if (!b.error.empty()) break;
+      run_block(cfg, body, make_uint3((unsigned)(k % g.x), (unsigned)(k / g.x % g.y), (unsigned)(k / ((size_t)g.x * g.y))), b);
+    }
+  }
   g_block = nullptr;
   if (!b.error.empty()) {
     // A fault inside a kernel surfaces at the next synchronising call, as on a GPU.
