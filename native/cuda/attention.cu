@@ -1448,8 +1448,8 @@ bool use_tc(DType dt, int64_t D) { return dt == DType::BF16 && (D == 32 || D == 
 int simt_dv(int64_t D) { return D <= 32 ? 2 : D <= 64 ? 4 : 8; }
 
 // The forward's kernel family. float32 with D in {32, 64} runs 3xTF32 on tensor cores unless
-// VITRIM_CUDA_ATTN_F32=simt asks for the SIMT kernel (=3xtf32 or unset: tensor cores; read at each call: the bench times both, the
-// tests check both). D = 128 would need ~250 registers for the split Q fragments and O: SIMT.
+// VITRIM_CUDA_ATTN_F32=simt asks for the SIMT kernel (3xtf32 or unset: tensor cores; read at each
+// call: the bench times both, the tests check both). D = 128 would need ~250 registers for the split Q fragments and O: SIMT.
 enum class Path { Simt, Bf16Tc, F32Tc };
 Path fwd_path(DType dt, int64_t D) {
   if (use_tc(dt, D)) return Path::Bf16Tc;

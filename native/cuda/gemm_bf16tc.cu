@@ -27,8 +27,6 @@
 // b)) where cuBLASLt + the GELU pass gives bf16(gelu(bf16(acc + b))) (eager PyTorch's numerics);
 // the float32-y form matches cuBLASLt's mixed-type GEMM (one rounding).
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "gemm_tc.cuh"
 #include "mma_bf16.cuh"

@@ -23,9 +23,6 @@
 // cuBLASLt: the sum over K is in a different order (per 8-wide step, split products small first),
 // within fp32 rounding of it (the tests compare both to the CPU at 1e-5).
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
 #include "gemm_tc.cuh"
 #include "mma_tf32.cuh"

@@ -1,9 +1,7 @@
 // Launch planning shared by our tensor-core linears (gemm_f32tc.cu, gemm_bf16tc.cu): the CTA tile,
 // split-K, and the split-K tile counters. See gemm_tc.cuh.
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 
 #include "gemm_tc.cuh"
 
@@ -22,18 +20,11 @@ constexpr Tile kTiles[] = {{128, 128}, {128, 64}, {64, 128}, {64, 64}};
 int64_t tiles_of(Tile t, int64_t M, int64_t N) { return ((M + t.bm - 1) / t.bm) * ((N + t.bn - 1) / t.bn); }
 
 Tile pick_tile(int64_t M, int64_t N, const char* env) {
-  const char* e = std::getenv(env);
-  if (!e || !*e) {
-    for (Tile t : kTiles)
-      if (tiles_of(t, M, N) >= sm_count()) return t;
-    return kTiles[3];
-  }
-  for (Tile t : kTiles) {
-    char name[16];
-    std::snprintf(name, sizeof name, "%dx%d", t.bm, t.bn);
-    if (std::strcmp(e, name) == 0) return t;
-  }
-  fail(ErrorKind::Argument, env, " must be 128x128, 128x64, 64x128 or 64x64, got '", e, "'");
+  const int named = env_choice(env, {"128x128", "128x64", "64x128", "64x64"}, -1);  // kTiles' order
+  if (named >= 0) return kTiles[named];
+  for (Tile t : kTiles)
+    if (tiles_of(t, M, N) >= sm_count()) return t;
+  return kTiles[3];
 }
 
 int pick_splits(int64_t tiles, int64_t ktiles) {

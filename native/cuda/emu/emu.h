@@ -7,15 +7,17 @@
 // the addon loads through VITRIM_CUDA_LIB exactly like the real library, so test/cuda runs against it.
 //
 // Execution model (emu/runtime.cpp): a launch runs at once (one stream, so stream order holds); the
-// blocks of a grid one after another (in index order unless VITRIM_EMU_ORDER says otherwise); the threads of a block as cooperative fibers switched at
-// __syncthreads and at warp collectives (shuffles, ballots, __syncwarp), which wait for every lane
-// of their mask. `__shared__` becomes `static`, which is one copy per kernel shared by the block's
-// fibers: correct because blocks never run concurrently. Shared memory starts filled with NaN bytes
-// (0xff) so a read before a write shows; VITRIM_EMU_ORDER=reverse|random changes the order in
-// which a block's fibers run between barriers, so a missing barrier shows as stale data in some
-// order, and the order of a grid's blocks (which a GPU does not fix either). Read at each launch. What it checks: launch configurations (block size, grid
-// limits, shared-memory bounds), barriers not reached by every live thread (deadlock) and warp
-// collectives whose mask names exited or missing lanes (both undefined on a GPU), out-of-bounds
+// blocks of a grid one after another (in index order unless VITRIM_EMU_ORDER says otherwise); the
+// threads of a block as cooperative fibers switched at __syncthreads and at warp collectives
+// (shuffles, ballots, __syncwarp), which wait for every lane of their mask. `__shared__` becomes
+// `static`, which is one copy per kernel shared by the block's fibers: correct because blocks never
+// run concurrently. Shared memory starts filled with NaN bytes (0xff) so a read before a write
+// shows; VITRIM_EMU_ORDER=reverse|random (read at each launch) changes the order in which a block's
+// fibers run between barriers, so a missing barrier shows as stale data in some order, and the
+// order of a grid's blocks (which a GPU does not fix either). What it checks: launch configurations
+// (block size, grid limits, shared-memory bounds), barriers not reached by every live thread
+// (deadlock) and warp collectives whose mask names exited or missing lanes (both undefined on a
+// GPU), out-of-bounds
 // memory when built with -fsanitize=address. What it cannot show: data races between threads that
 // a GPU would interleave differently, the timing of anything, tensor-core instructions (code under
 // VITRIM_CUDA_EMU must take a portable path), and float rounding of fast-math intrinsics (the

@@ -350,15 +350,11 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body, const void* k
   // order (split-K's last CTA, for one, may be any split of its tile). Grids past 2^24 blocks keep
   // the forward order (the index list would be large).
   const size_t nblocks = (size_t)g.x * g.y * g.z;
-  if (g_order == Order::Forward || nblocks > (size_t(1) << 24)) {
-    for (unsigned z = 0; z < g.z && b.error.empty(); ++z)
-      for (unsigned y = 0; y < g.y && b.error.empty(); ++y)
-        for (unsigned x = 0; x < g.x && b.error.empty(); ++x) run_block(cfg, body, make_uint3(x, y, z), b);
-  } else {
-    for (size_t k : run_order(nblocks)) {
-      if (!b.error.empty()) break;
-      run_block(cfg, body, make_uint3((unsigned)(k % g.x), (unsigned)(k / g.x % g.y), (unsigned)(k / ((size_t)g.x * g.y))), b);
-    }
+  const bool shuffled = g_order != Order::Forward && nblocks <= (size_t(1) << 24);
+  const std::vector<size_t> order = shuffled ? run_order(nblocks) : std::vector<size_t>();
+  for (size_t i = 0; i < nblocks && b.error.empty(); ++i) {
+    const size_t k = shuffled ? order[i] : i;
+    run_block(cfg, body, make_uint3((unsigned)(k % g.x), (unsigned)(k / g.x % g.y), (unsigned)(k / g.x / g.y)), b);
   }
   g_block = nullptr;
   if (!b.error.empty()) {
