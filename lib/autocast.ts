@@ -69,6 +69,7 @@ export function lowOutDtype(device: string): 'bfloat16' | undefined {
 }
 
 let castCache: { map: ReadonlyMap<Tensor, Tensor>; hits: number } | null = null;
+let castRecord: Set<Tensor> | null = null;
 
 /**
  * Runs fn with ready bfloat16 copies of float32 tensors (typically a model's weights): inside, a
@@ -89,6 +90,23 @@ export function withCastCache<R>(cache: ReadonlyMap<Tensor, Tensor>, fn: () => R
 }
 
 /**
+ * Runs fn and returns, with its result, the float32 tensors that lower-precision ops inside it cast
+ * to bfloat16 (each once, in first-cast order; a tensor served by withCastCache is not cast, so not
+ * listed). Inference plans use it to snapshot only the weights the forward really casts.
+ */
+export function recordCasts<R>(fn: () => R): { result: R; cast: Tensor[] } {
+  const prev = castRecord;
+  const mine = new Set<Tensor>();
+  castRecord = mine;
+  try {
+    return { result: fn(), cast: [...mine] };
+  } finally {
+    castRecord = prev;
+    if (prev) for (const t of mine) prev.add(t);
+  }
+}
+
+/**
  * Input of a lower-precision op: a float32 cuda tensor cast to bfloat16 when autocast is on (the cast
  * is pushed on `temps` so the caller can dispose it after the op); anything else unchanged.
  */
@@ -101,6 +119,7 @@ export function lowIn<T extends Tensor | null | undefined>(x: T, temps: Tensor[]
   }
   const c = cast(x, 'bfloat16');
   temps.push(c);
+  castRecord?.add(x);
   return c as T;
 }
 

@@ -20,7 +20,7 @@
  * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
  */
 import { ArgumentError, DeviceError } from '../errors.js';
-import { autocast, withCastCache, type AutocastDtype } from '../autocast.js';
+import { autocast, recordCasts, withCastCache, type AutocastDtype } from '../autocast.js';
 import { noGrad } from '../autograd.js';
 import { native } from '../native.js';
 import type { Module } from '../nn/module.js';
@@ -85,6 +85,8 @@ export interface InferencePlan {
   run(x: Float32Array | Tensor): Tensor;
   /** What one replay runs: the recorded graph's nodes and kernel launches. */
   readonly graphStats: { nodes: number; kernels: number };
+  /** bfloat16 snapshot plans: how many parameters are held as bfloat16 copies (those the forward casts); else 0. */
+  readonly weightCopies: number;
   /** bfloat16 snapshot plans: re-casts the weights (after they changed); otherwise nothing to do. */
   refreshWeights(): void;
   dispose(): void;
@@ -108,26 +110,32 @@ export function createInferencePlan(
   const precision = opts.precision ?? 'float32';
   const weights = opts.weights ?? 'snapshot';
   if (weights !== 'snapshot' && weights !== 'live') throw new ArgumentError(`createInferencePlan: weights must be 'snapshot' or 'live', got ${String(weights)}`);
-  // bfloat16 snapshot: one small graph casts every float32 parameter into a bfloat16 copy (its
-  // replay refreshes them in place); the forward reads the copies instead of casting.
   const cache = new Map<Tensor, Tensor>();
   let refresh: CudaGraph | null = null;
-  if (precision === 'bfloat16' && weights === 'snapshot') {
-    const ps = params.filter((p) => p.dtype === 'float32');
-    const r = captureGraph(() => noGrad(() => ps.map((p) => keep(cast(p, 'bfloat16')))));
-    refresh = r.graph;
-    r.result.forEach((c, i) => cache.set(ps[i], c));
-    refresh.replay();
-  }
   const input = full([batch, ...inputShape], 0, { device: 'cuda' });
   const forward = () => noGrad(() => (precision === 'bfloat16'
     ? autocast('bfloat16', () => withCastCache(cache, () => model.forward(input)).result)
     : model.forward(input)));
   let captured: { graph: CudaGraph; result: Tensor };
   try {
+    // Warm-up, eager. For a bfloat16 snapshot plan it also records which parameters the forward
+    // casts (the Linear weights and the biases that go to a bfloat16 GEMM; not LayerNorm's, nor the
+    // tokens): one small graph then casts just those into bfloat16 copies (its replay refreshes
+    // them in place), and the captured forward reads the copies instead of casting.
+    let casts: Tensor[] = [];
     tidy(() => {
-      forward();
+      casts = recordCasts(() => {
+        forward();
+      }).cast;
     });
+    if (precision === 'bfloat16' && weights === 'snapshot') {
+      const mine = new Set<Tensor>(params);
+      const ps = casts.filter((t) => mine.has(t));
+      const r = captureGraph(() => noGrad(() => ps.map((p) => keep(cast(p, 'bfloat16')))));
+      refresh = r.graph;
+      r.result.forEach((c, i) => cache.set(ps[i], c));
+      refresh.replay();
+    }
     native.synchronize('cuda');
     captured = captureGraph(() => tidy(() => keep(forward())));
   } catch (e) {
@@ -143,6 +151,7 @@ export function createInferencePlan(
     input,
     output,
     graphStats,
+    weightCopies: cache.size,
     run(x: Float32Array | Tensor): Tensor {
       if (disposed) throw new ArgumentError('InferencePlan: run after dispose()');
       if (!onCuda()) throw new DeviceError('InferencePlan: the model was moved off cuda or disposed after the plan was made');

@@ -56,6 +56,10 @@ describeCuda('cuda inference plans', () => {
       // residual: their float32 bias goes to the GEMM as it is)
       expect(hits).toBeGreaterThanOrEqual(6 * cfg.depth);
       expect(live.graphStats.kernels - snap.graphStats.kernels).toBe(hits);
+      // The snapshot holds copies of just those parameters, not of LayerNorm's or the tokens'.
+      expect(snap.weightCopies).toBe(hits);
+      expect(snap.weightCopies).toBeLessThan(model.parameters().length);
+      expect(live.weightCopies).toBe(0);
 
       const data = randn([1, 3, 32, 32], RUN_SEED + 7);
       const before = eager(data);
