@@ -3,6 +3,8 @@
  * error-code assertions. Inputs are fresh per run (seeded from the clock unless VITRIM_TEST_SEED is
  * set) so a kernel cannot pass by matching one fixed input; the seed is printed on failure.
  */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { expect } from 'vitest';
 import { native, type NativeTensor } from '../lib/native.js';
 
@@ -140,4 +142,13 @@ export function expectCode(fn: () => unknown, code: string): string {
     return err.message;
   }
   throw new Error(`expected an error with code ${code}, but nothing was thrown`);
+}
+
+/** Runs examples/<file> as a user would (node + tsx, a child process): exit code, stdout, stderr. */
+export function runExample(file: string, ...args: string[]): { code: number | null; out: string; err: string } {
+  const root = join(__dirname, '..');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'examples', file), ...args], {
+    cwd: root, encoding: 'utf8', timeout: 300_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
 }
