@@ -28,7 +28,12 @@ export interface NativeTensor {
   readonly freed: boolean;
   /** A copy of the data (Uint16Array holds bfloat16 bits). */
   read(): TypedData;
-  write(data: TypedData): void;
+  /**
+   * Overwrites the data: from a typed array of the matching element type and length, or from a
+   * tensor of the same dtype and element count on any device (device to device: queued on the
+   * stream, no host wait).
+   */
+  write(data: TypedData | NativeTensor): void;
   /** Drops this handle's reference to the storage (idempotent). */
   free(): void;
   /** A view with another shape sharing storage (one dimension may be -1). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { expectCode, nt, randn } from './helpers.js';
+import { RUN_SEED, expectCode, nt, randn } from './helpers.js';
 
 describe('native core', () => {
   it('round-trips data through fromArray/read and reshapes as a view', () => {
@@ -55,6 +55,30 @@ describe('native core', () => {
     expectCode(() => nt([1, 2], [2]).write(new Float32Array(3)), 'ERR_VITRIM_SHAPE');
     expectCode(() => native.setNumThreads(0), 'ERR_VITRIM_ARGUMENT');
     expect(Array.from(native.copy(nt([5, 6], [2])).read())).toEqual([5, 6]);
+  });
+
+  it('write() from another tensor: same dtype and element count, any shape; bad sources are typed errors', () => {
+    const data = randn([2, 6], RUN_SEED + 31);
+    const src = nt(data, [2, 6]);
+    const dst = nt(randn([3, 4], RUN_SEED + 32), [3, 4]);
+    dst.write(src);
+    expect(Array.from(dst.read())).toEqual(Array.from(data));
+    src.write(new Float32Array(12).fill(7)); // a copy, not a view: dst keeps the old values
+    expect(Array.from(dst.read())).toEqual(Array.from(data));
+    dst.write(dst); // onto itself: nothing changes
+    expect(Array.from(dst.read())).toEqual(Array.from(data));
+    const ints = native.fromArray(Int32Array.from([3, -1, 4, 1]), [4], 'int32');
+    const idst = native.fromArray(new Int32Array(4), [2, 2], 'int32');
+    idst.write(ints);
+    expect(Array.from(idst.read())).toEqual([3, -1, 4, 1]);
+    expectCode(() => dst.write(nt(randn([11], RUN_SEED + 33), [11])), 'ERR_VITRIM_SHAPE');
+    expectCode(() => dst.write(native.cast(src, 'bfloat16')), 'ERR_VITRIM_DTYPE');
+    expectCode(() => idst.write(nt([1, 2, 3, 4], [4])), 'ERR_VITRIM_DTYPE');
+    const gone = nt(randn([12], RUN_SEED + 34), [12]);
+    gone.free();
+    expectCode(() => dst.write(gone), 'ERR_VITRIM_DISPOSED');
+    expectCode(() => dst.write({} as never), 'ERR_VITRIM_ARGUMENT');
+    expect(Array.from(dst.read())).toEqual(Array.from(data)); // untouched by the refused writes
   });
 
   it('reports build and machine info', () => {

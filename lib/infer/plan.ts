@@ -19,7 +19,7 @@
  * data, device-side index checks). A dense ViT forward has none; the packed adaptive inference
  * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
  */
-import { ArgumentError, DeviceError } from '../errors.js';
+import { ArgumentError, DeviceError, DisposedError } from '../errors.js';
 import { autocast, recordCasts, withCastCache, type AutocastDtype } from '../autocast.js';
 import { noGrad } from '../autograd.js';
 import { native } from '../native.js';
@@ -81,7 +81,10 @@ export interface PlanOptions {
 export interface InferencePlan {
   readonly input: Tensor;
   readonly output: Tensor;
-  /** Writes `x` (host data or a cpu tensor of the input's shape) into the input and replays. */
+  /**
+   * Writes `x` into the input and replays: host data, or a tensor of the input's shape (a float32
+   * cuda tensor is copied on the device, without a round trip through the host).
+   */
   run(x: Float32Array | Tensor): Tensor;
   /** What one replay runs: the recorded graph's nodes and kernel launches. */
   readonly graphStats: { nodes: number; kernels: number };
@@ -159,9 +162,12 @@ export function createInferencePlan(
         if (x.shape.join() !== input.shape.join()) {
           throw new ArgumentError(`InferencePlan: input must have shape [${input.shape}], got [${x.shape}]`);
         }
-        x = x.values(); // float32 values from any device and dtype, without temporaries
+        if (x.isDisposed) throw new DisposedError('InferencePlan: the input tensor was disposed');
+        // float32 from any device: copied as it is (on the device from cuda); other dtypes as float32 values
+        input.handle.write(x.dtype === 'float32' ? x.handle : x.values());
+      } else {
+        input.handle.write(x);
       }
-      input.handle.write(x);
       graph.replay();
       return output;
     },

@@ -34,6 +34,11 @@ static Backend make_cpu_backend() {
     VITRIM_CHECK(n <= src.nbytes(), Internal, "copy_to_host: ", n, " bytes from a ", src.nbytes(), "-byte tensor");
     if (n) std::memcpy(dst, src.raw(), n);
   };
+  b.copy_device = [](const Tensor& dst, const Tensor& src, size_t n) {
+    VITRIM_CHECK(n <= dst.nbytes() && n <= src.nbytes(), Internal, "copy_device: ", n, " bytes between tensors of ",
+                 src.nbytes(), " and ", dst.nbytes(), " bytes");
+    if (n && dst.raw() != src.raw()) std::memcpy(dst.raw(), src.raw(), n);
+  };
   b.synchronize = [] {};
   b.memory_stats = [] { return memory_stats(Device::CPU); };
   b.empty_cache = [] { vitrim::empty_cache(); };

@@ -288,6 +288,15 @@ void copy_to_host(void* dst, const Tensor& src, size_t n) {
   check_pending();  // a deferred device-side error must surface before the data is used
 }
 
+void copy_device(const Tensor& dst, const Tensor& src, size_t n) {
+  check_cuda(dst, "destination");
+  check_cuda(src, "source");
+  VITRIM_CHECK(n <= dst.nbytes() && n <= src.nbytes(), Internal, "copy_device: ", n, " bytes between tensors of ",
+               src.nbytes(), " and ", dst.nbytes(), " bytes");
+  if (!n || dst.raw() == src.raw()) return;
+  VITRIM_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyDeviceToDevice, stream()));
+}
+
 std::string describe() {
   const cudaDeviceProp& p = rt().prop;
   int drv = 0, rtv = 0;
@@ -715,6 +724,7 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
     b.empty = &vitrim::cuda::alloc;
     b.copy_from_host = &copy_from_host;
     b.copy_to_host = &copy_to_host;
+    b.copy_device = &copy_device;
     b.synchronize = [] {
       VITRIM_CUDA_CHECK(cudaStreamSynchronize(stream()));
       check_pending();

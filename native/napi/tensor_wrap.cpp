@@ -86,13 +86,33 @@ Napi::Value JsTensor::read(const Napi::CallbackInfo& info) {
   })
 }
 
-// Overwrites the tensor's data from a typed array of the matching element type and length.
+// Overwrites the tensor's data from a typed array of the matching element type and length, or from
+// another tensor of the same dtype and element count on any device (shapes may differ: a reshape's
+// worth). Device to device the copy is queued on the stream (no host wait; recordable in a graph).
 Napi::Value JsTensor::write(const Napi::CallbackInfo& info) {
   WRAP_BODY({
     const Tensor& x = live(t);
     check_device(x, x.device(), "tensor");
     Napi::Value v = info[0];
-    VITRIM_CHECK(v.IsTypedArray(), Argument, "write: data must be a typed array");
+    if (JsTensor::is(v)) {
+      const Tensor& src = arg_tensor(info, 0, "write: source");
+      check_device(src, src.device(), "source");
+      VITRIM_CHECK(src.dtype == x.dtype, DType, "write: a ", dtype_name(x.dtype), " tensor takes a ", dtype_name(x.dtype),
+                   " source, got ", dtype_name(src.dtype));
+      VITRIM_CHECK(src.numel() == x.numel(), Shape, "write: expected ", x.numel(), " elements, got a source of ",
+                   src.numel());
+      if (!x.nbytes()) return info.Env().Undefined();
+      {
+        const MarkWritten written(x);
+        if (src.device() == x.device()) backend(x.device()).copy_device(x, src, x.nbytes());
+        else if (src.device() == Device::CPU) backend(x.device()).copy_from_host(x, src.raw(), x.nbytes());
+        else backend(src.device()).copy_to_host(x.raw(), src, x.nbytes());
+      }
+      carry_int_range(src, x);
+      carry_unit_range(src, x);
+      return info.Env().Undefined();
+    }
+    VITRIM_CHECK(v.IsTypedArray(), Argument, "write: data must be a typed array or a tensor");
     Napi::TypedArray ta = v.As<Napi::TypedArray>();
     napi_typedarray_type want = x.dtype == DType::F32   ? napi_float32_array
                                 : x.dtype == DType::I32 ? napi_int32_array

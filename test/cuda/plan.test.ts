@@ -82,6 +82,34 @@ describeCuda('cuda inference plans', () => {
     expect(() => createInferencePlan(model, [3, 32, 32], { precision: 'bfloat16', weights: 'frozen' as 'live' })).toThrow(/weights must be/);
   });
 
+  it('takes its input as host data or as a tensor on either device, in any float dtype', () => {
+    const model = vit.create(cfg, { seed: RUN_SEED % 997 });
+    model.eval();
+    model.to('cuda');
+    const plan = createInferencePlan(model, [3, 32, 32], { batch: 2 });
+    try {
+      const data = randn([2, 3, 32, 32], RUN_SEED + 50);
+      const want = Array.from(plan.run(data).values());
+      const onCuda = tensor(data, [2, 3, 32, 32], { device: 'cuda' });
+      const onCpu = tensor(data, [2, 3, 32, 32]);
+      plan.run(randn([2, 3, 32, 32], RUN_SEED + 51)); // other logits in between
+      expect(Array.from(plan.run(onCuda).values())).toEqual(want); // copied on the device
+      plan.run(randn([2, 3, 32, 32], RUN_SEED + 52));
+      expect(Array.from(plan.run(onCpu).values())).toEqual(want);
+      // a bfloat16 input goes in as its float32 values
+      const half = cast(onCuda, 'bfloat16');
+      const rounded = half.values();
+      expect(Array.from(plan.run(half).values())).toEqual(Array.from(plan.run(rounded).values()));
+      expect(() => plan.run(tensor(data, [1, 6, 32, 32], { device: 'cuda' }))).toThrow(/input must have shape/);
+      onCuda.dispose();
+      expect(() => plan.run(onCuda)).toThrow(/disposed/);
+      onCpu.dispose();
+      half.dispose();
+    } finally {
+      plan.dispose();
+    }
+  });
+
   it('refuses to run once the model moved back to the cpu', () => {
     const model = vit.create(cfg, { seed: 3 });
     model.to('cuda');

@@ -22,6 +22,29 @@ describeCuda('cuda runtime', () => {
     expectCode(() => fc.write(new Float32Array(4)), 'ERR_VITRIM_SHAPE');
   });
 
+  it('write() from a tensor on either device: device to device, upload and download', () => {
+    const a = randn([5, 40], RUN_SEED + 41);
+    const b = randn([200], RUN_SEED + 42);
+    const ca = native.toDevice(nt(a, [5, 40]), 'cuda');
+    const cb = native.toDevice(nt(b, [200]), 'cuda');
+    cb.write(ca); // cuda -> cuda, another shape of the same size
+    expect(Array.from(cb.read())).toEqual(Array.from(a));
+    ca.write(new Float32Array(200).fill(3)); // cb is a copy, not a view
+    expect(Array.from(cb.read())).toEqual(Array.from(a));
+    cb.write(nt(b, [200])); // cpu -> cuda
+    expect(Array.from(cb.read())).toEqual(Array.from(b));
+    const host = nt(new Float32Array(200), [200]);
+    host.write(cb); // cuda -> cpu
+    expect(Array.from(host.read())).toEqual(Array.from(b));
+    const h = native.toDevice(native.cast(nt(a, [5, 40]), 'bfloat16'), 'cuda');
+    const hd = native.toDevice(native.full([200], 0, 'bfloat16'), 'cuda');
+    hd.write(h);
+    expect(Array.from(hd.read())).toEqual(Array.from(h.read()));
+    expectCode(() => cb.write(h), 'ERR_VITRIM_DTYPE');
+    expectCode(() => cb.write(native.toDevice(nt(b.subarray(0, 199), [199]), 'cuda')), 'ERR_VITRIM_SHAPE');
+    expect(Array.from(cb.read())).toEqual(Array.from(b));
+  });
+
   it('accounts cuda memory per device and reuses cached blocks', () => {
     native.synchronize();
     const before = native.memory().find((m) => m.device === 'cuda')!;

@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 7;
+constexpr int kBackendAbi = 8;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
@@ -37,6 +37,9 @@ struct Backend {
   // is done and host memory may be reused). `dst`/`src` tensors must be at least nbytes long.
   void (*copy_from_host)(const Tensor& dst, const void* src, size_t nbytes) = nullptr;
   void (*copy_to_host)(void* dst, const Tensor& src, size_t nbytes) = nullptr;
+  // Copies nbytes from one tensor of this device into another, in stream order (the host does not
+  // wait; a graph capture records it). The two must not overlap unless they start at one address.
+  void (*copy_device)(const Tensor& dst, const Tensor& src, size_t nbytes) = nullptr;
   void (*synchronize)() = nullptr;  // waits for all queued work; throws on a device-side error
   // Fences, for waiting off the JS thread (synchronizeAsync): fence_record marks the work queued so
   // far (throws during a graph capture); fence_wait blocks until that work is done and may run on
