@@ -20,7 +20,7 @@ export VITRIM_CUDA_LIB="$lib"
 # blocks and threads in a shuffled order (as the cuda-emu project of vitest.config.ts); forward: =forward
 export VITRIM_EMU_ORDER=${VITRIM_EMU_ORDER:-random}
 if [ "$mode" = asan ]; then
-  export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=0
+  export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1
 fi
 if [ $# -eq 0 ]; then set -- test/cuda; fi
 exec npx vitest run --testTimeout=1800000 "$@"

@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, noGrad, ops, tensor, tidy, vit } from '../lib/index.js';
+import { ArgumentError, memory, noGrad, ops, tensor, tidy, vit } from '../lib/index.js';
+import { CONFIG_KEY, writeCheckpoint } from '../lib/io/checkpoint.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { expectClose, randn } from './helpers.js';
 
@@ -74,6 +75,31 @@ describe('VisionTransformer save / load', () => {
     expect(err).toBeInstanceOf(ArgumentError);
     expect(err.message).toMatch(/missing: .*blocks\.1\.norm1\.weight/);
     expect(err.message).toMatch(/shape mismatch: head\.weight: checkpoint \[5,64\] vs model \[10,64\]/);
+  });
+
+  it('parameterCount(config) is what the model holds, across config variants', () => {
+    for (const over of [{}, { qkvBias: false }, { numClasses: 0 }, { mlpRatio: 2.5, depth: 3 }, { patchSize: 4, inChans: 1 }]) {
+      const m = vit.create({ ...tinyCfg, depth: 1, ...over });
+      expect(vit.parameterCount(m.config), JSON.stringify(over)).toBe(m.numParams());
+      m.dispose();
+    }
+    expect(vit.parameterCount(vit.configs.deit_tiny_patch16_224)).toBe(5717416);
+  });
+
+  it('a checkpoint whose config does not fit its tensors is refused before the model is built', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vitrim-vit-'));
+    const p = join(dir, 'hostile.safetensors');
+    const m = vit.create({ ...tinyCfg, depth: 1 }, { seed: 3 });
+    // the file's tensors are a depth-1 model, its config metadata asks for a million blocks
+    await writeCheckpoint(p, m.stateDict(), { [CONFIG_KEY]: JSON.stringify({ ...m.config, depth: 1_000_000 }) });
+    m.dispose();
+    const live = memory()[0].liveTensors;
+    const t0 = performance.now();
+    const err = await vit.fromFile(p).catch((e) => e);
+    expect(err).toBeInstanceOf(ArgumentError);
+    expect(err.message).toMatch(/parameter elements, the file holds/);
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(memory()[0].liveTensors).toBe(live);
   });
 
   it('rejects bad configs and inputs with clear errors', () => {

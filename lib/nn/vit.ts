@@ -287,6 +287,15 @@ export function inferConfig(state: StateDict, over: Partial<VitConfig> = {}): Vi
   });
 }
 
+/** How many parameter elements a model of this config holds (timm's layout, as VisionTransformer builds it). */
+export function parameterCount(cfg: VitConfig): number {
+  const E = cfg.embedDim;
+  const L = (cfg.imgSize / cfg.patchSize) ** 2;
+  const hidden = E * cfg.mlpRatio;
+  const block = 2 * E + 3 * E * E + (cfg.qkvBias ? 3 * E : 0) + E * E + E + 2 * E + hidden * E + hidden + E * hidden + E;
+  return E * cfg.inChans * cfg.patchSize ** 2 + E + E + (L + 1) * E + cfg.depth * block + 2 * E + cfg.numClasses * E + cfg.numClasses;
+}
+
 /** Builds a model from a checkpoint: our config metadata when present, else inferred from shapes. */
 export async function fromFile(path: string, over: Partial<VitConfig> = {}): Promise<VisionTransformer> {
   const { state, metadata } = await readCheckpoint(path);
@@ -300,6 +309,15 @@ export async function fromFile(path: string, over: Partial<VitConfig> = {}): Pro
     }
     cfg = resolveConfig(parsed as Partial<VitConfig>, over);
   } else cfg = inferConfig(state, over);
+  // A strict load needs exactly the file's tensors, so a config asking for more (or fewer) parameter
+  // elements than the file holds can only fail: say so before allocating it (a hostile or corrupt
+  // config could otherwise ask for millions of blocks).
+  let held = 0;
+  for (const e of state.values()) held += e.shape.reduce((a, b) => a * b, 1);
+  const want = parameterCount(cfg);
+  if (want !== held) {
+    throw new ArgumentError(`${path}: the model config (${JSON.stringify(cfg)}) has ${want} parameter elements, the file holds ${held}`);
+  }
   const m = new VisionTransformer(cfg);
   try {
     m.loadStateDict(state, true);
