@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseSafetensors, readSafetensors, SafetensorsError, serializeSafetensors, writeSafetensors } from '../lib/io/safetensors.js';
+import { ArgumentError } from '../lib/errors.js';
+import { readCheckpoint } from '../lib/io/checkpoint.js';
 import { randn } from './helpers.js';
 
 function header(obj: unknown, data: Uint8Array, lenOverride?: bigint): Uint8Array {
@@ -62,6 +64,21 @@ describe('safetensors', () => {
       expect(() => parseSafetensors(make(), 'bad.safetensors')).toThrow(msg);
     });
   }
+
+  it('a Hugging Face checkpoint whose query, key and value differ in shape is refused, naming them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vitrim-st-'));
+    const at = (w: string) => `vit.encoder.layer.0.attention.attention.${w}.weight`;
+    for (const [kShape, kData] of [[[8, 4], 32], [[16], 16], [[1, 2], 2]] as const) {
+      const path = join(dir, `qkv-${kShape.join('x')}.safetensors`);
+      await writeSafetensors(path, {
+        [at('query')]: { dtype: 'F32', shape: [4, 4], data: randn([16], 1) },
+        [at('key')]: { dtype: 'F32', shape: [...kShape], data: randn([kData], 2) },
+        [at('value')]: { dtype: 'F32', shape: [4, 4], data: randn([16], 3) },
+      });
+      await expect(readCheckpoint(path)).rejects.toThrow(ArgumentError);
+      await expect(readCheckpoint(path)).rejects.toThrow(/query, key and value must have one shape/);
+    }
+  });
 
   it('writes atomically and cleans up on failure', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'vitrim-st-'));

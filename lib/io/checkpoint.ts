@@ -86,6 +86,9 @@ function entriesOf(f: SafetensorsFile, path: string): StateDict {
   }
   for (const [key, s] of qkv) {
     if (!s.q || !s.k || !s.v) throw new ArgumentError(`${path}: ${key}: query, key and value must all be present`);
+    if (s.k.shape.join() !== s.q.shape.join() || s.v.shape.join() !== s.q.shape.join()) {
+      throw new ArgumentError(`${path}: ${key}: query, key and value must have one shape, got [${s.q.shape}], [${s.k.shape}] and [${s.v.shape}]`);
+    }
     const data = new Float32Array(s.q.data.length * 3);
     data.set(s.q.data, 0);
     data.set(s.k.data, s.q.data.length);
