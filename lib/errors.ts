@@ -51,7 +51,9 @@ export function rethrow(e: unknown, op: string): never {
   if (e instanceof VitrimError) throw e;
   const err = e as Error & { code?: string };
   const Cls = err?.code ? BY_CODE[err.code] : undefined;
-  if (Cls) throw new Cls(`${op}: ${err.message}`);
-  if (err?.code === 'ERR_VITRIM_INTERNAL') throw new VitrimError(`${op}: ${err.message}`);
+  // native messages mostly name their op already: not twice
+  const msg = err?.message?.startsWith(`${op}: `) ? err.message : `${op}: ${err?.message}`;
+  if (Cls) throw new Cls(msg);
+  if (err?.code === 'ERR_VITRIM_INTERNAL') throw new VitrimError(msg);
   throw e;
 }

@@ -7,7 +7,7 @@ import { lowIn, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, free, handleOf, int, num, optHandle, out } from './_util.js';
+import { call, free, handleOf, int, num, optHandle, optsOf, out } from './_util.js';
 
 export interface AttentionOptions {
   numHeads: number;
@@ -25,9 +25,10 @@ export interface AttentionOptions {
  * Under autocast('bfloat16') on cuda, qkv is cast to bfloat16 (and the output is bfloat16); keep and
  * headGate stay as given (float32 masks).
  */
-export function attention(qkv0: Tensor, opts: AttentionOptions): Tensor {
+export function attention(qkv0: Tensor, opts0: AttentionOptions): Tensor {
   const op = 'attention';
   handleOf(qkv0, 'qkv', op);
+  const opts = optsOf(opts0, op);
   const temps: Tensor[] = [];
   const qkv = lowIn(qkv0, temps);
   const hq = qkv.handle;

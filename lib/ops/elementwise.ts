@@ -3,7 +3,7 @@ import { highIn, promote, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native, type NativeTensor, type UnaryOp } from '../native.js';
 import { full, Tensor } from '../tensor.js';
-import { call, free, handleOf, num, out } from './_util.js';
+import { call, free, handleOf, intList, num, out } from './_util.js';
 
 type Operand = Tensor | number;
 
@@ -141,7 +141,8 @@ export function step(x: Tensor, threshold: number): Tensor {
 /** Sums x down to `shape` (the reverse of broadcasting). */
 export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   const hx = handleOf(x, 'x', 'sumTo');
-  const y = out(call('sumTo', () => native.sumTo(hx, [...shape])));
+  const s = intList(shape, 'shape', 'sumTo');
+  const y = out(call('sumTo', () => native.sumTo(hx, s)));
   if (needsGrad(x)) {
     const xs = [...x.shape];
     record(y, 'sumTo', [x], (g) => {

@@ -4,11 +4,12 @@ import { needsGrad, record } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native, type NativeTensor } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, handleOf, int, out } from './_util.js';
+import { call, handleOf, int, intList, out } from './_util.js';
 
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const hx = handleOf(x, 'x', 'reshape');
-  const y = out(call('reshape', () => hx.reshape([...shape])));
+  const s = intList(shape, 'shape', 'reshape');
+  const y = out(call('reshape', () => hx.reshape(s)));
   if (needsGrad(x)) {
     const xs = [...x.shape];
     record(y, 'reshape', [x], (g) => [g.reshape(xs)]);
@@ -18,10 +19,11 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 
 export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const hx = handleOf(x, 'x', 'permute');
-  const y = out(call('permute', () => native.permute(hx, [...perm])));
+  const p = intList(perm, 'perm', 'permute');
+  const y = out(call('permute', () => native.permute(hx, p)));
   if (needsGrad(x)) {
-    const inv = new Array<number>(perm.length);
-    perm.forEach((p, i) => (inv[p] = i));
+    const inv = new Array<number>(p.length);
+    p.forEach((q, i) => (inv[q] = i));
     record(y, 'permute', [x], (g) => [native.permute(g, inv)]);
   }
   return y;
@@ -29,6 +31,9 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
 
 /** Swaps two axes. */
 export function transpose(x: Tensor, a = -2, b = -1): Tensor {
+  handleOf(x, 'x', 'transpose');
+  int(a, 'a', 'transpose');
+  int(b, 'b', 'transpose');
   const r = x.rank;
   const perm = Array.from({ length: r }, (_, i) => i);
   const ia = a < 0 ? a + r : a;

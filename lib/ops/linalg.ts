@@ -8,19 +8,20 @@ import { needsGrad, record, save } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, handleOf, optHandle, out } from './_util.js';
+import { boolOpt, call, handleOf, optHandle, optsOf, out } from './_util.js';
 import { add, gelu } from './elementwise.js';
 
 /** [.., M, K] × [.., K, N] with optional transposes; b may be 2-D (shared across the batch). */
-export function matmul(a0: Tensor, b0: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
+export function matmul(a0: Tensor, b0: Tensor, opts0: { transA?: boolean; transB?: boolean } | null = {}): Tensor {
   handleOf(a0, 'a', 'matmul');
   handleOf(b0, 'b', 'matmul');
+  const opts = optsOf(opts0, 'matmul');
+  const ta = boolOpt(opts.transA, false, 'transA', 'matmul');
+  const tb = boolOpt(opts.transB, false, 'transB', 'matmul');
   const temps: Tensor[] = [];
   const [a, b] = promote([lowIn(a0, temps), lowIn(b0, temps)], temps);
   const ha = a.handle;
   const hb = b.handle;
-  const ta = !!opts.transA;
-  const tb = !!opts.transB;
   const y = out(call('matmul', () => native.matmul(ha, hb, ta, tb)));
   if (needsGrad(a, b)) {
     const sa = save(ha);
@@ -83,8 +84,9 @@ export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tens
  */
 export function linearFused(
   x: Tensor, weight: Tensor, bias?: Tensor | null,
-  opts: { activation?: 'none' | 'gelu'; residual?: Tensor | null } = {},
+  opts0: { activation?: 'none' | 'gelu'; residual?: Tensor | null } | null = {},
 ): Tensor {
+  const opts = optsOf(opts0, 'linearFused');
   const act = opts.activation ?? 'none';
   if (act !== 'none' && act !== 'gelu') throw new ArgumentError(`linearFused: activation must be 'none' or 'gelu', got ${String(act)}`);
   const residual = opts.residual ?? null;

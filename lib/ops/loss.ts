@@ -6,9 +6,10 @@ import { highIn, release } from '../autocast.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, free, handleOf, num, out } from './_util.js';
+import { call, free, handleOf, num, optsOf, out } from './_util.js';
 
-export function crossEntropy(logits0: Tensor, labels: Tensor, opts: { labelSmoothing?: number } = {}): Tensor {
+export function crossEntropy(logits0: Tensor, labels: Tensor, opts0: { labelSmoothing?: number } | null = {}): Tensor {
+  const opts = optsOf(opts0, 'crossEntropy');
   handleOf(logits0, 'logits', 'crossEntropy');
   const temps: Tensor[] = [];
   const logits = highIn(logits0, temps);

@@ -13,7 +13,7 @@ import { needsGrad, record, save } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, free, handleOf, num, optHandle, out } from './_util.js';
+import { call, free, handleOf, num, optHandle, optsOf, out } from './_util.js';
 
 export interface LayerNormOptions {
   /** Output dtype: 'float32' or 'bfloat16' (default: the input's dtype, after autocast). */
@@ -21,12 +21,12 @@ export interface LayerNormOptions {
 }
 
 export function layerNorm(x0: Tensor, weight0?: Tensor | null, bias0?: Tensor | null, eps = 1e-6,
-  opts: LayerNormOptions = {}): Tensor {
+  opts: LayerNormOptions | null = {}): Tensor {
   handleOf(x0, 'x', 'layerNorm');
   optHandle(weight0, 'weight', 'layerNorm');
   optHandle(bias0, 'bias', 'layerNorm');
   num(eps, 'eps', 'layerNorm', (v) => v >= 0, '≥ 0');
-  const dtype = opts?.dtype;
+  const dtype = optsOf(opts, 'layerNorm').dtype;
   if (dtype !== undefined && dtype !== 'float32' && dtype !== 'bfloat16') {
     throw new ArgumentError(`layerNorm: opts.dtype must be 'float32' or 'bfloat16', got ${String(dtype)}`);
   }

@@ -8,7 +8,7 @@ import { needsGrad, record } from '../autograd.js';
 import { ArgumentError } from '../errors.js';
 import { native, type Device, type Dist } from '../native.js';
 import { isDevice, type Tensor } from '../tensor.js';
-import { call, free, handleOf, int, num, optHandle, out } from './_util.js';
+import { call, free, handleOf, int, intList, num, optHandle, optsOf, out } from './_util.js';
 
 export interface SampleOptions {
   /** Philox seed (integer, 0..2^53). */
@@ -31,12 +31,14 @@ function seedOf(o: SampleOptions, op: string): [number, number] {
  * Fresh random values: 'uniform' (0,1), 'normal', 'gumbel', 'logistic', float32, on `device` (default
  * cpu). The same (seed, offset) gives the same values on every device.
  */
-export function random(shape: readonly number[], dist: Dist, opts: { seed?: number; offset?: number; device?: Device } = {}): Tensor {
+export function random(shape: readonly number[], dist: Dist, opts0: { seed?: number; offset?: number; device?: Device } | null = {}): Tensor {
+  const opts = optsOf(opts0, 'random');
+  const s = intList(shape, 'shape', 'random');
   const [seed, offset] = seedOf(opts, 'random');
   if (!['uniform', 'normal', 'gumbel', 'logistic'].includes(dist)) throw new ArgumentError(`random: unknown distribution '${dist}'`);
   const device = opts.device ?? 'cpu';
   if (!isDevice(device)) throw new ArgumentError(`random: unknown device '${String(device)}' (cpu, cuda)`);
-  return out(call('random', () => native.random([...shape], dist, seed, offset, device)));
+  return out(call('random', () => native.random(s, dist, seed, offset, device)));
 }
 
 /**
@@ -44,8 +46,9 @@ export function random(shape: readonly number[], dist: Dist, opts: { seed?: numb
  * value 1[y_soft > threshold] with the straight-through gradient of y_soft. Runs on the logits'
  * device (an explicit noise tensor must be there too); float32 under autocast('bfloat16').
  */
-export function gumbelSigmoid(logits0: Tensor, opts: SampleOptions & { tau?: number; threshold?: number; hard?: boolean } = {}): Tensor {
+export function gumbelSigmoid(logits0: Tensor, opts0: SampleOptions & { tau?: number; threshold?: number; hard?: boolean } | null = {}): Tensor {
   const op = 'gumbelSigmoid';
+  const opts = optsOf(opts0, op);
   handleOf(logits0, 'logits', op);
   const temps: Tensor[] = [];
   const logits = highIn(logits0, temps);
@@ -67,8 +70,9 @@ export function gumbelSigmoid(logits0: Tensor, opts: SampleOptions & { tau?: num
  * Gumbel-softmax over the last axis (DynamicViT); `hard` gives one-hot forward values, straight-through.
  * Runs on the logits' device; float32 under autocast('bfloat16').
  */
-export function gumbelSoftmax(logits0: Tensor, opts: SampleOptions & { tau?: number; hard?: boolean } = {}): Tensor {
+export function gumbelSoftmax(logits0: Tensor, opts0: SampleOptions & { tau?: number; hard?: boolean } | null = {}): Tensor {
   const op = 'gumbelSoftmax';
+  const opts = optsOf(opts0, op);
   handleOf(logits0, 'logits', op);
   const temps: Tensor[] = [];
   const logits = highIn(logits0, temps);

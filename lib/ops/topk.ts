@@ -2,12 +2,12 @@
 import { needsGrad, record, save } from '../autograd.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, handleOf, int, out } from './_util.js';
+import { boolOpt, call, handleOf, int, optsOf, out } from './_util.js';
 
-export function topk(x: Tensor, k: number, opts: { largest?: boolean } = {}): { values: Tensor; indices: Tensor } {
+export function topk(x: Tensor, k: number, opts0: { largest?: boolean } | null = {}): { values: Tensor; indices: Tensor } {
   const hx = handleOf(x, 'x', 'topk');
   int(k, 'k', 'topk');
-  const largest = opts.largest ?? true;
+  const largest = boolOpt(optsOf(opts0, 'topk').largest, true, 'largest', 'topk');
   const [hv, hi] = call('topk', () => native.topk(hx, k, largest));
   const values = out(hv);
   const indices = out(hi);
