@@ -6,6 +6,7 @@
  * accumulates gradients, writes leaf gradients to `.grad`, then frees what the graph saved (unless
  * retainGraph).
  */
+import { show } from './args.js';
 import { ArgumentError, DisposedError, rethrow, VitrimError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
 import { Tensor, untracked } from './tensor.js';
@@ -24,6 +25,7 @@ let gradEnabled = true;
 
 /** Runs fn with gradient recording off (inference, evaluation, optimiser steps). */
 export function noGrad<R>(fn: () => R): R {
+  if (typeof fn !== 'function') throw new ArgumentError(`noGrad: fn must be a function, got ${show(fn)}`);
   const prev = gradEnabled;
   gradEnabled = false;
   try {

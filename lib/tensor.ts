@@ -9,6 +9,7 @@
  * `t.to('bfloat16')` / `t.to('float32')` cast; both are differentiable (the gradient goes back to the
  * source device / dtype). Readback (`dataSync()`, `data()`, `toArray()`, `item()`) works on any device.
  */
+import { boolOpt, intList, optsOf, show } from './args.js';
 import { ArgumentError, DisposedError, rethrow } from './errors.js';
 import { native, type DType, type Device, type NativeTensor, type TypedData } from './native.js';
 import { backward, needsGrad, record, type GradNode } from './autograd.js';
@@ -173,13 +174,18 @@ export class Tensor {
 export function tensor(
   data: ArrayLike<number> | Float32Array | Int32Array | Uint16Array,
   shape?: readonly number[],
-  opts: { dtype?: DType; device?: Device; requiresGrad?: boolean } = {},
+  opts0: { dtype?: DType; device?: Device; requiresGrad?: boolean } | null = {},
 ): Tensor {
+  const opts = optsOf(opts0, 'tensor');
+  const isTyped = ArrayBuffer.isView(data) && !(data instanceof DataView) && !(data instanceof BigInt64Array) && !(data instanceof BigUint64Array);
+  if (!isTyped && !Array.isArray(data)) throw new ArgumentError(`tensor: data must be an array of numbers or a typed array (Float32Array, Int32Array, ...), got ${show(data)}`);
+  if (shape !== undefined && shape !== null) intList(shape, 'shape', 'tensor');
   const dtype: DType = opts.dtype ?? (data instanceof Int32Array ? 'int32' : 'float32');
   if (!isDType(dtype)) throw new ArgumentError(`tensor: unknown dtype '${String(dtype)}' (float32, bfloat16, int32)`);
   const device = opts.device ?? 'cpu';
   if (!isDevice(device)) throw new ArgumentError(`tensor: unknown device '${String(device)}' (cpu, cuda)`);
   const s = shape ? [...shape] : [data.length];
+  if (!isTyped) for (let i = 0; i < data.length; i++) if (typeof data[i] !== 'number') throw new ArgumentError(`tensor: data must hold numbers, got ${show(data[i])} at index ${i}`);
   let typed: TypedData;
   if (dtype === 'float32') typed = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
   else if (dtype === 'int32') {
@@ -206,7 +212,7 @@ export function tensor(
     rethrow(e, 'tensor');
   }
   const t = new Tensor(h);
-  if (opts.requiresGrad) t.requiresGrad = true;
+  if (boolOpt(opts.requiresGrad, false, 'requiresGrad', 'tensor')) t.requiresGrad = true;
   return t;
 }
 
@@ -220,7 +226,8 @@ function replace(old: NativeTensor, next: NativeTensor): NativeTensor {
 export type CreateOptions = DType | { dtype?: DType; device?: Device };
 
 function createOpts(o: CreateOptions | undefined, op: string): { dtype: DType; device: Device } {
-  const r = typeof o === 'string' || o === undefined ? { dtype: o ?? 'float32', device: 'cpu' as Device } : { dtype: o.dtype ?? 'float32', device: o.device ?? 'cpu' };
+  const r = typeof o === 'string' || o === undefined || o === null ? { dtype: o ?? 'float32', device: 'cpu' as Device }
+    : typeof o === 'object' ? { dtype: o.dtype ?? 'float32', device: o.device ?? 'cpu' } : { dtype: o as unknown as DType, device: 'cpu' as Device };
   if (!isDType(r.dtype)) throw new ArgumentError(`${op}: unknown dtype '${String(r.dtype)}' (float32, bfloat16, int32)`);
   if (!isDevice(r.device)) throw new ArgumentError(`${op}: unknown device '${String(r.device)}' (cpu, cuda)`);
   return r;
@@ -229,8 +236,9 @@ function createOpts(o: CreateOptions | undefined, op: string): { dtype: DType; d
 /** A tensor filled with `value`: full([2, 3], 1), full(s, 0, 'int32'), full(s, 0, { device: 'cuda' }). */
 export function full(shape: readonly number[], value: number, opts?: CreateOptions): Tensor {
   const { dtype, device } = createOpts(opts, 'full');
+  const s = intList(shape, 'shape', 'full');
   try {
-    return new Tensor(native.full([...shape], value, dtype, device));
+    return new Tensor(native.full(s, value, dtype, device));
   } catch (e) {
     rethrow(e, 'full');
   }
@@ -332,6 +340,7 @@ function collect(v: unknown, out: Set<Tensor>, depth = 0): void {
  * An async fn is not supported (its tensors would outlive the scope): dispose them yourself there.
  */
 export function tidy<R>(fn: () => R): R {
+  if (typeof fn !== 'function') throw new ArgumentError(`tidy: fn must be a function, got ${show(fn)}`);
   const scope = new Set<Tensor>();
   scopeStack.push(scope);
   let result: R;
@@ -354,6 +363,7 @@ export function tidy<R>(fn: () => R): R {
 const kept = new WeakSet<Tensor>();
 /** Exempts a tensor from disposal by the enclosing tidy() scopes. */
 export function keep<T extends Tensor>(t: T): T {
+  if (!(t instanceof Tensor)) throw new ArgumentError(`keep: expects a Tensor, got ${show(t)}`);
   kept.add(t);
   return t;
 }

@@ -22,12 +22,13 @@
  * gate GEMM and LayerNorm stay float32 (decisions are taken on float32 logits).
  */
 import { lowersOn } from '../autocast.js';
-import { ArgumentError } from '../errors.js';
+import { int, num, optsOf, show } from '../args.js';
+import { ArgumentError, ShapeError } from '../errors.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Linear } from '../nn/layers.js';
-import type { AdaVitPolicy } from '../policies/adavit.js';
+import { AdaVitPolicy } from '../policies/adavit.js';
 import { noGrad } from '../autograd.js';
-import { Tensor } from '../tensor.js';
+import { handleOf, Tensor } from '../tensor.js';
 import { attnMacs, headMacs, mlpMacs, patchEmbedMacs } from './flops.js';
 
 export interface AdaVitInferOptions {
@@ -114,20 +115,23 @@ function packedLinear(x: NativeTensor, l: Linear, act: 'none' | 'gelu', low: boo
   }
 }
 
-export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts: AdaVitInferOptions = {}): InferResult {
+export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts0: AdaVitInferOptions | null = {}): InferResult {
   const t0 = performance.now();
+  if (!(policy instanceof AdaVitPolicy)) throw new ArgumentError(`infer: policy must be an AdaViT policy (policies.adavit), got ${show(policy)}`);
+  const opts = optsOf(opts0, 'infer');
   const m = policy.model;
   const c = m.config;
-  const theta = opts.threshold ?? policy.threshold;
-  if (!(theta > 0 && theta < 1)) throw new ArgumentError(`infer: threshold must be in (0, 1), got ${theta}`);
-  const ratio = opts.keepRatio;
-  if (ratio !== undefined && !(ratio >= 0 && ratio <= 1)) throw new ArgumentError(`infer: keepRatio must be in [0, 1], got ${ratio}`);
+  handleOf(x, 'x', 'infer');
+  if (x.rank !== 4 || x.shape[1] !== c.inChans || x.shape[2] !== c.imgSize || x.shape[3] !== c.imgSize) {
+    throw new ShapeError(`infer: x must be [B, ${c.inChans}, ${c.imgSize}, ${c.imgSize}], got [${x.shape}]`);
+  }
+  const theta = num(opts.threshold ?? policy.threshold, 'threshold', 'infer', (v) => v > 0 && v < 1, 'in (0, 1)');
+  const ratio = opts.keepRatio === undefined ? undefined : num(opts.keepRatio, 'keepRatio', 'infer', (v) => v >= 0 && v <= 1, 'in [0, 1]');
   const cut = logit(theta) * policy.tau; // keep iff z > τ·logit(θ)  ⟺  σ(z/τ) > θ
-  const rnd = opts.random;
+  const rnd = opts.random === undefined || opts.random === null ? undefined : optsOf(opts.random, 'infer') as AdaVitInferOptions['random'] & object;
   if (rnd) {
-    for (const k of ['patch', 'head', 'block'] as const) {
-      if (!(rnd[k] >= 0 && rnd[k] <= 1)) throw new ArgumentError(`infer: random.${k} must be a probability, got ${rnd[k]}`);
-    }
+    for (const k of ['patch', 'head', 'block'] as const) num(rnd[k], `random.${k}`, 'infer', (v) => v >= 0 && v <= 1, 'a probability in [0, 1]');
+    int(rnd.seed ?? 0, 'random.seed', 'infer', 0, Number.MAX_SAFE_INTEGER);
   }
   const B = x.shape[0];
   const N = m.numTokens;

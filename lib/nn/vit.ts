@@ -76,6 +76,15 @@ export function resolveConfig(c: Partial<VitConfig> | string, overrides: Partial
   if (!(cfg.mlpRatio > 0)) throw new ArgumentError(`config.mlpRatio must be > 0, got ${cfg.mlpRatio}`);
   if (!Number.isInteger(cfg.embedDim * cfg.mlpRatio)) throw new ArgumentError('config.embedDim * mlpRatio must be an integer');
   if (!(cfg.layerNormEps >= 0)) throw new ArgumentError(`config.layerNormEps must be ≥ 0, got ${cfg.layerNormEps}`);
+  // Parameters are initialised from JavaScript arrays, which hold at most 2^31 - 1 elements.
+  const E = cfg.embedDim;
+  const largest: [string, number][] = [
+    ['pos_embed', ((cfg.imgSize / cfg.patchSize) ** 2 + 1) * E], ['patch_embed.proj.weight', E * cfg.inChans * cfg.patchSize ** 2],
+    ['qkv.weight', 3 * E * E], ['fc1.weight', E * E * cfg.mlpRatio], ['head.weight', cfg.numClasses * E],
+  ];
+  for (const [name, n] of largest) {
+    if (n > 2 ** 31 - 1) throw new ArgumentError(`config: ${name} would hold ${n} elements, more than a tensor here can (2^31 - 1)`);
+  }
   cfg.qkvBias = !!cfg.qkvBias;
   return cfg;
 }

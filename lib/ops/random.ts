@@ -22,8 +22,8 @@ export interface SampleOptions {
 function seedOf(o: SampleOptions, op: string): [number, number] {
   const seed = o.seed ?? 0;
   const offset = o.offset ?? 0;
-  int(seed, 'seed', op, 0);
-  int(offset, 'offset', op, 0);
+  int(seed, 'seed', op, 0, Number.MAX_SAFE_INTEGER);
+  int(offset, 'offset', op, 0, Number.MAX_SAFE_INTEGER);
   return [seed, offset];
 }
 

@@ -31,11 +31,12 @@
  * depends on the bfloat16 rounding of its own gate logits.
  */
 import { autocast, lowOutDtype } from '../autocast.js';
+import { boolOpt, int, num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
 import { Module, Parameter } from '../nn/module.js';
-import type { VisionTransformer } from '../nn/vit.js';
+import { VisionTransformer } from '../nn/vit.js';
 import { full, tidy, type Tensor } from '../tensor.js';
 
 export interface AdaVitTargets {
@@ -113,28 +114,31 @@ export class AdaVitPolicy extends Module {
   seed: number;
   private calls = 0;
 
-  constructor(readonly model: VisionTransformer, opts: AdaVitOptions = {}) {
+  constructor(readonly model: VisionTransformer, opts0: AdaVitOptions | null = {}) {
     super();
+    const opts = optsOf(opts0, 'adavit');
+    if (!(model instanceof VisionTransformer)) throw new ArgumentError(`adavit: model must be a VisionTransformer, got ${show(model)}`);
     const c = model.config;
     this.keepLayers = opts.keepLayers ?? 1;
     if (!Number.isInteger(this.keepLayers) || this.keepLayers < 0 || this.keepLayers > c.depth) {
       throw new ArgumentError(`adavit: keepLayers must be an integer in [0, ${c.depth}], got ${opts.keepLayers}`);
     }
-    const t = { patch: 0.5, head: 0.5, block: 0.5, ...opts.targets };
+    const t = { patch: 0.5, head: 0.5, block: 0.5, ...optsOf(opts.targets, 'adavit') };
     for (const [k, v] of Object.entries(t)) {
       if (!(typeof v === 'number' && v >= 0 && v <= 1)) throw new ArgumentError(`adavit: targets.${k} must be in [0, 1], got ${v}`);
     }
     this.targets = t;
-    this.weights = { patch: 2, head: 2, block: 2, ...opts.weights };
+    this.weights = { patch: 2, head: 2, block: 2, ...optsOf(opts.weights, 'adavit') };
+    for (const [k, v] of Object.entries(this.weights)) num(v, `weights.${k}`, 'adavit', (x) => x >= 0 && x < Infinity, 'finite and ≥ 0');
     this.threshold = opts.threshold ?? 0.5;
     if (!(this.threshold > 0 && this.threshold < 1)) throw new ArgumentError(`adavit: threshold must be in (0, 1), got ${this.threshold}`);
     this.tauOpt = opts.tau ?? 5;
-    if (typeof this.tauOpt === 'number' && !(this.tauOpt > 0)) throw new ArgumentError(`adavit: tau must be > 0, got ${this.tauOpt}`);
-    this.gateHeads = opts.gateHeads ?? true;
-    this.gateBlocks = opts.gateBlocks ?? true;
-    this.gatePatches = opts.gatePatches ?? true;
-    this.seed = opts.seed ?? 0;
-    const bias = opts.initBias ?? 3;
+    if (typeof this.tauOpt !== 'function') num(this.tauOpt, 'tau', 'adavit', (v) => v > 0 && v < Infinity, 'finite and > 0 (or a function of the step)');
+    this.gateHeads = boolOpt(opts.gateHeads, true, 'gateHeads', 'adavit');
+    this.gateBlocks = boolOpt(opts.gateBlocks, true, 'gateBlocks', 'adavit');
+    this.gatePatches = boolOpt(opts.gatePatches, true, 'gatePatches', 'adavit');
+    this.seed = int(opts.seed ?? 0, 'seed', 'adavit', 0);
+    const bias = num(opts.initBias ?? 3, 'initBias', 'adavit', Number.isFinite, 'finite');
     this.gates = Array.from({ length: c.depth - this.keepLayers }, (_, i) => new BlockGates(c.embedDim, c.numHeads, bias, 7000 + i * 3 + this.seed));
     const device = model.device;
     if (device !== 'cpu') this.to(device);

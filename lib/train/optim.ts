@@ -6,6 +6,7 @@
  * per device (adamwStepMulti: a few kernel launches on cuda for a whole model, as PyTorch's foreach
  * AdamW), with the same arithmetic as the per-parameter adamwStep.
  */
+import { num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
@@ -38,12 +39,18 @@ export class AdamW {
   t = 0;
   private state = new Map<Parameter, { m: NativeTensor; v: NativeTensor }>();
 
-  constructor(readonly params: Parameter[], opts: AdamWOptions = {}) {
-    this.lr = opts.lr ?? 1e-3;
-    this.betas = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.01;
-    if (!(this.lr >= 0)) throw new ArgumentError(`AdamW: lr must be ≥ 0, got ${this.lr}`);
+  constructor(readonly params: Parameter[], opts0: AdamWOptions | null = {}) {
+    const opts = optsOf(opts0, 'AdamW');
+    if (!Array.isArray(params) || params.some((p) => !(p instanceof Tensor))) throw new ArgumentError('AdamW: params must be an array of Parameters');
+    this.lr = num(opts.lr ?? 1e-3, 'lr', 'AdamW', (v) => v >= 0 && v < Infinity, 'finite and ≥ 0');
+    const betas = opts.betas ?? [0.9, 0.999];
+    if (!Array.isArray(betas) || betas.length !== 2) throw new ArgumentError(`AdamW: betas must be [beta1, beta2], got ${show(betas)}`);
+    this.betas = [
+      num(betas[0], 'betas[0]', 'AdamW', (v) => v >= 0 && v < 1, 'in [0, 1)'),
+      num(betas[1], 'betas[1]', 'AdamW', (v) => v >= 0 && v < 1, 'in [0, 1)'),
+    ];
+    this.eps = num(opts.eps ?? 1e-8, 'eps', 'AdamW', (v) => v > 0 && v < Infinity, 'finite and > 0');
+    this.weightDecay = num(opts.weightDecay ?? 0.01, 'weightDecay', 'AdamW', (v) => v >= 0 && v < Infinity, 'finite and ≥ 0');
     if (new Set(params).size !== params.length) throw new ArgumentError('AdamW: a parameter appears more than once in the list');
   }
 
@@ -132,6 +139,7 @@ export function clipGradNorm(params: Parameter[], maxNorm: number): { norm: Tens
   if (!(typeof maxNorm === 'number' && maxNorm > 0 && Number.isFinite(maxNorm))) {
     throw new ArgumentError(`clipGradNorm: maxNorm must be a positive finite number, got ${String(maxNorm)}`);
   }
+  if (!Array.isArray(params) || params.some((p) => !(p instanceof Tensor))) throw new ArgumentError('clipGradNorm: params must be an array of Parameters');
   const grads = params.filter((p) => p.grad && !p.isDisposed).map((p) => p.grad!.handle);
   if (!grads.length) return null;
   const { coef, norm } = clipCoef(grads, maxNorm);

@@ -1,0 +1,219 @@
+// The rest of the public API under random and hostile arguments (fast-check): tensor creation and
+// conversion, Tensor methods, model configs, AdamW and clipGradNorm, autocast / noGrad / tidy, the
+// AdaViT policy and its inference. Each call must succeed or throw a typed VitrimError — never a
+// TypeError or RangeError from inside the library — and the process keeps working.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  AdamW, adavitInfer, ArgumentError, autocast, clipGradNorm, full, keep, noGrad, ones, ops, Parameter, policies, ShapeError, tensor, Tensor,
+  tidy, vit, VitrimError, zeros,
+} from '../lib/index.js';
+import { RUN_SEED } from './helpers.js';
+
+const RUNS = Number(process.env.VITRIM_FUZZ_RUNS ?? 200);
+
+const EDGE: unknown[] = [0, 1, -1, 0.5, 2, 3, 1e-6, Number.NaN, Infinity, -Infinity, 2 ** 31, 1.5, 1e30, -0];
+const JUNK: unknown[] = ['x', {}, null, undefined, [1], [], true, 1n, () => 1, new Float32Array(2)];
+const any = fc.oneof(fc.constantFrom(...EDGE), fc.constantFrom(...JUNK), fc.integer({ min: -2, max: 6 }));
+const small = fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 4 }) }, { weight: 1, arbitrary: any });
+const shape = fc.oneof({ weight: 4, arbitrary: fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 }) }, { weight: 1, arbitrary: any });
+const dtype = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('float32', 'bfloat16', 'int32') }, { weight: 1, arbitrary: any });
+const device = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('cpu', 'cuda') }, { weight: 1, arbitrary: any });
+const data = fc.oneof(
+  fc.array(fc.oneof(fc.double({ min: -3, max: 3, noNaN: true }), fc.constantFrom(Number.NaN, 2 ** 40, 0.5)), { maxLength: 12 }),
+  fc.array(fc.integer({ min: -3, max: 3 }), { maxLength: 12 }).map((a) => Int32Array.from(a)),
+  fc.array(fc.double({ min: -3, max: 3, noNaN: true }), { maxLength: 12 }).map((a) => Float32Array.from(a)),
+  fc.array(fc.nat(65535), { maxLength: 12 }).map((a) => Uint16Array.from(a)),
+  any,
+);
+/** An object with a random subset of these fields. */
+const obj = (fields: Record<string, fc.Arbitrary<unknown>>) => fc.oneof(
+  { weight: 6, arbitrary: fc.record(fields, { requiredKeys: [] }) },
+  { weight: 1, arbitrary: any },
+);
+
+function expectTyped(what: string, f: () => unknown): void {
+  try {
+    const r = f();
+    if (r instanceof Tensor) r.dispose();
+  } catch (e) {
+    if (!(e instanceof VitrimError) || e.code === 'ERR_VITRIM_INTERNAL') {
+      throw new Error(`${what} threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    }
+  }
+}
+const show = (x: unknown): string => {
+  try {
+    return JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? `${v}n` : typeof v === 'function' ? 'fn' : v instanceof Float32Array || v instanceof Int32Array || v instanceof Uint16Array ? `${v.constructor.name}(${v.length})` : v)) ?? String(x);
+  } catch {
+    return String(x);
+  }
+};
+const prop = <A extends unknown[]>(arbs: { [K in keyof A]: fc.Arbitrary<A[K]> }, name: string, f: (...a: A) => unknown, k: number) =>
+  fc.assert(fc.property(fc.tuple(...(arbs as fc.Arbitrary<unknown>[])), (args) => expectTyped(`${name}(${(args as unknown[]).map(show).join(', ')})`, () => f(...(args as A)))), { numRuns: RUNS, seed: RUN_SEED + k });
+
+const tiny = { imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 2, numHeads: 2, numClasses: 3 };
+
+describe('fuzzing the public API (cpu)', () => {
+  it('tensor(data, shape, opts) and full / zeros / ones', () => {
+    prop([data, shape, obj({ dtype, device, requiresGrad: fc.oneof(fc.boolean(), any) })], 'tensor', (d, s, o) => tensor(d as never, s as never, o as never), 1);
+    prop([shape, any, obj({ dtype, device })], 'full', (s, v, o) => full(s as never, v as never, o as never), 2);
+    prop([shape, obj({ dtype, device })], 'zeros', (s, o) => zeros(s as never, o as never), 3);
+    prop([shape, obj({ dtype, device })], 'ones', (s, o) => ones(s as never, o as never), 4);
+  });
+
+  it('Tensor methods: to, item, toArray, values, backward', () => {
+    const target = fc.oneof(dtype, device, obj({ dtype, device }));
+    prop([shape, target], 'to', (s, t) => {
+      const x = ones(Array.isArray(s) ? (s as number[]) : [2]);
+      try {
+        return x.to(t as never);
+      } finally {
+        x.dispose();
+      }
+    }, 5);
+    prop([shape, fc.constantFrom('item', 'toArray', 'values', 'dataSync')], 'read', (s, m) => {
+      const x = ones(Array.isArray(s) ? (s as number[]) : [2]);
+      try {
+        return (x[m as 'item'] as () => unknown)();
+      } finally {
+        x.dispose();
+      }
+    }, 6);
+    prop([fc.oneof(any, shape), obj({ retainGraph: fc.oneof(fc.boolean(), any) })], 'backward', (g, o) => {
+      const p = tensor([1, 2, 3], [3], { requiresGrad: true });
+      const y = ops.mul(p, p);
+      const grad = Array.isArray(g) ? ones(g as number[]) : g;
+      try {
+        y.backward(grad as never, o as never);
+      } finally {
+        y.dispose();
+        if (grad instanceof Tensor) grad.dispose();
+        p.grad?.dispose();
+        p.dispose();
+      }
+    }, 7);
+  });
+
+  it('vit.create(config) and vit.resolveConfig', () => {
+    const cfg = obj({
+      imgSize: fc.oneof(fc.constantFrom(8, 16, 32), any), patchSize: fc.oneof(fc.constantFrom(4, 8), any),
+      inChans: small, embedDim: fc.oneof(fc.constantFrom(4, 8), any), depth: fc.oneof(fc.constantFrom(0, 1, 2), fc.constantFrom(...EDGE.filter((v) => !(typeof v === 'number' && v > 100))), fc.constantFrom(...JUNK)),
+      numHeads: small, mlpRatio: fc.oneof(fc.constantFrom(1, 2, 0.5), any), numClasses: small, qkvBias: any, layerNormEps: any,
+    });
+    prop([cfg], 'vit.create', (c) => {
+      const m = vit.create(c as never);
+      m.dispose();
+    }, 8);
+    prop([fc.oneof(fc.string(), any)], 'vit.create(name)', (n) => vit.create(n as never), 9);
+  });
+
+  it('AdamW, clipGradNorm', () => {
+    const opts = obj({ lr: any, betas: fc.oneof(fc.tuple(any, any), any), eps: any, weightDecay: any });
+    prop([opts, fc.oneof(any, fc.constant('tensor'))], 'AdamW', (o, scale) => {
+      const p = Parameter.from(tensor([1, -2, 3], [3]));
+      const y = ops.sum(ops.mul(p, p));
+      y.backward();
+      y.dispose();
+      const s = scale === 'tensor' ? tensor([0.5], [1]) : scale;
+      try {
+        const opt = new AdamW([p], o as never);
+        opt.step(s as never);
+      } finally {
+        if (s instanceof Tensor) s.dispose();
+        p.grad?.dispose();
+        p.dispose();
+      }
+    }, 10);
+    prop([fc.oneof(any, fc.constant([])), any], 'clipGradNorm', (ps, maxNorm) => {
+      const p = Parameter.from(tensor([3, 4], [2]));
+      const y = ops.sum(ops.mul(p, p));
+      y.backward();
+      y.dispose();
+      try {
+        const r = clipGradNorm((Array.isArray(ps) ? [p] : ps) as never, maxNorm as never);
+        r?.norm.dispose();
+        r?.factor.dispose();
+      } finally {
+        p.grad?.dispose();
+        p.dispose();
+      }
+    }, 11);
+  });
+
+  it('autocast, noGrad, tidy, keep', () => {
+    prop([fc.oneof(dtype, any), fc.oneof(fc.constant(() => 1), any)], 'autocast', (d, f) => autocast(d as never, f as never), 12);
+    prop([any], 'noGrad', (f) => noGrad(f as never), 13);
+    prop([any], 'tidy', (f) => tidy(f as never), 14);
+    prop([any], 'keep', (t) => keep(t as never), 15);
+  });
+
+  it('policies.adavit and adavitInfer', () => {
+    const model = vit.create(tiny, { seed: 1 });
+    const ratio = fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), any);
+    const popts = obj({
+      targets: obj({ patch: ratio, head: ratio, block: ratio }), keepLayers: small, tau: fc.oneof(fc.constant((s: number) => 1 + s), any),
+      threshold: ratio, weights: obj({ patch: any, head: any, block: any }), initBias: any,
+    });
+    prop([popts], 'policies.adavit', (o) => policies.adavit(model, o as never).dispose(), 16);
+    const policy = policies.adavit(model, {});
+    const x = tensor(Float32Array.from({ length: 2 * 3 * 16 * 16 }, (_, k) => Math.sin(k)), [2, 3, 16, 16]);
+    const iopts = obj({
+      threshold: ratio, keepRatio: ratio, random: obj({ patch: ratio, head: ratio, block: ratio, seed: any }), details: any,
+    });
+    prop([iopts, fc.oneof(fc.constant('x'), any)], 'adavitInfer', (o, xx) => {
+      const r = adavitInfer(policy, (xx === 'x' ? x : xx) as never, o as never);
+      r.logits.dispose();
+    }, 17);
+    x.dispose();
+    policy.dispose();
+    model.dispose();
+    expect(ones([2]).toArray()).toEqual([1, 1]);
+  });
+});
+
+// What the fuzzer found (TypeErrors and RangeErrors from inside the library, an untyped native
+// error from AdamW.step), pinned down.
+describe('public API: wrong-kind arguments are typed errors', () => {
+  const typed = (f: () => unknown, cls: new (...a: never[]) => Error, msg: RegExp) => {
+    let err: unknown;
+    try {
+      f();
+    } catch (e) {
+      err = e;
+    }
+    expect(err, String(f)).toBeInstanceOf(cls);
+    expect((err as Error).message).toMatch(msg);
+  };
+  it('tensor creation', () => {
+    typed(() => tensor('x' as never), ArgumentError, /tensor: data must be an array of numbers or a typed array/);
+    typed(() => tensor([1, 'a'] as never), ArgumentError, /data must hold numbers, got a at index 1/);
+    typed(() => tensor([1], 3 as never), ArgumentError, /tensor: shape must be an array of integers/);
+    typed(() => tensor([1], [1], { requiresGrad: 'yes' as never }), ArgumentError, /requiresGrad must be a boolean/);
+    typed(() => full(0 as never, 0), ArgumentError, /full: shape must be an array/);
+    expect(full([2], 3, null as never).toArray()).toEqual([3, 3]);
+    expect(tensor(Float64Array.from([1.5, 2]), [2]).toArray()).toEqual([1.5, 2]); // other typed arrays still convert
+  });
+  it('scopes, optimiser, policy and inference', () => {
+    typed(() => noGrad(0 as never), ArgumentError, /noGrad: fn must be a function/);
+    typed(() => tidy(0 as never), ArgumentError, /tidy: fn must be a function/);
+    typed(() => keep(0 as never), ArgumentError, /keep: expects a Tensor/);
+    const p = Parameter.from(tensor([1, 2], [2]));
+    typed(() => new AdamW([p], { betas: ['x', 0] as never }), ArgumentError, /AdamW: betas\[0\] must be a number/);
+    typed(() => new AdamW([p], { eps: 0 }), ArgumentError, /AdamW: eps must be finite and > 0/);
+    typed(() => new AdamW(p as never), ArgumentError, /AdamW: params must be an array of Parameters/);
+    typed(() => clipGradNorm(0 as never, 1), ArgumentError, /clipGradNorm: params must be an array/);
+    const model = vit.create(tiny, { seed: 2 });
+    const policy = policies.adavit(model, null as never);
+    typed(() => policies.adavit(model, { initBias: 1n as never }), ArgumentError, /adavit: initBias must be a number/);
+    typed(() => policies.adavit(model, { gateHeads: 'no' as never }), ArgumentError, /adavit: gateHeads must be a boolean/);
+    typed(() => policies.adavit({} as never), ArgumentError, /adavit: model must be a VisionTransformer/);
+    typed(() => adavitInfer('x' as never, ones([1, 3, 16, 16])), ArgumentError, /infer: policy must be an AdaViT policy/);
+    typed(() => adavitInfer(policy, ones([1, 3, 8, 8])), ShapeError, /infer: x must be \[B, 3, 16, 16\]/);
+    typed(() => adavitInfer(policy, ones([1, 3, 16, 16]), { random: { patch: 0, head: 0, block: 0, seed: 1e30 } }), ArgumentError, /random.seed must be ≤/);
+    typed(() => vit.create({ ...tiny, imgSize: 2 ** 31 }), ArgumentError, /pos_embed would hold .* elements/);
+    policy.dispose();
+    model.dispose();
+    p.dispose();
+  });
+});
