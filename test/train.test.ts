@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adavitInfer, data, policies, tensor, Trainer, vit } from '../lib/index.js';
+import { adavitInfer, ArgumentError, data, policies, tensor, Trainer, vit } from '../lib/index.js';
 import { readCheckpoint } from '../lib/io/checkpoint.js';
 
 describe('training on the procedural data set (CI-sized)', () => {
@@ -61,5 +61,38 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     expect(Array.from(m3.head.weight.dataSync())).toEqual(Array.from(m.head.weight.dataSync()));
     const more = await t3.fit(train, { epochs: 3, batchSize: 32, limit: 2 });
     expect(more.map((r) => r.epoch)).toEqual([3]);
+  });
+});
+
+describe('Trainer options', () => {
+  it('every bad option is an ArgumentError at construction, naming it', () => {
+    const model = vit.create({ imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 2, numHeads: 2, numClasses: 3 });
+    const other = vit.create({ imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 2, numHeads: 2, numClasses: 3 });
+    const foreign = policies.adavit(other);
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ model: {} }, /model must be a VisionTransformer/],
+      [{ policy: {} }, /policy must be an AdaViT policy/],
+      [{ policy: foreign }, /policy was made for another model/],
+      [{ optimizer: { lr: Number.NaN } }, /optimizer.lr must be a number/],
+      [{ optimizer: { lr: -1 } }, /optimizer.lr must be finite and ≥ 0/],
+      [{ optimizer: 'adam' }, /options must be an object/],
+      [{ warmupEpochs: -1 }, /warmupEpochs must be finite and ≥ 0/],
+      [{ minLr: Infinity }, /minLr must be finite/],
+      [{ clipGrad: 'x' }, /clipGrad must be a number/],
+      [{ labelSmoothing: 1 }, /labelSmoothing must be in \[0, 1\)/],
+      [{ freezeBackbone: 'yes' }, /freezeBackbone must be a boolean/],
+      [{ seed: -1 }, /seed must be ≥ 0/],
+      [{ log: 'loud' }, /log must be 'auto', 'bar', 'lines' or 'silent'/],
+      [{ outDir: 3 }, /outDir must be a path/],
+      [{ distill: { teacher: 1 } }, /distill.teacher must be a VisionTransformer/],
+      [{ distill: { teacher: other, tau: 0 } }, /distill.tau must be finite and > 0/],
+    ];
+    for (const [o, msg] of cases) {
+      expect(() => new Trainer({ model, ...o } as never), JSON.stringify(o)).toThrow(ArgumentError);
+      expect(() => new Trainer({ model, ...o } as never), JSON.stringify(o)).toThrow(msg);
+    }
+    const own = policies.adavit(model);
+    expect(new Trainer({ model, policy: own, log: 'silent', optimizer: { lr: 1e-3 }, warmupEpochs: 0.5 })).toBeInstanceOf(Trainer);
+    for (const m of [own, foreign, model, other]) m.dispose();
   });
 });

@@ -26,6 +26,7 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
+import { boolOpt, int, num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
 import { noGrad } from '../autograd.js';
 import { batches, type Dataset } from '../data/dataset.js';
@@ -36,9 +37,9 @@ import { autocast } from '../autocast.js';
 import { deviceChecks, resolveDevice, setDeviceChecks } from '../backends.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
-import type { VisionTransformer } from '../nn/vit.js';
+import { VisionTransformer } from '../nn/vit.js';
 import * as ops from '../ops/index.js';
-import type { AdaVitPolicy } from '../policies/adavit.js';
+import { AdaVitPolicy } from '../policies/adavit.js';
 import { tensor, tidy, type Tensor } from '../tensor.js';
 import { correctCount, RunningSums } from './device-stats.js';
 import { AdamW, clipGradNorm } from './optim.js';
@@ -141,6 +142,39 @@ export interface EpochRecord {
   seconds: number;
 }
 
+/** Every option checked up front, so a bad one fails at construction, not epochs into fit(). */
+function checkTrainerOptions(o: TrainerOptions): void {
+  const op = 'Trainer';
+  if (!(o.model instanceof VisionTransformer)) throw new ArgumentError(`${op}: model must be a VisionTransformer, got ${show(o.model)}`);
+  if (o.policy !== undefined && o.policy !== null) {
+    if (!(o.policy instanceof AdaVitPolicy)) throw new ArgumentError(`${op}: policy must be an AdaViT policy (policies.adavit), got ${show(o.policy)}`);
+    if (o.policy.model !== o.model) throw new ArgumentError(`${op}: the policy was made for another model (policies.adavit(model) with this Trainer's model)`);
+  }
+  const finite = (v: unknown, what: string, min: number) =>
+    v === undefined || num(v, what, op, (x) => x >= min && x < Infinity, `finite and ≥ ${min}`);
+  const opt = optsOf(o.optimizer, op);
+  finite(opt.lr, 'optimizer.lr', 0);
+  finite(opt.weightDecay, 'optimizer.weightDecay', 0);
+  finite(o.policyLr, 'policyLr', 0);
+  finite(o.backboneLrScale, 'backboneLrScale', 0);
+  finite(o.warmupEpochs, 'warmupEpochs', 0);
+  finite(o.minLr, 'minLr', 0);
+  finite(o.clipGrad, 'clipGrad', 0);
+  if (o.labelSmoothing !== undefined) num(o.labelSmoothing, 'labelSmoothing', op, (v) => v >= 0 && v < 1, 'in [0, 1)');
+  boolOpt(o.freezeBackbone, false, 'freezeBackbone', op);
+  if (o.seed !== undefined) int(o.seed, 'seed', op, 0, Number.MAX_SAFE_INTEGER);
+  if (o.outDir !== undefined && typeof o.outDir !== 'string') throw new ArgumentError(`${op}: outDir must be a path, got ${show(o.outDir)}`);
+  if (o.log !== undefined && !['auto', 'bar', 'lines', 'silent'].includes(o.log as string)) {
+    throw new ArgumentError(`${op}: log must be 'auto', 'bar', 'lines' or 'silent', got ${show(o.log)}`);
+  }
+  if (o.distill !== undefined && o.distill !== null) {
+    const d = optsOf(o.distill, op);
+    if (!(d.teacher instanceof VisionTransformer)) throw new ArgumentError(`${op}: distill.teacher must be a VisionTransformer, got ${show(d.teacher)}`);
+    finite(d.alpha, 'distill.alpha', 0);
+    if (d.tau !== undefined) num(d.tau, 'distill.tau', op, (v) => v > 0 && v < Infinity, 'finite and > 0');
+  }
+}
+
 export class Trainer {
   readonly model: VisionTransformer;
   readonly policy: AdaVitPolicy | null;
@@ -155,6 +189,7 @@ export class Trainer {
 
   constructor(opts: TrainerOptions) {
     if (!opts?.model) throw new ArgumentError('Trainer: model is required');
+    checkTrainerOptions(opts);
     this.opts = opts;
     this.model = opts.model;
     this.policy = opts.policy ?? null;
