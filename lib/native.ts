@@ -238,6 +238,8 @@ function load(): Addon {
   const require = createRequire(import.meta.url);
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => Addon;
   try {
+    // VITRIM_ADDON: a development build elsewhere (scripts/test-cpu-asan.sh's sanitizer build)
+    if (process.env.VITRIM_ADDON) return require(process.env.VITRIM_ADDON) as Addon;
     return nodeGypBuild(root);
   } catch (e) {
     const err = new Error(

@@ -52,6 +52,7 @@ describe('native core', () => {
     expectCode(() => t.read(), 'ERR_VITRIM_DISPOSED');
     expectCode(() => native.copy(t), 'ERR_VITRIM_DISPOSED');
     expectCode(() => nt([1, 2], [2]).reshape([3]), 'ERR_VITRIM_SHAPE');
+    expectCode(() => nt([1, 2], [2]).reshape([1e9, 1e9, 1e9]), 'ERR_VITRIM_SHAPE'); // no int64 overflow on the way (UBSan)
     expectCode(() => nt([1, 2], [2]).write(new Float32Array(3)), 'ERR_VITRIM_SHAPE');
     expectCode(() => native.setNumThreads(0), 'ERR_VITRIM_ARGUMENT');
     expect(Array.from(native.copy(nt([5, 6], [2])).read())).toEqual([5, 6]);

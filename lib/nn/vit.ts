@@ -19,6 +19,7 @@
  * gradient proj and fc2 add the float32 residual in their GEMM's epilogue (ops.linearFused).
  */
 import { lowOutDtype } from '../autocast.js';
+import { show } from '../args.js';
 import { ArgumentError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
@@ -68,14 +69,15 @@ export function resolveConfig(c: Partial<VitConfig> | string, overrides: Partial
   for (const k of intFields) {
     const v = cfg[k];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < (k === 'depth' || k === 'numClasses' ? 0 : 1)) {
-      throw new ArgumentError(`config.${k} must be a positive integer, got ${String(v)}`);
+      throw new ArgumentError(`config.${k} must be a positive integer, got ${show(v)}`);
     }
   }
   if (cfg.imgSize % cfg.patchSize) throw new ArgumentError(`config.imgSize ${cfg.imgSize} must be divisible by patchSize ${cfg.patchSize}`);
   if (cfg.embedDim % cfg.numHeads) throw new ArgumentError(`config.embedDim ${cfg.embedDim} must be divisible by numHeads ${cfg.numHeads}`);
-  if (!(cfg.mlpRatio > 0)) throw new ArgumentError(`config.mlpRatio must be > 0, got ${cfg.mlpRatio}`);
+  if (!(typeof cfg.mlpRatio === 'number' && cfg.mlpRatio > 0)) throw new ArgumentError(`config.mlpRatio must be a number > 0, got ${show(cfg.mlpRatio)}`);
   if (!Number.isInteger(cfg.embedDim * cfg.mlpRatio)) throw new ArgumentError('config.embedDim * mlpRatio must be an integer');
-  if (!(cfg.layerNormEps >= 0)) throw new ArgumentError(`config.layerNormEps must be ≥ 0, got ${cfg.layerNormEps}`);
+  if (!(typeof cfg.layerNormEps === 'number' && cfg.layerNormEps >= 0)) throw new ArgumentError(`config.layerNormEps must be a number ≥ 0, got ${show(cfg.layerNormEps)}`);
+  if (typeof cfg.qkvBias !== 'boolean') throw new ArgumentError(`config.qkvBias must be a boolean, got ${show(cfg.qkvBias)}`);
   // Parameters are initialised from JavaScript arrays, which hold at most 2^31 - 1 elements.
   const E = cfg.embedDim;
   const largest: [string, number][] = [
@@ -85,7 +87,6 @@ export function resolveConfig(c: Partial<VitConfig> | string, overrides: Partial
   for (const [name, n] of largest) {
     if (n > 2 ** 31 - 1) throw new ArgumentError(`config: ${name} would hold ${n} elements, more than a tensor here can (2^31 - 1)`);
   }
-  cfg.qkvBias = !!cfg.qkvBias;
   return cfg;
 }
 

@@ -39,6 +39,9 @@ Tensor Tensor::reshape(const Shape& s) const {
       infer = (int)i;
     } else {
       VITRIM_CHECK(out[i] >= 0, Shape, "reshape: invalid dimension in ", shape_str(s));
+      // a product past the element limit cannot be this tensor's size (and must not overflow)
+      VITRIM_CHECK(out[i] == 0 || known <= kMaxNumel / out[i], Shape, "reshape: cannot reshape ", shape_str(shape),
+                   " to ", shape_str(s));
       known *= out[i];
     }
   }
