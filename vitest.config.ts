@@ -19,6 +19,9 @@ const slowUnderEmulation = [
 const base = {
   // Native addons and worker threads don't mix well; forks isolate each test file in a process.
   pool: 'forks' as const,
+  // The fuzzers ask for valid but huge tensors (a scatter to 2^31 tokens: 17 GB); with two workers on
+  // a small machine the kernel's OOM killer would end a worker. Tests need far less than 4 GiB.
+  env: { VITRIM_CPU_MEMORY_LIMIT_MB: process.env.VITRIM_CPU_MEMORY_LIMIT_MB ?? '4096' },
   testTimeout: 120_000,
   hookTimeout: 120_000,
 };
@@ -36,7 +39,7 @@ export default defineConfig({
               exclude: process.env.VITRIM_EMU_ALL ? [] : slowUnderEmulation,
               // blocks and threads in a shuffled order between barriers (emu.h): a missing barrier,
               // or a result that depends on which block runs last, shows up here
-              env: { VITRIM_CUDA_LIB: emuLib, VITRIM_EMU_ORDER: process.env.VITRIM_EMU_ORDER ?? 'random' },
+              env: { ...base.env, VITRIM_CUDA_LIB: emuLib, VITRIM_EMU_ORDER: process.env.VITRIM_EMU_ORDER ?? 'random' },
               testTimeout: 600_000,
             },
           }]

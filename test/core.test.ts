@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from './helpers.js';
@@ -86,5 +88,28 @@ describe('native core', () => {
     const i = native.info();
     expect(i.threads).toBeGreaterThanOrEqual(1);
     expect(['avx512', 'avx2', 'generic']).toContain(i.isa);
+  });
+});
+
+describe('cpu memory limit', () => {
+  it('a request past VITRIM_CPU_MEMORY_LIMIT_MB is a MemoryError naming it; the process keeps working', () => {
+    const script = `
+      const a = require('node-gyp-build')(process.argv[1]);
+      const out = [];
+      const x = a.full([8 << 20], 1, 'float32');             // 32 MiB: fits
+      try { a.full([8 << 20], 1, 'float32'); out.push('second fit'); } catch (e) { out.push(e.code, e.message); }
+      x.free();
+      const y = a.full([8 << 20], 2, 'float32');             // fits again once the first is freed
+      out.push(String(y.read()[123]));
+      console.log(JSON.stringify(out));`;
+    const root = join(__dirname, '..');
+    const r = spawnSync(process.execPath, ['-e', script, root], {
+      cwd: root, encoding: 'utf8', env: { ...process.env, VITRIM_CPU_MEMORY_LIMIT_MB: '48' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const [code, msg, after] = JSON.parse(r.stdout) as string[];
+    expect(code).toBe('ERR_VITRIM_MEMORY');
+    expect(msg).toMatch(/allocating 33554432 bytes on cpu would put 67108864 bytes in use, over the limit of 50331648/);
+    expect(after).toBe('2');
   });
 });

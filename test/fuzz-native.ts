@@ -9,6 +9,8 @@
  *
  * Shapes come from a small pool of dims so that random combinations are often valid enough to reach
  * the kernels, not just the first check. Used by test/fuzz.test.ts (cpu) and test/cuda/fuzz.test.ts.
+ * VITRIM_FUZZ_TRACE=1 prints each call before it runs (to find the one that ends a process: a
+ * valid 17 GB scatter did, until the tests ran under VITRIM_CPU_MEMORY_LIMIT_MB, vitest.config.ts).
  */
 import fc from 'fast-check';
 import { native, type Device, type DType, type NativeTensor } from '../lib/native.js';
@@ -434,6 +436,7 @@ export function fuzzOp(op: string, devices: readonly Device[], runs: number, see
           return;
         }
         stats.calls++;
+        if (process.env.VITRIM_FUZZ_TRACE) process.stderr.write(`${op}(${descs.map(describe).join(', ')})\n`);
         try {
           consume(call(op, args), new Set(m.made));
           stats.ok++;

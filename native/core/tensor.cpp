@@ -4,6 +4,8 @@
 
 #include "vitrim/backend.h"
 
+#include <sys/sysinfo.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -100,7 +102,26 @@ static void release_cpu(void* data, size_t bytes) {
   g_bytes[0] -= (int64_t)bytes;
 }
 
+// The most bytes CPU tensors may hold at once: VITRIM_CPU_MEMORY_LIMIT_MB (0: no limit), by default
+// the machine's physical memory plus swap. A request past it can never be met without the kernel's
+// OOM killer ending the process (allocations are overcommitted, then die on first touch), so it is
+// refused as a MemoryError instead.
+static int64_t cpu_memory_limit() {
+  static const int64_t limit = [] {
+    if (const char* e = std::getenv("VITRIM_CPU_MEMORY_LIMIT_MB")) return (int64_t)std::strtoll(e, nullptr, 10) << 20;
+    struct sysinfo si {};
+    if (sysinfo(&si) != 0) return (int64_t)0;
+    return (int64_t)((uint64_t)si.totalram + (uint64_t)si.totalswap) * (int64_t)si.mem_unit;
+  }();
+  return limit;
+}
+
 static std::shared_ptr<Storage> cpu_storage(size_t nbytes) {
+  const int64_t limit = cpu_memory_limit();
+  if (limit > 0 && (int64_t)nbytes > limit - g_bytes[0].load()) {
+    fail(ErrorKind::Memory, "allocating ", nbytes, " bytes on cpu would put ", g_bytes[0].load() + (int64_t)nbytes,
+         " bytes in use, over the limit of ", limit, " (the machine's memory and swap, or VITRIM_CPU_MEMORY_LIMIT_MB)");
+  }
   // The size class keeps the allocation a multiple of 64 with >= 64 bytes of tail, so SIMD tails
   // never leave the block and a zero-byte tensor is still a valid pointer.
   void* data = cache().take(BlockCache::size_class(nbytes + 64));
