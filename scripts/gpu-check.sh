@@ -46,10 +46,11 @@ if has memcheck || has racecheck || has sanitize; then
   # at shared memory, so it runs on the files whose kernels use it. SAN_FILES="gather topk" picks
   # files. One log ($OUT/sanitize.log: the device returns at most 8 files).
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  export VITRIM_FUZZ_RUNS=${VITRIM_FUZZ_RUNS:-20}  # the fuzz file's calls per op: few, under the sanitizer's slowdown
   tools=""
   { has memcheck || has sanitize; } && tools="$tools memcheck"
   { has racecheck || has sanitize; } && tools="$tools racecheck"
-  shared_mem=" attention attention-varlen layernorm softmax reduce loss topk sample gather layout gemm pack "
+  shared_mem=" attention attention-varlen layernorm softmax reduce loss topk sample gather layout gemm pack fuzz "
   log="$OUT/sanitize.log"
   for tool in $tools; do
     say "compute-sanitizer $tool"
