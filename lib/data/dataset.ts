@@ -6,6 +6,7 @@
  * masks [B, H, W]. The epoch feeds the augmentation stream, so with fixed seeds a training run is
  * reproducible: batches() shuffles with Rng(seed, STREAM.shuffle, epoch) and passes the epoch on.
  */
+import { show } from '../args.js';
 import { ArgumentError, IndexError, ShapeError } from '../errors.js';
 import { checkKey, Rng, shuffleInPlace, STREAM } from './rng.js';
 
@@ -129,7 +130,7 @@ export function subset(ds: Dataset, n: number | number[]): Dataset {
 export function patchFractions(masks: Uint8Array, shape: [number, number] | [number, number, number], patch: number): Float32Array {
   if (!(masks instanceof Uint8Array)) throw new ArgumentError('patchFractions: masks must be a Uint8Array');
   if (!Array.isArray(shape) || (shape.length !== 2 && shape.length !== 3) || !shape.every((d) => Number.isInteger(d) && d > 0)) {
-    throw new ShapeError(`patchFractions: shape must be [H, W] or [B, H, W], got ${JSON.stringify(shape)}`);
+    throw new ShapeError(`patchFractions: shape must be [H, W] or [B, H, W], got ${show(shape)}`);
   }
   const [B, H, W] = shape.length === 2 ? [1, shape[0], shape[1]] : shape;
   if (masks.length !== B * H * W) throw new ShapeError(`patchFractions: masks has ${masks.length} elements, shape [${shape}] needs ${B * H * W}`);

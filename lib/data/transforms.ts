@@ -15,6 +15,7 @@
  *   they stay aligned with the image. Augmentation randomness comes from Rng(seed, STREAM.augment,
  *   epoch, index): a training run with the same seeds is reproducible whatever the batch order.
  */
+import { show } from '../args.js';
 import { ArgumentError, ShapeError } from '../errors.js';
 import { checkKey, Rng, STREAM } from './rng.js';
 
@@ -35,7 +36,10 @@ export type NormalizeSpec = 'imagenet' | 'half' | 'none' | { mean: readonly numb
 
 function checkShape(src: ArrayLike<number>, shape: Shape3, op: string): void {
   if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0)) {
-    throw new ShapeError(`${op}: shape must be [C, H, W] of positive integers, got ${JSON.stringify(shape)}`);
+    throw new ShapeError(`${op}: shape must be [C, H, W] of positive integers, got ${show(shape)}`);
+  }
+  if (!Array.isArray(src) && !(ArrayBuffer.isView(src) && !(src instanceof DataView))) {
+    throw new ArgumentError(`${op}: data must be an array or a typed array, got ${show(src)}`);
   }
   const n = shape[0] * shape[1] * shape[2];
   if (src.length !== n) throw new ShapeError(`${op}: data has ${src.length} elements, shape [${shape}] needs ${n}`);
@@ -43,9 +47,15 @@ function checkShape(src: ArrayLike<number>, shape: Shape3, op: string): void {
 
 function posInt(v: unknown, what: string, op: string, min = 1): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-    throw new ArgumentError(`${op}: ${what} must be an integer ≥ ${min}, got ${String(v)}`);
+    throw new ArgumentError(`${op}: ${what} must be an integer ≥ ${min}, got ${show(v)}`);
   }
   return v;
+}
+
+/** A zeroed output of n floats; past what one JavaScript array holds, a typed error (not a RangeError). */
+function outArray(n: number, op: string): Float32Array {
+  if (!(n <= 2 ** 31 - 1)) throw new ArgumentError(`${op}: the output would hold ${n} elements, more than an image array can (2^31 - 1)`);
+  return new Float32Array(n);
 }
 
 /** Per-axis source indices and weights of PyTorch's bilinear align_corners=False mapping. */
@@ -72,9 +82,9 @@ export function resizeBilinear(src: ArrayLike<number>, shape: Shape3, outH: numb
   posInt(outH, 'outH', 'resizeBilinear');
   posInt(outW, 'outW', 'resizeBilinear');
   const [C, H, W] = shape;
+  const out = outArray(C * outH * outW, 'resizeBilinear');
   const ry = axisWeights(H, outH);
   const rx = axisWeights(W, outW);
-  const out = new Float32Array(C * outH * outW);
   for (let c = 0; c < C; c++) {
     const base = c * H * W;
     for (let y = 0; y < outH; y++) {
@@ -117,7 +127,7 @@ export function pad(src: ArrayLike<number>, shape: Shape3, padding: number | Pad
   const [C, H, W] = shape;
   const oh = H + p.top + p.bottom;
   const ow = W + p.left + p.right;
-  const out = new Float32Array(C * oh * ow);
+  const out = outArray(C * oh * ow, 'pad');
   if (value !== 0) out.fill(value);
   for (let c = 0; c < C; c++) {
     for (let y = 0; y < H; y++) {
@@ -135,7 +145,7 @@ export function repeatChannels(src: ArrayLike<number>, shape: Shape3, channels =
   if (shape[0] !== 1) throw new ShapeError(`repeatChannels: input must have 1 channel, got ${shape[0]}`);
   posInt(channels, 'channels', 'repeatChannels');
   const n = shape[1] * shape[2];
-  const out = new Float32Array(channels * n);
+  const out = outArray(channels * n, 'repeatChannels');
   for (let c = 0; c < channels; c++) for (let i = 0; i < n; i++) out[c * n + i] = src[i];
   return out;
 }
@@ -149,7 +159,7 @@ export function resolveNormalize(spec: NormalizeSpec, C: number): { mean: number
     return { mean: [...IMAGENET_DEFAULT_MEAN], std: [...IMAGENET_DEFAULT_STD] };
   }
   if (!spec || typeof spec !== 'object' || !Array.isArray(spec.mean) || !Array.isArray(spec.std)) {
-    throw new ArgumentError(`normalize must be 'imagenet', 'half', 'none' or { mean: number[], std: number[] }, got ${JSON.stringify(spec)}`);
+    throw new ArgumentError(`normalize must be 'imagenet', 'half', 'none' or { mean: number[], std: number[] }, got ${show(spec)}`);
   }
   const expand = (v: readonly number[], what: string): number[] => {
     if (v.length !== C && v.length !== 1) throw new ArgumentError(`normalize: ${what} has ${v.length} values, need 1 or ${C}`);
