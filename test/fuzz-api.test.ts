@@ -217,3 +217,22 @@ describe('public API: wrong-kind arguments are typed errors', () => {
     p.dispose();
   });
 });
+
+describe('modules: wrong-kind arguments are typed errors', () => {
+  it('Parameter.from, Parameter.assign, Module.to, loadStateDict', () => {
+    expect(() => Parameter.from({} as never)).toThrow(/Parameter.from: expects a Tensor/);
+    const p = Parameter.from(tensor([1, 2], [2]));
+    expect(() => p.assign([1, 2] as never)).toThrow(/Parameter.assign: data must be a typed array/);
+    expect(() => p.assign(new Int32Array(2))).toThrow(VitrimError); // the native dtype check, typed
+    expect(() => p.assign(new Float32Array(3))).toThrow(/expected 2 values/);
+    p.assign(Float32Array.from([5, 6]));
+    expect(p.toArray()).toEqual([5, 6]);
+    const m = vit.create(tiny, { seed: 4 });
+    expect(() => m.to('tpu' as never)).toThrow(/unknown device 'tpu'/);
+    expect(() => m.loadStateDict({} as never)).toThrow(/state must be a Map/);
+    expect(() => m.loadStateDict(new Map([['cls_token', { shape: 8, data: new Float32Array(8) }]]) as never)).toThrow(/cls_token must be \{ shape/);
+    expect(() => m.loadStateDict(new Map([['cls_token', { shape: [1, 1, 8], data: new Float32Array(7) }]]))).toThrow(/element count/);
+    m.dispose();
+    p.dispose();
+  });
+});

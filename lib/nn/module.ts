@@ -4,6 +4,7 @@
  * with timm checkpoints without renaming. Arrays of modules are numbered like nn.ModuleList.
  * Tensors held as plain properties (not Parameters) are buffers: `Module.to(device)` moves them too.
  */
+import { show } from '../args.js';
 import { ArgumentError, rethrow, ShapeError } from '../errors.js';
 import { native, type Device, type NativeTensor, type TypedData } from '../native.js';
 import { isDevice, Tensor, tensor, untracked } from '../tensor.js';
@@ -15,14 +16,20 @@ export class Parameter extends Tensor {
     this.requiresGrad = true;
   }
   static from(t: Tensor): Parameter {
+    if (!(t instanceof Tensor)) throw new ArgumentError(`Parameter.from: expects a Tensor, got ${show(t)}`);
     const p = new Parameter(t.handle.reshape([...t.shape]));
     t.dispose();
     return p;
   }
   /** Overwrites the values in place (same shape and dtype). */
   assign(data: TypedData): void {
-    if (data.length !== this.size) throw new ShapeError(`Parameter.assign: expected ${this.size} values for shape [${this.shape}], got ${data.length}`);
-    this.handle.write(data);
+    if (!ArrayBuffer.isView(data)) throw new ArgumentError(`Parameter.assign: data must be a typed array, got ${show(data)}`);
+    if ((data as TypedData).length !== this.size) throw new ShapeError(`Parameter.assign: expected ${this.size} values for shape [${this.shape}], got ${(data as TypedData).length}`);
+    try {
+      this.handle.write(data);
+    } catch (e) {
+      rethrow(e, 'Parameter.assign');
+    }
   }
   zeroGrad(): void {
     this.grad?.dispose();
@@ -185,6 +192,12 @@ export abstract class Module {
   }
   /** Copies values into parameters by name. strict: every name must match both ways. */
   loadStateDict(state: Map<string, { shape: readonly number[]; data: Float32Array }>, strict = true): void {
+    if (!(state instanceof Map)) throw new ArgumentError(`loadStateDict: state must be a Map from names to { shape, data }, got ${show(state)}`);
+    for (const [k, e] of state) {
+      if (!e || !Array.isArray(e.shape) || !(e.data instanceof Float32Array) || e.data.length !== e.shape.reduce((a: number, b: number) => a * b, 1)) {
+        throw new ArgumentError(`loadStateDict: ${String(k)} must be { shape: number[], data: Float32Array } with shape's element count`);
+      }
+    }
     const own = new Map(this.namedParameters());
     const missing = [...own.keys()].filter((k) => !state.has(k));
     const unexpected = [...state.keys()].filter((k) => !own.has(k));
