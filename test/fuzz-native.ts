@@ -368,6 +368,15 @@ class Materialised {
     if (disposed) t.free();
     return t;
   }
+  /** Every argument made, or null when the case is not a case (a derived input's forward refused it). */
+  makeAll(descs: Desc[]): unknown[] | null {
+    try {
+      return descs.map((d) => this.make(d));
+    } catch (e) {
+      if (e instanceof Skip) return null;
+      throw e;
+    }
+  }
   free(): void {
     for (const t of this.made) t.free();
   }
@@ -427,11 +436,8 @@ export function fuzzOp(op: string, devices: readonly Device[], runs: number, see
     fc.property(arb, (descs) => {
       const m = new Materialised();
       try {
-        let args: unknown[];
-        try {
-          args = descs.map((d) => m.make(d));
-        } catch (e) {
-          if (!(e instanceof Skip)) throw e;
+        const args = m.makeAll(descs);
+        if (!args) {
           stats.skipped++;
           return;
         }
@@ -476,13 +482,8 @@ function readAll(t: NativeTensor): number[] {
 function outcome(op: string, descs: Desc[]): Outcome | 'skip' {
   const m = new Materialised();
   try {
-    let args: unknown[];
-    try {
-      args = descs.map((d) => m.make(d));
-    } catch (e) {
-      if (e instanceof Skip) return 'skip';
-      throw e;
-    }
+    const args = m.makeAll(descs);
+    if (!args) return 'skip';
     let r: unknown;
     try {
       r = call(op, args);
