@@ -10,7 +10,7 @@
  */
 import { expect, it } from 'vitest';
 import { native, type BinaryOp, type NativeTensor, type UnaryOp } from '../../lib/native.js';
-import { RUN_SEED, expectCode, nt, randint, randn, randu, rng } from '../helpers.js';
+import { RUN_SEED, expectCloseSum, expectCode, nt, randint, randn, randu, rng } from '../helpers.js';
 import * as ops from '../../lib/ops/index.js';
 import { tensor, tidy } from '../../lib/tensor.js';
 import { FLOAT_DTYPES, TOL, bits, cudaAs, describeCuda, expectRel, roundTo, toCuda, values } from './helpers.js';
@@ -289,8 +289,20 @@ describeCuda('cuda sum_to', () => {
     it(`${dt}: sums down to every target like the CPU`, () => {
       SUM_TO.forEach(([xs, ts], k) => {
         const x = nt(randn(xs, 800 + k, 1), xs);
-        check(native.sumTo(cudaAs(x, dt), ts), native.sumTo(roundTo(x, dt), ts), dt,
-          `sumTo ${JSON.stringify(xs)} -> ${JSON.stringify(ts)}`);
+        const got = native.sumTo(cudaAs(x, dt), ts);
+        const want = native.sumTo(roundTo(x, dt), ts);
+        const what = `sumTo ${JSON.stringify(xs)} -> ${JSON.stringify(ts)}`;
+        if (dt === 'bfloat16') {
+          check(got, want, dt, what);
+          return;
+        }
+        // A sum of random signs cancels: the result is about √n·σ while each summation order's
+        // rounding is about u·Σ|x| (605k values to a scalar came out 2.8e-5 relative at one seed).
+        // float32 is held to 1e-5 relative plus 16 roundings of the sums of |x|.
+        expect(got.device).toBe('cuda');
+        expect(got.shape).toEqual(want.shape);
+        expectCloseSum(values(got), values(want), values(native.sumTo(native.unary('abs', roundTo(x, dt)), ts)).map((v) => 4 * v),
+          TOL.float32, `${what} [float32, seed ${RUN_SEED}]`);
       });
     });
   }
