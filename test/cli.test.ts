@@ -3,6 +3,8 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { policies, Trainer, vit } from '../lib/index.js';
+import { RUN_SEED } from './helpers.js';
 
 const root = join(__dirname, '..');
 function vitrim(...args: string[]) {
@@ -66,4 +68,34 @@ describe('vitrim CLI', () => {
     expect(f.code).toBe(1);
     expect(f.err).toMatch(/--precision must be float32 or bfloat16/);
   });
+});
+
+describe('vitrim CLI, fuzzed arguments', () => {
+  // Random argument lists (fast-check) for eval and explain on the built-in data, which stop early:
+  // every run ends with exit 0, or 1 with one `vitrim: …` / commander `error: …` message, never a
+  // stack trace. A run is a process, so only a few dozen of them.
+  it('exits cleanly with a message on any argument list', async () => {
+    const fc = (await import('fast-check')).default;
+    const values = fc.constantFrom('0', '1', '-1', '2.5', 'NaN', 'x', '', '1e9', 'cuda', 'cpu', 'auto', 'bfloat16', 'test', 'shapes', 'nope');
+    const opt = fc.constantFrom('--data', '--split', '--threshold', '--keep-ratio', '--batch-size', '--limit', '--threads', '--device', '--precision',
+      '--count', '--start', '--zoom', '--dense', '--random-policy', '--json', '--bogus');
+    const argv = fc.tuple(fc.constantFrom('eval', 'explain', 'info', 'frobnicate'), fc.array(fc.tuple(opt, values), { maxLength: 3 }));
+    const dir = mkdtempSync(join(tmpdir(), 'vitrim-cli-fuzz-'));
+    // a run directory (model and AdaViT policy) for the shapes data, made by the library
+    const run = join(dir, 'run');
+    const model = vit.create({ imgSize: 32, patchSize: 8, inChans: 3, embedDim: 16, depth: 2, numHeads: 2, numClasses: 10 });
+    await new Trainer({ model, policy: policies.adavit(model), outDir: run, log: 'silent' }).save();
+    fc.assert(
+      fc.property(argv, ([cmd, pairs]) => {
+        const args = [cmd, ...(cmd === 'eval' || cmd === 'explain' ? ['--checkpoint', run] : []), ...pairs.flat(),
+          ...(cmd === 'explain' ? ['--out', join(dir, 'x.png')] : []), ...(cmd === 'eval' ? ['--limit', '1', '--batch-size', '4'] : [])];
+        const r = vitrim(...args);
+        const what = `vitrim ${args.join(' ')}: exit ${r.code}\n${r.err}`;
+        expect([0, 1], what).toContain(r.code);
+        expect(r.err, what).not.toMatch(/\n\s+at /);
+        if (r.code !== 0) expect(r.err, what).toMatch(/^(vitrim: |error: )/m);
+      }),
+      { numRuns: Number(process.env.VITRIM_FUZZ_RUNS ?? 25), seed: RUN_SEED },
+    );
+  }, 600_000);
 });
