@@ -175,7 +175,9 @@ struct Vec<bf16, 8> {
 };
 
 // One warp per output row r = (b, j) of [B, n, C] (grid-stride over warps; every loop bound below is
-// uniform across the warp, so the full-mask ballot is safe). Requires C % VEC == 0.
+// uniform across the warp, so the full-mask ballot is safe). Requires C % VEC == 0. With C == 0 only
+// the rows j = 0 have work (the index check), so only those B rows run: a scatter of empty rows to a
+// huge n would otherwise walk B·n idle rows.
 template <class T, int VEC>
 __global__ void __launch_bounds__(256) scatter_tokens_kernel(const T* __restrict__ g, const int32_t* __restrict__ idx,
                                                              T* __restrict__ out, int64_t B, int64_t K, int64_t n,
@@ -184,9 +186,9 @@ __global__ void __launch_bounds__(256) scatter_tokens_kernel(const T* __restrict
   constexpr int64_t kChunk = 32 * VEC * U;  // channels per pass over idx
   const int lane = (int)(threadIdx.x & 31u);
   const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
-  const int64_t rows = B * n;
+  const int64_t rows = C ? B * n : B;
   for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
-    const int64_t b = r / n, j = r - b * n;
+    const int64_t b = C ? r / n : r, j = C ? r - b * n : 0;
     const int32_t* __restrict__ ib = idx + b * K;
     if (j == 0)  // one warp per sample validates its indices (also when C == 0)
       for (int64_t k = lane; k < K; k += 32) {
@@ -266,7 +268,7 @@ Tensor scatter_tokens(const Tensor& g, const Tensor& idx, int64_t n) {
     using T = decltype(tag);
     constexpr int kVec = 16 / sizeof(T);
     const bool vec = C % kVec == 0 && ((uintptr_t)g.raw() | (uintptr_t)gx.raw()) % 16 == 0;
-    const unsigned grid = grid_for(B * n * 32, 256);
+    const unsigned grid = grid_for((C ? B * n : B) * 32, 256);
     if (vec)
       scatter_tokens_kernel<T, kVec><<<grid, 256, 0, stream()>>>(ptr<T>(g), ptr<int32_t>(idx), ptr<T>(gx), B, K, n,
                                                                   C, flag);

@@ -119,6 +119,18 @@ describeCuda('cuda scatterTokens', () => {
     });
   }
 
+  it('empty rows to a huge n: the indices are checked, no 2^31 idle rows walked (found by the fuzzer)', () => {
+    const g = toCuda(nt(new Float32Array(0), [5, 5, 0]));
+    const idx = toCuda(native.fromArray(Int32Array.from({ length: 25 }, (_, k) => k % 7), [5, 5], 'int32'));
+    const t0 = performance.now();
+    const y = native.scatterTokens(g, idx, 2 ** 31);
+    expect(y.shape).toEqual([5, 2 ** 31, 0]);
+    expect(performance.now() - t0).toBeLessThan(20_000); // the emulation took over 10 minutes before
+    const bad = toCuda(native.fromArray(Int32Array.from({ length: 25 }, (_, k) => (k === 13 ? -1 : k)), [5, 5], 'int32'));
+    expectCode(() => native.scatterTokens(g, bad, 2 ** 31), 'ERR_VITRIM_INDEX');
+    expectCode(() => native.scatterTokens(g, bad, 2 ** 31), 'ERR_VITRIM_INDEX'); // and again: the device kept working
+  });
+
   it('is deterministic: two calls give the same bytes', () => {
     const g = cudaAs(nt(randn([4, 300, 384], 9), [4, 300, 384]), 'float32');
     const idx = toCuda(nt(randint([4, 300], 10, 197), [4, 300]));
