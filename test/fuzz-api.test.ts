@@ -8,7 +8,7 @@ import {
   AdamW, adavitInfer, ArgumentError, autocast, clipGradNorm, full, keep, noGrad, ones, ops, Parameter, policies, ShapeError, tensor, Tensor,
   tidy, vit, VitrimError, zeros,
 } from '../lib/index.js';
-import { RUN_SEED } from './helpers.js';
+import { expectThrowsLike, fuzzCalls } from './fuzz-helpers.js';
 
 const RUNS = Number(process.env.VITRIM_FUZZ_RUNS ?? 200);
 
@@ -32,25 +32,8 @@ const obj = (fields: Record<string, fc.Arbitrary<unknown>>) => fc.oneof(
   { weight: 1, arbitrary: any },
 );
 
-function expectTyped(what: string, f: () => unknown): void {
-  try {
-    const r = f();
-    if (r instanceof Tensor) r.dispose();
-  } catch (e) {
-    if (!(e instanceof VitrimError) || e.code === 'ERR_VITRIM_INTERNAL') {
-      throw new Error(`${what} threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    }
-  }
-}
-const show = (x: unknown): string => {
-  try {
-    return JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? `${v}n` : typeof v === 'function' ? 'fn' : v instanceof Float32Array || v instanceof Int32Array || v instanceof Uint16Array ? `${v.constructor.name}(${v.length})` : v)) ?? String(x);
-  } catch {
-    return String(x);
-  }
-};
 const prop = <A extends unknown[]>(arbs: { [K in keyof A]: fc.Arbitrary<A[K]> }, name: string, f: (...a: A) => unknown, k: number) =>
-  fc.assert(fc.property(fc.tuple(...(arbs as fc.Arbitrary<unknown>[])), (args) => expectTyped(`${name}(${(args as unknown[]).map(show).join(', ')})`, () => f(...(args as A)))), { numRuns: RUNS, seed: RUN_SEED + k });
+  fuzzCalls(arbs, name, f, k, RUNS);
 
 const tiny = { imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 2, numHeads: 2, numClasses: 3 };
 
@@ -175,16 +158,7 @@ describe('fuzzing the public API (cpu)', () => {
 // What the fuzzer found (TypeErrors and RangeErrors from inside the library, an untyped native
 // error from AdamW.step), pinned down.
 describe('public API: wrong-kind arguments are typed errors', () => {
-  const typed = (f: () => unknown, cls: new (...a: never[]) => Error, msg: RegExp) => {
-    let err: unknown;
-    try {
-      f();
-    } catch (e) {
-      err = e;
-    }
-    expect(err, String(f)).toBeInstanceOf(cls);
-    expect((err as Error).message).toMatch(msg);
-  };
+  const typed = expectThrowsLike;
   it('tensor creation', () => {
     typed(() => tensor('x' as never), ArgumentError, /tensor: data must be an array of numbers or a typed array/);
     typed(() => tensor([1, 'a'] as never), ArgumentError, /data must hold numbers, got a at index 1/);

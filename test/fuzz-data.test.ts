@@ -3,8 +3,8 @@
 // of random bytes, and the image transforms. Each call succeeds or throws a typed VitrimError.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, data, VitrimError } from '../lib/index.js';
-import { RUN_SEED } from './helpers.js';
+import { ArgumentError, data } from '../lib/index.js';
+import { fuzzCalls } from './fuzz-helpers.js';
 
 const RUNS = Number(process.env.VITRIM_FUZZ_RUNS ?? 150);
 const EDGE: unknown[] = [0, 1, -1, 0.5, 2, 3, 16, 17, 32, Number.NaN, Infinity, -Infinity, 2 ** 31, 2 ** 53, 1.5, 1e30];
@@ -13,23 +13,8 @@ const any = fc.oneof(fc.constantFrom(...EDGE), fc.constantFrom(...JUNK), fc.inte
 const maybe = <T>(a: fc.Arbitrary<T>) => fc.oneof({ weight: 4, arbitrary: a }, { weight: 1, arbitrary: any });
 const obj = (fields: Record<string, fc.Arbitrary<unknown>>) => maybe(fc.record(fields, { requiredKeys: [] }));
 
-function typed(what: string, f: () => unknown): void {
-  try {
-    f();
-  } catch (e) {
-    if (!(e instanceof VitrimError) || e.code === 'ERR_VITRIM_INTERNAL') throw new Error(`${what} threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
-  }
-}
-const show = (x: unknown) => {
-  try {
-    return JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? `${v}n` : typeof v === 'function' ? 'fn' : v)) ?? String(x);
-  } catch {
-    return String(x);
-  }
-};
 const check = <A extends unknown[]>(arbs: { [K in keyof A]: fc.Arbitrary<A[K]> }, name: string, f: (...a: A) => unknown, k: number) =>
-  fc.assert(fc.property(fc.tuple(...(arbs as fc.Arbitrary<unknown>[])), (args) => typed(`${name}(${(args as unknown[]).map(show).join(', ')})`, () => f(...(args as A)))),
-    { numRuns: RUNS, seed: RUN_SEED + k });
+  fuzzCalls(arbs, name, f, k, RUNS);
 
 const augment = obj({ cropPadding: maybe(fc.integer({ min: 0, max: 4 })), hflip: maybe(fc.boolean()) });
 const normalize = fc.oneof(fc.constantFrom('half', 'imagenet', 'inception', 'none', 'bogus'), obj({ mean: maybe(fc.array(fc.double({ noNaN: true, min: -1, max: 1 }), { maxLength: 4 })), std: maybe(fc.array(fc.double({ noNaN: true, min: -1, max: 2 }), { maxLength: 4 })) }), any);

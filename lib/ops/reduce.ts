@@ -1,15 +1,13 @@
 /** Reductions over axes: sum, mean (differentiable), max (values only, no gradient). */
 import { highIn, release } from '../autocast.js';
 import { needsGrad, record } from '../autograd.js';
-import { ArgumentError } from '../errors.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
-import { call, handleOf, intList, out } from './_util.js';
+import { call, handleOf, int, intList, out } from './_util.js';
 
 function normAxes(axes: number | readonly number[] | null | undefined, rank: number, op: string): number[] {
   if (axes === undefined || axes === null) return [];
-  const list = typeof axes === 'number' ? [axes] : intList(axes, 'axes', op);
-  for (const a of list) if (!Number.isInteger(a)) throw new ArgumentError(`${op}: axes must be integers, got ${a}`);
+  const list = typeof axes === 'number' ? [int(axes, 'axes', op)] : intList(axes, 'axes', op);
   return list.map((a) => (a < 0 ? a + rank : a));
 }
 
