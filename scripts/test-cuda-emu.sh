@@ -2,7 +2,8 @@
 # Runs test/cuda on the CPU against the CUDA emulation (native/cuda/emu/emu.h): builds
 # build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan: libvitrim_cuda_emu_asan.so, with
 # AddressSanitizer) and points the
-# addon at it. VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the threads of a block between barriers. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
+# addon at it. VITRIM_LAUNCH_CHECK=1: afterwards, scripts/launch-check.mjs checks every launch the
+# tests made against the registers, __launch_bounds__ and shared memory nvcc gives its kernel. VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the threads of a block between barriers. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${VITRIM_CUDA_EMU:-1}
@@ -23,4 +24,14 @@ if [ "$mode" = asan ]; then
   export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1
 fi
 if [ $# -eq 0 ]; then set -- test/cuda; fi
+if [ "${VITRIM_LAUNCH_CHECK:-0}" = 1 ]; then
+  # Also log every distinct launch and check them against nvcc's registers, __launch_bounds__ and
+  # shared memory per kernel (scripts/launch-check.mjs): the limits only a GPU enforces.
+  log="$PWD/build/emu-launches.log"
+  rm -f "$log"
+  status=0
+  VITRIM_EMU_LAUNCH_LOG="$log" npx vitest run --testTimeout=1800000 "$@" || status=$?
+  node scripts/launch-check.mjs --log "$log" --lib "$lib" --json build/launch-check.json --unlaunched || status=$?
+  exit $status
+fi
 exec npx vitest run --testTimeout=1800000 "$@"

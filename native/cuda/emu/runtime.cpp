@@ -3,13 +3,17 @@
 // host memory; copies are memcpy; one in-order stream; graph capture records launches and copies),
 // and a naive cuBLASLt (double-precision accumulation) behind the declarations of cublaslt_api.h.
 // Nothing here is fast: it exists so that test/cuda can run without a GPU.
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -309,7 +313,33 @@ static void run_block(const Cfg& cfg, const std::function<void()>& body, uint3 b
   (void)body;
 }
 
+// VITRIM_EMU_LAUNCH_LOG=file: every distinct (kernel, block shape, dynamic shared memory) this
+// process launches is appended to the file as one line, "<kernel's offset in this library> <block x>
+// <y> <z> <dynamic shared bytes>" (O_APPEND: the test workers share one file). scripts/launch-check.mjs
+// matches the offsets to the library's symbols and checks each launch against the registers,
+// static shared memory and __launch_bounds__ that nvcc gives the same kernel: the limits a GPU
+// enforces at launch ("too many resources requested") and this emulation cannot know.
+void log_launch(const void* kernel, const Cfg& cfg) {
+  static const char* const path = std::getenv("VITRIM_EMU_LAUNCH_LOG");
+  if (!path || !*path) return;
+  static std::mutex mu;
+  static std::set<std::tuple<const void*, unsigned, unsigned, unsigned, size_t>> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!seen.insert({kernel, cfg.block.x, cfg.block.y, cfg.block.z, cfg.smem}).second) return;
+  Dl_info info;
+  if (!dladdr(kernel, &info) || !info.dli_fbase) return;
+  char line[128];
+  const int n = std::snprintf(line, sizeof line, "%zx %u %u %u %zu\n",
+                              (size_t)((const char*)kernel - (const char*)info.dli_fbase), cfg.block.x, cfg.block.y,
+                              cfg.block.z, cfg.smem);
+  const int fd = ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  (void)!::write(fd, line, (size_t)n);
+  ::close(fd);
+}
+
 cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body, const void* kernel) {
+  log_launch(kernel, cfg);
   const dim3 g = cfg.grid, bl = cfg.block;
   const unsigned long long threads = (unsigned long long)bl.x * bl.y * bl.z;
   char buf[256];
