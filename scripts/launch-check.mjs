@@ -40,6 +40,12 @@ const LIMITS = {
   threadsPerBlock: 1024,
   staticSmem: 48 * 1024,
   smemPerBlock: 227 * 1024,
+  // per SM, for the occupancy column
+  regsPerSm: 65536,
+  threadsPerSm: 2048,
+  blocksPerSm: 32,
+  smemPerSm: 228 * 1024,
+  smemReservedPerBlock: 1024,
 };
 
 function parseArgs(argv) {
@@ -141,6 +147,17 @@ export function blockRegisters(regs, threads) {
   return warps * perWarp;
 }
 
+// Blocks of this launch an SM holds at once (0: it cannot run), and what limits them.
+export function occupancy(k, launch) {
+  const threads = launch.bx * launch.by * launch.bz;
+  const byRegs = Math.floor(LIMITS.regsPerSm / Math.max(1, blockRegisters(k.regs, threads)));
+  const bySmem = Math.floor(LIMITS.smemPerSm / (k.smem + launch.smem + LIMITS.smemReservedPerBlock));
+  const byThreads = Math.floor(LIMITS.threadsPerSm / Math.ceil(threads / 32) / 32);
+  const blocks = Math.min(byRegs, bySmem, byThreads, LIMITS.blocksPerSm);
+  const by = blocks === byRegs ? 'registers' : blocks === bySmem ? 'shared memory' : blocks === byThreads ? 'threads' : 'blocks';
+  return { blocks, warps: blocks * Math.ceil(threads / 32), by };
+}
+
 // The limits one launch breaks (empty: none).
 export function checkLaunch(k, launch) {
   const threads = launch.bx * launch.by * launch.bz;
@@ -196,8 +213,9 @@ async function compileAll(arch, jobs, sources) {
 
 function readLog(path) {
   const launches = [];
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    const t = line.trim().split(/\s+/);
+  // each test worker logs its own distinct launches: the same line may come from several
+  for (const line of new Set(readFileSync(path, 'utf8').split('\n').map((l) => l.trim()))) {
+    const t = line.split(/\s+/);
     if (t.length !== 5 || !/^[0-9a-f]+$/.test(t[0])) continue;
     launches.push({ offset: Number.parseInt(t[0], 16), bx: +t[1], by: +t[2], bz: +t[3], smem: +t[4] });
   }
@@ -250,7 +268,8 @@ async function main() {
       launched.add(k);
       const bad = checkLaunch(k, l);
       rows.push({ kernel: name, file: k.file, offset: l.offset.toString(16), block: [l.bx, l.by, l.bz], dynamicSmem: l.smem, regs: k.regs,
-        staticSmem: k.smem, maxntid: k.maxntid, blockRegisters: blockRegisters(k.regs, l.bx * l.by * l.bz), problems: bad });
+        staticSmem: k.smem, maxntid: k.maxntid, blockRegisters: blockRegisters(k.regs, l.bx * l.by * l.bz),
+        occupancy: occupancy(k, l), problems: bad });
       for (const b of bad) problems.push(`${name} (${k.file}) block (${l.bx},${l.by},${l.bz}) dyn ${l.smem} B: ${b}`);
     }
   }
@@ -265,6 +284,13 @@ async function main() {
   for (const r of tight) {
     console.log(`  ${(100 * r.blockRegisters / LIMITS.regsPerBlock).toFixed(0).padStart(3)} %  ${r.regs} regs × ` +
       `${r.block[0] * r.block[1] * r.block[2]} threads, shared ${r.staticSmem}+${r.dynamicSmem} B  ${r.kernel}`);
+  }
+  // the fewest resident warps per SM: where latency hiding rests on instruction-level parallelism
+  const lean = rows.filter((r) => r.problems.length === 0).sort((a, b) => a.occupancy.warps - b.occupancy.warps).slice(0, 12);
+  console.log('lowest occupancy among the launches (resident warps per SM of 64, limited by):');
+  for (const r of lean) {
+    console.log(`  ${String(r.occupancy.warps).padStart(2)} warps (${r.occupancy.blocks} × ${r.block[0] * r.block[1] * r.block[2]} threads, ` +
+      `${r.occupancy.by})  ${r.regs} regs, shared ${r.staticSmem}+${r.dynamicSmem} B  ${r.kernel}`);
   }
   console.log(`kernels that spill (ptxas): ${spilling.length}`);
   for (const k of spilling) console.log(`  ${k.spillStores} B stores / ${k.spillLoads} B loads, ${k.regs} regs  ${k.name}`);

@@ -38,6 +38,16 @@ int sm_count();
 // call): the index of its value in `choices`, or `dflt` where it is unset or empty. Any other value
 // is an ArgumentError listing the choices, so a misspelt switch never silently runs the default.
 int env_choice(const char* name, std::initializer_list<const char*> choices, int dflt);
+// Every CUDA tensor's data starts at a block of the caching allocator (tensors have no storage
+// offset; cudaMalloc aligns to 256 bytes), so the flat kernels (elementwise maps, casts, fills) read
+// and write 16-byte packs with no unaligned variant. Checked here, an Internal error if it ever
+// stops holding, rather than assumed.
+void check_pack_aligned(std::initializer_list<const void*> ptrs, const char* op);
+// Whether a kernel whose largest index or offset is below `hi` may use 32-bit index arithmetic:
+// hi < 2^31. VITRIM_CUDA_INDEX64=1 (read at each call) answers false, so that the 64-bit
+// instantiations, which otherwise run only on tensors past 2^31 elements, are checked by the tests
+// on small tensors (the emulation included).
+bool index32(int64_t hi);
 // Throws vitrim::Error for a failed CUDA call: Memory for cudaErrorMemoryAllocation, else Internal
 // (with the call and the place). `expr` is the code text of the call.
 void check_status(cudaError_t e, const char* expr, const char* file, int line);

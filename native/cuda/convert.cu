@@ -15,10 +15,12 @@
 //   kernel writes its bit pattern (cudaMemsetAsync when the pattern is all zero bits).
 //
 // Kernels are flat grid-stride loops over 4-element packs (16-byte float32/int32 loads, 8-byte
-// bfloat16 loads) when every pointer is aligned to its pack, plus a scalar tail: these ops are
+// bfloat16 loads; every tensor starts at an allocation, so every pointer is aligned to its pack:
+// check_pack_aligned), plus a scalar tail: these ops are
 // memory bound and 4-byte-per-thread loads leave H100 bandwidth unused.
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common.cuh"
@@ -48,11 +50,6 @@ struct alignas(sizeof(T) * N) Pack {
 };
 constexpr int kPack = 4;
 
-template <class P>
-bool aligned(const void* p) {
-  return ((uintptr_t)p % alignof(P)) == 0;
-}
-
 // Element conversions. Storage types: float (float32), uint16_t (bfloat16 bits), int32_t.
 __device__ __forceinline__ float load_f(float v) { return v; }
 __device__ __forceinline__ float load_f(uint16_t v) { return bf16_bits_to_f32(v); }
@@ -79,24 +76,21 @@ struct StoreCast<int32_t> {
   }
 };
 
-template <class S, class D, bool VEC>
+// In packs of kPack (both pointers pack-aligned: check_pack_aligned), then a scalar tail.
+template <class S, class D>
 __global__ void cast_kernel(const S* __restrict__ x, D* __restrict__ y, int64_t n, int32_t* bad) {
   const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
-  int64_t done = 0;
-  if (VEC) {
-    const int64_t np = n / kPack;
-    const Pack<S, kPack>* xp = reinterpret_cast<const Pack<S, kPack>*>(x);
-    Pack<D, kPack>* yp = reinterpret_cast<Pack<D, kPack>*>(y);
-    for (int64_t p = tid; p < np; p += stride) {
-      const Pack<S, kPack> a = xp[p];
-      Pack<D, kPack> b;
+  const int64_t np = n / kPack;
+  const Pack<S, kPack>* xp = reinterpret_cast<const Pack<S, kPack>*>(x);
+  Pack<D, kPack>* yp = reinterpret_cast<Pack<D, kPack>*>(y);
+  for (int64_t p = tid; p < np; p += stride) {
+    const Pack<S, kPack> a = xp[p];
+    Pack<D, kPack> b;
 #pragma unroll
-      for (int k = 0; k < kPack; ++k) b.v[k] = StoreCast<D>::conv(load_f(a.v[k]), bad);
-      yp[p] = b;
-    }
-    done = np * kPack;
+    for (int k = 0; k < kPack; ++k) b.v[k] = StoreCast<D>::conv(load_f(a.v[k]), bad);
+    yp[p] = b;
   }
-  for (int64_t i = done + tid; i < n; i += stride) y[i] = StoreCast<D>::conv(load_f(x[i]), bad);
+  for (int64_t i = np * kPack + tid; i < n; i += stride) y[i] = StoreCast<D>::conv(load_f(x[i]), bad);
 }
 
 template <class S, class D>
@@ -104,20 +98,23 @@ void launch_cast(const Tensor& x, const Tensor& y, int32_t* bad) {
   const int64_t n = x.numel();
   const S* xs = static_cast<const S*>(x.raw());
   D* yd = static_cast<D*>(y.raw());
-  if (aligned<Pack<S, kPack>>(xs) && aligned<Pack<D, kPack>>(yd)) {
-    cast_kernel<S, D, true><<<grid_for((n + kPack - 1) / kPack, 256), 256, 0, stream()>>>(xs, yd, n, bad);
-  } else {
-    cast_kernel<S, D, false><<<grid_for(n, 256), 256, 0, stream()>>>(xs, yd, n, bad);
-  }
+  check_pack_aligned({xs, yd}, "cast");
+  cast_kernel<S, D><<<grid_for((n + kPack - 1) / kPack, 256), 256, 0, stream()>>>(xs, yd, n, bad);
   VITRIM_CUDA_LAUNCHED();
 }
 
+// x's dtype S to y's, which differs (cast() copies a same-dtype cast), so no S -> S kernel exists.
 template <class S>
 void launch_cast_from(const Tensor& x, const Tensor& y, int32_t* bad) {
+  auto go = [&](auto dtag) {
+    using D = decltype(dtag);
+    if constexpr (std::is_same_v<S, D>) fail(ErrorKind::Internal, "cast: a same-dtype cast reached a kernel");
+    else launch_cast<S, D>(x, y, bad);
+  };
   switch (y.dtype) {
-    case DType::F32: return launch_cast<S, float>(x, y, bad);
-    case DType::BF16: return launch_cast<S, uint16_t>(x, y, bad);
-    default: return launch_cast<S, int32_t>(x, y, bad);
+    case DType::F32: return go(float{});
+    case DType::BF16: return go(uint16_t{});
+    default: return go(int32_t{});
   }
 }
 
@@ -142,31 +139,24 @@ void launch_cast_from(const Tensor& x, const Tensor& y, int32_t* bad) {
   fail(ErrorKind::Internal, "cast to int32: the device flagged a value the host finds representable");
 }
 
-template <class E, bool VEC>
+template <class E>
 __global__ void fill_kernel(E* __restrict__ y, int64_t n, E v) {
   const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
-  int64_t done = 0;
-  if (VEC) {
-    const int64_t np = n / kPack;
-    Pack<E, kPack> b;
+  const int64_t np = n / kPack;
+  Pack<E, kPack> b;
 #pragma unroll
-    for (int k = 0; k < kPack; ++k) b.v[k] = v;
-    Pack<E, kPack>* yp = reinterpret_cast<Pack<E, kPack>*>(y);
-    for (int64_t p = tid; p < np; p += stride) yp[p] = b;
-    done = np * kPack;
-  }
-  for (int64_t i = done + tid; i < n; i += stride) y[i] = v;
+  for (int k = 0; k < kPack; ++k) b.v[k] = v;
+  Pack<E, kPack>* yp = reinterpret_cast<Pack<E, kPack>*>(y);
+  for (int64_t p = tid; p < np; p += stride) yp[p] = b;
+  for (int64_t i = np * kPack + tid; i < n; i += stride) y[i] = v;
 }
 
 template <class E>
 void launch_fill(const Tensor& y, E v) {
   const int64_t n = y.numel();
   E* p = static_cast<E*>(y.raw());
-  if (aligned<Pack<E, kPack>>(p)) {
-    fill_kernel<E, true><<<grid_for((n + kPack - 1) / kPack, 256), 256, 0, stream()>>>(p, n, v);
-  } else {
-    fill_kernel<E, false><<<grid_for(n, 256), 256, 0, stream()>>>(p, n, v);
-  }
+  check_pack_aligned({p}, "fill");
+  fill_kernel<E><<<grid_for((n + kPack - 1) / kPack, 256), 256, 0, stream()>>>(p, n, v);
   VITRIM_CUDA_LAUNCHED();
 }
 

@@ -18,8 +18,9 @@
 //   - anything else (up to kMaxDims merged dims; more is ERR_VITRIM_ARGUMENT): the flat output index
 //     is decomposed over the merged dims (a small struct passed by value) into both input offsets.
 //   Indices are 32-bit when the output has fewer than 2^31 elements (every input is then smaller
-//   too, since broadcasting only grows), else 64-bit.
-// unary / unary_backward / affine / step: flat maps in 4-element packs when aligned.
+//   too, since broadcasting only grows), else 64-bit (and under VITRIM_CUDA_INDEX64=1, for the tests).
+// unary / unary_backward / affine / step: flat maps in 4-element packs (every tensor starts at an
+//   allocation, so its data is 16-byte aligned: check_pack_aligned), then a scalar tail.
 //   Formulas (float32, matching the CPU): sigmoid two-sided (exp never overflows); tanh: tanhf;
 //   GELU exact erf as x*erfc(-x/sqrt2)/2 (no cancellation in the negative tail); relu: x > 0 ? x : 0
 //   (NaN -> 0 as on the CPU); backward as the CPU's header comment (sigmoid' and tanh' from x,
@@ -184,54 +185,47 @@ void binary_dispatch(const std::vector<Dim>& dims, const Tensor& a, const Tensor
       using TA = decltype(ta);
       using TB = decltype(tb);
       using TO = std::conditional_t<std::is_same_v<TA, TB>, TA, float>;
-      if (n < (int64_t(1) << 31)) binary_launch<OP, TA, TB, TO, I32>(dims, ptr<TA>(a), ptr<TB>(b), ptr<TO>(o), n);
+      if (index32(n)) binary_launch<OP, TA, TB, TO, I32>(dims, ptr<TA>(a), ptr<TB>(b), ptr<TO>(o), n);
       else binary_launch<OP, TA, TB, TO, I64>(dims, ptr<TA>(a), ptr<TB>(b), ptr<TO>(o), n);
     });
   });
 }
 
 // ---------------------------------------------------------------- flat maps
-// y[i] = f(x[i]); VEC: 4-element packs (all pointers pack-aligned), then a scalar tail.
-template <class T, class F, bool VEC>
+// y[i] = f(x[i]): 4-element packs (every pointer is pack-aligned: check_pack_aligned), then a
+// scalar tail.
+template <class T, class F>
 __global__ void map1_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, F f) {
   using P = Pack<T, kPack>;
   const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
-  int64_t done = 0;
-  if (VEC) {
-    const int64_t np = n / kPack;
-    for (int64_t p = tid; p < np; p += stride) {
-      const P px = reinterpret_cast<const P*>(x)[p];
-      P py;
+  const int64_t np = n / kPack;
+  for (int64_t p = tid; p < np; p += stride) {
+    const P px = reinterpret_cast<const P*>(x)[p];
+    P py;
 #pragma unroll
-      for (int k = 0; k < kPack; ++k) py.v[k] = from_f<T>(f(to_f(px.v[k])));
-      reinterpret_cast<P*>(y)[p] = py;
-    }
-    done = np * kPack;
+    for (int k = 0; k < kPack; ++k) py.v[k] = from_f<T>(f(to_f(px.v[k])));
+    reinterpret_cast<P*>(y)[p] = py;
   }
-  for (int64_t i = done + tid; i < n; i += stride) y[i] = from_f<T>(f(to_f(x[i])));
+  for (int64_t i = np * kPack + tid; i < n; i += stride) y[i] = from_f<T>(f(to_f(x[i])));
 }
 
-// o[i] = f(x[i], y[i], g[i]).
-template <class T, class F, bool VEC>
+// o[i] = f(x[i], y[i], g[i]), in packs as map1_kernel.
+template <class T, class F>
 __global__ void map3_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
                             T* __restrict__ o, int64_t n, F f) {
   using P = Pack<T, kPack>;
   const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
-  int64_t done = 0;
-  if (VEC) {
-    const int64_t np = n / kPack;
-    for (int64_t p = tid; p < np; p += stride) {
-      const P px = reinterpret_cast<const P*>(x)[p];
-      const P py = reinterpret_cast<const P*>(y)[p];
-      const P pg = reinterpret_cast<const P*>(g)[p];
-      P po;
+  const int64_t np = n / kPack;
+  for (int64_t p = tid; p < np; p += stride) {
+    const P px = reinterpret_cast<const P*>(x)[p];
+    const P py = reinterpret_cast<const P*>(y)[p];
+    const P pg = reinterpret_cast<const P*>(g)[p];
+    P po;
 #pragma unroll
-      for (int k = 0; k < kPack; ++k) po.v[k] = from_f<T>(f(to_f(px.v[k]), to_f(py.v[k]), to_f(pg.v[k])));
-      reinterpret_cast<P*>(o)[p] = po;
-    }
-    done = np * kPack;
+    for (int k = 0; k < kPack; ++k) po.v[k] = from_f<T>(f(to_f(px.v[k]), to_f(py.v[k]), to_f(pg.v[k])));
+    reinterpret_cast<P*>(o)[p] = po;
   }
-  for (int64_t i = done + tid; i < n; i += stride) o[i] = from_f<T>(f(to_f(x[i]), to_f(y[i]), to_f(g[i])));
+  for (int64_t i = np * kPack + tid; i < n; i += stride) o[i] = from_f<T>(f(to_f(x[i]), to_f(y[i]), to_f(g[i])));
 }
 
 template <class F>
@@ -241,12 +235,9 @@ Tensor map1(const Tensor& x, F f) {
   if (n == 0) return y;
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = decltype(tag);
-    const size_t pa = sizeof(Pack<T, kPack>);
-    if (aligned_to(x.raw(), pa) && aligned_to(y.raw(), pa))
-      map1_kernel<T, F, true><<<grid_for((n + kPack - 1) / kPack, kThreads), kThreads, 0, stream()>>>(
-          ptr<T>(x), ptr<T>(y), n, f);
-    else
-      map1_kernel<T, F, false><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(y), n, f);
+    check_pack_aligned({x.raw(), y.raw()}, "elementwise");
+    map1_kernel<T, F><<<grid_for((n + kPack - 1) / kPack, kThreads), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(y),
+                                                                                              n, f);
     VITRIM_CUDA_LAUNCHED();
   });
   return y;
@@ -259,13 +250,9 @@ Tensor map3(const Tensor& x, const Tensor& y, const Tensor& g, F f) {
   if (n == 0) return o;
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = decltype(tag);
-    const size_t pa = sizeof(Pack<T, kPack>);
-    if (aligned_to(x.raw(), pa) && aligned_to(y.raw(), pa) && aligned_to(g.raw(), pa) && aligned_to(o.raw(), pa))
-      map3_kernel<T, F, true><<<grid_for((n + kPack - 1) / kPack, kThreads), kThreads, 0, stream()>>>(
-          ptr<T>(x), ptr<T>(y), ptr<T>(g), ptr<T>(o), n, f);
-    else
-      map3_kernel<T, F, false><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(y), ptr<T>(g),
-                                                                                 ptr<T>(o), n, f);
+    check_pack_aligned({x.raw(), y.raw(), g.raw(), o.raw()}, "elementwise");
+    map3_kernel<T, F><<<grid_for((n + kPack - 1) / kPack, kThreads), kThreads, 0, stream()>>>(
+        ptr<T>(x), ptr<T>(y), ptr<T>(g), ptr<T>(o), n, f);
     VITRIM_CUDA_LAUNCHED();
   });
   return o;

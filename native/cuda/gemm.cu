@@ -30,6 +30,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -388,9 +389,14 @@ static void fill_k0(const Tensor& y, const std::optional<Tensor>& bias, const Te
     using T = decltype(tag);
     dispatch_float(bias ? bias->dtype : y.dtype, "bias", [&](auto btag) {
       using TB = decltype(btag);
-      fill_bias_kernel<T, TB><<<grid_for(M * N, 256), 256, 0, stream()>>>(
-          ptr<T>(y), bias ? ptr<TB>(*bias) : nullptr, res ? ptr<T>(*res) : nullptr, M, N);
-      VITRIM_CUDA_LAUNCHED();
+      // a float32 bias comes only with a float32 y (check_bias): no bf16 y / float32 bias kernel
+      if constexpr (std::is_same_v<T, bf16> && !std::is_same_v<TB, bf16>) {
+        fail(ErrorKind::Internal, "linear: a float32 bias with a bfloat16 output");
+      } else {
+        fill_bias_kernel<T, TB><<<grid_for(M * N, 256), 256, 0, stream()>>>(
+            ptr<T>(y), bias ? ptr<TB>(*bias) : nullptr, res ? ptr<T>(*res) : nullptr, M, N);
+        VITRIM_CUDA_LAUNCHED();
+      }
     });
   });
 }

@@ -148,7 +148,7 @@ void copy_rows(int64_t rows, const uint8_t* src, int64_t src_row, uint8_t* dst, 
     const int64_t run = n / w, total = rows * run;
     // Largest offset touched, in words: the last row's end on either side.
     const int64_t hi = std::max((rows - 1) * (src_row / w) + run, (rows - 1) * (dst_row / w) + dst_off / w + run);
-    if (hi < (int64_t(1) << 31)) {
+    if (index32(hi)) {
       copy_rows_kernel<W, uint32_t><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
           reinterpret_cast<const W*>(src), (uint32_t)(src_row / w), reinterpret_cast<W*>(dst),
           (uint32_t)(dst_row / w), (uint32_t)(dst_off / w), (uint32_t)run, (uint32_t)total);
@@ -231,7 +231,7 @@ void launch_permute_general(std::vector<PDim> dims, const Tensor& x, const Tenso
     using W = decltype(tag);
     const W* xp = static_cast<const W*>(x.raw());
     W* yp = static_cast<W*>(y.raw());
-    if (n < (int64_t(1) << 31))
+    if (index32(n))
       permute_kernel<W, uint32_t><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(xp, yp, (uint32_t)n, d);
     else
       permute_kernel<W, int64_t><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(xp, yp, n, d);

@@ -48,7 +48,7 @@ void patch_launch(const Tensor& src, Tensor& dst, const PatchGeom& g) {
   const int64_t n = src.numel();
   const unsigned grid = grid_for(n, 256);
   // 32-bit indices when o + stride cannot overflow (the grid is capped far below 2^30 threads).
-  const bool small = n <= INT32_MAX / 2;
+  const bool small = index32(2 * n);  // n < 2^30
   dispatch_float(src.dtype, "x", [&](auto tag) {
     using T = decltype(tag);
     if (small) {

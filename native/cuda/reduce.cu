@@ -294,7 +294,7 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bo
   a.chunk = (count + S - 1) / S;
   a.splits = (count + a.chunk - 1) / a.chunk;  // no empty split
 
-  const bool small = x.numel() < (int64_t(1) << 31);
+  const bool small = index32(x.numel());
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = decltype(tag);
     if (op == ReduceOp::Max) {

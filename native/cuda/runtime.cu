@@ -325,6 +325,16 @@ int env_choice(const char* name, std::initializer_list<const char*> choices, int
   fail(ErrorKind::Argument, name, " must be one of ", list, " (or unset), got '", e, "'");
 }
 
+void check_pack_aligned(std::initializer_list<const void*> ptrs, const char* op) {
+  for (const void* p : ptrs)
+    VITRIM_CHECK(((uintptr_t)p % 16) == 0, Internal, op, ": tensor data at ", p,
+                 " is not 16-byte aligned (every tensor should start at an allocation)");
+}
+
+bool index32(int64_t hi) {
+  return hi < (int64_t(1) << 31) && env_choice("VITRIM_CUDA_INDEX64", {"0", "1"}, 0) == 0;
+}
+
 Tensor alloc(const Shape& shape, DType dtype) {
   size_t n = (size_t)shape_numel(shape) * dtype_size(dtype);
   void* p = allocator().take(n);

@@ -199,6 +199,9 @@ describeCuda('cuda attention vs cpu', () => {
           runCase({ B: 2, N, H: 2, D, mode: 'none', gate: false, eps: 1e-6, dtype, seed: (seed += 10) });
         }
       runCase({ B: 2, N: 197, H: 2, D: 128, mode: 'hard', gate: true, eps: 0.3, dtype, seed: (seed += 10) });
+      // a gate with a dropped head and no keep: the backward's D-recompute pass without keep at these
+      // sizes (scripts/launch-check.mjs listed its D = 48 bf16, D = 100 and D = 128 kernels as never launched)
+      for (const D of [48, 100, 128]) runCase({ B: 2, N: 61, H: 2, D, mode: 'none', gate: true, eps: 1e-6, dtype, seed: (seed += 10) });
     });
 
   for (const dtype of FLOAT_DTYPES)

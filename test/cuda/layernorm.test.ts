@@ -18,8 +18,10 @@ const r = (shape: number[], seed: number, scale = 1, offset = 0) => {
 type Affine = 'none' | 'weight' | 'both';
 
 // [shape, affine, eps]: L = 384/192/768 take the vectorised warp path in both dtypes; 33, 17, 3, 1
-// and 100 (bf16: 200 bytes) the scalar one; 1024 is the largest warp row; 1025, 1500 and 4099 go
-// block-per-row; 70000 and 66000 rows pass 65535.
+// and 100 (bf16: 200 bytes) the scalar one; 101, 201, 301 and 999 the scalar one with 4, 8, 16 and
+// 32 accesses a lane (every register-row size it instantiates: scripts/launch-check.mjs listed them
+// as never launched); 1024 is the largest warp row; 1025, 1500 and 4099 go block-per-row; 70000 and
+// 66000 rows pass 65535.
 const CASES: [number[], Affine, number][] = [
   [[1, 1], 'both', 1e-6],
   [[3, 17], 'both', 1e-5],
@@ -28,6 +30,10 @@ const CASES: [number[], Affine, number][] = [
   [[2, 197, 768], 'none', 1e-6],
   [[5, 7, 33], 'both', 1e-6],
   [[9, 100], 'both', 1e-6],
+  [[5, 101], 'both', 1e-6],
+  [[4, 201], 'weight', 1e-6],
+  [[3, 301], 'both', 1e-6],
+  [[2, 999], 'none', 1e-6],
   [[70000, 8], 'both', 1e-6],
   [[66000, 3], 'weight', 1e-5],
   [[3, 1024], 'both', 1e-6],

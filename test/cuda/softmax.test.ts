@@ -11,10 +11,17 @@ import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, expectRel, roundTo, values } f
 const r = (shape: number[], seed: number, scale = 1) => nt(randn(shape, seed, scale), shape);
 
 // 197 (attention scores, 8 x 6 heads), 17, 2 and 70000 x 10: scalar; 384, 16, 1024: vectorised;
-// 1025 and 5000: block per row.
+// 1025 and 5000: block per row. 50, 127, 301 and 999 (scalar) and 256 (float32: vectorised, 2
+// accesses a lane) complete the register-row sizes the warp kernels instantiate
+// (scripts/launch-check.mjs listed them as never launched).
 const SHAPES: number[][] = [
   [1, 2],
   [3, 17],
+  [5, 50],
+  [4, 127],
+  [3, 256],
+  [3, 301],
+  [2, 999],
   [8, 6, 197, 197],
   [4, 384],
   [70000, 10],

@@ -766,10 +766,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
                                               cublasLtMatmulPreference_t, int requested,
                                               cublasLtMatmulHeuristicResult_t results[], int* returned) {
   if (requested < 1) return (cublasStatus_t)7;
-  static const bool no_bias = [] {
-    const char* e = std::getenv("VITRIM_EMU_LT_NO_BIAS");
-    return e && *e && std::strcmp(e, "0") != 0;
-  }();
+  // read at each call, so that a test can set it around the calls it is about
+  const char* e = std::getenv("VITRIM_EMU_LT_NO_BIAS");
+  const bool no_bias = e && *e && std::strcmp(e, "0") != 0;
   if (no_bias && reinterpret_cast<const EmuDesc*>(desc)->epilogue == 4) {
     *returned = 0;
     return CUBLAS_STATUS_SUCCESS;
