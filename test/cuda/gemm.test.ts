@@ -4,6 +4,7 @@
 // the opt-in 3xTF32 float32 and bf16 mma tensor-core linears. Skipped where no GPU is visible.
 import { beforeAll, expect, it } from 'vitest';
 import { withCublasLt, withEnv } from '../../bench/env.js';
+import { captureGraph } from '../../lib/infer/plan.js';
 import { native, type NativeTensor } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
 import { FLOAT_DTYPES, TOL, cudaAs, describeCuda, emulated, expectRel, roundTo } from './helpers.js';
@@ -85,19 +86,11 @@ describeCuda('cuda gemm', () => {
   // (scripts/launch-check.mjs listed the fallback's kernels as never launched).
   it.skipIf(!emulated)('linearFused when cuBLASLt has no BIAS epilogue: the GEMM, then a bias pass', () => {
     const recorded = (call: () => NativeTensor): { y: NativeTensor; kernels: number } => {
-      native.graphBegin();
-      let y: NativeTensor;
-      try {
-        y = call();
-      } catch (e) {
-        native.graphAbort();
-        throw e;
-      }
-      const g = native.graphEnd();
-      const { kernels } = native.graphStats(g);
-      native.graphReplay(g);
+      const { graph, result: y } = captureGraph(call);
+      const { kernels } = graph.stats();
+      graph.replay();
       const copy = native.cast(native.cast(y, 'float32'), y.dtype); // out of the graph's pool
-      native.graphDestroy(g);
+      graph.dispose();
       return { y: copy, kernels };
     };
     let M = 61;
