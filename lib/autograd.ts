@@ -6,7 +6,7 @@
  * accumulates gradients, writes leaf gradients to `.grad`, then frees what the graph saved (unless
  * retainGraph).
  */
-import { show } from './args.js';
+import { boolOpt, optsOf, show } from './args.js';
 import { ArgumentError, DisposedError, rethrow, VitrimError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
 import { Tensor, untracked } from './tensor.js';
@@ -91,8 +91,10 @@ function accumulate(map: Map<Tensor, NativeTensor>, t: Tensor, g: NativeTensor):
  * Backpropagates from `root`. A non-scalar root needs `grad` (same shape). Leaves with requiresGrad
  * receive (accumulate into) `.grad`. The graph is freed afterwards unless opts.retainGraph.
  */
-export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+export function backward(root: Tensor, grad?: Tensor | null, opts?: { retainGraph?: boolean } | null): void {
   if (!(root instanceof Tensor)) throw new ArgumentError('backward: root must be a Tensor');
+  // options checked before any gradient is accumulated: a bad one must leave .grad untouched
+  const retainGraph = boolOpt(optsOf(opts, 'backward').retainGraph, false, 'retainGraph', 'backward');
   if (root.isDisposed) throw new DisposedError('backward: the tensor was disposed');
   if (!root.gradFn && !root.requiresGrad) {
     throw new ArgumentError('backward: this tensor does not depend on anything that requires a gradient (or its graph was already freed by an earlier backward())');
@@ -176,7 +178,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
     if (e instanceof VitrimError) throw e;
     rethrow(e, 'backward');
   }
-  if (!opts.retainGraph) {
+  if (!retainGraph) {
     for (const t of order) {
       const node = t.gradFn;
       if (!node) continue;

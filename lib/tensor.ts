@@ -158,7 +158,7 @@ export class Tensor {
   }
 
   /** Runs backpropagation from this tensor (a scalar, or give the gradient). See autograd.backward. */
-  backward(grad?: Tensor, opts?: { retainGraph?: boolean }): void {
+  backward(grad?: Tensor | null, opts?: { retainGraph?: boolean } | null): void {
     backward(this, grad, opts);
   }
   [Symbol.dispose](): void {

@@ -168,6 +168,19 @@ describe('public API: wrong-kind arguments are typed errors', () => {
     expect(full([2], 3, null as never).toArray()).toEqual([3, 3]);
     expect(tensor(Float64Array.from([1.5, 2]), [2]).toArray()).toEqual([1.5, 2]); // other typed arrays still convert
   });
+  it('backward options (fuzz seed 762249: null options threw a TypeError after the gradients were added)', () => {
+    const p = tensor([1, 2, 3], [3], { requiresGrad: true });
+    const y = ops.sum(ops.mul(p, p));
+    typed(() => y.backward(undefined, { retainGraph: 'false' as never }), ArgumentError, /backward: retainGraph must be a boolean/);
+    typed(() => y.backward(undefined, 3 as never), ArgumentError, /backward: options must be an object/);
+    expect(p.grad).toBeNull(); // refused before any gradient was accumulated
+    y.backward(null, null); // null grad and null options: the defaults
+    expect(p.grad!.toArray()).toEqual([2, 4, 6]);
+    typed(() => y.backward(), ArgumentError, /graph was (already )?freed/); // retainGraph defaulted to false
+    y.dispose();
+    p.grad!.dispose();
+    p.dispose();
+  });
   it('scopes, optimiser, policy and inference', () => {
     typed(() => noGrad(0 as never), ArgumentError, /noGrad: fn must be a function/);
     typed(() => tidy(0 as never), ArgumentError, /tidy: fn must be a function/);
