@@ -5,8 +5,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  AdamW, adavitInfer, ArgumentError, autocast, clipGradNorm, full, keep, noGrad, ones, ops, Parameter, policies, ShapeError, tensor, Tensor,
-  tidy, vit, VitrimError, zeros,
+  AdamW, adavitInfer, ArgumentError, autocast, clipGradNorm, createInferencePlan, data as datasets, DeviceError, evaluate, full, keep, Linear,
+  MemoryError, noGrad, ones, ops, Parameter, policies, ShapeError, tensor, Tensor, tidy, vit, VitrimError, zeros,
 } from '../lib/index.js';
 import { expectThrowsLike, fuzzCalls } from './fuzz-helpers.js';
 
@@ -89,6 +89,10 @@ describe('fuzzing the public API (cpu)', () => {
       m.dispose();
     }, 8);
     prop([fc.oneof(fc.string(), any)], 'vit.create(name)', (n) => vit.create(n as never), 9);
+    prop([obj({ seed: fc.oneof(small, fc.constant(2 ** 45), any), depth: fc.oneof(fc.constantFrom(0, 1), any) })], 'vit.create(config, opts)',
+      (o) => vit.create(tiny, o as never).dispose(), 10);
+    prop([small, small, obj({ bias: fc.oneof(fc.boolean(), any), seed: fc.oneof(small, any) })], 'new Linear',
+      (i, o, opts) => new Linear(i as never, o as never, opts as never).dispose(), 11);
   });
 
   it('AdamW, clipGradNorm', () => {
@@ -202,6 +206,32 @@ describe('public API: wrong-kind arguments are typed errors', () => {
     policy.dispose();
     model.dispose();
     p.dispose();
+  });
+  // null options threw TypeErrors in these (found by reading every `opts = {}` default after the
+  // backward() fuzz failure); null now means the defaults, and the options' fields are checked
+  it('null options and wrong-kind fields: models, layers, policy loss, evaluate, plans, pipelines', async () => {
+    vit.create(tiny, null).dispose();
+    typed(() => vit.create(tiny, { seed: 'x' as never }), ArgumentError, /vit.create: seed must be an integer/);
+    typed(() => vit.create(tiny, { seed: -1 }), ArgumentError, /vit.create: seed must be ≥ 0/);
+    // (the config fuzz found depth 1e30 a RangeError; 2^31 blocks would be built one by one)
+    typed(() => vit.create(tiny, { depth: 2 ** 31 }), MemoryError, /vit.create: the model's \d+ float32 parameters need \d+ bytes, more than this machine's memory/);
+    new Linear(4, 2, null).dispose();
+    typed(() => new Linear(4, 2, { bias: 'no' as never }), ArgumentError, /Linear: bias must be a boolean/);
+    typed(() => new Linear('4' as never, 2), ArgumentError, /Linear: inFeatures must be an integer/);
+    const model = vit.create(tiny, { seed: 3 });
+    const policy = policies.adavit(model);
+    typed(() => policy.loss(null as never, ones([1])), ArgumentError, /AdaViT loss: out must be the output of the policy's forward/);
+    const ds = datasets.shapes({ length: 4, size: 16, numClasses: 3 });
+    expect(evaluate(model, null, ds, null).count).toBe(4);
+    typed(() => evaluate({} as never, null, ds), ArgumentError, /evaluate: model must be a VisionTransformer/);
+    typed(() => evaluate(model, {} as never, ds), ArgumentError, /evaluate: policy must be an AdaViT policy or null/);
+    typed(() => evaluate(model, null, ds, { batchSize: 'x' as never }), ArgumentError, /evaluate: batchSize must be an integer/);
+    typed(() => createInferencePlan(model, [3, 16, 16], null), DeviceError, /move the model to cuda first/); // options read, then the device
+    await expect(model.load('/nonexistent/x.safetensors', { strict: 'no' as never })).rejects.toThrow(/load: strict must be a boolean/);
+    new datasets.Pipeline([3, 16, 16], null);
+    typed(() => new datasets.Pipeline(null as never), ShapeError, /inShape must be \[C, H, W\]/);
+    policy.dispose();
+    model.dispose();
   });
 });
 

@@ -15,7 +15,7 @@
  *   they stay aligned with the image. Augmentation randomness comes from Rng(seed, STREAM.augment,
  *   epoch, index): a training run with the same seeds is reproducible whatever the batch order.
  */
-import { show } from '../args.js';
+import { optsOf, show } from '../args.js';
 import { ArgumentError, ShapeError } from '../errors.js';
 import { checkKey, Rng, STREAM } from './rng.js';
 
@@ -292,8 +292,10 @@ export class Pipeline {
   private readonly norm: { mean: number[]; std: number[] } | null;
   private readonly aug: { hflip: boolean; padding: number; seed: number } | null;
 
-  constructor(inShape: Shape3, opts: PipelineOptions = {}) {
+  constructor(inShape: Shape3, options?: PipelineOptions | null) {
     const op = 'dataset transforms';
+    const opts = optsOf(options, op);
+    if (!Array.isArray(inShape) || inShape.length !== 3) throw new ShapeError(`${op}: inShape must be [C, H, W], got ${show(inShape)}`);
     const [C, H, W] = inShape;
     if (H !== W) throw new ShapeError(`${op}: square inputs only, got [${inShape}]`);
     this.inShape = inShape;

@@ -19,6 +19,7 @@
  * data, device-side index checks). A dense ViT forward has none; the packed adaptive inference
  * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
  */
+import { optsOf } from '../args.js';
 import { ArgumentError, DeviceError, DisposedError } from '../errors.js';
 import { autocast, recordCasts, withCastCache, type AutocastDtype } from '../autocast.js';
 import { noGrad } from '../autograd.js';
@@ -103,8 +104,9 @@ export interface InferencePlan {
 export function createInferencePlan(
   model: Module & { forward(x: Tensor): Tensor },
   inputShape: readonly number[],
-  opts: PlanOptions = {},
+  options?: PlanOptions | null,
 ): InferencePlan {
+  const opts = optsOf(options, 'createInferencePlan');
   const batch = opts.batch ?? 1;
   if (!Number.isInteger(batch) || batch < 1) throw new ArgumentError(`createInferencePlan: batch must be a positive integer, got ${batch}`);
   const params = model.parameters();

@@ -18,9 +18,10 @@
  * float32. The norms write their output in bfloat16 there (only bf16 GEMMs read it), and without
  * gradient proj and fc2 add the float32 residual in their GEMM's epilogue (ops.linearFused).
  */
+import { totalmem } from 'node:os';
 import { lowOutDtype } from '../autocast.js';
-import { show } from '../args.js';
-import { ArgumentError } from '../errors.js';
+import { boolOpt, int, optsOf, show } from '../args.js';
+import { ArgumentError, MemoryError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
 import { full, tidy, type Tensor } from '../tensor.js';
@@ -181,10 +182,18 @@ export class VisionTransformer extends Module {
   norm: LayerNorm;
   head: Linear;
 
-  constructor(config: Partial<VitConfig> | string, opts: { seed?: number } & Partial<VitConfig> = {}) {
+  constructor(config: Partial<VitConfig> | string, opts?: ({ seed?: number } & Partial<VitConfig>) | null) {
     super();
-    const { seed = 0, ...over } = opts;
+    const { seed = 0, ...over } = optsOf(opts, 'vit.create');
+    // every parameter's init seed is seed * 1000 + a small offset: exact below 2^53
+    int(seed, 'seed', 'vit.create', 0, 2 ** 42);
     const cfg = resolveConfig(config, over);
+    // A config whose parameters cannot fit in memory (say depth 2^31) is refused before building
+    // block after block of it.
+    const bytes = parameterCount(cfg) * 4;
+    if (bytes > totalmem()) {
+      throw new MemoryError(`vit.create: the model's ${parameterCount(cfg)} float32 parameters need ${bytes} bytes, more than this machine's memory (${totalmem()})`);
+    }
     this.config = cfg;
     const L = (cfg.imgSize / cfg.patchSize) ** 2;
     this.patch_embed = new PatchEmbed(cfg.patchSize, cfg.inChans, cfg.embedDim, seed * 1000 + 1);
@@ -257,9 +266,10 @@ export class VisionTransformer extends Module {
    * Loads weights from a safetensors checkpoint (ours, timm's, or Hugging Face transformers'). Strict
    * by default: missing, unexpected and mismatched names are all reported in one error.
    */
-  async load(path: string, opts: { strict?: boolean } = {}): Promise<this> {
+  async load(path: string, opts?: { strict?: boolean } | null): Promise<this> {
+    const strict = boolOpt(optsOf(opts, 'load').strict, true, 'strict', 'load');
     const { state } = await readCheckpoint(path);
-    this.loadStateDict(state, opts.strict ?? true);
+    this.loadStateDict(state, strict);
     return this;
   }
 
@@ -339,6 +349,6 @@ export async function fromFile(path: string, over: Partial<VitConfig> = {}): Pro
 }
 
 /** Creates a model by timm name ('deit_small_patch16_224', ...) or config, randomly initialised. */
-export function create(config: string | Partial<VitConfig>, opts: { seed?: number } & Partial<VitConfig> = {}): VisionTransformer {
+export function create(config: string | Partial<VitConfig>, opts?: ({ seed?: number } & Partial<VitConfig>) | null): VisionTransformer {
   return new VisionTransformer(config, opts);
 }

@@ -251,8 +251,11 @@ export class AdaVitPolicy extends Module {
   }
 
   /** AdaViT's loss: CE + usage penalties toward the targets. Returns the total and its parts. */
-  loss(out: AdaVitTrainOutput, labels: Tensor, opts: { labelSmoothing?: number } = {}): { total: Tensor; ce: Tensor } {
-    const ce = ops.crossEntropy(out.logits, labels, opts);
+  loss(out: AdaVitTrainOutput, labels: Tensor, opts?: { labelSmoothing?: number } | null): { total: Tensor; ce: Tensor } {
+    if (typeof out !== 'object' || out === null || typeof out.usage !== 'object' || out.usage === null) {
+      throw new ArgumentError(`AdaViT loss: out must be the output of the policy's forward (logits and usage), got ${show(out)}`);
+    }
+    const ce = ops.crossEntropy(out.logits, labels, optsOf(opts, 'AdaViT loss'));
     let total = ce;
     const { patch, head, block } = out.usage;
     if (head) total = ops.add(total, ops.scale(ops.abs(ops.sub(head, this.targets.head)), this.weights.head));

@@ -414,8 +414,8 @@ export class Trainer {
   }
 
   /** Accuracy, usage, MACs and throughput on a dataset (packed inference when a policy is set). */
-  evaluate(ds: Dataset, opts: { batchSize?: number; threshold?: number; keepRatio?: number; limit?: number } = {}): EvalResult {
-    return evaluate(this.model, this.policy, ds, { ...opts, device: this.device, precision: this.precision });
+  evaluate(ds: Dataset, opts?: { batchSize?: number; threshold?: number; keepRatio?: number; limit?: number } | null): EvalResult {
+    return evaluate(this.model, this.policy, ds, { ...optsOf(opts, 'evaluate'), device: this.device, precision: this.precision });
   }
 
   /** Writes model, policy and trainer state to outDir (atomic files). */
@@ -461,8 +461,11 @@ function statesOf(it: Iterable<[string, Parameter]>): Map<string, { shape: numbe
 }
 
 /** Evaluates a model (dense) or model + policy (packed inference) on a dataset. */
-export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, ds: Dataset, opts: EvalOptions = {}): EvalResult {
-  const bs = opts.batchSize ?? 64;
+export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, ds: Dataset, options?: EvalOptions | null): EvalResult {
+  if (!(model instanceof VisionTransformer)) throw new ArgumentError(`evaluate: model must be a VisionTransformer, got ${show(model)}`);
+  if (policy !== null && !(policy instanceof AdaVitPolicy)) throw new ArgumentError(`evaluate: policy must be an AdaViT policy or null, got ${show(policy)}`);
+  const opts = optsOf(options, 'evaluate');
+  const bs = int(opts.batchSize ?? 64, 'batchSize', 'evaluate', 1);
   const precision = checkPrecision(opts.precision, 'evaluate');
   const device = resolveDevice(opts.device, model.device, 'evaluate');
   model.to(device);
