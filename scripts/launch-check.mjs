@@ -26,13 +26,15 @@
 // Capability"): 64 K 32-bit registers per block, allocated per warp in units of 256; 1024 threads
 // per block; 48 KB of static shared memory; 227 KB of static + dynamic shared memory per block
 // (dynamic above 48 KB only after cudaFuncSetAttribute, which the emulation already checks).
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const execFileAsync = promisify(execFile);
 
 const LIMITS = {
   regsPerBlock: 65536,
@@ -73,21 +75,6 @@ function parseArgs(argv) {
   if (!o.log) throw new Error('--log <file> is required (the VITRIM_EMU_LAUNCH_LOG of an emulated test run)');
   if (!/^\d+$/.test(o.arch)) throw new Error(`--arch wants a number such as 90, not ${o.arch}`);
   return o;
-}
-
-function run(cmd, args, opts = {}) {
-  return new Promise((resolvePromise, reject) => {
-    const p = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('error', reject);
-    p.on('close', (code) => {
-      if (code === 0) resolvePromise({ out, err });
-      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}\n${err.slice(-4000)}`));
-    });
-  });
 }
 
 // The ptxas report of one translation unit: per entry, registers, static shared bytes, spills.
@@ -133,7 +120,7 @@ export function parsePtxMaxntid(ptx) {
   return out;
 }
 
-async function demangleAll(names) {
+function demangleAll(names) {
   if (names.length === 0) return new Map();
   const input = names.join('\n') + '\n';
   const out = execFileSync('c++filt', [], { input, maxBuffer: 1 << 28 }).toString().split('\n');
@@ -187,11 +174,12 @@ async function compileAll(arch, jobs, sources) {
       while (next < files.length) {
         const f = files[next++];
         const keep = join(work, basename(f, '.cu'));
-        execFileSync('mkdir', ['-p', keep]);
+        mkdirSync(keep, { recursive: true });
         // the flags of CMakeLists.txt's vitrim_cuda_objs (Release)
-        const { err } = await run(nvcc, ['-std=c++17', '-O3', `-arch=sm_${arch}`, '--expt-relaxed-constexpr',
+        const { stderr: err } = await execFileAsync(nvcc, ['-std=c++17', '-O3', `-arch=sm_${arch}`, '--expt-relaxed-constexpr',
           '-Xcompiler=-fno-math-errno', '-DNDEBUG', '-DVITRIM_BUILD_ID="launch-check"', `-I${join(root, 'native/include')}`,
-          `-I${srcDir}`, '-Xptxas', '-v', '--keep', '--keep-dir', keep, '-c', join(srcDir, f), '-o', join(keep, 'k.o')]);
+          `-I${srcDir}`, '-Xptxas', '-v', '--keep', '--keep-dir', keep, '-c', join(srcDir, f), '-o', join(keep, 'k.o')],
+          { maxBuffer: 1 << 28 });
         const res = parsePtxas(err);
         const ptx = readdirSync(keep).filter((p) => p.endsWith('.ptx'))
           .map((p) => readFileSync(join(keep, p), 'utf8')).join('\n');
@@ -239,7 +227,7 @@ async function main() {
   const syms = libSymbols(o.lib);
   const nv = await compileAll(o.arch, o.jobs, o.sources);
   const emuNames = [...new Set(launches.map((l) => syms.get(l.offset)).filter(Boolean))];
-  const dm = await demangleAll([...emuNames, ...nv.keys()]);
+  const dm = demangleAll([...emuNames, ...nv.keys()]);
   // demangled name -> the nvcc kernels of that name (one per file that defines it)
   const nvByName = new Map();
   for (const [mangled, k] of nv) {

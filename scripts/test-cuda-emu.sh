@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs test/cuda on the CPU against the CUDA emulation (native/cuda/emu/emu.h): builds
 # build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan: libvitrim_cuda_emu_asan.so, with
-# AddressSanitizer) and points the
-# addon at it. VITRIM_LAUNCH_CHECK=1: afterwards, scripts/launch-check.mjs checks every launch the
-# tests made against the registers, __launch_bounds__ and shared memory nvcc gives its kernel. VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the threads of a block between barriers. Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
+# AddressSanitizer) and points the addon at it.
+# VITRIM_LAUNCH_CHECK=1: afterwards, scripts/launch-check.mjs checks every launch the tests made
+# against the registers, __launch_bounds__ and shared memory nvcc gives its kernel.
+# VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the
+# threads of a block between barriers.
+# Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${VITRIM_CUDA_EMU:-1}

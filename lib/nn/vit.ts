@@ -190,9 +190,9 @@ export class VisionTransformer extends Module {
     const cfg = resolveConfig(config, over);
     // A config whose parameters cannot fit in memory (say depth 2^31) is refused before building
     // block after block of it.
-    const bytes = parameterCount(cfg) * 4;
-    if (bytes > totalmem()) {
-      throw new MemoryError(`vit.create: the model's ${parameterCount(cfg)} float32 parameters need ${bytes} bytes, more than this machine's memory (${totalmem()})`);
+    const count = parameterCount(cfg);
+    if (count * 4 > totalmem()) {
+      throw new MemoryError(`vit.create: the model's ${count} float32 parameters need ${count * 4} bytes, more than this machine's memory (${totalmem()})`);
     }
     this.config = cfg;
     const L = (cfg.imgSize / cfg.patchSize) ** 2;
