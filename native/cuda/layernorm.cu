@@ -9,13 +9,14 @@
 // float32 [rows]. Row statistics and the backward's gx row are in double (as on
 // the CPU: short rows cancel heavily); the rest is fp32.
 //
-// Forward, L <= 1024 (every ViT width): one warp per row, the row held in registers (at most 32
-// floats per lane), two-pass statistics (mean, then Σ (x - mean)^2 over the held values: no
-// E[x²] - E[x]² cancellation), then y written from the registers: x is read once and y written
-// once. Accesses are 16 bytes (4 floats / 8 bf16) when every row start of x, y, weight and bias is
-// 16-byte aligned (base pointer % 16 == 0 and L * elem_size % 16 == 0, checked at run time),
-// scalar (still coalesced) otherwise. L > 1024: one 256-thread block per row, three passes over the
-// row (sum, squared deviations, write), the re-reads served by L1/L2.
+// Forward, L <= 1024 (every ViT width): one warp per row, the row held in registers as loaded (at
+// most 32 elements per lane; bf16 stays packed, widened at each read), two-pass statistics (mean,
+// then Σ (x - mean)^2 over the held values: no E[x²] - E[x]² cancellation), then y written from
+// the registers: x is read once and y written once. Accesses are 16 bytes (4 floats / 8 bf16)
+// when every row start of x, y, weight and bias is 16-byte aligned (base pointer % 16 == 0 and
+// L * elem_size % 16 == 0, checked at run time), scalar (still coalesced) otherwise. L > 1024:
+// one 256-thread block per row, three passes over the row (sum, squared deviations, write), the
+// re-reads served by L1/L2.
 // Backward: gx per row with the same warp-per-row (or block-per-row) structure, holding x and gy
 // in registers (the row mean recomputed in double from x; see ln_bwd_warp). gw = Σ_rows gy·xhat
 // and gb = Σ_rows gy are column sums done by a second
@@ -58,15 +59,27 @@ constexpr int kRowBlock = 256;     // block-per-row kernels
 // ---------------------------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------------------------
+// Blocks per SM asked of ptxas for the warp forward: 4 (64 registers, 32 of 64 warps resident)
+// where a lane holds at most 16 elements in 16-byte accesses (every DeiT-S / ViT-S shape: 384
+// wide, bf16 or float32), which ptxas (sm_90) meets without spilling; the compiler's own choice
+// for longer rows and scalar accesses, which would spill. Holding floats and widening w / b on
+// load, the bf16 kernel took 89 registers (16 warps / SM), the float32 one 80 (24).
+template <int IT, int V>
+constexpr int ln_fwd_min_blocks() {
+  return V > 1 && IT * V <= 16 ? 4 : 1;
+}
+
 template <class T, class TY, int V, int IT>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, ln_fwd_min_blocks<IT, V>())
     ln_fwd_warp(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, TY* __restrict__ y,
                 float* __restrict__ mean, float* __restrict__ rstd, int64_t R, int L, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
-    float v[IT * V];
-    warp_load_row<T, V, IT>(x + r * L, L, lane, v);
+    // The row stays packed as loaded (bf16: half the registers of floats) and is widened at each of
+    // its three reads; so are weight and bias. Same operations in the same order as with floats.
+    Packed<T, V> xv[IT];
+    warp_load_packed<T, V, IT>(x + r * L, L, lane, xv);
     // Statistics in double, as the CPU computes them (two passes, then rounded to float): the saved
     // mean / rstd then agree with the CPU's to the last bit or so, which the backward of short rows
     // needs (with C = 3, gx is a projection that amplifies a 1-ulp difference of rstd ~100x).
@@ -74,7 +87,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     // free in this memory-bound kernel.
     double s = 0.0;
 #pragma unroll
-    for (int k = 0; k < IT * V; ++k) s += (double)v[k];  // entries past the row are 0
+    for (int i = 0; i < IT; ++i)
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += (double)unpack<T, V>(xv[i], k);  // entries past the row are 0
     const double mud = warp_sum(s) / (double)L;
     double q = 0.0;
 #pragma unroll
@@ -82,7 +97,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       if (row_j0(i, lane, V) < L) {
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const double d = (double)v[i * V + k] - mud;
+          const double d = (double)unpack<T, V>(xv[i], k) - mud;
           q += d * d;
         }
       }
@@ -95,19 +110,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     for (int i = 0; i < IT; ++i) {
       const int j0 = row_j0(i, lane, V);
       if (j0 < L) {
-        float wv[V], bv[V];
-        if (w) load_access<T, V>(w, j0, wv);
-        if (b) load_access<T, V>(b, j0, bv);
+        Packed<T, V> wv{}, bv{};
+        if (w) wv = load_packed<T, V>(w, j0);
+        if (b) bv = load_packed<T, V>(b, j0);
+        float o[V];
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          float t = (float)(((double)v[i * V + k] - mud) * rsd);
-          if (w) t *= wv[k];
-          if (b) t += bv[k];
-          v[i * V + k] = t;
+          float t = (float)(((double)unpack<T, V>(xv[i], k) - mud) * rsd);
+          if (w) t *= unpack<T, V>(wv, k);
+          if (b) t += unpack<T, V>(bv, k);
+          o[k] = t;
         }
+        store_access<TY, V>(y + r * L + j0, o);
       }
     }
-    warp_store_row<TY, V, IT>(y + r * L, L, lane, v);
   }
 }
 

@@ -184,6 +184,59 @@ __device__ __forceinline__ void warp_store_row(T* row, int L, int lane, const fl
   }
 }
 
+// ---- a row held packed: each access's loaded bits, widened to float only where used ----
+// For bf16 that is half the registers of warp_load_row's floats; a kernel whose values are read
+// several times (LayerNorm's forward reads each three times) widens at each read (a shift).
+// Packed<T, V> is one access: 16 bytes (V = vec_width<T>()) or one element (V = 1).
+template <class T, int V>
+using Packed = std::conditional_t<V == 1, T, uint4>;
+
+template <class T, int V>
+__device__ __forceinline__ Packed<T, V> load_packed(const T* p, int j0) {
+  if constexpr (V == 1) {
+    return p[j0];
+  } else {
+    static_assert(V * sizeof(T) == 16, "load_packed: 16-byte accesses only");
+    return *reinterpret_cast<const uint4*>(p + j0);
+  }
+}
+
+// Element k of an access, as a float (k a compile-time constant after unrolling).
+template <class T, int V>
+__device__ __forceinline__ float unpack(const Packed<T, V>& u, int k) {
+  if constexpr (V == 1) {
+    return to_f(u);
+  } else {
+    constexpr int per = 4 / (int)sizeof(T);  // elements per 32-bit word
+    const int wi = k / per;
+    const uint32_t w = wi == 0 ? u.x : wi == 1 ? u.y : wi == 2 ? u.z : u.w;
+    if constexpr (std::is_same_v<T, float>) {
+      return __uint_as_float(w);
+    } else {
+      // Little-endian: the element at the lower address is the low half (see load_vec).
+      return (k % 2) ? __uint_as_float(w & 0xffff0000u) : __uint_as_float(w << 16);
+    }
+  }
+}
+
+// As warp_load_row, packed: accesses past the row are zero (which unpack as 0.f).
+template <class T, int V, int IT>
+__device__ __forceinline__ void warp_load_packed(const T* row, int L, int lane, Packed<T, V> (&raw)[IT]) {
+#pragma unroll
+  for (int i = 0; i < IT; ++i) {
+    const int j0 = row_j0(i, lane, V);
+    if (j0 < L) {
+      raw[i] = load_packed<T, V>(row, j0);
+    } else {
+      if constexpr (V == 1) {
+        raw[i] = from_f<T>(0.f);
+      } else {
+        raw[i] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+}
+
 // Largest row a warp holds in registers, and the number of 16-byte (or scalar) accesses per lane:
 // calls f(std::integral_constant<int, IT>{}) with IT the smallest power of two >= need, where
 // IT * V <= 32 (so at most 32 floats of registers per held row).

@@ -18,10 +18,13 @@
 // (block size, grid limits, shared-memory bounds), barriers not reached by every live thread
 // (deadlock) and warp collectives whose mask names exited or missing lanes (both undefined on a
 // GPU), out-of-bounds
-// memory when built with -fsanitize=address. What it cannot show: data races between threads that
-// a GPU would interleave differently, the timing of anything, tensor-core instructions (code under
-// VITRIM_CUDA_EMU must take a portable path), and float rounding of fast-math intrinsics (the
-// emulated intrinsics are the accurate functions).
+// memory when built with -fsanitize=address. The tensor-core path's instructions (mma.sync
+// m16n8k16 bf16 and m16n8k8 tf32, ldmatrix, cp.async) are models written from the PTX ISA's
+// fragment layouts and semantics (below; mma_bf16.cuh / mma_tf32.cuh call them under
+// VITRIM_CUDA_EMU): a kernel and the model could share a misreading of the ISA, which only a GPU
+// run rules out. What it cannot show: data races between threads that a GPU would interleave
+// differently, the timing of anything, and float rounding of fast-math intrinsics (the emulated
+// intrinsics are the accurate functions).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
