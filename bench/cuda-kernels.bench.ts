@@ -12,12 +12,17 @@
  * Side by side with PyTorch: set VITRIM_TORCH_JSON to the JSON that torch_anchors.py wrote in the
  * same call on the same machine; rows then carry PyTorch's figure and the ratio (vitrim/PyTorch:
  * below 1 is faster for ms, above 1 is faster for TB/s).
+ *
+ * Fractions of the device, in the notes: memory-bound rows give their share of the `copy` row of the
+ * same run and of the stated HBM bandwidth; attention and linear rows their TFLOP/s and its share of
+ * the stated peak of the units they run on (bench/peaks.ts: datasheet figures, dense).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { native, type DType, type NativeTensor } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
 import { withCublasLt, withEnv } from './env.js';
 import { median } from './stats.js';
+import { addNote, pctOf, statedPeaks } from './peaks.js';
 
 export const filterCases = true;
 
@@ -130,6 +135,34 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   const reps = opts.quick ? 3 : 9;
   const rows: Row[] = [];
   const want = (name: string) => !opts.filter || name.includes(opts.filter);
+  // Fractions of the device: stated peaks (datasheet) and the copy bandwidth measured below.
+  const peaks = statedPeaks(cuda.detail);
+  console.log(peaks ? `stated peaks: ${JSON.stringify(peaks)}` : 'no stated peaks for this device: rows carry no fractions');
+  let copyTBs: number | undefined;
+  /** A memory-bound row's note: its fraction of the measured copy and of the stated HBM bandwidth. */
+  const bwNote = (tbs: number, note?: string) => {
+    let n = note;
+    if (copyTBs !== undefined) n = addNote(n, `${((100 * tbs) / copyTBs).toFixed(0)}% of copy (${copyTBs.toFixed(2)} TB/s, this run)`);
+    if (peaks) n = addNote(n, pctOf(tbs, peaks.hbm, 'the stated HBM bandwidth', 'TB/s'));
+    return n;
+  };
+  /**
+   * A compute row's note: TFLOP/s as a fraction of the peak of the units the kernel runs on: bf16
+   * tensor cores; for float32, fp32 FMA, or a third of the TF32 rate for 3xTF32 (three tensor-core
+   * products per multiply).
+   */
+  const flopNote = (tflops: number, unit: 'bf16' | 'fp32' | '3xtf32', note?: string, showRate = false) => {
+    let n = showRate ? addNote(note, `${tflops.toFixed(1)} TFLOP/s`) : note;
+    if (peaks) {
+      n = addNote(n, unit === 'bf16' ? pctOf(tflops, peaks.bf16, 'the bf16 tensor peak', 'TFLOP/s')
+        : unit === 'fp32' ? pctOf(tflops, peaks.fp32, 'the fp32 FMA peak', 'TFLOP/s')
+          : pctOf(tflops, +(peaks.tf32 / 3).toFixed(1), 'a third of the TF32 tensor peak', 'TFLOP/s'));
+    }
+    return n;
+  };
+  // FLOP of attention as FlashAttention counts them: QKᵀ and PV, 4·B·H·N²·D forward; the backward
+  // 2.5 times that (its five products, the recomputed QKᵀ included).
+  const attnFlop = (B: number, H: number, N: number, D: number) => 4 * B * H * N * N * D;
   const cmp = (row: Row, key: string, field: string, unit: 'ms' | 'TB/s') => {
     const v = torch?.[key]?.[field];
     if (v !== undefined) {
@@ -145,7 +178,9 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     const n = 64 * 1024 * 1024;
     const x = rand([n], 'float32', 1);
     const ms = gpuTime(() => [native.copy(x)], reps, 10);
-    cmp({ name: 'copy', shape: `${n} f32`, value: (2 * n * 4) / ms / 1e9, unit: 'TB/s' }, 'copy', 'GBps', 'TB/s');
+    copyTBs = (2 * n * 4) / ms / 1e9;
+    cmp({ name: 'copy', shape: `${n} f32`, value: copyTBs, unit: 'TB/s',
+      note: peaks ? pctOf(copyTBs, peaks.hbm, 'the stated HBM bandwidth', 'TB/s') : undefined }, 'copy', 'GBps', 'TB/s');
     x.free();
   }
 
@@ -160,17 +195,22 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const scale = 1 / Math.sqrt(D);
       const key = `${B}x${H}x${N}x${D}_${short(dtype)}`;
       const fwd = gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10);
-      cmp({ name: `${name} fwd`, shape: `${B}x${H}x${N}x${D}`, value: fwd, unit: 'ms' }, `sdpa_fwd_${key}`, 'ms', 'ms');
+      const flop = attnFlop(B, H, N, D);
+      // At D = 64 the float32 forward's default is the 3xTF32 kernel (fwd_path in attention.cu).
+      cmp({ name: `${name} fwd`, shape: `${B}x${H}x${N}x${D}`, value: fwd, unit: 'ms',
+        note: flopNote(flop / fwd / 1e9, dtype === 'bfloat16' ? 'bf16' : '3xtf32', undefined, true) }, `sdpa_fwd_${key}`, 'ms', 'ms');
       if (dtype === 'float32') {
         // The SIMT FMA kernel that 3xTF32 replaced as the float32 default (same accuracy bound).
         const simt = withEnv('VITRIM_CUDA_ATTN_F32', 'simt', () =>
           gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10));
-        cmp({ name: `${name} fwd (SIMT kernel)`, shape: `${B}x${H}x${N}x${D}`, value: simt, unit: 'ms' },
-          `sdpa_fwd_${key}`, 'ms', 'ms');
+        cmp({ name: `${name} fwd (SIMT kernel)`, shape: `${B}x${H}x${N}x${D}`, value: simt, unit: 'ms',
+          note: flopNote(flop / simt / 1e9, 'fp32', undefined, true) }, `sdpa_fwd_${key}`, 'ms', 'ms');
       }
       const [out, stats] = native.attentionForward(qkv, H, scale, null, null, 0);
       const bwd = gpuTime(() => native.attentionBackward(gout, qkv, H, scale, null, null, 0, out, stats), reps, 5);
-      cmp({ name: `${name} bwd`, shape: `${B}x${H}x${N}x${D}`, value: bwd, unit: 'ms' }, `sdpa_bwd_${key}`, 'ms', 'ms');
+      // The float32 backward runs the SIMT kernels (fp32 FMA) whatever the forward's path.
+      cmp({ name: `${name} bwd`, shape: `${B}x${H}x${N}x${D}`, value: bwd, unit: 'ms',
+        note: flopNote((2.5 * flop) / bwd / 1e9, dtype === 'bfloat16' ? 'bf16' : 'fp32', undefined, true) }, `sdpa_bwd_${key}`, 'ms', 'ms');
       for (const t of [qkv, gout, out, stats]) t.free();
     }
   }
@@ -234,6 +274,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
           rows.push({
             name: `gemm-tune ${k.label.replace('{act}', act)} tile=${tile}`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
             compare: { name: `${k.lt}${act === 'gelu' ? ' + GELU pass' : ''}`, value: lt }, ratio: v / lt,
+            note: flopNote(v, k.dtype === 'bfloat16' ? 'bf16' : '3xtf32'),
           });
         }
         for (const t of [x, w, b]) t.free();
@@ -276,7 +317,8 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
         ['device-checked, deferred', unknown, 'deferred']] as const) {
         native.setDeviceChecks(mode);
         const ms = gpuTime(() => [native.gatherTokens(x, ids)], reps, 20);
-        cmp({ name: `${name} (${label})`, shape: `${B}x${N}x${C}->${K}`, value: bytes / ms / 1e9, unit: 'TB/s' },
+        cmp({ name: `${name} (${label})`, shape: `${B}x${N}x${C}->${K}`, value: bytes / ms / 1e9, unit: 'TB/s',
+          note: bwNote(bytes / ms / 1e9) },
           `gather_${B}x${N}x${C}_to${K}_${short(dtype)}`, 'GBps', 'TB/s');
       }
       unknown.free();
@@ -294,7 +336,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     const x = rand([R, C], dtype, 5), w = rand([C], dtype, 6), b = rand([C], dtype, 7);
     const ms = gpuTime(() => native.layernormForward(x, w, b, 1e-6), reps, 20);
     const bytes = 2 * R * C * (dtype === 'float32' ? 4 : 2);
-    cmp({ name: `${name} fwd`, shape: `${R}x${C}`, value: bytes / ms / 1e9, unit: 'TB/s' },
+    cmp({ name: `${name} fwd`, shape: `${R}x${C}`, value: bytes / ms / 1e9, unit: 'TB/s', note: bwNote(bytes / ms / 1e9) },
       `layernorm_fwd_${R}x${C}_${short(dtype)}`, 'GBps', 'TB/s');
     for (const t of [x, w, b]) t.free();
   }
@@ -312,7 +354,8 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     }, reps, 20);
     rows.push({
       name: 'layernorm f32->bf16 fwd', shape: `${R}x${C}`, value: fused, unit: 'ms',
-      note: `norm then cast (same bits): ${composed.toFixed(4)} ms, ratio ${(composed / fused).toFixed(2)}x; ${(R * C * 6 / fused / 1e9).toFixed(2)} TB/s`,
+      note: bwNote(R * C * 6 / fused / 1e9,
+        `norm then cast (same bits): ${composed.toFixed(4)} ms, ratio ${(composed / fused).toFixed(2)}x; ${(R * C * 6 / fused / 1e9).toFixed(2)} TB/s`),
     });
     for (const t of [x, w, b]) t.free();
   }
@@ -354,7 +397,8 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const x = rand([M, K], dtype, 8), w = rand([N, K], dtype, 9), b = rand([N], dtype, 10);
       const ms = withCublasLt(() => gpuTime(() => [native.linearFused(x, w, b, act, null)], reps, 5));
       const tflops = (2 * M * N * K) / ms / 1e9;
-      rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: tflops, unit: 'TFLOP/s' });
+      rows.push({ name: `${name} ${act}`, shape: `${M}x${K}->${N}`, value: tflops, unit: 'TFLOP/s',
+        note: flopNote(tflops, dtype === 'bfloat16' ? 'bf16' : 'fp32') });
       if (dtype === 'bfloat16') {
         // the opt-in bf16 mma kernel (GELU in its epilogue) against cuBLASLt (+ the GELU pass) just
         // measured: the figure that decides which one bf16 linears use
@@ -363,6 +407,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
         rows.push({
           name: `${name} ${act} (mma kernel)`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
           compare: { name: `cuBLASLt bf16${act === 'gelu' ? ' + GELU pass' : ''}`, value: tflops }, ratio: v / tflops,
+          note: flopNote(v, 'bf16'),
         });
       }
       if (dtype === 'float32') {
@@ -373,6 +418,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
         rows.push({
           name: `${name} ${act} (3xTF32 kernel)`, shape: `${M}x${K}->${N}`, value: v, unit: 'TFLOP/s',
           compare: { name: `cuBLASLt SGEMM${act === 'gelu' ? ' + GELU pass' : ''}`, value: tflops }, ratio: v / tflops,
+          note: flopNote(v, '3xtf32'),
         });
       }
       for (const t of [x, w, b]) t.free();

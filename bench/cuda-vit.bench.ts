@@ -15,11 +15,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { AdamW, autocast, backward, keep, noGrad, ops, tensor, tidy, Trainer, vit, type Tensor } from '../lib/index.js';
 import type { Dataset } from '../lib/data/dataset.js';
+import { denseMacs } from '../lib/infer/flops.js';
 import { createInferencePlan } from '../lib/infer/plan.js';
 import { native } from '../lib/native.js';
 import type { BenchOptions, Row } from './run.js';
 import { withEnv } from './env.js';
 import { median } from './stats.js';
+import { addNote, pctOf, statedPeaks } from './peaks.js';
 
 type TorchJson = Record<string, Record<string, number>>;
 const MODEL = 'deit_small_patch16_224';
@@ -53,17 +55,35 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   const reps = opts.quick ? 3 : 7;
   const want = (name: string) => !opts.filter || name.includes(opts.filter);
   const rows: Row[] = [];
+  const peaks = statedPeaks(cuda.detail);
+  let flopPerImg = 0; // set once the model exists
+  /**
+   * Appends the achieved TFLOP/s and its fraction of the stated peak of the units the linears run on
+   * (bf16 tensor cores; float32: fp32 FMA for cuBLASLt SGEMM with TF32 off, a third of the TF32 rate
+   * for the 3xTF32 kernel). FLOP = 2·MACs of the dense model (lib/infer/flops.ts, DeiT-S 4.6 GMAC an
+   * image); a training step counts 3 forwards (the backward's two products per forward one).
+   */
   const push = (row: Row, key: string, field: string) => {
     const v = torch?.[key]?.[field];
     if (v !== undefined) {
       row.compare = { name: `timm ${field}`, value: v };
       row.ratio = row.value / v;
     }
+    if (row.unit === 'img/s' && flopPerImg > 0) {
+      const tflops = (row.value * flopPerImg * (row.name.startsWith('train') ? 3 : 1)) / 1e12;
+      row.note = addNote(row.note, `${tflops.toFixed(1)} TFLOP/s`);
+      if (peaks) {
+        row.note = addNote(row.note, row.name.includes('bfloat16') ? pctOf(tflops, peaks.bf16, 'the bf16 tensor peak', 'TFLOP/s')
+          : row.name.includes('3xTF32') ? pctOf(tflops, +(peaks.tf32 / 3).toFixed(1), 'a third of the TF32 tensor peak', 'TFLOP/s')
+            : pctOf(tflops, peaks.fp32, 'the fp32 FMA peak', 'TFLOP/s'));
+      }
+    }
     rows.push(row);
     console.log(`${row.name} ${row.shape}: ${row.value.toFixed(1)} ${row.unit}${row.ratio ? ` (${row.ratio.toFixed(2)}x timm)` : ''}`);
   };
 
   const model = vit.create(MODEL, { seed: 1 });
+  flopPerImg = 2 * denseMacs(model.config);
   model.to('cuda');
   model.eval();
 
