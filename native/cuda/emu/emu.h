@@ -35,6 +35,8 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -64,6 +66,7 @@ Lane& cur();        // the running fiber's indices
 const dim3& block_dim();
 const dim3& grid_dim();
 void* dyn_smem();   // the block's dynamic shared memory
+size_t dyn_smem_size();
 
 struct Cfg {
   dim3 grid, block;
@@ -378,10 +381,22 @@ inline void mma_m16n8k8_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give the row addresses of
 // matrix i (8 b16 each); lane t receives in r[i] the pair M_i[t/4][2(t%4) + {0,1}], or with .trans
 // M_i[2(t%4) + {0,1}][t/4], the lower half being the first of the pair.
+// Each row address must be 16-byte aligned and name 16 bytes of shared memory (the instruction's
+// rules; on a GPU a breach is a misaligned-address or out-of-range fault). The kernels that use it
+// stage their tiles in dynamic shared memory, so a row outside it is an error here too. Every lane
+// sees every address, so all of them stop at the same check.
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
   const uint64_t* all = warp_exchange(0xffffffffu, (uint64_t)(uintptr_t)p);
   uint64_t rows[32];
   for (int l = 0; l < 32; ++l) rows[l] = all[l];
+  const uint64_t lo = (uint64_t)(uintptr_t)dyn_smem(), hi = lo + dyn_smem_size();
+  for (int l = 0; l < 32; ++l) {
+    if (rows[l] % 16 != 0)
+      throw std::runtime_error("ldmatrix: the row address of lane " + std::to_string(l) + " is not 16-byte aligned");
+    if (rows[l] < lo || rows[l] + 16 > hi)
+      throw std::runtime_error("ldmatrix: the row address of lane " + std::to_string(l) +
+                               " is outside the block's dynamic shared memory");
+  }
   const int t = (int)lane_id();
   for (int i = 0; i < 4; ++i) {
     auto el = [&](int row, int col) -> uint32_t {

@@ -229,6 +229,7 @@ Lane& cur() { return g_block && g_block->running ? g_block->running->lane : g_ho
 const dim3& block_dim() { return g_block ? g_block->bdim : g_host_dim; }
 const dim3& grid_dim() { return g_block ? g_block->gdim : g_host_dim; }
 void* dyn_smem() { return g_block ? g_block->smem.data() : nullptr; }
+size_t dyn_smem_size() { return g_block ? g_block->smem.size() : 0; }
 unsigned lane_id() { return g_block && g_block->running ? g_block->running->linear % 32 : 0; }
 
 void syncthreads() {
@@ -260,6 +261,12 @@ void cp_async16(void* dst, const void* src, int src_size) {
   if (!f) throw std::runtime_error("cp.async outside a kernel");
   if (((uintptr_t)dst | (uintptr_t)src) % 16 != 0 || src_size < 0 || src_size > 16) {
     g_block->error = "cp.async: misaligned address or src_size outside [0, 16]";
+    return;
+  }
+  // The destination is shared memory; the kernels that use cp.async stage into dynamic shared memory.
+  const uintptr_t lo = (uintptr_t)g_block->smem.data(), d = (uintptr_t)dst;
+  if (d < lo || d + 16 > lo + g_block->smem.size()) {
+    g_block->error = "cp.async: the destination is outside the block's dynamic shared memory";
     return;
   }
   f->cp_open.push_back({dst, src, src_size});
@@ -558,12 +565,19 @@ cudaError_t cudaMalloc(void** p, size_t n) {
     return cudaErrorMemoryAllocation;
   }
   *p = std::malloc(n ? n : 1);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*p) return cudaErrorMemoryAllocation;
+  // Fresh device memory holds whatever was there before; large host allocations come from mmap,
+  // zero-filled, which would hide a kernel that reads memory nobody wrote. Fill it as shared memory
+  // is filled (0xff: NaN as float or bf16, -1 as an integer), so such a read shows.
+  std::memset(*p, 0xff, n);
+  return cudaSuccess;
 }
 // Pinned host memory is ordinary memory here: copies complete at once.
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
   *p = std::malloc(n ? n : 1);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*p) return cudaErrorMemoryAllocation;
+  std::memset(*p, 0xff, n);  // not zeroed on a GPU machine either: as cudaMalloc
+  return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* p) {
   std::free(p);
