@@ -151,8 +151,8 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
    * tensor cores; for float32, fp32 FMA, or a third of the TF32 rate for 3xTF32 (three tensor-core
    * products per multiply).
    */
-  const flopNote = (tflops: number, unit: 'bf16' | 'fp32' | '3xtf32', note?: string, showRate = false) => {
-    let n = showRate ? addNote(note, `${tflops.toFixed(1)} TFLOP/s`) : note;
+  const flopNote = (tflops: number, unit: 'bf16' | 'fp32' | '3xtf32', showRate = false) => {
+    let n = showRate ? `${tflops.toFixed(1)} TFLOP/s` : undefined;
     if (peaks) {
       n = addNote(n, unit === 'bf16' ? pctOf(tflops, peaks.bf16, 'the bf16 tensor peak', 'TFLOP/s')
         : unit === 'fp32' ? pctOf(tflops, peaks.fp32, 'the fp32 FMA peak', 'TFLOP/s')
@@ -198,19 +198,19 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       const flop = attnFlop(B, H, N, D);
       // At D = 64 the float32 forward's default is the 3xTF32 kernel (fwd_path in attention.cu).
       cmp({ name: `${name} fwd`, shape: `${B}x${H}x${N}x${D}`, value: fwd, unit: 'ms',
-        note: flopNote(flop / fwd / 1e9, dtype === 'bfloat16' ? 'bf16' : '3xtf32', undefined, true) }, `sdpa_fwd_${key}`, 'ms', 'ms');
+        note: flopNote(flop / fwd / 1e9, dtype === 'bfloat16' ? 'bf16' : '3xtf32', true) }, `sdpa_fwd_${key}`, 'ms', 'ms');
       if (dtype === 'float32') {
         // The SIMT FMA kernel that 3xTF32 replaced as the float32 default (same accuracy bound).
         const simt = withEnv('VITRIM_CUDA_ATTN_F32', 'simt', () =>
           gpuTime(() => native.attentionForward(qkv, H, scale, null, null, 0), reps, 10));
         cmp({ name: `${name} fwd (SIMT kernel)`, shape: `${B}x${H}x${N}x${D}`, value: simt, unit: 'ms',
-          note: flopNote(flop / simt / 1e9, 'fp32', undefined, true) }, `sdpa_fwd_${key}`, 'ms', 'ms');
+          note: flopNote(flop / simt / 1e9, 'fp32', true) }, `sdpa_fwd_${key}`, 'ms', 'ms');
       }
       const [out, stats] = native.attentionForward(qkv, H, scale, null, null, 0);
       const bwd = gpuTime(() => native.attentionBackward(gout, qkv, H, scale, null, null, 0, out, stats), reps, 5);
       // The float32 backward runs the SIMT kernels (fp32 FMA) whatever the forward's path.
       cmp({ name: `${name} bwd`, shape: `${B}x${H}x${N}x${D}`, value: bwd, unit: 'ms',
-        note: flopNote((2.5 * flop) / bwd / 1e9, dtype === 'bfloat16' ? 'bf16' : 'fp32', undefined, true) }, `sdpa_bwd_${key}`, 'ms', 'ms');
+        note: flopNote((2.5 * flop) / bwd / 1e9, dtype === 'bfloat16' ? 'bf16' : 'fp32', true) }, `sdpa_bwd_${key}`, 'ms', 'ms');
       for (const t of [qkv, gout, out, stats]) t.free();
     }
   }

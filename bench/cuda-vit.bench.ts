@@ -55,8 +55,9 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   const reps = opts.quick ? 3 : 7;
   const want = (name: string) => !opts.filter || name.includes(opts.filter);
   const rows: Row[] = [];
+  const model = vit.create(MODEL, { seed: 1 });
+  const flopPerImg = 2 * denseMacs(model.config);
   const peaks = statedPeaks(cuda.detail);
-  let flopPerImg = 0; // set once the model exists
   /**
    * Appends the achieved TFLOP/s and its fraction of the stated peak of the units the linears run on
    * (bf16 tensor cores; float32: fp32 FMA for cuBLASLt SGEMM with TF32 off, a third of the TF32 rate
@@ -69,7 +70,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
       row.compare = { name: `timm ${field}`, value: v };
       row.ratio = row.value / v;
     }
-    if (row.unit === 'img/s' && flopPerImg > 0) {
+    if (row.unit === 'img/s') {
       const tflops = (row.value * flopPerImg * (row.name.startsWith('train') ? 3 : 1)) / 1e12;
       row.note = addNote(row.note, `${tflops.toFixed(1)} TFLOP/s`);
       if (peaks) {
@@ -82,8 +83,6 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     console.log(`${row.name} ${row.shape}: ${row.value.toFixed(1)} ${row.unit}${row.ratio ? ` (${row.ratio.toFixed(2)}x timm)` : ''}`);
   };
 
-  const model = vit.create(MODEL, { seed: 1 });
-  flopPerImg = 2 * denseMacs(model.config);
   model.to('cuda');
   model.eval();
 
