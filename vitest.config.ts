@@ -16,12 +16,17 @@ const slowUnderEmulation = [
   'attention', 'attention-varlen', 'gemm', 'layernorm', 'lib-device', 'loss', 'reduce', 'sample', 'softmax', 'topk',
 ].map((f) => `test/cuda/${f}.test.ts`);
 
+// One input seed for the whole run, printed first, so a failure in any file can be replayed
+// (VITRIM_TEST_SEED=<seed> npm test); each test file's process would otherwise read its own clock.
+const seed = process.env.VITRIM_TEST_SEED ?? String(Date.now() % 1_000_000);
+console.log(`vitrim tests: input seed ${seed} (VITRIM_TEST_SEED=${seed} repeats this run's inputs)`);
+
 const base = {
   // Native addons and worker threads don't mix well; forks isolate each test file in a process.
   pool: 'forks' as const,
   // The fuzzers ask for valid but huge tensors (a scatter to 2^31 tokens: 17 GB); with two workers on
   // a small machine the kernel's OOM killer would end a worker. Tests need far less than 4 GiB.
-  env: { VITRIM_CPU_MEMORY_LIMIT_MB: process.env.VITRIM_CPU_MEMORY_LIMIT_MB ?? '4096' },
+  env: { VITRIM_CPU_MEMORY_LIMIT_MB: process.env.VITRIM_CPU_MEMORY_LIMIT_MB ?? '4096', VITRIM_TEST_SEED: seed },
   testTimeout: 120_000,
   hookTimeout: 120_000,
 };

@@ -131,6 +131,17 @@ export function dot(y: ArrayLike<number>, w: ArrayLike<number>): number {
   return s;
 }
 
+/**
+ * Σ|y_i·w_i|: the scale a rounding error of dot(y, w) is measured against. A bound relative to
+ * |dot(y, w)| fails whenever random terms happen to cancel (seen in CI: an adjoint check whose
+ * 215k terms summed to 0.49 — the float32 rounding of the terms was 1.9e-5 there).
+ */
+export function absDot(y: ArrayLike<number>, w: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < y.length; i++) s += Math.abs(y[i] * w[i]);
+  return s;
+}
+
 /** Asserts fn throws an Error carrying `code` (e.g. 'ERR_VITRIM_SHAPE'); returns the message. */
 export function expectCode(fn: () => unknown, code: string): string {
   try {
