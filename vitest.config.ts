@@ -26,7 +26,13 @@ const base = {
   pool: 'forks' as const,
   // The fuzzers ask for valid but huge tensors (a scatter to 2^31 tokens: 17 GB); with two workers on
   // a small machine the kernel's OOM killer would end a worker. Tests need far less than 4 GiB.
-  env: { VITRIM_CPU_MEMORY_LIMIT_MB: process.env.VITRIM_CPU_MEMORY_LIMIT_MB ?? '4096', VITRIM_TEST_SEED: seed },
+  env: {
+    VITRIM_CPU_MEMORY_LIMIT_MB: process.env.VITRIM_CPU_MEMORY_LIMIT_MB ?? '4096',
+    VITRIM_TEST_SEED: seed,
+    // the CUDA emulation's block / thread shuffle (VITRIM_EMU_ORDER=random) follows the same seed:
+    // another run, other interleavings; the same seed, the same ones
+    VITRIM_EMU_SEED: process.env.VITRIM_EMU_SEED ?? seed,
+  },
   testTimeout: 120_000,
   hookTimeout: 120_000,
 };

@@ -5,7 +5,8 @@
 # VITRIM_LAUNCH_CHECK=1: afterwards, scripts/launch-check.mjs checks every launch the tests made
 # against the registers, __launch_bounds__ and shared memory nvcc gives its kernel.
 # VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the
-# threads of a block between barriers.
+# threads of a block between barriers; the shuffle follows VITRIM_EMU_SEED, which vitest.config.ts sets
+# from the run's input seed (VITRIM_TEST_SEED, printed first) unless it is set.
 # Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -107,7 +107,9 @@ void yield_to_scheduler() {
 // VITRIM_EMU_ORDER=reverse|random runs the ready fibers of each pass in another order: code that
 // reads shared memory another thread writes without a barrier between them then sees stale data
 // in one of the orders (a GPU would interleave them in any order). It orders a grid's blocks too
-// (run_kernel). The shuffle's state carries over from launch to launch: one process, one sequence.
+// (run_kernel). The shuffle's state carries over from launch to launch: one process, one sequence,
+// which VITRIM_EMU_SEED (an integer, read once; the test runner sets it from its input seed) picks,
+// so that runs differ in their interleavings and a failing one can be replayed.
 enum class Order { Forward, Reverse, Random };
 Order order_from_env() {
   const char* e = std::getenv("VITRIM_EMU_ORDER");
@@ -122,7 +124,16 @@ Order order_from_env() {
 }
 // Read at each launch, so that a test can set it around the calls it is about.
 Order g_order = Order::Forward;
-uint64_t g_order_state = 0x9e3779b97f4a7c15ull;
+uint64_t order_seed() {
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  if (const char* e = std::getenv("VITRIM_EMU_SEED")) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(e, &end, 10);
+    if (end != e && *end == 0) s ^= v * 0xbf58476d1ce4e5b9ull;  // splitmix's multiplier spreads small seeds
+  }
+  return s ? s : 1;  // xorshift's state must not be 0
+}
+uint64_t g_order_state = order_seed();
 
 // 0 .. n-1 in VITRIM_EMU_ORDER's order (forward, reverse, or a fresh shuffle each call).
 std::vector<size_t> run_order(size_t n) {
