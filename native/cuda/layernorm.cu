@@ -22,7 +22,9 @@
 // and gb = Σ_rows gy are column sums done by a second
 // kernel: blocks of 32 columns x 8 row lanes over a fixed split of the rows into chunks write fp32
 // partials [chunks, L], then a finishing kernel sums the chunks in a fixed order. No atomics: the
-// result is deterministic (it depends only on the shape and the GPU's SM count).
+// result is deterministic (it depends only on the shape and the GPU's SM count). The column sums'
+// xhat takes the gx kernel's double row mean, handed over as a float pair (hi, lo) [R] rather than
+// the saved float32 mean (see split_mean), which stays required and checked, as torch takes it.
 // Rows are walked with grid-stride loops in int64, so any number of rows works (no grid limit).
 #include <algorithm>
 #include <cmath>
@@ -160,6 +162,16 @@ __global__ void __launch_bounds__(kRowBlock)
 // ---------------------------------------------------------------------------------------------
 // Backward: gx
 // ---------------------------------------------------------------------------------------------
+// The double row mean as a float pair, hi = mean rounded, lo = the rest (rounded): for the column
+// sums, xhat = ((x - hi) - lo) * rstd. Where the row's spread is small against its mean (the
+// ill-conditioned rows), x - hi is exact (Sterbenz) and lo restores the double mean's bits, so
+// xhat is as the CPU forms it; the saved float32 mean alone was off by up to ulp(mean) / 2, which
+// rstd magnifies (a [3, 2] row with rstd 295 put gw 1.3e-5 off the CPU's, found by the fuzzer).
+__device__ __forceinline__ float2 split_mean(double m) {
+  const float hi = (float)m;
+  return make_float2(hi, (float)(m - (double)hi));
+}
+
 // The row is formed as the CPU forms it (layernorm_backward in native/cpu/layernorm.cpp): the mean
 // is recomputed in double from x (the saved float32 mean's rounding, 6e-8 |mean|, moves xhat by
 // 6e-8 |mean| / std on rows of small spread), and xhat, g = gy * w, the two row sums and
@@ -171,7 +183,7 @@ __global__ void __launch_bounds__(kRowBlock)
 template <class T, int V, int IT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     ln_bwd_warp(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
-                const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int L) {
+                const float* __restrict__ rstd, T* __restrict__ gx, float2* __restrict__ mu2, int64_t R, int L) {
   const int lane = threadIdx.x & 31;
   const int64_t stride = (int64_t)gridDim.x * kWarpsPerBlock;
   for (int64_t r = (int64_t)blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
@@ -182,6 +194,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
     for (int k = 0; k < IT * V; ++k) s += (double)xv[k];  // entries past the row are 0
     const double mud = warp_sum(s) / (double)L, rsd = rstd[r];
+    if (mu2 && lane == 0) mu2[r] = split_mean(mud);
     // Calls f(e, g * w, xhat), both in double, for every element e of the row this lane holds.
     auto each = [&](auto&& f) {
 #pragma unroll
@@ -212,13 +225,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 template <class T>
 __global__ void __launch_bounds__(kRowBlock)
     ln_bwd_block(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
-                 const float* __restrict__ rstd, T* __restrict__ gx, int64_t R, int64_t L) {
+                 const float* __restrict__ rstd, T* __restrict__ gx, float2* __restrict__ mu2, int64_t R, int64_t L) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const T *xr = x + r * L, *gr = gy + r * L;
     double s = 0.0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) s += (double)to_f(xr[j]);
     const double mud = block_sum(s, sh) / (double)L, rsd = rstd[r];
+    if (mu2 && threadIdx.x == 0) mu2[r] = split_mean(mud);
     double sa = 0.0, sb = 0.0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
       const double g = w ? (double)to_f(gr[j]) * (double)to_f(w[j]) : (double)to_f(gr[j]);
@@ -242,7 +256,7 @@ __global__ void __launch_bounds__(kRowBlock)
 // over threadIdx.y; a warp reads 32 consecutive columns of one row (coalesced).
 template <class T>
 __global__ void __launch_bounds__(256)
-    ln_colsum(const T* __restrict__ gy, const T* __restrict__ x, const float* __restrict__ mean,
+    ln_colsum(const T* __restrict__ gy, const T* __restrict__ x, const float2* __restrict__ mu2,
               const float* __restrict__ rstd, float* __restrict__ pw, float* __restrict__ pb, int64_t R, int64_t L,
               int64_t rows_per_chunk) {
   __shared__ float sw[8][33], sb[8][33];
@@ -253,7 +267,8 @@ __global__ void __launch_bounds__(256)
   if (n < L)
     for (int64_t m = m0 + threadIdx.y; m < m1; m += 8) {
       const float g = to_f(gy[m * L + n]);
-      const float xh = (to_f(x[m * L + n]) - mean[m]) * rstd[m];
+      const float2 mu = mu2[m];
+      const float xh = ((to_f(x[m * L + n]) - mu.x) - mu.y) * rstd[m];
       aw += g * xh;
       ab += g;
     }
@@ -386,8 +401,12 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backw
     const T* gp = ptr<T>(gy);
     const T* xp = ptr<T>(x);
     const T* wp = w ? ptr<T>(*w) : nullptr;
-    const float *mp = ptr<float>(mean), *rp = ptr<float>(rstd);
+    const float* rp = ptr<float>(rstd);
     T* op = ptr<T>(gx);
+    // the gx kernels' double row means for the column sums (see split_mean); only with a weight
+    std::optional<Tensor> mu2;
+    if (w) mu2 = alloc({R, 2}, DType::F32);
+    float2* m2 = w ? ptr<float2>(*mu2) : nullptr;
     if (L <= kWarpRowMax) {
       const unsigned grid = blocks_for(R, kWarpsPerBlock);
       constexpr int VW = vec_width<T>();
@@ -396,16 +415,16 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backw
       if (vec) {
         dispatch_it<VW>(accesses_per_lane(L, VW), [&](auto it) {
           ln_bwd_warp<T, VW, decltype(it)::value>
-              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, rp, op, R, (int)L);
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, rp, op, m2, R, (int)L);
         });
       } else {
         dispatch_it<1>(accesses_per_lane(L, 1), [&](auto it) {
           ln_bwd_warp<T, 1, decltype(it)::value>
-              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, rp, op, R, (int)L);
+              <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(gp, xp, wp, rp, op, m2, R, (int)L);
         });
       }
     } else {
-      ln_bwd_block<T><<<blocks_for(R, 1), kRowBlock, 0, stream()>>>(gp, xp, wp, rp, op, R, L);
+      ln_bwd_block<T><<<blocks_for(R, 1), kRowBlock, 0, stream()>>>(gp, xp, wp, rp, op, m2, R, L);
     }
     VITRIM_CUDA_LAUNCHED();
     if (!w) return;
@@ -420,7 +439,7 @@ std::tuple<Tensor, std::optional<Tensor>, std::optional<Tensor>> layernorm_backw
     Tensor pw = alloc({chunks, L}, DType::F32), pb = alloc({chunks, L}, DType::F32);
     const dim3 block(32, 8);
     ln_colsum<T><<<dim3((unsigned)col_blocks, (unsigned)chunks), block, 0, stream()>>>(
-        gp, xp, mp, rp, ptr<float>(pw), ptr<float>(pb), R, L, rows_per_chunk);
+        gp, xp, m2, rp, ptr<float>(pw), ptr<float>(pb), R, L, rows_per_chunk);
     VITRIM_CUDA_LAUNCHED();
     ln_colsum_finish<T><<<(unsigned)col_blocks, block, 0, stream()>>>(ptr<float>(pw), ptr<float>(pb), ptr<T>(*gw),
                                                                        ptr<T>(*gb), chunks, L);

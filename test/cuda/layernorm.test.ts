@@ -105,6 +105,28 @@ describeCuda('cuda layernorm', () => {
     });
   }
 
+  // Rows whose spread is small against their mean (x = 1.5 + 1e-3·N(0, 1)): xhat = (x − mean)·rstd
+  // with rstd up to 1/√eps, so half an ulp of the float32 mean moves xhat by 1e-5 and more. Both
+  // devices form xhat from the double row mean; gw's column sums used the saved float32 mean and came
+  // out 1.3e-5 off the CPU on a [3, 2] case (the CUDA fuzzer, seed 202). Every path: scalar rows of
+  // 2 and 3, the vectorised warp row (384), block-per-row (1500).
+  it('rows of small spread against their mean: gx, gw, gb as on the cpu (float32)', () => {
+    for (const [shape, eps] of [[[3, 2], 1e-5], [[7, 3], 1e-5], [[64, 384], 1e-6], [[4, 1500], 1e-6]] as const) {
+      const what = JSON.stringify(shape);
+      const L = shape[1];
+      const x = r([...shape], 700 + L, 1e-3, 1.5);
+      const w = r([L], 701 + L, 1, 1);
+      const gy = r([...shape], 702 + L);
+      const [, mean, rstd] = native.layernormForward(x, w, null, eps);
+      const [gx, gw, gb] = native.layernormBackward(gy, x, w, mean, rstd);
+      const [, cmean, crstd] = native.layernormForward(cudaAs(x, 'float32'), cudaAs(w, 'float32'), null, eps);
+      const [cgx, cgw, cgb] = native.layernormBackward(cudaAs(gy, 'float32'), cudaAs(x, 'float32'), cudaAs(w, 'float32'), cmean, crstd);
+      expectRel(cgx, gx, 1e-5, `${what} gx`);
+      expectRel(cgw!, gw!, 1e-5, `${what} gw`);
+      expectRel(cgb!, gb!, 1e-5, `${what} gb`);
+    }
+  });
+
   it('the ViT-S training shape (256·197, 384) in bfloat16, and gw/gb are bit-for-bit reproducible', () => {
     const shape = [256 * 197, 384];
     const { x, w, b, gy } = inputs(shape, 'both', 500, 'bfloat16');
