@@ -14,6 +14,7 @@
  */
 import fc from 'fast-check';
 import { native, type Device, type DType, type NativeTensor } from '../lib/native.js';
+import { emulated } from './cuda/helpers.js';
 
 /** Codes a bad call may end with; ERR_VITRIM_INTERNAL is a bug. */
 export const ACCEPTED = new Set([
@@ -422,10 +423,9 @@ export interface FuzzStats { calls: number; ok: number; skipped: number; rejecte
 // second. A valid scatter of non-empty rows to n = 2^31 tokens (one warp per output row) takes a
 // GPU a fraction of a second and the emulation hours (seed 31337 drew one). Such calls are counted
 // as skipped there, and only there: the CPU fuzzers run them, and so does a real GPU.
-const emulatedCuda = native.backends().some((b) => b.device === 'cuda' && b.available && b.detail.includes('emulation'));
 const EMU_MAX_ROWS = 1 << 16;
 function tooSlowToEmulate(op: string, args: unknown[]): boolean {
-  if (!emulatedCuda || op !== 'scatterTokens') return false;
+  if (!emulated || op !== 'scatterTokens') return false;
   const [g, , n] = args;
   if (typeof n !== 'number' || !(n > EMU_MAX_ROWS)) return false;
   if (!g || typeof g !== 'object' || !('free' in g)) return false;
