@@ -142,9 +142,12 @@ async function main(): Promise<void> {
     }
   }
   machine.loadavgAfter = loadavg();
+  // which GPU the cuda rows ran on (bench/targets.ts prints it); only now, so the cpu-only modules
+  // do not load the cuda backend
+  const backends = native.backends();
   console.log(`\nload average after: ${machine.loadavgAfter.map((x) => x.toFixed(2)).join(' ')}`);
   if (args.json) {
-    const out = { date: new Date().toISOString(), argv: process.argv.slice(2), machine, results };
+    const out = { date: new Date().toISOString(), argv: process.argv.slice(2), machine: { ...machine, backends }, results };
     writeFileSync(args.json, JSON.stringify(out, null, 2) + '\n');
     console.log(`wrote ${args.json}`);
   }

@@ -80,6 +80,8 @@ if has bench; then
   python3 ../shared/gpu/torch_anchors.py --quick --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || status=1
   tail -30 "$OUT/torch.log"
   VITRIM_TORCH_JSON="$OUT/torch.json" npm run bench -- --filter cuda --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | tail -60
+  # issue 4's targets judged on this run's rows (bench/targets.ts; --md for bench/RESULTS.md)
+  node --import tsx bench/targets.ts "$OUT/bench.json" --md 2>&1 | tee -a "$OUT/bench.log"
   # what a user sees: examples/gpu-inference.ts on DeiT-S (latency of each mode, agreement with the cpu)
   for b in 1 64; do npx tsx examples/gpu-inference.ts --batch $b --iters 20 2>&1 | tail -6; done
   # the configuration sweeps (attention forward CTA size / key fill, 3xTF32 linear tiles): are the defaults the best?
