@@ -76,7 +76,8 @@ function cpuModel(): string {
   return cpus()[0]?.model ?? 'unknown';
 }
 
-function fmt(v: number | undefined): string {
+/** A figure to 3–4 significant digits ('' for a missing or non-finite one). */
+export function fmt(v: number | undefined): string {
   if (v === undefined || !Number.isFinite(v)) return '';
   const a = Math.abs(v);
   return a >= 100 ? v.toFixed(1) : a >= 1 ? v.toFixed(2) : v.toPrecision(3);

@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import type { Row } from './run.js';
+import { fmt, type Row } from './run.js';
 
 interface BenchJson {
   date?: string;
@@ -70,8 +70,6 @@ export const SPECS: Spec[] = [
     target: 'DeiT-S train step bf16 B64 ≥ 1.2× timm', name, shape: 'B64', kind: 'rate-ratio', bound: 1.2 })),
   { target: 'tiny-op dispatch ≤ 5 µs', name: 'dispatch affine(x[1]) cuda', shape: '1', kind: 'absolute-max', bound: 5 },
 ];
-
-const fmt = (v: number) => (Math.abs(v) >= 100 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3));
 
 /** Judges every spec on the rows of one run. */
 export function checkTargets(json: BenchJson): Check[] {

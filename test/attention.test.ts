@@ -136,23 +136,24 @@ describe('attention vs float64 reference', () => {
  */
 function qkvAwayFromKinks({ B, N, H, D }: Dims, scale: number, h: number, seed: number): Float32Array {
   const C = H * D;
+  const score = (qkv: Float32Array, b: number, hd: number, i: number, j: number) => {
+    let acc = 0;
+    for (let d = 0; d < D; d++) acc += qkv[(b * N + i) * 3 * C + hd * D + d] * qkv[(b * N + j) * 3 * C + C + hd * D + d];
+    return scale * acc;
+  };
+  const clear = (qkv: Float32Array) => {
+    const margin = 2.5 * scale * h * qkv.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    for (let b = 0; b < B; b++)
+      for (let hd = 0; hd < H; hd++)
+        for (let i = 0; i < N; i++) {
+          const s = Array.from({ length: N }, (_, j) => score(qkv, b, hd, i, j)).sort((x, y) => y - x);
+          if (s[0] - s[1] <= margin) return false;
+        }
+    return true;
+  };
   for (let attempt = 0; attempt < 100; attempt++) {
     const qkv = randn([B, N, 3 * C], seed + 1000 * attempt);
-    const margin = 2.5 * scale * h * qkv.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-    let ok = true;
-    for (let b = 0; b < B && ok; b++)
-      for (let hd = 0; hd < H && ok; hd++)
-        for (let i = 0; i < N && ok; i++) {
-          const s: number[] = [];
-          for (let j = 0; j < N; j++) {
-            let acc = 0;
-            for (let d = 0; d < D; d++) acc += qkv[(b * N + i) * 3 * C + hd * D + d] * qkv[(b * N + j) * 3 * C + C + hd * D + d];
-            s.push(scale * acc);
-          }
-          s.sort((x, y) => y - x);
-          ok = s[0] - s[1] > margin;
-        }
-    if (ok) return qkv;
+    if (clear(qkv)) return qkv;
   }
   throw new Error('no qkv with every row max clear of its kink in 100 draws');
 }
