@@ -14,7 +14,7 @@ import * as data from '../lib/data/index.js';
 import { checkIndices } from '../lib/data/dataset.js';
 import { loadFashionMnist } from '../lib/data/fashion-mnist.js';
 import { Rng, shuffleInPlace } from '../lib/data/rng.js';
-import { SDFS } from '../lib/data/shapes.js';
+import { SDFS, type ShapeInfo } from '../lib/data/shapes.js';
 import { ArgumentError, IndexError, IOError, ShapeError } from '../lib/errors.js';
 
 // Local copies of test/helpers.ts's seeded helpers: that module loads the native addon, which the data
@@ -68,6 +68,27 @@ function bytesEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * The pixels of an S×S shapes image wholly inside its object: the class SDF at the reported centre,
+ * scale and angle is deeper than half a pixel diagonal at the pixel centre, so the generator drew the
+ * object there with coverage 1, last (only the noise comes after). With their object-unit coordinates.
+ */
+function whollyInside(info: ShapeInfo, S: number): { p: number; lx: number; ly: number }[] {
+  const f = SDFS[info.label];
+  const edge = Math.SQRT1_2 / info.scale;
+  const cs = Math.cos(info.angle);
+  const sn = Math.sin(info.angle);
+  const out: { p: number; lx: number; ly: number }[] = [];
+  for (let p = 0; p < S * S; p++) {
+    const X = (p % S) + 0.5 - info.cx;
+    const Y = Math.floor(p / S) + 0.5 - info.cy;
+    const lx = (cs * X + sn * Y) / info.scale;
+    const ly = (-sn * X + cs * Y) / info.scale;
+    if (f(lx, ly) < -edge) out.push({ p, lx, ly });
+  }
+  return out;
 }
 
 /** Distinct random indices in [0, n) from the per-run seed. */
@@ -209,48 +230,40 @@ describe('shapes dataset', () => {
     const K = 60;
     for (const i of someIndices(K, ds.length, 3)) {
       const { image, mask, info } = ds.sample(i);
-      const S = 32;
-      const n = S * S;
+      const n = 32 * 32;
       const inside = [0, 0, 0];
       const outside = [0, 0, 0];
       let ni = 0;
-      // Mask pixels wholly inside the shape (by its SDF at the reported geometry, as in the test above):
-      // the object is drawn last with coverage 1 there, so each holds clamp01(colour + shading + noise)
-      // exactly, with |shading| ≤ 0.1·|(lx, ly)| (object units) and |noise| ≤ 0.04. Clamping is
-      // 1-Lipschitz, so |pixel − clamp01(colour)| ≤ 0.1·|(lx, ly)| + 0.04, and the mean of those
-      // pixels is within the mean of their bounds: a proof, not a tolerance. The mask's edge pixels
-      // (coverage ≥ 0.5, blended with the scene below) are left out of this check: their blend, an
-      // average over a few dozen pixels of random contrast, went past any fixed bound now and then.
-      const deep = [0, 0, 0];
-      let nd = 0;
-      let bound = 0;
-      const f = SDFS[info.label];
-      const edge = Math.SQRT1_2 / info.scale;
-      const cs = Math.cos(info.angle);
-      const sn = Math.sin(info.angle);
       for (let p = 0; p < n; p++) {
         const t = mask[p] ? inside : outside;
         for (let c = 0; c < 3; c++) t[c] += image[c * n + p];
-        if (!mask[p]) continue;
-        ni++;
-        const X = (p % S) + 0.5 - info.cx;
-        const Y = Math.floor(p / S) + 0.5 - info.cy;
-        const lx = (cs * X + sn * Y) / info.scale;
-        const ly = (-sn * X + cs * Y) / info.scale;
-        if (f(lx, ly) >= -edge) continue;
-        nd++;
-        bound += 0.1 * Math.hypot(lx, ly) + 0.04;
-        for (let c = 0; c < 3; c++) deep[c] += image[c * n + p];
+        if (mask[p]) ni++;
       }
       expect(ni).toBeGreaterThan(0.06 * n); // object area U[0.08, 0.2] of the image, ± edge pixels
       expect(ni).toBeLessThan(0.24 * n);
-      expect(nd).toBeGreaterThan(0);
       for (let c = 0; c < 3; c++) {
         inside[c] /= ni;
         outside[c] /= n - ni;
       }
+      // The pixels wholly inside (all under the mask, by the test above) hold clamp01(colour +
+      // shading + noise) exactly, with |shading| ≤ 0.1·|(lx, ly)| and |noise| ≤ 0.04. Clamping is
+      // 1-Lipschitz, so each is within 0.1·|(lx, ly)| + 0.04 of clamp01(colour), and so is their mean
+      // within the mean of those bounds: a proof, not a tolerance. The mask's edge pixels (coverage
+      // ≥ 0.5, blended with the scene below) are left out: with them, the mean passed a fixed 0.12 in
+      // about 1 % of runs.
+      const deep = whollyInside(info, 32);
+      expect(deep.length).toBeGreaterThan(0);
       const expected = info.colour.map((v) => Math.min(1, Math.max(0, v)));
-      for (let c = 0; c < 3; c++) expect(Math.abs(deep[c] / nd - expected[c])).toBeLessThanOrEqual(bound / nd + 1e-6);
+      let bound = 0;
+      for (const { lx, ly } of deep) bound += 0.1 * Math.hypot(lx, ly) + 0.04;
+      for (let c = 0; c < 3; c++) {
+        let sum = 0;
+        for (const { p } of deep) {
+          expect(mask[p]).toBe(1);
+          sum += image[c * n + p];
+        }
+        expect(Math.abs(sum / deep.length - expected[c])).toBeLessThanOrEqual(bound / deep.length + 1e-6);
+      }
       contrast += Math.hypot(inside[0] - outside[0], inside[1] - outside[1], inside[2] - outside[2]);
     }
     expect(contrast / K).toBeGreaterThan(0.3);
@@ -340,24 +353,24 @@ describe('shapes dataset', () => {
     expect(correct / 2000).toBeLessThan(0.15);
   });
 
-  it('object colour (mean pixel inside the mask) does not depend on the class', () => {
+  it('object colour (mean of the pixels wholly inside the object) does not depend on the class', () => {
     const d = data.shapes({ seed: RUN_SEED });
     const K = 300;
     const sums = new Float64Array(30);
     const n = 32 * 32;
     for (let i = 0; i < 10 * K; i++) {
-      const { image, mask, label } = d.sample(i);
-      let ni = 0;
+      const { image, label, info } = d.sample(i);
+      const deep = whollyInside(info, 32);
       const acc = [0, 0, 0];
-      for (let p = 0; p < n; p++) {
-        if (!mask[p]) continue;
-        ni++;
-        for (let c = 0; c < 3; c++) acc[c] += image[c * n + p];
-      }
-      for (let c = 0; c < 3; c++) sums[label * 3 + c] += acc[c] / ni / K;
+      for (const { p } of deep) for (let c = 0; c < 3; c++) acc[c] += image[c * n + p];
+      for (let c = 0; c < 3; c++) sums[label * 3 + c] += acc[c] / deep.length / K;
     }
     // Object colour ~ U[0.55,1]³ drawn independently of the class: sd ≈ 0.13 per channel, so a class
-    // mean over 300 samples has sd ≈ 0.008; every class mean must be within 0.04 of the overall mean.
+    // mean over 300 samples has sd ≈ 0.007 (measured: 0.0069 over 40 seeds); every class mean must be
+    // within 0.04 (5.8 sd) of the overall mean. The wholly covered pixels, not the whole mask: the
+    // anti-aliased edge pixels blend in the darker scene, more for thin shapes (H, ring: -0.010 and
+    // -0.008 on average, circle +0.008), a real but small dependence on the class that this test is
+    // not about; without the edges every class's offset measured ≤ 0.0011, within its noise.
     for (let c = 0; c < 3; c++) {
       let overall = 0;
       for (let k = 0; k < 10; k++) overall += sums[k * 3 + c] / 10;
