@@ -127,7 +127,7 @@ describe('Rng', () => {
     for (let i = 0; i < N; i++) bins[Math.floor(new Rng(RUN_SEED, 5, i).next() * 16)]++;
     const e = N / 16;
     const chi2 = bins.reduce((s, o) => s + ((o - e) * (o - e)) / e, 0);
-    expect(chi2).toBeLessThan(45); // 15 dof: P(chi2 > 45) < 1e-4
+    expect(chi2).toBeLessThan(60); // 15 dof: P(chi2 > 60) ≈ 2.5e-7 (a broken stream gives thousands)
   });
 
   it('rejects keys that are not non-negative safe integers', () => {
