@@ -106,8 +106,23 @@ describe('AdaViT policy', () => {
     for (const prm of p.model.parameters()) prm.requiresGrad = false;
     const opt = new AdamW(p.parameters(), { lr: 0.05, weightDecay: 0 });
     const y = tensor(new Int32Array([0, 1, 2, 3]), [4]);
-    const usage = () => noGrad(() => adavitInfer(p, x).kept);
-    const u0 = usage();
+    // Usage as the loss sees it: the training forward's sampled decisions, averaged over 16 noise
+    // draws (p.step picks the Philox stream) to shrink the sampling noise of 16 block and 32 head
+    // decisions. Not adavitInfer's usage: its threshold 0.5 drops every head and sub-layer once
+    // their gates sit near σ ≈ 0.3 (measured after these 60 steps: head and block inference usage
+    // 0, training usage 0.31-0.41), so |usage − 0.3| shrank there by collapsing to 0, and the
+    // earlier form of this test passed on that.
+    const K = 16;
+    const usage = (from: number) => {
+      const u = { patch: 0, head: 0, block: 0 };
+      for (let r = 0; r < K; r++) {
+        p.step = from + r;
+        const d = noGrad(() => p.forwardTrain(x).usage);
+        for (const k of ['patch', 'head', 'block'] as const) u[k] += d[k]!.item() / K;
+      }
+      return u;
+    };
+    const u0 = usage(1000);
     for (let s = 0; s < 60; s++) {
       p.step = s;
       const l = tidy(() => p.loss(p.forwardTrain(x), y).total);
@@ -116,11 +131,18 @@ describe('AdaViT policy', () => {
       opt.step();
       opt.zeroGrad();
     }
-    const u1 = usage();
+    const u1 = usage(2000);
     for (const k of ['patch', 'head', 'block'] as const) {
-      expect(u0[k]).toBeGreaterThan(0.8);
-      expect(Math.abs(u1[k] - 0.3), `${k}: ${u0[k]} → ${u1[k]}`).toBeLessThan(Math.abs(u0[k] - 0.3) - 0.3);
+      expect(u0[k], k).toBeGreaterThan(0.8);
+      // measured over 30 seeds: patch 0.07-0.15 off (its quadratic penalty fades near the target),
+      // head 0.03-0.07, block 0.05-0.10
+      expect(Math.abs(u1[k] - 0.3), `${k}: ${u0[k]} → ${u1[k]}`).toBeLessThan(0.2);
     }
+    // The inference usage of the input-dependent unit, patches, follows from 1 without collapsing
+    // (measured 0.35 ± 0.04, range 0.27-0.49 over 60 seeds).
+    const inferred = noGrad(() => adavitInfer(p, x).kept.patch);
+    expect(inferred).toBeGreaterThan(0.1);
+    expect(inferred).toBeLessThan(0.75);
   });
 });
 
