@@ -16,6 +16,12 @@ export interface RefOut {
   out: Float64Array;
   gqkv: Float64Array;
   gkeep: Float64Array | null;
+  /**
+   * gkeep's sum over absolute values (per term |gA_ij|·E_ij, with gA's own sums taken absolutely):
+   * gkeep_j = Σ_{h, i≠j} gA_ij·E_ij can cancel, and a float32 result is then only accurate to a few
+   * roundings of this scale, not of the sum (expectCloseSum).
+   */
+  gkeepMag: Float64Array | null;
   ggate: Float64Array | null;
 }
 
@@ -34,6 +40,7 @@ export function attentionReference(
   const out = new Float64Array(B * N * C);
   const gqkv = new Float64Array(B * N * C3);
   const gkeep = keep ? new Float64Array(B * N) : null;
+  const gkeepMag = keep ? new Float64Array(B * N) : null;
   const ggate = gate ? new Float64Array(B * H) : null;
   const mat = () => Array.from({ length: N }, () => new Float64Array(N));
   for (let b = 0; b < B; b++) {
@@ -91,11 +98,17 @@ export function attentionReference(
         ggate[b * H + h] = s;
       }
       const gP = mat();
+      const gPabs = mat();
       for (let i = 0; i < N; i++)
         for (let j = 0; j < N; j++) {
           let s = 0;
-          for (let d = 0; d < D; d++) s += g * go(i, d) * v(j, d);
+          let sa = 0;
+          for (let d = 0; d < D; d++) {
+            s += g * go(i, d) * v(j, d);
+            sa += Math.abs(g * go(i, d) * v(j, d));
+          }
           gP[i][j] = s;
+          gPabs[i][j] = sa;
         }
       for (let j = 0; j < N; j++)
         for (let d = 0; d < D; d++) {
@@ -107,12 +120,19 @@ export function attentionReference(
       for (let i = 0; i < N; i++) {
         const den = Z[i] + e;
         let gZ = 0;
-        for (let j = 0; j < N; j++) gZ -= (gP[i][j] * (A[i][j] + e / N)) / (den * den);
+        let gZabs = 0;
+        for (let j = 0; j < N; j++) {
+          gZ -= (gP[i][j] * (A[i][j] + e / N)) / (den * den);
+          gZabs += (gPabs[i][j] * (A[i][j] + e / N)) / (den * den);
+        }
         let gm = 0;
         for (let j = 0; j < N; j++) {
           const gA = gP[i][j] / den + gZ;
           const gE = gA * Pi[i][j];
-          if (gkeep && i !== j) gkeep[b * N + j] += gA * E[i][j]; // dPi_ij/dkeep_j = 1 - [i == j]
+          if (gkeep && i !== j) {
+            gkeep[b * N + j] += gA * E[i][j]; // dPi_ij/dkeep_j = 1 - [i == j]
+            gkeepMag![b * N + j] += (gPabs[i][j] / den + gZabs) * E[i][j];
+          }
           const gU = gE * E[i][j];
           gS[i][j] = gU;
           gm -= gU;
@@ -132,5 +152,5 @@ export function attentionReference(
         }
     }
   }
-  return { out, gqkv, gkeep, ggate };
+  return { out, gqkv, gkeep, gkeepMag, ggate };
 }

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { native, type NativeTensor } from '../lib/native.js';
 import { attentionReference as reference, type Dims } from './attention-ref.js';
 import { readFixture } from './fixture-reader.js';
-import { dot, expectClose, expectCode, finiteDiff, nt, randn, randu, relErr, rng } from './helpers.js';
+import { dot, expectClose, expectCloseSum, expectCode, finiteDiff, nt, randn, randu, relErr, rng } from './helpers.js';
 
 type KeepMode = 'none' | 'frac' | 'hard';
 
@@ -71,7 +71,9 @@ function checkCase(dims: Dims, mode: KeepMode, withGate: boolean, eps: number, s
   const what = `B${B} N${N} H${H} D${D} keep=${mode} gate=${withGate} eps=${eps}`;
   expectClose(got.out, ref.out, 1e-5, `${what} out`);
   expectClose(got.gqkv, ref.gqkv, 1e-5, `${what} gqkv`);
-  if (keep) expectClose(got.gkeep!, ref.gkeep!, 1e-5, `${what} gkeep`);
+  // gkeep sums terms of both signs over queries and heads: judged against their scale as well
+  // (seed 8585 drew a cancelling column: 1.05e-5 relative to the sum)
+  if (keep) expectCloseSum(got.gkeep!, ref.gkeep!, ref.gkeepMag!, 1e-5, `${what} gkeep`);
   if (gate) {
     // ggate[b,h] = Σ_i go_i·(PV)_i is a sum of terms that can cancel (at H = 1 a run-specific seed gave
     // 2.2e-5 relative to the result): judge fp32 rounding against the scale of the terms, Σ|go·(PV)|.
