@@ -104,8 +104,9 @@ export function attentionReference(
           let s = 0;
           let sa = 0;
           for (let d = 0; d < D; d++) {
-            s += g * go(i, d) * v(j, d);
-            sa += Math.abs(g * go(i, d) * v(j, d));
+            const t = g * go(i, d) * v(j, d);
+            s += t;
+            sa += Math.abs(t);
           }
           gP[i][j] = s;
           gPabs[i][j] = sa;

@@ -71,24 +71,31 @@ function bytesEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 }
 
 /**
- * The pixels of an S×S shapes image wholly inside its object: the class SDF at the reported centre,
- * scale and angle is deeper than half a pixel diagonal at the pixel centre, so the generator drew the
- * object there with coverage 1, last (only the noise comes after). With their object-unit coordinates.
+ * Every pixel of an S×S shapes image in the object's frame: its centre in object units (lx, ly) and
+ * the class SDF there (v), at the reported centre, scale and angle. |v| > edge (half a pixel
+ * diagonal in object units) proves the pixel wholly inside (v < 0) or wholly outside the object.
  */
-function whollyInside(info: ShapeInfo, S: number): { p: number; lx: number; ly: number }[] {
+function objectFrame(info: ShapeInfo, S: number): { edge: number; pixels: { p: number; lx: number; ly: number; v: number }[] } {
   const f = SDFS[info.label];
-  const edge = Math.SQRT1_2 / info.scale;
   const cs = Math.cos(info.angle);
   const sn = Math.sin(info.angle);
-  const out: { p: number; lx: number; ly: number }[] = [];
-  for (let p = 0; p < S * S; p++) {
+  const pixels = Array.from({ length: S * S }, (_, p) => {
     const X = (p % S) + 0.5 - info.cx;
     const Y = Math.floor(p / S) + 0.5 - info.cy;
     const lx = (cs * X + sn * Y) / info.scale;
     const ly = (-sn * X + cs * Y) / info.scale;
-    if (f(lx, ly) < -edge) out.push({ p, lx, ly });
-  }
-  return out;
+    return { p, lx, ly, v: f(lx, ly) };
+  });
+  return { edge: Math.SQRT1_2 / info.scale, pixels };
+}
+
+/**
+ * The pixels wholly inside the object: the generator drew it there with coverage 1, last (only the
+ * noise comes after).
+ */
+function whollyInside(info: ShapeInfo, S: number): { p: number; lx: number; ly: number }[] {
+  const { edge, pixels } = objectFrame(info, S);
+  return pixels.filter((q) => q.v < -edge);
 }
 
 /** Distinct random indices in [0, n) from the per-run seed. */
@@ -202,22 +209,14 @@ describe('shapes dataset', () => {
       const d = data.shapes({ size, seed: RUN_SEED });
       for (const i of someIndices(40, d.length, 2 + size)) {
         const { mask, info } = d.sample(i);
-        const f = SDFS[info.label];
-        const edge = Math.SQRT1_2 / info.scale;
+        const { edge, pixels } = objectFrame(info, size);
         let deepIn = 0;
         let wrong = 0;
-        const cs = Math.cos(info.angle);
-        const sn = Math.sin(info.angle);
-        for (let y = 0; y < size; y++) {
-          for (let x = 0; x < size; x++) {
-            const X = x + 0.5 - info.cx;
-            const Y = y + 0.5 - info.cy;
-            const v = f((cs * X + sn * Y) / info.scale, (-sn * X + cs * Y) / info.scale);
-            if (v < -edge) {
-              deepIn++;
-              if (mask[y * size + x] !== 1) wrong++;
-            } else if (v > edge && mask[y * size + x] !== 0) wrong++;
-          }
+        for (const { p, v } of pixels) {
+          if (v < -edge) {
+            deepIn++;
+            if (mask[p] !== 1) wrong++;
+          } else if (v > edge && mask[p] !== 0) wrong++;
         }
         expect(wrong).toBe(0);
         expect(deepIn).toBeGreaterThan(0);
@@ -255,13 +254,13 @@ describe('shapes dataset', () => {
       expect(deep.length).toBeGreaterThan(0);
       const expected = info.colour.map((v) => Math.min(1, Math.max(0, v)));
       let bound = 0;
-      for (const { lx, ly } of deep) bound += 0.1 * Math.hypot(lx, ly) + 0.04;
+      for (const { p, lx, ly } of deep) {
+        expect(mask[p]).toBe(1);
+        bound += 0.1 * Math.hypot(lx, ly) + 0.04;
+      }
       for (let c = 0; c < 3; c++) {
         let sum = 0;
-        for (const { p } of deep) {
-          expect(mask[p]).toBe(1);
-          sum += image[c * n + p];
-        }
+        for (const { p } of deep) sum += image[c * n + p];
         expect(Math.abs(sum / deep.length - expected[c])).toBeLessThanOrEqual(bound / deep.length + 1e-6);
       }
       contrast += Math.hypot(inside[0] - outside[0], inside[1] - outside[1], inside[2] - outside[2]);
