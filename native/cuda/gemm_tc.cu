@@ -67,7 +67,10 @@ int* tc_counters() { return g_counters; }
 std::string gemm_tc_init() {
   if (g_counters) return "";
   cudaError_t e = cudaMalloc(&g_counters, kTcMaxTiles * sizeof(int));
-  if (e == cudaSuccess) e = cudaMemset(g_counters, 0, kTcMaxTiles * sizeof(int));
+  // on our stream, waited for: the stream is non-blocking, so a plain cudaMemset (legacy default
+  // stream) would not be ordered before the first split-K launch
+  if (e == cudaSuccess) e = cudaMemsetAsync(g_counters, 0, kTcMaxTiles * sizeof(int), stream());
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream());
   if (e != cudaSuccess) return std::string("cannot allocate the split-K counters: ") + cudaGetErrorString(e);
   return "";
 }
