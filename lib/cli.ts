@@ -25,7 +25,7 @@ import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js
 import { PRESETS } from './nn/presets.js';
 import { adavit, type AdaVitPolicy } from './policies/adavit.js';
 import { evaluate, Trainer } from './train/trainer.js';
-import { renderExplanation } from './explain/heatmap.js';
+import { explanationSize, renderExplanation } from './explain/heatmap.js';
 import { adavitInfer } from './infer/adavit-infer.js';
 import { writeFileAtomic } from './io/safetensors.js';
 import * as ops from './ops/index.js';
@@ -211,11 +211,13 @@ program.command('explain')
     const model = (await loadModel(o.checkpoint, {})).to(device);
     const policy = await loadPolicy(o.checkpoint, model, {});
     if (!policy) throw new InvalidArgumentError(`${o.checkpoint} has no policy.safetensors to explain`);
+    const layout = { imgSize: model.config.imgSize, patchSize: model.config.patchSize, channels: model.config.inChans, zoom: o.zoom };
+    explanationSize(o.count, model.blocks.length - policy.keepLayers, layout); // refuses a huge --count / --zoom before any work
     const idx = Array.from({ length: o.count }, (_, i) => (o.start + i) % ds.length);
     const b = ds.getBatch(idx);
     const x = tensor(b.images, [idx.length, ...ds.imageShape], { device });
     const r = adavitInfer(policy, x, { threshold: o.threshold, keepRatio: o.keepRatio, record: true });
-    const { png, width, height } = renderExplanation(b.images, idx.length, r.decisions!, { imgSize: model.config.imgSize, patchSize: model.config.patchSize, channels: model.config.inChans, zoom: o.zoom });
+    const { png, width, height } = renderExplanation(b.images, idx.length, r.decisions!, layout);
     await writeFileAtomic(o.out, png);
     const pred = ops.topk(r.logits, 1).indices.dataSync();
     console.log(`wrote ${o.out} (${width}×${height}): ${idx.length} images × [input, ${r.decisions!.map((d) => `block ${d.block}`).join(', ')}, mean keep score]`);

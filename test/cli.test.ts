@@ -85,6 +85,13 @@ describe('vitrim CLI, fuzzed arguments', () => {
     const run = join(dir, 'run');
     const model = vit.create({ imgSize: 32, patchSize: 8, inChans: 3, embedDim: 16, depth: 2, numHeads: 2, numClasses: 10 });
     await new Trainer({ model, policy: policies.adavit(model), outDir: run, log: 'silent' }).save();
+    // found by this fuzzer at seeds 99999 and 45454: `--count 1e9` ran the process out of memory
+    for (const [opt, v] of [['--count', '1e9'], ['--zoom', '1e9'], ['--count', '100000']]) {
+      const r = vitrim('explain', '--checkpoint', run, opt, v, '--out', join(dir, 'big.png'));
+      expect(r.code, r.err).toBe(1);
+      expect(r.err).toMatch(/^vitrim: an explanation of \d+ image\(s\) at zoom \d+ would be \d+×\d+ pixels, over the limit/);
+      expect(existsSync(join(dir, 'big.png'))).toBe(false);
+    }
     fc.assert(
       fc.property(argv, ([cmd, pairs]) => {
         const args = [cmd, ...(cmd === 'eval' || cmd === 'explain' ? ['--checkpoint', run] : []), ...pairs.flat(),

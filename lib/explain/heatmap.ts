@@ -7,6 +7,7 @@
  * Images are shown min-max scaled per image; grayscale inputs are repeated to RGB.
  */
 import { encodePng } from '../data/png.js';
+import { ArgumentError } from '../errors.js';
 import type { BlockDecisions } from '../infer/adavit-infer.js';
 
 export interface ExplainLayout {
@@ -26,6 +27,28 @@ function ramp(t: number): [number, number, number] {
   return [0, 1, 2].map((c) => RAMP[i][c] + f * (RAMP[i + 1][c] - RAMP[i][c])) as [number, number, number];
 }
 
+/** The most pixels an explanation may have: 2²⁸ (768 MiB of RGB before compression). */
+export const MAX_EXPLANATION_PIXELS = 2 ** 28;
+const PAD = 2;
+
+/**
+ * The size of the PNG renderExplanation makes for B images and `blocks` gated blocks; an
+ * ArgumentError where the zoom is not a positive integer or the image would exceed
+ * MAX_EXPLANATION_PIXELS (callers check this before running the model on B images).
+ */
+export function explanationSize(B: number, blocks: number, layout: ExplainLayout): { width: number; height: number } {
+  const z = layout.zoom ?? 4;
+  if (!Number.isInteger(z) || z < 1) throw new ArgumentError(`explanation zoom must be a positive integer, got ${z}`);
+  if (!Number.isInteger(B) || B < 1) throw new ArgumentError(`an explanation needs a positive whole number of images, got ${B}`);
+  const tile = layout.imgSize * z + PAD;
+  const width = (2 + blocks) * tile + PAD, height = B * tile + PAD;
+  if (width * height > MAX_EXPLANATION_PIXELS) {
+    throw new ArgumentError(`an explanation of ${B} image(s) at zoom ${z} would be ${width}×${height} pixels, over the limit of ` +
+      `${MAX_EXPLANATION_PIXELS} (2^28): use fewer images or a smaller zoom`);
+  }
+  return { width, height };
+}
+
 /** Renders B rows of explanations; returns PNG bytes and the image size. */
 export function renderExplanation(images: Float32Array, B: number, decisions: BlockDecisions[], layout: ExplainLayout): { png: Buffer; width: number; height: number } {
   const { imgSize: S, patchSize: P, channels: C } = layout;
@@ -33,9 +56,8 @@ export function renderExplanation(images: Float32Array, B: number, decisions: Bl
   const G = S / P;
   const L = G * G;
   const tiles = 2 + decisions.length;
-  const pad = 2;
-  const W = tiles * (S * z + pad) + pad;
-  const H = B * (S * z + pad) + pad;
+  const pad = PAD;
+  const { width: W, height: H } = explanationSize(B, decisions.length, layout);
   const out = new Uint8Array(W * H * 3).fill(255);
   for (let b = 0; b < B; b++) {
     const img = images.subarray(b * C * S * S, (b + 1) * C * S * S);
