@@ -188,7 +188,7 @@ program.command('eval')
       console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % on ${r.count} images (${o.data} ${o.split})`);
       console.log(`MACs/image ${(r.macs / 1e6).toFixed(2)} M = ${((100 * r.macs) / r.denseMacs).toFixed(1)} % of dense (${(r.denseMacs / 1e6).toFixed(2)} M)`);
       if (r.kept) console.log(`kept: patches ${(100 * r.kept.patch).toFixed(1)} %, heads ${(100 * r.kept.head).toFixed(1)} %, sub-layers ${(100 * r.kept.block).toFixed(1)} %`);
-      console.log(`throughput ${r.imagesPerSec.toFixed(1)} images/s (batch ${o.batchSize}, ${device === 'cpu' ? `${native.info().threads} threads` : `${device}, ${precision}`})`);
+      console.log(`throughput ${r.imagesPerSec.toFixed(1)} images/s (batch ${Math.min(o.batchSize, r.count)}, ${device === 'cpu' ? `${native.info().threads} threads` : `${device}, ${precision}`})`);
     }
   });
 
