@@ -53,8 +53,9 @@ function fusedRef(X: Float32Array, M: number, K: number, W: Float32Array, N: num
       let s = bias ? bias[j] : 0;
       let m = bias ? Math.abs(bias[j]) : 0;
       for (let k = 0; k < K; k++) {
-        s += X[i * K + k] * W[j * K + k];
-        m += Math.abs(X[i * K + k] * W[j * K + k]);
+        const t = X[i * K + k] * W[j * K + k];
+        s += t;
+        m += Math.abs(t);
       }
       if (gelu) {
         s = gelu64(s);

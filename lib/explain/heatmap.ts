@@ -56,7 +56,6 @@ export function renderExplanation(images: Float32Array, B: number, decisions: Bl
   const G = S / P;
   const L = G * G;
   const tiles = 2 + decisions.length;
-  const pad = PAD;
   const { width: W, height: H } = explanationSize(B, decisions.length, layout);
   const out = new Uint8Array(W * H * 3).fill(255);
   for (let b = 0; b < B; b++) {
@@ -77,9 +76,9 @@ export function renderExplanation(images: Float32Array, B: number, decisions: Bl
       sHi = Math.max(sHi, v);
     }
     for (let j = 0; j < L; j++) meanScore[j] = sHi > sLo ? (meanScore[j] - sLo) / (sHi - sLo) : 1;
-    const oy = pad + b * (S * z + pad);
+    const oy = PAD + b * (S * z + PAD);
     for (let t = 0; t < tiles; t++) {
-      const ox = pad + t * (S * z + pad);
+      const ox = PAD + t * (S * z + PAD);
       for (let y = 0; y < S * z; y++) {
         for (let x = 0; x < S * z; x++) {
           const sy = Math.floor(y / z);
