@@ -214,7 +214,7 @@ describe('public API: wrong-kind arguments are typed errors', () => {
     typed(() => vit.create(tiny, { seed: 'x' as never }), ArgumentError, /vit.create: seed must be an integer/);
     typed(() => vit.create(tiny, { seed: -1 }), ArgumentError, /vit.create: seed must be ≥ 0/);
     // (the config fuzz found depth 1e30 a RangeError; 2^31 blocks would be built one by one)
-    typed(() => vit.create(tiny, { depth: 2 ** 31 }), MemoryError, /vit.create: the model's \d+ float32 parameters need \d+ bytes, more than this machine's memory/);
+    typed(() => vit.create(tiny, { depth: 2 ** 31 }), MemoryError, /vit.create: the model's \d+ float32 parameters and \d+ blocks need about \d+ bytes, more than this machine's memory/);
     new Linear(4, 2, null).dispose();
     typed(() => new Linear(4, 2, { bias: 'no' as never }), ArgumentError, /Linear: bias must be a boolean/);
     typed(() => new Linear('4' as never, 2), ArgumentError, /Linear: inFeatures must be an integer/);

@@ -1,8 +1,8 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, memory, noGrad, ops, tensor, tidy, vit } from '../lib/index.js';
+import { ArgumentError, MemoryError, memory, noGrad, ops, tensor, tidy, vit } from '../lib/index.js';
 import { CONFIG_KEY, writeCheckpoint } from '../lib/io/checkpoint.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { expectClose, randn } from './helpers.js';
@@ -99,6 +99,23 @@ describe('VisionTransformer save / load', () => {
     expect(err).toBeInstanceOf(ArgumentError);
     expect(err.message).toMatch(/parameter elements, the file holds/);
     expect(performance.now() - t0).toBeLessThan(5000);
+    expect(memory()[0].liveTensors).toBe(live);
+  });
+
+  it('a depth whose blocks (parameters and objects) exceed memory is refused before building', () => {
+    // 16 wide: 3280 parameters (13 KB) a block, about 20 KB more of objects. A depth whose
+    // parameters take a third of memory but whose blocks together take more than all of it was
+    // built block by block for minutes (a million blocks: tens of GB) before the estimate counted them.
+    const small = { ...tinyCfg, embedDim: 16, numHeads: 2, layerNormEps: 1e-6 };
+    const perBlock = vit.parameterCount({ ...small, depth: 2 }) - vit.parameterCount({ ...small, depth: 1 });
+    expect(perBlock).toBe(3280);
+    const depth = Math.ceil(totalmem() / (3 * perBlock * 4));
+    expect(vit.parameterCount({ ...small, depth }) * 4).toBeLessThan(totalmem());
+    const live = memory()[0].liveTensors;
+    const t0 = performance.now();
+    expect(() => vit.create({ ...small, depth })).toThrow(MemoryError);
+    expect(() => vit.create({ ...small, depth })).toThrow(new RegExp(`float32 parameters and ${depth} blocks need about \\d+ bytes, more than this machine's memory`));
+    expect(performance.now() - t0).toBeLessThan(1000);
     expect(memory()[0].liveTensors).toBe(live);
   });
 

@@ -173,6 +173,9 @@ export class Block extends Module {
   }
 }
 
+/** Host memory one block's objects take beyond its parameters (an upper estimate; see the constructor). */
+const BLOCK_OVERHEAD_BYTES = 32 * 1024;
+
 export class VisionTransformer extends Module {
   readonly config: VitConfig;
   patch_embed: PatchEmbed;
@@ -189,10 +192,13 @@ export class VisionTransformer extends Module {
     int(seed, 'seed', 'vit.create', 0, 2 ** 42);
     const cfg = resolveConfig(config, over);
     // A config whose parameters cannot fit in memory (say depth 2^31) is refused before building
-    // block after block of it.
+    // block after block of it. Each block also costs its objects (12 tensors, their wrappers and
+    // modules): about 7-21 KiB measured with a 16-wide model, counted as BLOCK_OVERHEAD_BYTES, which
+    // matters only for absurd depths (a million blocks: 32 GB beside 13 GB of parameters).
     const count = parameterCount(cfg);
-    if (count * 4 > totalmem()) {
-      throw new MemoryError(`vit.create: the model's ${count} float32 parameters need ${count * 4} bytes, more than this machine's memory (${totalmem()})`);
+    const need = count * 4 + cfg.depth * BLOCK_OVERHEAD_BYTES;
+    if (need > totalmem()) {
+      throw new MemoryError(`vit.create: the model's ${count} float32 parameters and ${cfg.depth} blocks need about ${need} bytes, more than this machine's memory (${totalmem()})`);
     }
     this.config = cfg;
     const L = (cfg.imgSize / cfg.patchSize) ** 2;
