@@ -39,6 +39,104 @@ describe('safetensors', () => {
     expect(f.entries.get('blocks.0.attn.qkv.weight')!.shape).toEqual([192, 64]);
   });
 
+  // A half-precision bit pattern to float32, independently of the library's arithmetic decoder:
+  // re-biases the exponent and shifts the mantissa into float32's bit layout (subnormal halves are
+  // normalised first), then reads the bits back.
+  const halfBitsRef = (h: number): number => {
+    const sign = (h & 0x8000) << 16;
+    let exp = (h >> 10) & 0x1f;
+    let man = h & 0x3ff;
+    let bits: number;
+    if (exp === 0x1f) bits = sign | 0x7f800000 | (man << 13);
+    else if (exp === 0 && man === 0) bits = sign;
+    else {
+      if (exp === 0) {
+        exp = 1;
+        while (!(man & 0x400)) { man <<= 1; exp--; }
+        man &= 0x3ff;
+      }
+      bits = sign | ((exp - 15 + 127) << 23) | (man << 13);
+    }
+    const dv = new DataView(new ArrayBuffer(4));
+    dv.setUint32(0, bits >>> 0);
+    return dv.getFloat32(0);
+  };
+
+  it('getFloat32 decodes every float16 bit pattern, bfloat16, float64 and integer tensors', () => {
+    const all = new Uint16Array(65536).map((_, i) => i);
+    const bf = new Uint16Array(randn([257], 4).buffer.slice(0)).filter((_, i) => i % 2 === 1); // high halves of floats
+    const f64 = new Float64Array([0.1, -2.5, 1e-40, 3e38]);
+    const i64 = new BigInt64Array([-3n, 0n, 2n ** 40n]);
+    const u8 = new Uint8Array([0, 7, 255]);
+    const f = parseSafetensors(serializeSafetensors({
+      h: { dtype: 'F16', shape: [65536], data: all },
+      b: { dtype: 'BF16', shape: [bf.length], data: bf },
+      d: { dtype: 'F64', shape: [4], data: f64 },
+      q: { dtype: 'I64', shape: [3], data: i64 },
+      u: { dtype: 'U8', shape: [3], data: u8 },
+    }));
+    const h = f.getFloat32('h');
+    let nan = 0;
+    for (let i = 0; i < 65536; i++) {
+      const want = halfBitsRef(i);
+      if (Number.isNaN(want)) { expect(h[i]).toBeNaN(); nan++; } else expect(Object.is(h[i], want)).toBe(true);
+    }
+    expect(nan).toBe(2 * 1023); // exponent 31 with a non-zero mantissa, either sign
+    // IEEE 754 binary16 landmarks
+    expect([0x3c00, 0xc000, 0x7bff, 0x0001, 0x0400, 0x7c00, 0xfc00].map((b) => h[b])).toEqual([1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -Infinity]);
+    expect(Object.is(h[0x8000], -0)).toBe(true);
+    const b = f.getFloat32('b');
+    const bits = new Uint32Array(b.buffer, b.byteOffset, b.length);
+    for (let i = 0; i < bf.length; i++) expect(bits[i]).toBe(bf[i] * 65536);
+    expect(Array.from(f.getFloat32('d'))).toEqual(Array.from(f64, Math.fround));
+    expect(Array.from(f.getFloat32('q'))).toEqual([-3, 0, 2 ** 40]);
+    expect(Array.from(f.getFloat32('u'))).toEqual([0, 7, 255]);
+  });
+
+  it('a checkpoint stored in float16 or bfloat16 loads as float32 of the same values', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vitrim-st-'));
+    const src = await readCheckpoint(join(__dirname, 'fixtures/vit-tiny-ref.safetensors'));
+    // float32 -> bfloat16 by truncation and -> float16 by searching the decoded table (both exact
+    // encodings of some value near the original): what a half-precision export would hold.
+    const table = Float32Array.from({ length: 0x7c00 }, (_, i) => halfBitsRef(i)); // non-negative finite halves, increasing
+    const toHalf = (x: number): number => {
+      let lo = 0, hi = table.length - 1;
+      const a = Math.abs(x);
+      while (lo < hi) { const m = (lo + hi + 1) >> 1; if (table[m] <= a) lo = m; else hi = m - 1; }
+      const best = lo + 1 < table.length && table[lo + 1] - a < a - table[lo] ? lo + 1 : lo;
+      return (x < 0 ? 0x8000 : 0) | best;
+    };
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const tensors: Record<string, { dtype: 'F16' | 'BF16'; shape: number[]; data: Uint16Array }> = {};
+      const want = new Map<string, Float32Array>();
+      for (const [name, e] of src.state) {
+        const f32 = Float32Array.from(e.data);
+        const u32 = new Uint32Array(f32.buffer);
+        const h = dtype === 'BF16' ? Uint16Array.from(u32, (v) => v >>> 16) : Uint16Array.from(f32, toHalf);
+        tensors[name] = { dtype, shape: e.shape, data: h };
+        want.set(name, dtype === 'BF16' ? new Float32Array(Uint32Array.from(h, (v) => v * 65536).buffer) : Float32Array.from(h, halfBitsRef));
+      }
+      const path = join(dir, `${dtype}.safetensors`);
+      await writeSafetensors(path, tensors);
+      const got = await readCheckpoint(path);
+      expect([...got.state.keys()].sort()).toEqual([...src.state.keys()].sort());
+      for (const [name, e] of got.state) {
+        expect(e.shape).toEqual(src.state.get(name)!.shape);
+        const w = want.get(name)!;
+        const o = src.state.get(name)!.data;
+        // the decoded values exactly, and the original's to the format's precision (bfloat16
+        // truncates: under 2^-7 relative; float16 rounds: 2^-11, plus its subnormal spacing)
+        const eps = dtype === 'BF16' ? 2 ** -7 : 2 ** -11;
+        let wrong = 0, far = 0;
+        for (let i = 0; i < o.length; i++) {
+          if (!Object.is(e.data[i], w[i])) wrong++;
+          if (!(Math.abs(e.data[i] - o[i]) <= eps * Math.abs(o[i]) + 2 ** -25)) far++;
+        }
+        expect({ name, wrong, far }).toEqual({ name, wrong: 0, far: 0 });
+      }
+    }
+  });
+
   const valid = () => {
     const data = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
     return { hdr: { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, data };
