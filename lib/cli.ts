@@ -112,6 +112,7 @@ program.command('train')
   .option('--precision <p>', 'float32 | bfloat16 (mixed precision with float32 master weights; cuda only, a no-op on the CPU)', precisionOpt, 'float32')
   .action(async (o) => {
     const device = resolveDevice(o.device, 'cpu', '--device');
+    if (o.distill && !o.init) throw new InvalidArgumentError('--distill needs --init <checkpoint>: the teacher is a frozen copy of the weights training starts from');
     if (o.threads) setNumThreads(o.threads);
     const train = dataset(o.data, 'train', { dataDir: o.dataDir, seed: o.seed });
     const test = dataset(o.data, 'test', { dataDir: o.dataDir, seed: o.seed });

@@ -43,6 +43,14 @@ describe('vitrim CLI', () => {
     expect(r.accuracy).toBeGreaterThanOrEqual(0);
     const rnd = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '1', '--batch-size', '16', '--random-policy', '--json');
     expect(rnd.code, rnd.err).toBe(0);
+    // distillation from the run's model (the teacher, frozen) into a copy of it
+    const out2 = mkdtempSync(join(tmpdir(), 'vitrim-cli-'));
+    const d = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--init', out, '--distill', '--epochs', '1', '--limit', '1', '--batch-size', '8', '--out', out2);
+    expect(d.code, d.err).toBe(0);
+    expect(existsSync(join(out2, 'model.safetensors'))).toBe(true);
+    const nd = vitrim('train', '--data', 'shapes', '--distill', '--epochs', '1', '--limit', '1', '--out', out2);
+    expect(nd.code).toBe(1);
+    expect(nd.err).toMatch(/--distill needs --init <checkpoint>/);
   });
 
   it('rejects bad arguments with a message and exit code 1', () => {

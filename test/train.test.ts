@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adavitInfer, ArgumentError, data, policies, tensor, Trainer, vit } from '../lib/index.js';
+import { adavitInfer, ArgumentError, data, noGrad, policies, tensor, Trainer, vit } from '../lib/index.js';
+import { randint, randn, RUN_SEED } from './helpers.js';
 import { readCheckpoint } from '../lib/io/checkpoint.js';
 
 describe('training on the procedural data set (CI-sized)', () => {
@@ -69,6 +70,8 @@ describe('Trainer options', () => {
     const model = vit.create({ imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 2, numHeads: 2, numClasses: 3 });
     const other = vit.create({ imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 2, numHeads: 2, numClasses: 3 });
     const foreign = policies.adavit(other);
+    const wide = vit.create({ imgSize: 16, patchSize: 8, inChans: 3, embedDim: 8, depth: 1, numHeads: 2, numClasses: 5 });
+    const small = vit.create({ imgSize: 8, patchSize: 8, inChans: 3, embedDim: 8, depth: 1, numHeads: 2, numClasses: 3 });
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ model: {} }, /model must be a VisionTransformer/],
       [{ policy: {} }, /policy must be an AdaViT policy/],
@@ -86,6 +89,9 @@ describe('Trainer options', () => {
       [{ outDir: 3 }, /outDir must be a path/],
       [{ distill: { teacher: 1 } }, /distill.teacher must be a VisionTransformer/],
       [{ distill: { teacher: other, tau: 0 } }, /distill.tau must be finite and > 0/],
+      [{ distill: { teacher: model } }, /distill.teacher is the model being trained/],
+      [{ distill: { teacher: wide } }, /distill.teacher's numClasses is 5, the model's 3/],
+      [{ distill: { teacher: small } }, /distill.teacher's imgSize is 8, the model's 16/],
     ];
     for (const [o, msg] of cases) {
       expect(() => new Trainer({ model, ...o } as never), JSON.stringify(o)).toThrow(ArgumentError);
@@ -93,6 +99,81 @@ describe('Trainer options', () => {
     }
     const own = policies.adavit(model);
     expect(new Trainer({ model, policy: own, log: 'silent', optimizer: { lr: 1e-3 }, warmupEpochs: 0.5 })).toBeInstanceOf(Trainer);
-    for (const m of [own, foreign, model, other]) m.dispose();
+    for (const m of [own, foreign, model, other, wide, small]) m.dispose();
+  });
+});
+
+describe('Trainer distillation', () => {
+  // loss = CE(student, y) + alpha · τ² · KL(softmax(teacher/τ) ‖ softmax(student/τ)) / B, from the
+  // logits of the two models before the step, recomputed here in float64
+  const cfg = { imgSize: 16, patchSize: 8, inChans: 3, embedDim: 16, depth: 1, numHeads: 2, numClasses: 5 };
+  const B = 6;
+  // A fresh head's logits are within ±0.1 (near-uniform softmax: KL ≈ 1e-3, lost beside CE ≈ 1.6);
+  // a head scaled ×40 spreads them over a few units, so the KL term is of CE's order.
+  const spread = (m: ReturnType<typeof vit.create>) => m.head.weight.assign(Float32Array.from(m.head.weight.dataSync() as Float32Array, (v) => v * 40));
+  const logSoftmax = (row: number[]): number[] => {
+    const m = Math.max(...row);
+    const lse = m + Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0));
+    return row.map((v) => v - lse);
+  };
+  const reference = (s: Float32Array, t: Float32Array, y: Int32Array, alpha: number, tau: number): number => {
+    const C = cfg.numClasses;
+    let ce = 0, kl = 0;
+    for (let b = 0; b < B; b++) {
+      const sr = Array.from(s.subarray(b * C, (b + 1) * C));
+      const tr = Array.from(t.subarray(b * C, (b + 1) * C));
+      ce -= logSoftmax(sr)[y[b]];
+      const ls = logSoftmax(sr.map((v) => v / tau)), lt = logSoftmax(tr.map((v) => v / tau));
+      for (let c = 0; c < C; c++) kl += Math.exp(lt[c]) * (lt[c] - ls[c]);
+    }
+    return ce / B + (alpha * tau * tau * kl) / B;
+  };
+  for (const [alpha, tau] of [[0.7, 2], [0.5, 1], [0, 3]] as const) {
+    it(`the step's loss is CE + alpha·τ²·KL(teacher ‖ student) (alpha ${alpha}, τ ${tau}); the teacher is not trained`, () => {
+      const seed = RUN_SEED + tau;
+      const student = vit.create(cfg, { seed: seed % 1000 });
+      const teacher = vit.create(cfg, { seed: (seed % 1000) + 1 });
+      spread(student);
+      spread(teacher);
+      const images = randn([B, 3, 16, 16], seed);
+      const labels = randint([B], seed + 1, cfg.numClasses);
+      const x = tensor(images, [B, 3, 16, 16]);
+      const [s, t] = noGrad(() => [student.forward(x), teacher.forward(x)]);
+      const want = reference(s.dataSync() as Float32Array, t.dataSync() as Float32Array, labels, alpha, tau);
+      const teacherBefore = teacher.parameters().map((p) => Float32Array.from(p.dataSync()));
+      const studentBefore = Float32Array.from(student.head.weight.dataSync());
+      const tr = new Trainer({ model: student, distill: { teacher, alpha, tau }, optimizer: { lr: 1e-3 }, log: 'silent' });
+      const r = tr.trainStep(images, labels, [3, 16, 16]);
+      const ce = reference(s.dataSync() as Float32Array, t.dataSync() as Float32Array, labels, 0, tau);
+      if (alpha > 0) expect(want - ce).toBeGreaterThan(0.05 * ce); // the KL term is not lost in the sum
+      expect(Math.abs(r.loss - want) / Math.abs(want)).toBeLessThan(1e-5);
+      teacher.parameters().forEach((p, i) => expect(Array.from(p.dataSync())).toEqual(Array.from(teacherBefore[i])));
+      expect(Array.from(student.head.weight.dataSync())).not.toEqual(Array.from(studentBefore));
+      for (const z of [x, s, t, student, teacher]) z.dispose();
+    });
+  }
+  it('the distillation term moves the student toward the teacher', () => {
+    // Two copies of one student, 20 steps each on one batch: with alpha large the student ends far
+    // closer to the teacher (in KL(teacher ‖ student)) than with CE alone (a tenth of it).
+    const seed = RUN_SEED + 17;
+    const teacher = vit.create(cfg, { seed: (seed % 1000) + 1 });
+    spread(teacher);
+    const images = randn([B, 3, 16, 16], seed);
+    const labels = randint([B], seed + 1, cfg.numClasses);
+    const x = tensor(images, [B, 3, 16, 16]);
+    const klAfter = (alpha: number): number => {
+      const student = vit.create(cfg, { seed: seed % 1000 });
+      spread(student);
+      const tr = new Trainer({ model: student, distill: { teacher, alpha }, optimizer: { lr: 3e-3, weightDecay: 0 }, log: 'silent' });
+      for (let i = 0; i < 20; i++) tr.trainStep(images, labels, [3, 16, 16]);
+      const [s, t] = noGrad(() => [student.forward(x), teacher.forward(x)]);
+      const sv = s.dataSync() as Float32Array, tv = t.dataSync() as Float32Array;
+      const v = reference(sv, tv, labels, 1, 1) - reference(sv, tv, labels, 0, 1);
+      for (const z of [s, t, student]) z.dispose();
+      return v;
+    };
+    const ceOnly = klAfter(0), distilled = klAfter(50);
+    expect(distilled).toBeLessThan(0.1 * ceOnly); // measured 0.003-0.011 over 10 seeds
+    for (const z of [x, teacher]) z.dispose();
   });
 });

@@ -172,6 +172,12 @@ function checkTrainerOptions(o: TrainerOptions): void {
     if (!(d.teacher instanceof VisionTransformer)) throw new ArgumentError(`${op}: distill.teacher must be a VisionTransformer, got ${show(d.teacher)}`);
     finite(d.alpha, 'distill.alpha', 0);
     if (d.tau !== undefined) num(d.tau, 'distill.tau', op, (v) => v > 0 && v < Infinity, 'finite and > 0');
+    // the teacher sees the student's batches and its logits are compared class by class
+    const s = (o.model as VisionTransformer).config, t = d.teacher.config;
+    for (const k of ['imgSize', 'inChans', 'numClasses'] as const) {
+      if (s[k] !== t[k]) throw new ArgumentError(`${op}: distill.teacher's ${k} is ${t[k]}, the model's ${s[k]}: the teacher must take the same images and predict the same classes`);
+    }
+    if (d.teacher === o.model) throw new ArgumentError(`${op}: distill.teacher is the model being trained; distil from a separate (frozen) copy`);
   }
 }
 
