@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adavitInfer, ArgumentError, data, noGrad, policies, tensor, Trainer, vit } from '../lib/index.js';
+import { adavitInfer, ArgumentError, data, DisposedError, memory, noGrad, policies, tensor, Trainer, vit } from '../lib/index.js';
 import { randint, randn, RUN_SEED } from './helpers.js';
 import { readCheckpoint } from '../lib/io/checkpoint.js';
 
@@ -100,6 +100,35 @@ describe('Trainer options', () => {
     const own = policies.adavit(model);
     expect(new Trainer({ model, policy: own, log: 'silent', optimizer: { lr: 1e-3 }, warmupEpochs: 0.5 })).toBeInstanceOf(Trainer);
     for (const m of [own, foreign, model, other, wide, small]) m.dispose();
+  });
+});
+
+describe('Trainer.dispose', () => {
+  it('frees the optimizer moments (and only them); a disposed Trainer refuses to train, save or resume', async () => {
+    const cfg = { imgSize: 16, patchSize: 8, inChans: 3, embedDim: 16, depth: 1, numHeads: 2, numClasses: 5 };
+    const model = vit.create(cfg, { seed: RUN_SEED % 1000 });
+    const policy = policies.adavit(model);
+    const n = model.parameters().length + policy.parameters().length;
+    const live = memory()[0].liveTensors;
+    const tr = new Trainer({ model, policy, log: 'silent', optimizer: { lr: 1e-3 } });
+    tr.trainStep(randn([4, 3, 16, 16], RUN_SEED), randint([4], RUN_SEED + 1, 5), [3, 16, 16]);
+    expect(memory()[0].liveTensors).toBe(live + 2 * n); // m and v of every parameter
+    tr.dispose();
+    tr.dispose();
+    expect(tr.isDisposed).toBe(true);
+    expect(memory()[0].liveTensors).toBe(live);
+    expect(model.head.weight.isDisposed).toBe(false);
+    expect(() => tr.trainStep(randn([4, 3, 16, 16], 1), randint([4], 2, 5), [3, 16, 16])).toThrow(DisposedError);
+    expect(() => tr.trainStep(randn([4, 3, 16, 16], 1), randint([4], 2, 5), [3, 16, 16])).toThrow(/Trainer.trainStep: this Trainer was disposed/);
+    await expect(tr.fit(data.shapes({ length: 8, size: 16, numClasses: 5 }), { epochs: 1, batchSize: 4 })).rejects.toThrow(DisposedError);
+    await expect(tr.save(mkdtempSync(join(tmpdir(), 'vitrim-train-')))).rejects.toThrow(DisposedError);
+    await expect(tr.resume(mkdtempSync(join(tmpdir(), 'vitrim-train-')))).rejects.toThrow(DisposedError);
+    // the model still works and can be trained by a new Trainer
+    const again = new Trainer({ model, log: 'silent' });
+    expect(Number.isFinite(again.trainStep(randn([4, 3, 16, 16], 3), randint([4], 4, 5), [3, 16, 16]).loss)).toBe(true);
+    again.dispose();
+    policy.dispose();
+    model.dispose();
   });
 });
 

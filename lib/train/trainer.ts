@@ -27,7 +27,7 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { boolOpt, int, num, optsOf, show } from '../args.js';
-import { ArgumentError } from '../errors.js';
+import { ArgumentError, DisposedError } from '../errors.js';
 import { noGrad } from '../autograd.js';
 import { batches, type Dataset } from '../data/dataset.js';
 import { adavitInfer } from '../infer/adavit-infer.js';
@@ -192,6 +192,7 @@ export class Trainer {
   readonly precision: Precision;
   epoch = 0;
   step = 0;
+  private disposed = false;
 
   constructor(opts: TrainerOptions) {
     if (!opts?.model) throw new ArgumentError('Trainer: model is required');
@@ -245,6 +246,7 @@ export class Trainer {
 
   /** Trains for `epochs`; returns one record per epoch. */
   async fit(train: Dataset, fo: FitOptions): Promise<EpochRecord[]> {
+    this.alive('fit');
     const bs = fo.batchSize ?? 64;
     if (!Number.isInteger(fo.epochs) || fo.epochs < 1) throw new ArgumentError(`fit: epochs must be a positive integer, got ${fo.epochs}`);
     if (!Number.isInteger(bs) || bs < 1) throw new ArgumentError(`fit: batchSize must be a positive integer, got ${bs}`);
@@ -347,6 +349,7 @@ export class Trainer {
    * for the step to finish on cuda (`fit` keeps them on the device instead).
    */
   trainStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } {
+    this.alive('trainStep');
     const st = this.queueStep(images, labels, shape);
     try {
       const one = (h: NativeTensor | null): number | null => {
@@ -426,6 +429,7 @@ export class Trainer {
 
   /** Writes model, policy and trainer state to outDir (atomic files). */
   async save(dir = this.opts.outDir): Promise<void> {
+    this.alive('save');
     if (!dir) throw new ArgumentError('Trainer.save: no directory (set outDir)');
     mkdirSync(dir, { recursive: true });
     await this.model.save(join(dir, 'model.safetensors'));
@@ -447,6 +451,7 @@ export class Trainer {
 
   /** Restores model, policy and optimizer state from outDir. */
   async resume(dir = this.opts.outDir): Promise<boolean> {
+    this.alive('resume');
     if (!dir || !existsSync(join(dir, 'trainer-state.safetensors'))) return false;
     await this.model.load(join(dir, 'model.safetensors'));
     if (this.policy) this.policy.loadStateDict((await readCheckpoint(join(dir, 'policy.safetensors'))).state);
@@ -457,6 +462,26 @@ export class Trainer {
     if (this.backboneOpt) this.backboneOpt.loadStateByName('backbone', this.model.namedParameters(), state, meta.backboneT ?? 0);
     if (this.policyOpt && this.policy) this.policyOpt.loadStateByName('policy', this.policy.namedParameters(), state, meta.policyT ?? 0);
     return true;
+  }
+
+  /**
+   * Frees the optimizer state: the AdamW moments, twice the trained parameters' memory, on their
+   * device (otherwise held until the garbage collector finds the Trainer, which does not see device
+   * memory). Model, policy and teacher are the caller's and stay. Afterwards fit, trainStep, save
+   * and resume throw a DisposedError. Idempotent.
+   */
+  dispose(): void {
+    this.backboneOpt?.dispose();
+    this.policyOpt?.dispose();
+    this.disposed = true;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  private alive(op: string): void {
+    if (this.disposed) throw new DisposedError(`Trainer.${op}: this Trainer was disposed`);
   }
 }
 
