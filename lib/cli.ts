@@ -19,11 +19,10 @@ import type { Dataset } from './data/dataset.js';
 import { backends, resolveDevice, setNumThreads } from './index.js';
 import type { Device } from './native.js';
 import type { Precision } from './train/trainer.js';
-import { readCheckpoint } from './io/checkpoint.js';
 import { native } from './native.js';
 import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js';
 import { PRESETS } from './nn/presets.js';
-import { adavit, type AdaVitPolicy } from './policies/adavit.js';
+import { adavit, fromFile as policyFromFile, type AdaVitOptions, type AdaVitPolicy } from './policies/adavit.js';
 import { evaluate, Trainer } from './train/trainer.js';
 import { explanationSize, renderExplanation } from './explain/heatmap.js';
 import { adavitInfer } from './infer/adavit-infer.js';
@@ -53,14 +52,8 @@ async function loadModel(spec: string, over: Partial<VitConfig>): Promise<Vision
   return create(spec, over);
 }
 
-async function loadPolicy(dir: string, model: VisionTransformer, opts: Record<string, unknown>): Promise<AdaVitPolicy | null> {
-  const path = join(dir, 'policy.safetensors');
-  if (!existsSync(path)) return null;
-  const { state, metadata } = await readCheckpoint(path);
-  const cfg = metadata['vitrim.policy.config'] ? JSON.parse(metadata['vitrim.policy.config']) : {};
-  const p = adavit(model, { ...cfg, ...opts });
-  p.loadStateDict(state);
-  return p;
+async function loadPolicy(dir: string, model: VisionTransformer, opts: AdaVitOptions): Promise<AdaVitPolicy | null> {
+  return existsSync(join(dir, 'policy.safetensors')) ? policyFromFile(model, dir, opts) : null;
 }
 
 function deviceOpt(v: string): Device | 'auto' {

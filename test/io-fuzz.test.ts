@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { memory, VitrimError, vit } from '../lib/index.js';
+import { memory, policies, VitrimError, vit } from '../lib/index.js';
 import { readCheckpoint } from '../lib/io/checkpoint.js';
 import { parseSafetensors, serializeSafetensors } from '../lib/io/safetensors.js';
 import { RUN_SEED } from './helpers.js';
@@ -154,4 +154,52 @@ describe('corrupt checkpoints, fuzzed', () => {
       expect(memory()[0].liveTensors).toBe(live);
     }, 120_000);
   }
+});
+
+describe('policy files, fuzzed', () => {
+  // A saved AdaViT policy (gates + the options that rebuild them in its metadata), corrupted as the
+  // checkpoints above, and with one option of its saved config replaced by an edge value:
+  // policies.fromFile gives a policy or a typed error, and leaves nothing behind.
+  it('corrupt bytes and hostile saved options: typed errors or a policy, nothing leaked', async () => {
+    const model = vit.create({ ...cfg, depth: 2 }, { seed: 5 });
+    const path = join(dir, 'policy.safetensors');
+    const p = policies.adavit(model, { seed: 1, targets: { patch: 0.4 } });
+    await p.save(path);
+    p.dispose();
+    const bytes = new Uint8Array(readFileSync(path));
+    const valid = await policies.fromFile(model, path);
+    expect(valid.targets.patch).toBe(0.4);
+    valid.dispose();
+    const live = memory()[0].liveTensors;
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(mutationArb, async (m) => {
+        const at = join(dir, `policy-case-${n++ % 4}.safetensors`);
+        writeFileSync(at, mutate(bytes, m));
+        await typedOrOk('policies.fromFile', m, () => policies.fromFile(model, at));
+      }),
+      { numRuns: RUNS, seed: RUN_SEED + 7 },
+    );
+    const f = parseSafetensors(bytes);
+    const tensors = new Map([...f.entries].map(([name, e]) => [name, { dtype: e.dtype, shape: e.shape, data: f.get(name) }]));
+    const saved = JSON.parse(f.metadata['vitrim.policy.config']);
+    const keys = ['targets', 'weights', 'keepLayers', 'threshold', 'tau', 'seed', 'gateHeads', 'gateBlocks', 'gatePatches', 'initBias',
+      'targets.patch', 'targets.head', 'weights.block'];
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...keys), fc.constantFrom(...EDGE_JSON, -0.5, 2, 'adavit', { patch: 2 }, { head: 'x' }, '{'), fc.boolean(),
+        async (key, v, asText) => {
+          const cfgOut = structuredClone(saved);
+          const [k, sub] = key.split('.');
+          if (sub) cfgOut[k] = { ...(typeof cfgOut[k] === 'object' ? cfgOut[k] : {}), [sub]: v };
+          else cfgOut[k] = v;
+          const meta = { ...f.metadata, 'vitrim.policy.config': asText ? String(v) : JSON.stringify(cfgOut) };
+          const at = join(dir, `policy-cfg-${n++ % 4}.safetensors`);
+          writeFileSync(at, serializeSafetensors(tensors, meta));
+          await typedOrOk('policies.fromFile (config)', { key, v, asText } as never, () => policies.fromFile(model, at));
+        }),
+      { numRuns: RUNS, seed: RUN_SEED + 8 },
+    );
+    expect(memory()[0].liveTensors).toBe(live);
+    model.dispose();
+  }, 120_000);
 });

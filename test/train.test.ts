@@ -2,9 +2,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adavitInfer, ArgumentError, data, DisposedError, memory, noGrad, policies, tensor, Trainer, vit } from '../lib/index.js';
+import { adavitInfer, ArgumentError, data, DisposedError, memory, noGrad, policies, tensor, Trainer, vit, VisionTransformer } from '../lib/index.js';
 import { randint, randn, RUN_SEED } from './helpers.js';
-import { readCheckpoint } from '../lib/io/checkpoint.js';
 
 describe('training on the procedural data set (CI-sized)', () => {
   it('a small dense ViT learns the shapes clearly above chance', async () => {
@@ -43,9 +42,10 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.map((l) => l.epoch)).toEqual([1, 2]);
 
-    const m2 = await vit.fromFile(join(out, 'model.safetensors'));
-    const p2 = policies.adavit(m2, { tau: 1, seed: 3 });
-    p2.loadStateDict((await readCheckpoint(join(out, 'policy.safetensors'))).state);
+    // the run directory, as a user loads it
+    const m2 = await vit.fromFile(out);
+    const p2 = await policies.fromFile(m2, out);
+    expect(p2.options()).toEqual(p.options());
     const b = test.getBatch([0, 1, 2, 3, 4, 5, 6, 7]);
     const x = tensor(b.images, [8, 3, 32, 32]);
     const r1 = adavitInfer(p, x);
@@ -62,6 +62,47 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     expect(Array.from(m3.head.weight.dataSync())).toEqual(Array.from(m.head.weight.dataSync()));
     const more = await t3.fit(train, { epochs: 3, batchSize: 32, limit: 2 });
     expect(more.map((r) => r.epoch)).toEqual([3]);
+  });
+});
+
+describe('policy.save / policies.fromFile', () => {
+  const cfg = { imgSize: 16, patchSize: 8, inChans: 3, embedDim: 16, depth: 3, numHeads: 2, numClasses: 5 };
+  it('round-trips the gates and options; options can be overridden; wrong files and models are refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vitrim-policy-'));
+    const model = vit.create(cfg, { seed: RUN_SEED % 1000 });
+    const p = policies.adavit(model, { targets: { patch: 0.3, head: 0.6, block: 0.8 }, tau: 2, threshold: 0.55, keepLayers: 1, seed: 4, initBias: -1 });
+    // gates that differ from their initialisation, so a load that kept the init would show
+    for (const q of p.parameters()) q.assign(randn([q.size], RUN_SEED + q.size));
+    const path = join(dir, 'gates.safetensors');
+    await p.save(path);
+    const q = await policies.fromFile(model, path);
+    expect(q.options()).toEqual(p.options());
+    expect([...q.stateDict()].map(([k, e]) => [k, e.shape, Array.from(e.data)])).toEqual([...p.stateDict()].map(([k, e]) => [k, e.shape, Array.from(e.data)]));
+    const x = tensor(randn([4, 3, 16, 16], RUN_SEED + 1), [4, 3, 16, 16]);
+    const [a, b] = [adavitInfer(p, x), adavitInfer(q, x)];
+    expect(Array.from(b.logits.dataSync())).toEqual(Array.from(a.logits.dataSync()));
+    expect(b.kept).toEqual(a.kept);
+    const r = await policies.fromFile(model, path, { threshold: 0.7 });
+    expect(r.threshold).toBe(0.7);
+    expect(r.targets).toEqual(p.targets);
+    // a model checkpoint is not a policy; a policy does not fit another width or depth
+    await model.save(join(dir, 'model.safetensors'));
+    await expect(policies.fromFile(model, join(dir, 'model.safetensors'))).rejects.toThrow(/not an AdaViT policy file \(its 'vitrim.policy' metadata is missing\)/);
+    const live = memory()[0].liveTensors;
+    for (const other of [vit.create({ ...cfg, embedDim: 32 }), vit.create({ ...cfg, depth: 4 })]) {
+      const before = memory()[0].liveTensors;
+      await expect(policies.fromFile(other, path)).rejects.toThrow(ArgumentError);
+      await expect(policies.fromFile(other, path)).rejects.toThrow(/gates.safetensors: does not fit this model \(loadStateDict: /);
+      expect(memory()[0].liveTensors).toBe(before);
+      other.dispose();
+    }
+    expect(memory()[0].liveTensors).toBe(live);
+    await expect(policies.fromFile(model, join(dir, 'none.safetensors'))).rejects.toThrow(/cannot read/);
+    await expect(policies.fromFile(model, 3 as never)).rejects.toThrow(/path must be a non-empty string/);
+    await expect(policies.fromFile({} as never, path)).rejects.toThrow(/model must be a VisionTransformer/);
+    await expect(p.save('' as never)).rejects.toThrow(/path must be a non-empty string/);
+    await expect(vit.fromFile(dir)).resolves.toBeInstanceOf(VisionTransformer); // a directory: its model.safetensors
+    for (const z of [x, a.logits, b.logits, p, q, r, model]) z.dispose();
   });
 });
 
@@ -174,7 +215,8 @@ describe('Trainer distillation', () => {
       const tr = new Trainer({ model: student, distill: { teacher, alpha, tau }, optimizer: { lr: 1e-3 }, log: 'silent' });
       const r = tr.trainStep(images, labels, [3, 16, 16]);
       const ce = reference(s.dataSync() as Float32Array, t.dataSync() as Float32Array, labels, 0, tau);
-      if (alpha > 0) expect(want - ce).toBeGreaterThan(0.05 * ce); // the KL term is not lost in the sum
+      // the KL term is far above the check's tolerance (so a wrong KL would show): 4-270 % of CE in 20 seeds
+      if (alpha > 0) expect(want - ce).toBeGreaterThan(1e-3 * ce);
       expect(Math.abs(r.loss - want) / Math.abs(want)).toBeLessThan(1e-5);
       teacher.parameters().forEach((p, i) => expect(Array.from(p.dataSync())).toEqual(Array.from(teacherBefore[i])));
       expect(Array.from(student.head.weight.dataSync())).not.toEqual(Array.from(studentBefore));

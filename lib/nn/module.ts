@@ -190,6 +190,12 @@ export abstract class Module {
       }
     }
   }
+  /** Copies of every parameter (float32 host arrays), by name: what loadStateDict takes back. */
+  stateDict(): Map<string, { shape: number[]; data: Float32Array }> {
+    const m = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const [name, p] of this.namedParameters()) m.set(name, { shape: [...p.shape], data: p.dataSync() as Float32Array });
+    return m;
+  }
   /** Copies values into parameters by name. strict: every name must match both ways. */
   loadStateDict(state: Map<string, { shape: readonly number[]; data: Float32Array }>, strict = true): void {
     if (!(state instanceof Map)) throw new ArgumentError(`loadStateDict: state must be a Map from names to { shape, data }, got ${show(state)}`);

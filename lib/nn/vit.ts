@@ -18,7 +18,9 @@
  * float32. The norms write their output in bfloat16 there (only bf16 GEMMs read it), and without
  * gradient proj and fc2 add the float32 residual in their GEMM's epilogue (ops.linearFused).
  */
+import { existsSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
+import { join } from 'node:path';
 import { lowOutDtype } from '../autocast.js';
 import { boolOpt, int, optsOf, show } from '../args.js';
 import { ArgumentError, MemoryError } from '../errors.js';
@@ -261,13 +263,6 @@ export class VisionTransformer extends Module {
     return y;
   }
 
-  /** Copies of every parameter, by timm name. */
-  stateDict(): StateDict {
-    const m: StateDict = new Map();
-    for (const [name, p] of this.namedParameters()) m.set(name, { shape: [...p.shape], data: p.dataSync() as Float32Array });
-    return m;
-  }
-
   /**
    * Loads weights from a safetensors checkpoint (ours, timm's, or Hugging Face transformers'). Strict
    * by default: missing, unexpected and mismatched names are all reported in one error.
@@ -322,8 +317,13 @@ export function parameterCount(cfg: VitConfig): number {
   return E * cfg.inChans * cfg.patchSize ** 2 + E + E + (L + 1) * E + cfg.depth * block + 2 * E + cfg.numClasses * E + cfg.numClasses;
 }
 
-/** Builds a model from a checkpoint: our config metadata when present, else inferred from shapes. */
+/**
+ * Builds a model from a checkpoint: our config metadata when present, else inferred from shapes.
+ * `path` may also be a Trainer's run directory (its model.safetensors).
+ */
 export async function fromFile(path: string, over: Partial<VitConfig> = {}): Promise<VisionTransformer> {
+  if (typeof path !== 'string' || path === '') throw new ArgumentError(`vit.fromFile: path must be a non-empty string, got ${show(path)}`);
+  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'model.safetensors');
   const { state, metadata } = await readCheckpoint(path);
   let cfg: VitConfig;
   if (metadata[CONFIG_KEY]) {

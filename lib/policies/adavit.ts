@@ -30,9 +30,12 @@
  * decision network (its gate linears, tiny) and the sampling run in float32, so a decision never
  * depends on the bfloat16 rounding of its own gate logits.
  */
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { autocast, lowOutDtype } from '../autocast.js';
 import { boolOpt, int, num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
+import { readCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
 import { Module, Parameter } from '../nn/module.js';
@@ -276,6 +279,16 @@ export class AdaVitPolicy extends Module {
     });
   }
 
+  /**
+   * Saves the decision network (float32, timm-style names `gates.i.*`) with the options that rebuild
+   * it, atomically; `policies.fromFile(model, path)` reads it back. The backbone is not included
+   * (`model.save`).
+   */
+  async save(path: string): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw new ArgumentError(`AdaVitPolicy.save: path must be a non-empty string, got ${show(path)}`);
+    await writeCheckpoint(path, this.stateDict(), { [POLICY_KIND_KEY]: this.kind, [POLICY_CONFIG_KEY]: JSON.stringify(this.options()) });
+  }
+
   /** Policy parameters only (the decision network). */
   policyParameters(): Parameter[] {
     return this.gates.flatMap((g) => g.parameters());
@@ -289,4 +302,51 @@ export class AdaVitPolicy extends Module {
 
 export function adavit(model: VisionTransformer, opts: AdaVitOptions = {}): AdaVitPolicy {
   return new AdaVitPolicy(model, opts);
+}
+
+/** Metadata keys of a policy file (written by AdaVitPolicy.save and Trainer.save). */
+export const POLICY_KIND_KEY = 'vitrim.policy';
+export const POLICY_CONFIG_KEY = 'vitrim.policy.config';
+
+/**
+ * Reads a policy saved by `policy.save(path)`, or the `policy.safetensors` of a Trainer's run
+ * directory, and attaches it to `model` (the backbone it was trained with: its gates must match the
+ * model's width, heads and depth). `over` replaces saved options, e.g. `{ threshold: 0.6 }`.
+ * Errors: SafetensorsError for a missing or corrupt file, ArgumentError for a file that is not an
+ * AdaViT policy or does not fit the model.
+ */
+export async function fromFile(model: VisionTransformer, path: string, over?: AdaVitOptions | null): Promise<AdaVitPolicy> {
+  if (!(model instanceof VisionTransformer)) throw new ArgumentError(`policies.fromFile: model must be a VisionTransformer, got ${show(model)}`);
+  if (typeof path !== 'string' || path === '') throw new ArgumentError(`policies.fromFile: path must be a non-empty string, got ${show(path)}`);
+  const extra = optsOf(over, 'policies.fromFile');
+  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'policy.safetensors') : path;
+  const { state, metadata } = await readCheckpoint(file);
+  const kind = metadata[POLICY_KIND_KEY];
+  if (kind !== 'adavit') {
+    throw new ArgumentError(`${file}: not an AdaViT policy file (its '${POLICY_KIND_KEY}' metadata is ${kind === undefined ? 'missing' : JSON.stringify(kind)})`);
+  }
+  let saved: unknown;
+  try {
+    saved = JSON.parse(metadata[POLICY_CONFIG_KEY] ?? '{}');
+  } catch {
+    throw new ArgumentError(`${file}: the ${POLICY_CONFIG_KEY} metadata is not valid JSON`);
+  }
+  if (typeof saved !== 'object' || saved === null || Array.isArray(saved)) {
+    throw new ArgumentError(`${file}: the ${POLICY_CONFIG_KEY} metadata must be a JSON object`);
+  }
+  let p: AdaVitPolicy;
+  try {
+    p = new AdaVitPolicy(model, { ...(saved as AdaVitOptions), ...extra });
+  } catch (e) {
+    if (e instanceof ArgumentError) throw new ArgumentError(`${file}: ${e.message}`);
+    throw e;
+  }
+  try {
+    p.loadStateDict(state);
+  } catch (e) {
+    p.dispose();
+    if (e instanceof ArgumentError) throw new ArgumentError(`${file}: does not fit this model (${e.message})`);
+    throw e;
+  }
+  return p;
 }

@@ -433,9 +433,7 @@ export class Trainer {
     if (!dir) throw new ArgumentError('Trainer.save: no directory (set outDir)');
     mkdirSync(dir, { recursive: true });
     await this.model.save(join(dir, 'model.safetensors'));
-    if (this.policy) await writeCheckpoint(join(dir, 'policy.safetensors'), statesOf(this.policy.namedParameters()), {
-      'vitrim.policy': this.policy.kind, 'vitrim.policy.config': JSON.stringify(this.policy.options()),
-    });
+    if (this.policy) await this.policy.save(join(dir, 'policy.safetensors'));
     const state = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const [tag, opt] of [['backbone', this.backboneOpt], ['policy', this.policyOpt]] as const) {
       if (!opt) continue;
@@ -483,12 +481,6 @@ export class Trainer {
   private alive(op: string): void {
     if (this.disposed) throw new DisposedError(`Trainer.${op}: this Trainer was disposed`);
   }
-}
-
-function statesOf(it: Iterable<[string, Parameter]>): Map<string, { shape: number[]; data: Float32Array }> {
-  const m = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [k, p] of it) m.set(k, { shape: [...p.shape], data: p.dataSync() as Float32Array });
-  return m;
 }
 
 /** Evaluates a model (dense) or model + policy (packed inference) on a dataset. */
