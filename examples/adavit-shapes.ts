@@ -4,8 +4,8 @@
  *   2. attach an AdaViT policy and fine-tune backbone and gates toward a compute budget, distilling
  *      from a frozen copy of the dense model;
  *   3. compare on the test split: the dense model, AdaViT at its threshold, AdaViT with the budget
- *      knob (keepRatio, no retraining), and a random policy keeping the same fractions of patches,
- *      heads and sub-layers (the control: what the learned decisions are worth);
+ *      knob (keepRatio, no retraining), and random decisions at the same cost (the control: what
+ *      the learned decisions are worth);
  *   4. show what the gates decided for a few test images (kept patches as a map);
  *   5. load the run back from disk (vit.fromFile, policies.fromFile) and check it gives the same
  *      logits and decisions.
@@ -91,18 +91,28 @@ async function main(): Promise<void> {
   const rDense = evaluate(model, null, test, ev);
   const rAda = evaluate(model, policy, test, ev);
   const rKnob = evaluate(model, policy, test, { ...ev, keepRatio: 0.25 });
-  const rRandom = evaluate(model, policy, test, { ...ev, random: { ...rAda.kept!, seed: 1 } });
+  // The control: random decisions at the learned policy's cost. Heads and sub-layers are kept at the
+  // learned rates; the patch rate is bisected until the MACs match (random drops are independent, so
+  // equal keep fractions alone would cost less than the learned decisions, which are correlated).
+  let lo = 0;
+  let hi = 1;
+  for (let it = 0; it < 12; it++) {
+    const mid = (lo + hi) / 2;
+    const probe = evaluate(model, policy, test, { ...ev, limit: Math.ceil(512 / opts.batchSize), random: { ...rAda.kept!, patch: mid, seed: 1 } });
+    if (probe.macs < rAda.macs) lo = mid;
+    else hi = mid;
+  }
+  const rRandom = evaluate(model, policy, test, { ...ev, random: { ...rAda.kept!, patch: (lo + hi) / 2, seed: 1 } });
   console.log(line('dense', rDense));
   console.log(line(`AdaViT (threshold ${policy.threshold})`, rAda));
   console.log(line('AdaViT, keepRatio 0.25', rKnob));
-  console.log(line('random, same keep fractions', rRandom));
+  console.log(line('random decisions, same MACs', rRandom));
 
-  console.log('\n4. decisions for three test images (# = patch kept; the last gated block)');
+  console.log('\n4. decisions for three test images (# = patch kept, per gated block)');
   const b = test.getBatch([0, 1, 2]);
   const x = tensor(b.images, [3, ...test.imageShape], { device });
   const r = noGrad(() => adavitInfer(policy, x, { record: true }));
   const grid = config.imgSize / config.patchSize;
-  const last = r.decisions![r.decisions!.length - 1];
   const H = config.numHeads;
   const pred = Array.from(r.logits.to('cpu').dataSync() as Float32Array);
   for (let i = 0; i < 3; i++) {
@@ -115,10 +125,14 @@ async function main(): Promise<void> {
     });
     console.log(`image ${i}: ${data.SHAPE_NAMES[b.labels[i]]}, predicted ${data.SHAPE_NAMES[cls]}, ${((100 * r.macsPerSample[i]) / r.denseMacs).toFixed(0)} % of dense MACs`);
     for (const l of perBlock) console.log(`  ${l}`);
+    console.log(`  ${r.decisions!.map((d) => `block ${d.block}`.padEnd(grid + 2)).join('')}`.trimEnd());
     for (let y = 0; y < grid; y++) {
       let s = '  ';
-      for (let xx = 0; xx < grid; xx++) s += last.patches[i * grid * grid + y * grid + xx] ? '#' : '.';
-      console.log(s);
+      for (const d of r.decisions!) {
+        for (let xx = 0; xx < grid; xx++) s += d.patches[i * grid * grid + y * grid + xx] ? '#' : '.';
+        s += '  ';
+      }
+      console.log(s.trimEnd());
     }
   }
 

@@ -33,13 +33,13 @@ describe('examples/adavit-shapes.ts', () => {
     const r = runExample('adavit-shapes.ts', '--epochs', '1', '--ada-epochs', '1', '--limit', '3', '--batch-size', '16', '--test-size', '48',
       '--out', out, '--seed', String(RUN_SEED % 1000));
     expect(r.code, r.err).toBe(0);
-    for (const row of ['dense', 'AdaViT \\(threshold 0.5\\)', 'AdaViT, keepRatio 0.25', 'random, same keep fractions']) {
+    for (const row of ['dense', 'AdaViT \\(threshold 0.5\\)', 'AdaViT, keepRatio 0.25', 'random decisions, same MACs']) {
       expect(r.out).toMatch(new RegExp(`${row} +accuracy +[\\d.]+ % +MACs +[\\d.]+ % of dense +\\d+ img/s`));
     }
     // keepRatio 0.25 keeps a quarter of the patches in every gated block
     expect(r.out).toMatch(/AdaViT, keepRatio 0.25 .* kept: patches 25 %/);
     expect(r.out).toMatch(/image 2: \w+, predicted \w+, \d+ % of dense MACs\n {2}block 1: \d+\/64 patches, \d\/3 heads, attn (on|off), mlp (on|off)/);
-    expect(r.out).toMatch(/\n {2}[#.]{8}\n/);
+    expect(r.out).toMatch(/\n {2}block 1 {3}block 2 {3}block 3\n( {2}[#.]{8} {2}[#.]{8} {2}[#.]{8}\n){8}/);
     expect(r.out).toMatch(/same logits: yes; same decisions: yes/);
     for (const f of ['dense/model.safetensors', 'adavit/model.safetensors', 'adavit/policy.safetensors']) expect(existsSync(join(out, f)), f).toBe(true);
   });
