@@ -3,7 +3,8 @@
  * first use — the first backends() call or the first cuda tensor; when it cannot be used (library not
  * built, no driver, no GPU, ...) the CPU keeps working and backends() lists every reason.
  */
-import { DeviceError, rethrow } from './errors.js';
+import { show } from './args.js';
+import { ArgumentError, DeviceError, rethrow } from './errors.js';
 import { native, type Device } from './native.js';
 
 /** One entry of backends(). */
@@ -64,8 +65,9 @@ export function resolveDevice(d: Device | 'auto' | undefined, fallback: Device =
  * about 1e-5; on, float32 GEMMs round their inputs to 10-bit mantissas). DeviceError without cuda.
  */
 export function setAllowTf32(allow: boolean): void {
+  if (typeof allow !== 'boolean') throw new ArgumentError(`setAllowTf32: allow must be a boolean, got ${show(allow)}`);
   try {
-    native.setAllowTf32(!!allow);
+    native.setAllowTf32(allow);
   } catch (e) {
     rethrow(e, 'setAllowTf32');
   }
@@ -78,6 +80,7 @@ export function setAllowTf32(allow: boolean): void {
  * can be seen). DeviceError where cuda is unavailable.
  */
 export function setDeviceChecks(mode: 'immediate' | 'deferred'): void {
+  if (mode !== 'immediate' && mode !== 'deferred') throw new ArgumentError(`setDeviceChecks: mode must be 'immediate' or 'deferred', got ${show(mode)}`);
   try {
     native.setDeviceChecks(mode);
     checksMode = mode;

@@ -1,4 +1,6 @@
 /** vitrim: adaptive vision transformers on a C++ (and CUDA) Node-API core. */
+import { int } from './args.js';
+import { rethrow } from './errors.js';
 import { native } from './native.js';
 
 export { Tensor, tensor, full, zeros, ones, tidy, keep, memory, emptyCache, cast, toDevice, type CreateOptions } from './tensor.js';
@@ -21,7 +23,12 @@ export * as vit from './models.js';
 export { VisionTransformer, type VitConfig } from './nn/vit.js';
 export type { DType, Device } from './native.js';
 
-/** Sets the CPU thread count (default: all cores; env VITRIM_NUM_THREADS). */
+/** Sets the CPU thread count, 1 to 256 (default: all cores; env VITRIM_NUM_THREADS). ArgumentError otherwise. */
 export function setNumThreads(n: number): void {
-  native.setNumThreads(n);
+  int(n, 'n', 'setNumThreads', 1, 256);
+  try {
+    native.setNumThreads(n);
+  } catch (e) {
+    rethrow(e, 'setNumThreads');
+  }
 }

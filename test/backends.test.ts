@@ -2,6 +2,7 @@
 // why it is unavailable, a request for cuda fails with a typed error naming those reasons, and the
 // process keeps working. Where a GPU is visible, test/cuda/ covers the other side.
 import { describe, expect, it } from 'vitest';
+import { ArgumentError, backends, ops, setAllowTf32, setDeviceChecks, setNumThreads, tensor } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from './helpers.js';
 
@@ -66,6 +67,31 @@ describe('backends', () => {
     await synchronizeAsync('cpu');
     const t = tensor(randn([2, 3], RUN_SEED + 5), [2, 3]);
     expect(Array.from((await t.data()) as Float32Array)).toEqual(Array.from(t.dataSync() as Float32Array));
+  });
+
+  it('setNumThreads / setAllowTf32 / setDeviceChecks: bad values are ArgumentErrors; threads take effect', () => {
+    const before = backends()[0].threads!;
+    for (const v of [0, -1, 257, 1.5, Number.NaN, '2', null]) {
+      expect(() => setNumThreads(v as never), String(v)).toThrow(ArgumentError);
+      expect(() => setNumThreads(v as never), String(v)).toThrow(/setNumThreads: n must be/);
+    }
+    expect(backends()[0].threads).toBe(before);
+    try {
+      setNumThreads(1);
+      expect(backends()[0].threads).toBe(1);
+      const [a, b] = [tensor(randn([197, 384], RUN_SEED), [197, 384]), tensor(randn([384, 160], RUN_SEED + 1), [384, 160])];
+      const one = ops.matmul(a, b).dataSync();
+      setNumThreads(3);
+      expect(backends()[0].threads).toBe(3);
+      const three = ops.matmul(a, b).dataSync();
+      // the CPU GEMM splits the rows / columns of C across threads, never K: the bits do not change
+      expect(Array.from(three)).toEqual(Array.from(one));
+    } finally {
+      setNumThreads(before);
+    }
+    for (const v of ['yes', 1, null]) expect(() => setAllowTf32(v as never)).toThrow(/setAllowTf32: allow must be a boolean/);
+    expect(() => setDeviceChecks('lazy' as never)).toThrow(ArgumentError);
+    expect(() => setDeviceChecks('lazy' as never)).toThrow(/setDeviceChecks: mode must be 'immediate' or 'deferred'/);
   });
 
   it('full and random default to the cpu and accept it by name', () => {
