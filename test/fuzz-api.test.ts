@@ -5,8 +5,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  AdamW, adavitInfer, ArgumentError, autocast, clipGradNorm, createInferencePlan, data as datasets, DeviceError, evaluate, full, keep, Linear,
-  MemoryError, noGrad, ones, ops, Parameter, policies, ShapeError, tensor, Tensor, tidy, vit, VitrimError, zeros,
+  AdamW, adavitInfer, ArgumentError, autocast, captureGraph, clipGradNorm, cudaAvailable, createInferencePlan, data as datasets, denseMacs, DeviceError, evaluate,
+  full, keep, Linear, MemoryError, noGrad, ones, ops, Parameter, policies, safetensors, ShapeError, tensor, Tensor, tidy, Trainer, vit,
+  VitrimError, zeros,
 } from '../lib/index.js';
 import { expectThrowsLike, fuzzCalls } from './fuzz-helpers.js';
 
@@ -251,5 +252,72 @@ describe('modules: wrong-kind arguments are typed errors', () => {
     expect(() => m.loadStateDict(new Map([['cls_token', { shape: [1, 1, 8], data: new Float32Array(7) }]]))).toThrow(/element count/);
     m.dispose();
     p.dispose();
+  });
+});
+
+describe('datasets, configs and buffers handed to the wrong function: typed errors', () => {
+  // Found by calling every exported function with junk (a throwaway probe): these threw TypeErrors,
+  // or (evaluate with eval: {}) returned NaN figures as a result.
+  it('fit / evaluate / batches / subset check their dataset, its image shape and its classes against the model', async () => {
+    const model = vit.create(tiny, { seed: 2 });
+    const t = new Trainer({ model, log: 'silent' });
+    const good = datasets.shapes({ length: 8, size: 16, numClasses: 3 });
+    for (const bad of [null, {}, { length: 4 }, [1, 2], { ...good, getBatch: 1 }, Object.assign(Object.create(good), { imageShape: [3, 16] })]) {
+      await expect(t.fit(bad as never, { epochs: 1, batchSize: 2 })).rejects.toThrow(/fit: train must be a Dataset \(\{ length, imageShape/);
+      expect(() => evaluate(model, null, bad as never)).toThrow(/evaluate: ds must be a Dataset/);
+      expect(() => datasets.batches(bad as never, { batchSize: 2 })).toThrow(/batches: ds must be a Dataset/); // at the call, not at next()
+      expect(() => datasets.subset(bad as never, 1)).toThrow(/subset: ds must be a Dataset/);
+    }
+    await expect(t.fit(good, { epochs: 1, batchSize: 2, eval: {} as never })).rejects.toThrow(/fit: eval must be a Dataset/);
+    await expect(t.fit(good, null as never)).rejects.toThrow(/fit: options \{ epochs/);
+    await expect(t.fit(good, { epochs: 1, limit: 'x' as never })).rejects.toThrow(/fit: limit must be an integer/);
+    await expect(t.fit(good, { epochs: 1, resume: 'yes' as never })).rejects.toThrow(/fit: resume must be a boolean/);
+    const big = datasets.shapes({ length: 8, size: 32, numClasses: 3 });
+    await expect(t.fit(big, { epochs: 1, batchSize: 2 })).rejects.toThrow(/fit: train: its images are \[3,32,32\], the model takes \[3,16,16\]/);
+    expect(() => evaluate(model, null, big)).toThrow(/evaluate: ds: its images are \[3,32,32\]/);
+    const many = datasets.shapes({ length: 8, size: 16, numClasses: 10 });
+    await expect(t.fit(many, { epochs: 1, batchSize: 2 })).rejects.toThrow(/fit: train: its labels go up to 9, the model predicts 3 classes/);
+    expect(() => evaluate(model, null, datasets.subset(good, 0))).toThrow(/evaluate: no images to evaluate/);
+    const other = vit.create(tiny, { seed: 3 });
+    const foreign = policies.adavit(other);
+    expect(() => evaluate(model, foreign, good)).toThrow(/evaluate: the policy was made for another model/);
+    // nothing was trained by the refused calls; a good call still works
+    expect(t.step).toBe(0);
+    expect((await t.fit(good, { epochs: 1, batchSize: 4 })).length).toBe(1);
+    for (const z of [t, foreign, other, model]) z.dispose();
+  });
+
+  it('configs (denseMacs, parameterCount, inferConfig, vit.create), buffers (safetensors, parseIdx), graphs and plans', async () => {
+    expect(denseMacs('deit_small_patch16_224')).toBeCloseTo(4.6e9, -8);
+    expect(denseMacs(tiny)).toBe(denseMacs({ ...tiny, qkvBias: true, mlpRatio: 4, layerNormEps: 1e-6 }));
+    expect(vit.parameterCount('deit_tiny_patch16_224')).toBe(5717416);
+    for (const bad of [undefined, null, 5, [], true]) {
+      expect(() => denseMacs(bad as never)).toThrow(/config must be a timm model name or a config object/);
+      expect(() => vit.parameterCount(bad as never)).toThrow(ArgumentError);
+      expect(() => vit.create(bad as never)).toThrow(ArgumentError);
+      expect(() => vit.inferConfig(bad as never)).toThrow(/inferConfig: state must be a Map/);
+    }
+    expect(() => denseMacs({ ...tiny, depth: -1 })).toThrow(/config.depth must be/);
+    for (const bad of [undefined, null, 'x', [1, 2], new Float32Array(4)]) {
+      expect(() => safetensors.parseSafetensors(bad as never)).toThrow(/parseSafetensors: bytes must be a Uint8Array/);
+      expect(() => datasets.parseIdx(bad as never, 'f', 1)).toThrow(/parseIdx: bytes must be a Uint8Array/);
+      await expect(safetensors.writeFileAtomic('/tmp/never-written', bad as never)).rejects.toThrow(/writeFileAtomic: bytes must be a Uint8Array/);
+    }
+    expect(() => datasets.parseIdx(new Uint8Array(8), 'f', 0)).toThrow(/parseIdx: rank must be ≥ 1/);
+    await expect(safetensors.writeFileAtomic(3 as never, new Uint8Array(1))).rejects.toThrow(/writeFileAtomic: path must be a non-empty string/);
+    await expect(safetensors.readSafetensors(undefined as never)).rejects.toThrow(/readSafetensors: path must be a non-empty string/);
+    for (const bad of [undefined, null, 'x', [1]]) expect(() => safetensors.serializeSafetensors(bad as never)).toThrow(ArgumentError);
+    expect(() => safetensors.serializeSafetensors({ a: null } as never)).toThrow(/tensor 'a' must be \{ dtype, shape, data \}/);
+    expect(() => safetensors.serializeSafetensors({ a: { dtype: 'F32', shape: 'x', data: new Float32Array(1) } } as never)).toThrow(/'a': shape must be an array/);
+    expect(() => safetensors.serializeSafetensors({ a: { dtype: 'F32', shape: [1], data: [1] } } as never)).toThrow(/'a': data must be a typed array/);
+    expect(() => safetensors.serializeSafetensors({ a: { dtype: 'toString', shape: [1], data: new Float32Array(1) } } as never)).toThrow(/unknown dtype toString/);
+    expect(() => safetensors.serializeSafetensors({}, null as never)).toThrow(/metadata must be an object of strings/);
+    expect(() => captureGraph(5 as never)).toThrow(/captureGraph: fn must be a function/);
+    if (!cudaAvailable()) expect(() => captureGraph(() => 1)).toThrow(DeviceError); // was a plain Error
+    expect(() => createInferencePlan({} as never, [3, 16, 16])).toThrow(/createInferencePlan: model must be a Module with a forward/);
+    const model = vit.create(tiny, { seed: 2 });
+    expect(() => createInferencePlan(model, 'x' as never)).toThrow(/createInferencePlan: inputShape must be an array/);
+    expect(() => createInferencePlan(model, [3, 16, 16], { precision: 'fp16' as never })).toThrow(VitrimError);
+    model.dispose();
   });
 });

@@ -35,6 +35,21 @@ export interface Dataset {
   getBatch(indices: number[], opts?: GetBatchOptions): Batch;
 }
 
+/**
+ * `ds` as a Dataset, or an ArgumentError naming `what` (e.g. 'fit: train') and the shape a dataset
+ * has. Checks the fields every consumer reads, not the data.
+ */
+export function checkDataset(ds: unknown, what: string): Dataset {
+  const d = ds as Dataset | null;
+  const ok = !!d && typeof d === 'object' && typeof d.getBatch === 'function' && Number.isSafeInteger(d.length) && d.length >= 0
+    && Array.isArray(d.imageShape) && d.imageShape.length === 3 && d.imageShape.every((v) => Number.isInteger(v) && v > 0)
+    && Number.isInteger(d.numClasses) && d.numClasses >= 1;
+  if (!ok) {
+    throw new ArgumentError(`${what} must be a Dataset ({ length, imageShape: [C, H, W], numClasses, getBatch(indices) }, as data.shapes, data.fashionMnist and data.subset make), got ${show(ds)}`);
+  }
+  return d;
+}
+
 /** Validates a getBatch index list against a dataset length (typed errors naming the dataset). */
 export function checkIndices(indices: unknown, length: number, name: string): number[] {
   if (!Array.isArray(indices)) throw new ArgumentError(`${name}.getBatch: indices must be an array of integers`);
@@ -68,7 +83,8 @@ export interface BatchesOptions {
  * One epoch of batches. Every index of the dataset appears exactly once (less the dropped tail with
  * dropLast, less everything after `limit` batches).
  */
-export function* batches(ds: Dataset, opts: BatchesOptions): Generator<Batch> {
+export function batches(ds: Dataset, opts: BatchesOptions): Generator<Batch> {
+  checkDataset(ds, 'batches: ds');
   if (!opts || typeof opts !== 'object') throw new ArgumentError('batches: options { batchSize } are required');
   const { batchSize } = opts;
   if (typeof batchSize !== 'number' || !Number.isInteger(batchSize) || batchSize < 1) {
@@ -80,12 +96,17 @@ export function* batches(ds: Dataset, opts: BatchesOptions): Generator<Batch> {
   }
   const seed = checkKey(opts.seed ?? 0, 'batches: seed');
   const epoch = checkKey(opts.epoch ?? 0, 'batches: epoch');
+  // the checks above run at the call, not at the first next()
+  return batchesOf(ds, batchSize, limit, seed, epoch, !!opts.shuffle, !!opts.dropLast);
+}
+
+function* batchesOf(ds: Dataset, batchSize: number, limit: number, seed: number, epoch: number, shuffle: boolean, dropLast: boolean): Generator<Batch> {
   const order = Array.from({ length: ds.length }, (_, i) => i);
-  if (opts.shuffle) shuffleInPlace(order, new Rng(seed, STREAM.shuffle, epoch));
+  if (shuffle) shuffleInPlace(order, new Rng(seed, STREAM.shuffle, epoch));
   let emitted = 0;
   for (let s = 0; s < order.length && emitted < limit; s += batchSize) {
     const idx = order.slice(s, s + batchSize);
-    if (idx.length < batchSize && opts.dropLast) break;
+    if (idx.length < batchSize && dropLast) break;
     emitted++;
     yield ds.getBatch(idx, { epoch });
   }
@@ -93,6 +114,7 @@ export function* batches(ds: Dataset, opts: BatchesOptions): Generator<Batch> {
 
 /** The first n samples of ds, or the samples at the given indices, as a dataset. */
 export function subset(ds: Dataset, n: number | number[]): Dataset {
+  checkDataset(ds, 'subset: ds');
   let map: number[] | null;
   let length: number;
   if (typeof n === 'number') {

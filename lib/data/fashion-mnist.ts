@@ -19,6 +19,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { int, show } from '../args.js';
 import { ArgumentError, IOError } from '../errors.js';
 import { checkIndices, epochOf, type Batch, type Dataset, type GetBatchOptions } from './dataset.js';
 import { Pipeline, type AugmentOptions, type NormalizeSpec } from './transforms.js';
@@ -50,6 +51,9 @@ export interface IdxArray {
 
 /** Decodes an IDX file of unsigned bytes (gzipped or not) with the expected rank; errors name `file`. */
 export function parseIdx(bytes: Uint8Array, file: string, rank: number): IdxArray {
+  if (!(bytes instanceof Uint8Array)) throw new ArgumentError(`parseIdx: bytes must be a Uint8Array (or Buffer), got ${show(bytes)}`);
+  if (typeof file !== 'string') throw new ArgumentError(`parseIdx: file must be a string (the name used in messages), got ${show(file)}`);
+  int(rank, 'rank', 'parseIdx', 1, 9);
   let buf = bytes;
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
     try {

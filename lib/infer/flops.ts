@@ -9,7 +9,7 @@
  *   MLP sub-layer (when executed):      2·n·C·(mlpRatio·C)
  * The policy's own cost (its gate layers) is added by the policy.
  */
-import type { VitConfig } from '../nn/vit.js';
+import { resolveConfig, type VitConfig } from '../nn/vit.js';
 
 export function patchEmbedMacs(c: VitConfig): number {
   const L = (c.imgSize / c.patchSize) ** 2;
@@ -30,8 +30,12 @@ export function headMacs(c: VitConfig): number {
   return c.embedDim * c.numClasses;
 }
 
-/** MACs of one image through the dense model. */
-export function denseMacs(c: VitConfig): number {
+/**
+ * MACs of one image through the dense model, by config (a partial one takes the ViT defaults, as
+ * vit.create) or timm name: denseMacs('deit_small_patch16_224') = 4.6e9. ArgumentError for a bad config.
+ */
+export function denseMacs(config: Partial<VitConfig> | string): number {
+  const c = resolveConfig(config);
   const n = (c.imgSize / c.patchSize) ** 2 + 1;
   return patchEmbedMacs(c) + c.depth * (attnMacs(c, n) + mlpMacs(c, n)) + headMacs(c);
 }

@@ -19,12 +19,12 @@
  * data, device-side index checks). A dense ViT forward has none; the packed adaptive inference
  * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
  */
-import { optsOf } from '../args.js';
-import { ArgumentError, DeviceError, DisposedError } from '../errors.js';
+import { intList, optsOf, show } from '../args.js';
+import { ArgumentError, DeviceError, DisposedError, rethrow } from '../errors.js';
 import { autocast, recordCasts, withCastCache, type AutocastDtype } from '../autocast.js';
 import { noGrad } from '../autograd.js';
 import { native } from '../native.js';
-import type { Module } from '../nn/module.js';
+import { Module } from '../nn/module.js';
 import { Tensor, cast, full, keep, tidy } from '../tensor.js';
 
 /** A recorded CUDA graph (see native.graphBegin). */
@@ -55,7 +55,12 @@ export class CudaGraph {
  * each replay rewrites. On an error the capture is abandoned and the error rethrown.
  */
 export function captureGraph<R>(fn: () => R): { graph: CudaGraph; result: R } {
-  native.graphBegin();
+  if (typeof fn !== 'function') throw new ArgumentError(`captureGraph: fn must be a function, got ${show(fn)}`);
+  try {
+    native.graphBegin();
+  } catch (e) {
+    rethrow(e, 'captureGraph');
+  }
   let result: R;
   try {
     result = fn();
@@ -63,7 +68,11 @@ export function captureGraph<R>(fn: () => R): { graph: CudaGraph; result: R } {
     native.graphAbort();
     throw e;
   }
-  return { graph: new CudaGraph(native.graphEnd()), result };
+  try {
+    return { graph: new CudaGraph(native.graphEnd()), result };
+  } catch (e) {
+    rethrow(e, 'captureGraph');
+  }
 }
 
 export interface PlanOptions {
@@ -106,6 +115,10 @@ export function createInferencePlan(
   inputShape: readonly number[],
   options?: PlanOptions | null,
 ): InferencePlan {
+  if (!(model instanceof Module) || typeof model.forward !== 'function') {
+    throw new ArgumentError(`createInferencePlan: model must be a Module with a forward(x) method, got ${show(model)}`);
+  }
+  intList(inputShape, 'inputShape', 'createInferencePlan');
   const opts = optsOf(options, 'createInferencePlan');
   const batch = opts.batch ?? 1;
   if (!Number.isInteger(batch) || batch < 1) throw new ArgumentError(`createInferencePlan: batch must be a positive integer, got ${batch}`);
@@ -113,6 +126,7 @@ export function createInferencePlan(
   const onCuda = () => params.every((p) => !p.isDisposed && p.device === 'cuda');
   if (!onCuda()) throw new DeviceError('createInferencePlan: move the model to cuda first (model.to("cuda"))');
   const precision = opts.precision ?? 'float32';
+  if (precision !== 'float32' && precision !== 'bfloat16') throw new ArgumentError(`createInferencePlan: precision must be 'float32' or 'bfloat16', got ${show(precision)}`);
   const weights = opts.weights ?? 'snapshot';
   if (weights !== 'snapshot' && weights !== 'live') throw new ArgumentError(`createInferencePlan: weights must be 'snapshot' or 'live', got ${String(weights)}`);
   const cache = new Map<Tensor, Tensor>();

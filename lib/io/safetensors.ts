@@ -16,7 +16,8 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { VitrimError } from '../errors.js';
+import { show } from '../args.js';
+import { ArgumentError, VitrimError } from '../errors.js';
 
 export type StDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL' | 'U16' | 'U32' | 'U64';
 
@@ -56,6 +57,8 @@ export interface SafetensorsFile {
 
 /** Parses a safetensors byte buffer. `source` names it in error messages. */
 export function parseSafetensors(bytes: Uint8Array, source = 'buffer'): SafetensorsFile {
+  if (!(bytes instanceof Uint8Array)) throw new ArgumentError(`parseSafetensors: bytes must be a Uint8Array (or Buffer), got ${show(bytes)}`);
+  if (typeof source !== 'string') throw new ArgumentError(`parseSafetensors: source must be a string (the name used in messages), got ${show(source)}`);
   const fail = (msg: string): never => {
     throw new SafetensorsError(`${source}: ${msg}`);
   };
@@ -174,6 +177,7 @@ function halfToFloat(h: number): number {
 
 /** Reads and validates a safetensors file. */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  if (typeof path !== 'string' || path === '') throw new ArgumentError(`readSafetensors: path must be a non-empty string, got ${show(path)}`);
   let bytes: Buffer;
   try {
     bytes = await fsp.readFile(path);
@@ -192,6 +196,12 @@ export interface StTensorIn {
 /** Serialises tensors (sorted by name) and string metadata into safetensors bytes. */
 export function serializeSafetensors(tensors: Record<string, StTensorIn> | Map<string, StTensorIn>,
   metadata: Record<string, string> = {}): Uint8Array {
+  if (!(tensors instanceof Map) && (typeof tensors !== 'object' || tensors === null || Array.isArray(tensors))) {
+    throw new ArgumentError(`serializeSafetensors: tensors must be a Map or an object from names to { dtype, shape, data }, got ${show(tensors)}`);
+  }
+  if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) {
+    throw new ArgumentError(`serializeSafetensors: metadata must be an object of strings, got ${show(metadata)}`);
+  }
   const list = (tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) {
@@ -203,8 +213,14 @@ export function serializeSafetensors(tensors: Record<string, StTensorIn> | Map<s
   let offset = 0;
   for (const [name, t] of list) {
     if (name === '__metadata__') throw new SafetensorsError("'__metadata__' is not a valid tensor name");
-    const size = DTYPE_SIZE[t.dtype];
+    if (typeof name !== 'string') throw new ArgumentError(`serializeSafetensors: tensor names must be strings, got ${show(name)}`);
+    if (!t || typeof t !== 'object') throw new ArgumentError(`serializeSafetensors: tensor '${name}' must be { dtype, shape, data }, got ${show(t)}`);
+    const size = Object.hasOwn(DTYPE_SIZE, t.dtype) ? DTYPE_SIZE[t.dtype] : undefined;
     if (!size) throw new SafetensorsError(`tensor '${name}': unknown dtype ${t.dtype}`);
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new ArgumentError(`serializeSafetensors: tensor '${name}': shape must be an array of non-negative integers, got ${show(t.shape)}`);
+    }
+    if (!ArrayBuffer.isView(t.data)) throw new ArgumentError(`serializeSafetensors: tensor '${name}': data must be a typed array, got ${show(t.data)}`);
     const numel = t.shape.reduce((a, b) => a * b, 1);
     if (numel * size !== t.data.byteLength) {
       throw new SafetensorsError(`tensor '${name}': shape [${t.shape}] of ${t.dtype} needs ${numel * size} bytes, data has ${t.data.byteLength}`);
@@ -233,6 +249,8 @@ export function serializeSafetensors(tensors: Record<string, StTensorIn> | Map<s
 
 /** Writes bytes to `path` atomically: a temporary file beside it, fsync, then rename over the target. */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  if (typeof path !== 'string' || path === '') throw new ArgumentError(`writeFileAtomic: path must be a non-empty string, got ${show(path)}`);
+  if (!(bytes instanceof Uint8Array)) throw new ArgumentError(`writeFileAtomic: bytes must be a Uint8Array (or Buffer), got ${show(bytes)}`);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let fh: Awaited<ReturnType<typeof fsp.open>> | undefined;
   try {

@@ -62,6 +62,9 @@ export const VIT_CONFIGS: Record<string, VitConfig> = {
 /** Fills defaults and validates a config (clear errors for every inconsistent field). */
 export function resolveConfig(c: Partial<VitConfig> | string, overrides: Partial<VitConfig> = {}): VitConfig {
   let base: Partial<VitConfig>;
+  if (typeof c !== 'string' && (typeof c !== 'object' || c === null || Array.isArray(c))) {
+    throw new ArgumentError(`config must be a timm model name or a config object, got ${show(c)}`);
+  }
   if (typeof c === 'string') {
     const named = VIT_CONFIGS[c];
     if (!named) throw new ArgumentError(`unknown model '${c}'; known: ${Object.keys(VIT_CONFIGS).join(', ')}`);
@@ -282,6 +285,7 @@ export class VisionTransformer extends Module {
 
 /** Guesses a config from a foreign checkpoint's shapes (numHeads = embedDim / 64 unless given). */
 export function inferConfig(state: StateDict, over: Partial<VitConfig> = {}): VitConfig {
+  if (!(state instanceof Map)) throw new ArgumentError(`inferConfig: state must be a Map from names to { shape, data } (a state dict), got ${show(state)}`);
   const need = (k: string) => {
     const e = state.get(k);
     if (!e) throw new ArgumentError(`cannot infer the model config: '${k}' is missing (pass a config)`);
@@ -309,7 +313,8 @@ export function inferConfig(state: StateDict, over: Partial<VitConfig> = {}): Vi
 }
 
 /** How many parameter elements a model of this config holds (timm's layout, as VisionTransformer builds it). */
-export function parameterCount(cfg: VitConfig): number {
+export function parameterCount(config: Partial<VitConfig> | string): number {
+  const cfg = resolveConfig(config);
   const E = cfg.embedDim;
   const L = (cfg.imgSize / cfg.patchSize) ** 2;
   const hidden = E * cfg.mlpRatio;

@@ -29,7 +29,7 @@ import cliProgress from 'cli-progress';
 import { boolOpt, int, num, optsOf, show } from '../args.js';
 import { ArgumentError, DisposedError } from '../errors.js';
 import { noGrad } from '../autograd.js';
-import { batches, type Dataset } from '../data/dataset.js';
+import { batches, checkDataset, type Dataset } from '../data/dataset.js';
 import { adavitInfer } from '../infer/adavit-infer.js';
 import { denseMacs } from '../infer/flops.js';
 import { readCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
@@ -142,6 +142,23 @@ export interface EpochRecord {
   seconds: number;
 }
 
+/**
+ * `ds` as a Dataset whose images `model` takes and whose labels it can predict (ArgumentError naming
+ * `what` otherwise), so a mismatch fails before any work rather than at the first batch.
+ */
+function checkData(ds: unknown, model: VisionTransformer, what: string): Dataset {
+  const d = checkDataset(ds, what);
+  const c = model.config;
+  const want = [c.inChans, c.imgSize, c.imgSize];
+  if (d.imageShape.join() !== want.join()) {
+    throw new ArgumentError(`${what}: its images are [${d.imageShape}], the model takes [${want}]`);
+  }
+  if (d.numClasses > c.numClasses) {
+    throw new ArgumentError(`${what}: its labels go up to ${d.numClasses - 1}, the model predicts ${c.numClasses} classes`);
+  }
+  return d;
+}
+
 /** Every option checked up front, so a bad one fails at construction, not epochs into fit(). */
 function checkTrainerOptions(o: TrainerOptions): void {
   const op = 'Trainer';
@@ -247,9 +264,15 @@ export class Trainer {
   /** Trains for `epochs`; returns one record per epoch. */
   async fit(train: Dataset, fo: FitOptions): Promise<EpochRecord[]> {
     this.alive('fit');
+    if (!fo || typeof fo !== 'object') throw new ArgumentError(`fit: options { epochs, batchSize?, eval?, limit?, resume? } are required, got ${show(fo)}`);
     const bs = fo.batchSize ?? 64;
-    if (!Number.isInteger(fo.epochs) || fo.epochs < 1) throw new ArgumentError(`fit: epochs must be a positive integer, got ${fo.epochs}`);
-    if (!Number.isInteger(bs) || bs < 1) throw new ArgumentError(`fit: batchSize must be a positive integer, got ${bs}`);
+    if (!Number.isInteger(fo.epochs) || fo.epochs < 1) throw new ArgumentError(`fit: epochs must be a positive integer, got ${show(fo.epochs)}`);
+    if (!Number.isInteger(bs) || bs < 1) throw new ArgumentError(`fit: batchSize must be a positive integer, got ${show(bs)}`);
+    if (fo.limit !== undefined) int(fo.limit, 'limit', 'fit', 1);
+    if (fo.evalBatchSize !== undefined) int(fo.evalBatchSize, 'evalBatchSize', 'fit', 1);
+    boolOpt(fo.resume, false, 'resume', 'fit');
+    checkData(train, this.model, 'fit: train');
+    if (fo.eval !== undefined && fo.eval !== null) checkData(fo.eval, this.model, 'fit: eval');
     if (this.opts.outDir) mkdirSync(this.opts.outDir, { recursive: true });
     if (fo.resume) await this.resume();
     const perEpoch = Math.min(Math.floor(train.length / bs), fo.limit ?? Infinity);
@@ -487,6 +510,8 @@ export class Trainer {
 export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, ds: Dataset, options?: EvalOptions | null): EvalResult {
   if (!(model instanceof VisionTransformer)) throw new ArgumentError(`evaluate: model must be a VisionTransformer, got ${show(model)}`);
   if (policy !== null && !(policy instanceof AdaVitPolicy)) throw new ArgumentError(`evaluate: policy must be an AdaViT policy or null, got ${show(policy)}`);
+  if (policy && policy.model !== model) throw new ArgumentError('evaluate: the policy was made for another model (policies.adavit(model) or policies.fromFile(model, ...) with this model)');
+  checkData(ds, model, 'evaluate: ds');
   const opts = optsOf(options, 'evaluate');
   const bs = int(opts.batchSize ?? 64, 'batchSize', 'evaluate', 1);
   const precision = checkPrecision(opts.precision, 'evaluate');
@@ -528,6 +553,8 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
     x.dispose();
     y.dispose();
   }
+  // NaN figures for nothing evaluated would read as a result
+  if (count === 0) throw new ArgumentError(`evaluate: no images to evaluate (${ds.name} is empty${opts.limit === 0 ? ', or limit is 0' : ''})`);
   const res: EvalResult = { accuracy: correct / count, loss: lossSum / count, count, macs: macs / count, denseMacs: dense, imagesPerSec: (1000 * count) / ms };
   if (policy) res.kept = { patch: kept.patch / count, head: kept.head / count, block: kept.block / count };
   return res;
