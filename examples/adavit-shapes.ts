@@ -10,12 +10,15 @@
  *   5. load the run back from disk (vit.fromFile, policies.fromFile) and check it gives the same
  *      logits and decisions.
  *
- *   npx tsx examples/adavit-shapes.ts                                        # the README's main job, ~5 min on 2 cores
+ *   npx tsx examples/adavit-shapes.ts                                        # the README's main job, 3-5 min on 2 cores
  *   npx tsx examples/adavit-shapes.ts --epochs 1 --ada-epochs 1 --limit 20   # a quick look
  *   npx tsx examples/adavit-shapes.ts --device cuda --precision bfloat16
  *
  * Accuracy, MACs and throughput are those of `evaluate` (MACs counted from the decisions taken,
- * gate layers included; throughput is wall-clock on this machine, not a benchmark).
+ * gate layers included; throughput is wall-clock on this machine, not a benchmark). The AdaViT rows
+ * have had the dense model's 5 epochs plus 3 of their own. Measured with the defaults (2-core
+ * AMD Zen 4, seed 0, 2026-11-24): dense 61.4 %; AdaViT 65.8 % at 52.3 % of the dense MACs;
+ * keepRatio 0.25 28.8 % at 34.0 %; random decisions at 52.3 % of the MACs 46.2 %.
  */
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
