@@ -320,4 +320,35 @@ describe('datasets, configs and buffers handed to the wrong function: typed erro
     expect(() => createInferencePlan(model, [3, 16, 16], { precision: 'fp16' as never })).toThrow(VitrimError);
     model.dispose();
   });
+
+  it('model, policy, trainer and data methods called with missing or junk arguments', () => {
+    const model = vit.create(tiny, { seed: 2 });
+    const policy = policies.adavit(model);
+    for (const bad of [undefined, null, 'x', new Float32Array(4)]) {
+      expect(() => model.forward(bad as never)).toThrow(/VisionTransformer: input must be a Tensor \[B, 3, 16, 16\]/);
+      expect(() => model.classify(bad as never)).toThrow(/classify: tokens must be a Tensor \[B, N, 8\]/);
+      expect(() => policy.forwardTrain(bad as never)).toThrow(ArgumentError);
+      expect(() => policy.logits(1, bad as never)).toThrow(/AdaVitPolicy.logits: x must be a block input Tensor \[B, N ≥ 2, 8\]/);
+    }
+    const t = model.embed(ones([2, 3, 16, 16]));
+    expect(() => policy.logits(0, t)).toThrow(/AdaVitPolicy.logits: l must be ≥ 1/); // block 0 runs dense (keepLayers 1)
+    expect(() => policy.logits(2, t)).toThrow(/AdaVitPolicy.logits: l must be ≤ 1/);
+    expect(() => policy.decide(1, t, 'yes' as never)).toThrow(/decide: training must be a boolean/);
+    expect(policy.logits(1, t).patch.shape).toEqual([2, 4]);
+    const tr = new Trainer({ model, log: 'silent' });
+    const img = new Float32Array(2 * 3 * 16 * 16).fill(0.5);
+    expect(() => tr.trainStep(undefined as never, new Int32Array(2), [3, 16, 16])).toThrow(/trainStep: images must be a Float32Array/);
+    expect(() => tr.trainStep(img, [0, 1] as never, [3, 16, 16])).toThrow(/trainStep: labels must be a non-empty Int32Array/);
+    expect(() => tr.trainStep(img, new Int32Array(2), [3, 8, 8])).toThrow(/trainStep: shape must be the model's image shape \[3,16,16\]/);
+    expect(() => tr.trainStep(img, new Int32Array(3), [3, 16, 16])).toThrow(/trainStep: 3 labels need 2304 image values, got 1536/);
+    expect(tr.step).toBe(0);
+    const pipe = new datasets.Pipeline([3, 16, 16], { size: 8 });
+    const out = new Float32Array(3 * 8 * 8);
+    expect(() => pipe.apply(undefined as never, null, 0, 0, out, 0, null, 0)).toThrow(/Pipeline.apply: src must be a Float32Array of 3×16×16 values/);
+    expect(() => pipe.apply(img.subarray(0, 768), null, 0, 0, out, 1, null, 0)).toThrow(/dstOff 1 leaves no room for 192 values/);
+    pipe.apply(img.subarray(0, 768), null, 0, 0, out, 0, null, 0);
+    expect(() => new datasets.Rng(1).fillU32([] as never)).toThrow(/Rng.fillU32: out must be a Uint32Array/);
+    expect(() => new AdamW(model.parameters()).loadStateByName('x', undefined as never, new Map(), 0)).toThrow(/AdamW.loadStateByName: expects/);
+    for (const z of [t, tr, policy, model]) z.dispose();
+  });
 });

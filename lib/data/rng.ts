@@ -79,6 +79,7 @@ export class Rng {
 
   /** Fills `out` with the next out.length 32-bit outputs (the same values as repeated u32()). */
   fillU32(out: Uint32Array): Uint32Array {
+    if (!(out instanceof Uint32Array)) throw new ArgumentError(`Rng.fillU32: out must be a Uint32Array, got ${Object.prototype.toString.call(out)}`);
     let a = this.a | 0;
     let b = this.b | 0;
     let c = this.c | 0;

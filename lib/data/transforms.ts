@@ -335,6 +335,14 @@ export class Pipeline {
   ): void {
     const [C, H] = this.inShape;
     const [OC, S] = this.outShape;
+    const op = 'Pipeline.apply';
+    if (!(src instanceof Float32Array) || src.length !== C * H * H) throw new ArgumentError(`${op}: src must be a Float32Array of ${C}×${H}×${H} values, got ${show(src)}`);
+    if (!(dst instanceof Float32Array)) throw new ArgumentError(`${op}: dst must be a Float32Array, got ${show(dst)}`);
+    if (!Number.isInteger(dstOff) || dstOff < 0 || dstOff + OC * S * S > dst.length) throw new ArgumentError(`${op}: dstOff ${show(dstOff)} leaves no room for ${OC * S * S} values in dst (${dst.length})`);
+    if (mask !== null && mask !== undefined && (!(mask instanceof Uint8Array) || mask.length !== H * H)) throw new ArgumentError(`${op}: mask must be null or a Uint8Array of ${H}×${H}, got ${show(mask)}`);
+    if (dstMask !== null && dstMask !== undefined && (!(dstMask instanceof Uint8Array) || !Number.isInteger(maskOff) || maskOff < 0 || maskOff + S * S > dstMask.length)) {
+      throw new ArgumentError(`${op}: dstMask must be null or a Uint8Array with room for ${S}×${S} values at maskOff ${show(maskOff)}`);
+    }
     let img: Float32Array = src;
     // Masks go through float only when a geometric step needs it.
     let m: Float32Array | null = mask && dstMask && (S !== H || this.aug) ? Float32Array.from(mask) : null;

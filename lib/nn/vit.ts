@@ -26,7 +26,7 @@ import { boolOpt, int, optsOf, show } from '../args.js';
 import { ArgumentError, MemoryError } from '../errors.js';
 import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
-import { full, tidy, type Tensor } from '../tensor.js';
+import { full, Tensor, tidy } from '../tensor.js';
 import { truncNormal } from './init.js';
 import { LayerNorm, Linear } from './layers.js';
 import { Module, Parameter } from './module.js';
@@ -221,6 +221,7 @@ export class VisionTransformer extends Module {
 
   private checkInput(x: Tensor): void {
     const c = this.config;
+    if (!(x instanceof Tensor)) throw new ArgumentError(`VisionTransformer: input must be a Tensor [B, ${c.inChans}, ${c.imgSize}, ${c.imgSize}], got ${show(x)}`);
     if (x.rank !== 4 || x.shape[1] !== c.inChans || x.shape[2] !== c.imgSize || x.shape[3] !== c.imgSize) {
       throw new ArgumentError(`VisionTransformer: input must be [B, ${c.inChans}, ${c.imgSize}, ${c.imgSize}], got [${x.shape}]`);
     }
@@ -239,6 +240,10 @@ export class VisionTransformer extends Module {
 
   /** Final norm and head on the class token: [B, N, E] → [B, numClasses]. */
   classify(tokens: Tensor): Tensor {
+    const E = this.config.embedDim;
+    if (!(tokens instanceof Tensor) || tokens.rank !== 3 || tokens.shape[2] !== E || tokens.shape[1] < 1) {
+      throw new ArgumentError(`VisionTransformer.classify: tokens must be a Tensor [B, N, ${E}], got ${tokens instanceof Tensor ? `[${tokens.shape}]` : show(tokens)}`);
+    }
     return tidy(() => {
       // LayerNorm is per token, so norming only the class token gives timm's values (norm of all
       // tokens, then the class token) without normalising the N - 1 others.

@@ -40,7 +40,7 @@ import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
 import { Module, Parameter } from '../nn/module.js';
 import { VisionTransformer } from '../nn/vit.js';
-import { full, tidy, type Tensor } from '../tensor.js';
+import { full, Tensor, tidy } from '../tensor.js';
 
 export interface AdaVitTargets {
   patch: number;
@@ -166,8 +166,18 @@ export class AdaVitPolicy extends Module {
     return t;
   }
 
+  /** l names a gated block and x is a block input [B, N, C] of the backbone (ArgumentError otherwise). */
+  private checkGateInput(l: number, x: Tensor, op: string): void {
+    int(l, 'l', `AdaVitPolicy.${op}`, this.keepLayers, this.model.config.depth - 1);
+    const C = this.model.config.embedDim;
+    if (!(x instanceof Tensor) || x.rank !== 3 || x.shape[2] !== C || x.shape[1] < 2) {
+      throw new ArgumentError(`AdaVitPolicy.${op}: x must be a block input Tensor [B, N ≥ 2, ${C}], got ${x instanceof Tensor ? `[${x.shape}]` : show(x)}`);
+    }
+  }
+
   /** Gate logits of block l from its input x [B, N, C]: {head [B,H], block [B,2], patch [B,N-1]}. */
   logits(l: number, x: Tensor): { head: Tensor; block: Tensor; patch: Tensor } {
+    this.checkGateInput(l, x, 'logits');
     const g = this.gates[l - this.keepLayers];
     const [B, N, C] = x.shape;
     // float32 even under autocast('bfloat16'): the gate linears are tiny and decide by a threshold
@@ -194,6 +204,8 @@ export class AdaVitPolicy extends Module {
 
   /** Decisions of block l for input x (training: sampled with straight-through; else deterministic). */
   decide(l: number, x: Tensor, training: boolean): Decisions {
+    this.checkGateInput(l, x, 'decide');
+    if (typeof training !== 'boolean') throw new ArgumentError(`AdaVitPolicy.decide: training must be a boolean, got ${show(training)}`);
     const [B] = x.shape;
     const z = this.logits(l, x);
     const keepP = this.gatePatches ? this.sample(z.patch, training) : null;

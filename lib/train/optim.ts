@@ -107,6 +107,9 @@ export class AdamW {
 
   /** Restores moments saved by stateByName under `${tag}.${name}.m|v`, and the step count t. */
   loadStateByName(tag: string, named: Iterable<[string, Parameter]>, state: Map<string, { shape: number[]; data: Float32Array }>, t: number): void {
+    if (typeof tag !== 'string' || !named || typeof (named as Iterable<unknown>)[Symbol.iterator] !== 'function' || !(state instanceof Map) || !Number.isInteger(t) || t < 0) {
+      throw new ArgumentError('AdamW.loadStateByName: expects (tag: string, named parameters: Iterable<[name, Parameter]>, state: Map, t: integer ≥ 0)');
+    }
     for (const [name, p] of named) {
       const m = state.get(`${tag}.${name}.m`);
       const v = state.get(`${tag}.${name}.v`);

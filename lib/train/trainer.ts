@@ -26,7 +26,7 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
-import { boolOpt, int, num, optsOf, show } from '../args.js';
+import { boolOpt, int, intList, num, optsOf, show } from '../args.js';
 import { ArgumentError, DisposedError } from '../errors.js';
 import { noGrad } from '../autograd.js';
 import { batches, checkDataset, type Dataset } from '../data/dataset.js';
@@ -373,6 +373,14 @@ export class Trainer {
    */
   trainStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): { loss: number; correct: number; usage?: { patch: number | null; head: number | null; block: number | null } } {
     this.alive('trainStep');
+    const c = this.model.config;
+    if (!(images instanceof Float32Array)) throw new ArgumentError(`trainStep: images must be a Float32Array, got ${show(images)}`);
+    if (!(labels instanceof Int32Array) || labels.length === 0) throw new ArgumentError(`trainStep: labels must be a non-empty Int32Array, got ${show(labels)}`);
+    const want = [c.inChans, c.imgSize, c.imgSize];
+    if (intList(shape, 'shape', 'trainStep').join() !== want.join()) throw new ArgumentError(`trainStep: shape must be the model's image shape [${want}], got [${shape}]`);
+    if (images.length !== labels.length * want[0] * want[1] * want[2]) {
+      throw new ArgumentError(`trainStep: ${labels.length} labels need ${labels.length * want[0] * want[1] * want[2]} image values, got ${images.length}`);
+    }
     const st = this.queueStep(images, labels, shape);
     try {
       const one = (h: NativeTensor | null): number | null => {
