@@ -37,6 +37,31 @@ function matchFwd(s, start, open, close) {
   throw new Error(`unbalanced ${open}${close}`);
 }
 
+// `__launch_bounds__(N[, M]) name(params) {` -> `name(params) { ::emu::launch_bounds(N[, M]);`: the
+// emulation checks each launch's block size against the bound a GPU enforces. A declaration (`;`
+// before `{`) just loses the attribute. Lines are kept (the attribute is blanked on its own line).
+{
+  let res = '';
+  let from = 0;
+  for (;;) {
+    const at = src.indexOf('__launch_bounds__', from);
+    if (at < 0) break;
+    const open = src.indexOf('(', at);
+    const close = matchFwd(src, open, '(', ')');
+    const bounds = src.slice(open + 1, close);
+    const paramsOpen = src.indexOf('(', close + 1);
+    const paramsClose = matchFwd(src, paramsOpen, '(', ')');
+    let b = paramsClose + 1;
+    while (/\s/.test(src[b])) b++;
+    res += src.slice(from, at) + ' '.repeat(close + 1 - at).replace(/[^\n]/g, ' ');
+    if (src[b] === '{') {
+      res += src.slice(close + 1, b + 1) + ` ::emu::launch_bounds(${bounds.replace(/\n/g, ' ')});`;
+      from = b + 1;
+    } else from = close + 1;
+  }
+  src = res + src.slice(from);
+}
+
 let out = '';
 let pos = 0;
 for (;;) {

@@ -51,7 +51,7 @@
 #define __host__
 #define __shared__ static
 #define __constant__ static
-#define __launch_bounds__(...)
+#define __launch_bounds__(...)  // moved into the kernel body by the preprocessor (emu::launch_bounds)
 #ifndef VITRIM_CUDA_EMU
 #define VITRIM_CUDA_EMU 1
 #endif
@@ -85,6 +85,20 @@ void launch(void (*k)(P...), const Cfg& cfg, A&&... a) {
   // Arguments are converted to the parameter types and copied, as a real launch does.
   auto args = std::make_shared<std::tuple<std::decay_t<P>...>>(std::forward<A>(a)...);
   run_kernel(cfg, [k, args]() { std::apply(k, *args); }, reinterpret_cast<const void*>(k));
+}
+
+// __launch_bounds__(maxThreads[, minBlocks]): the preprocessor (scripts/cuda-emu-preprocess.mjs)
+// moves the attribute into the kernel's body as a call of this. A GPU refuses a launch of more
+// threads per block than maxThreads (the kernel was compiled for at most that many, its register
+// budget chosen accordingly); here the kernel fails with that message. minBlocks only steers
+// register allocation, which has no counterpart here.
+inline void launch_bounds(unsigned max_threads, unsigned /*min_blocks*/ = 0) {
+  const dim3& b = block_dim();
+  const unsigned n = b.x * b.y * b.z;
+  if (n > max_threads) {
+    throw std::runtime_error("a block of " + std::to_string(n) + " threads exceeds the kernel's __launch_bounds__(" +
+                             std::to_string(max_threads) + ")");
+  }
 }
 
 // ---- cp.async (Ampere+ asynchronous global -> shared copies) ----
