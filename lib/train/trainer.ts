@@ -562,7 +562,7 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
     y.dispose();
   }
   // NaN figures for nothing evaluated would read as a result
-  if (count === 0) throw new ArgumentError(`evaluate: no images to evaluate (${ds.name ?? "the dataset"} is empty${opts.limit === 0 ? ', or limit is 0' : ''})`);
+  if (count === 0) throw new ArgumentError(`evaluate: no images to evaluate (${ds.name ?? 'the dataset'} is empty${opts.limit === 0 ? ', or limit is 0' : ''})`);
   const res: EvalResult = { accuracy: correct / count, loss: lossSum / count, count, macs: macs / count, denseMacs: dense, imagesPerSec: (1000 * count) / ms };
   if (policy) res.kept = { patch: kept.patch / count, head: kept.head / count, block: kept.block / count };
   return res;
