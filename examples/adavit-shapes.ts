@@ -23,7 +23,7 @@
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import {
-  adavitInfer, data, evaluate, noGrad, policies, resolveDevice, tensor, Trainer, vit,
+  adavitInfer, data, evaluate, matchedRandom, noGrad, policies, resolveDevice, tensor, Trainer, vit,
   type EvalResult, type Precision,
 } from '../lib/index.js';
 
@@ -94,18 +94,10 @@ async function main(): Promise<void> {
   const rDense = evaluate(model, null, test, ev);
   const rAda = evaluate(model, policy, test, ev);
   const rKnob = evaluate(model, policy, test, { ...ev, keepRatio: 0.25 });
-  // The control: random decisions at the learned policy's cost. Heads and sub-layers are kept at the
-  // learned rates; the patch rate is bisected until the MACs match (random drops are independent, so
-  // equal keep fractions alone would cost less than the learned decisions, which are correlated).
-  let lo = 0;
-  let hi = 1;
-  for (let it = 0; it < 12; it++) {
-    const mid = (lo + hi) / 2;
-    const probe = evaluate(model, policy, test, { ...ev, limit: Math.ceil(512 / opts.batchSize), random: { ...rAda.kept!, patch: mid, seed: 1 } });
-    if (probe.macs < rAda.macs) lo = mid;
-    else hi = mid;
-  }
-  const rRandom = evaluate(model, policy, test, { ...ev, random: { ...rAda.kept!, patch: (lo + hi) / 2, seed: 1 } });
+  // The control: random decisions at the learned policy's cost (matchedRandom: heads and sub-layers
+  // kept at the learned rates, the patch rate bisected until the MACs match).
+  const { random } = matchedRandom(model, policy, test, { ...ev, probeImages: 512 });
+  const rRandom = evaluate(model, policy, test, { ...ev, random });
   console.log(line('dense', rDense));
   console.log(line(`AdaViT (threshold ${policy.threshold})`, rAda));
   console.log(line('AdaViT, keepRatio 0.25', rKnob));

@@ -23,7 +23,7 @@ import { native } from './native.js';
 import { create, fromFile, type VitConfig, VisionTransformer } from './nn/vit.js';
 import { PRESETS } from './nn/presets.js';
 import { adavit, fromFile as policyFromFile, type AdaVitOptions, type AdaVitPolicy } from './policies/adavit.js';
-import { evaluate, Trainer } from './train/trainer.js';
+import { evaluate, matchedRandom, Trainer } from './train/trainer.js';
 import { explanationSize, renderExplanation } from './explain/heatmap.js';
 import { adavitInfer } from './infer/adavit-infer.js';
 import { writeFileAtomic } from './io/safetensors.js';
@@ -161,22 +161,16 @@ program.command('eval')
     let random: { patch: number; head: number; block: number; seed: number } | undefined;
     if (o.randomPolicy) {
       if (!policy) throw new InvalidArgumentError('--random-policy needs a run directory with a policy (its cost sets the budget)');
-      // Same budget as the learned policy: its head and sub-layer keep rates, and the patch keep rate
-      // that makes the random policy's MACs equal the learned policy's (bisection on a subset).
-      const learned = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, device, precision });
-      const probe = Math.min(o.limit ?? Infinity, Math.ceil(2000 / o.batchSize));
-      let lo = 0;
-      let hi = 1;
-      for (let it = 0; it < 12; it++) {
-        const mid = (lo + hi) / 2;
-        const r = evaluate(model, policy, ds, { batchSize: o.batchSize, limit: probe, random: { ...learned.kept!, patch: mid, seed: 1 }, device, precision });
-        if (r.macs < learned.macs) lo = mid;
-        else hi = mid;
-      }
-      random = { ...learned.kept!, patch: (lo + hi) / 2, seed: 1 };
+      // Same budget as the learned policy (matchedRandom: its head and sub-layer keep rates, the patch
+      // rate bisected until the MACs match).
+      const m = matchedRandom(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, device, precision });
+      const learned = m.learned;
+      random = m.random;
       if (!o.json) console.log(`learned policy: accuracy ${(100 * learned.accuracy).toFixed(2)} %, ${((100 * learned.macs) / learned.denseMacs).toFixed(1)} % of dense MACs`);
     }
-    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, random, device, precision });
+    // random decisions have their own keep rates: --threshold and --keep-ratio set the learned ones (and so the budget)
+    const knobs = random ? { random } : { threshold: o.threshold, keepRatio: o.keepRatio };
+    const r = evaluate(model, policy, ds, { batchSize: o.batchSize, limit: o.limit, device, precision, ...knobs });
     if (o.json) console.log(JSON.stringify(r));
     else {
       console.log(`accuracy ${(100 * r.accuracy).toFixed(2)} % on ${r.count} images (${o.data} ${o.split})`);

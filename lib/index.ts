@@ -12,7 +12,7 @@ export * as ops from './ops/index.js';
 export { Module, Parameter, parameter } from './nn/module.js';
 export { Linear, LayerNorm } from './nn/layers.js';
 export { AdamW, clipGradNorm } from './train/optim.js';
-export { Trainer, evaluate, type TrainerOptions, type FitOptions, type EvalResult, type EvalOptions, type EpochRecord, type Precision } from './train/trainer.js';
+export { Trainer, evaluate, matchedRandom, type MatchedRandom, type TrainerOptions, type FitOptions, type EvalResult, type EvalOptions, type EpochRecord, type Precision } from './train/trainer.js';
 export * as data from './data/index.js';
 export * as policies from './policies/index.js';
 export { adavitInfer, type InferResult, type AdaVitInferOptions } from './infer/adavit-infer.js';

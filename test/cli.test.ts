@@ -43,6 +43,13 @@ describe('vitrim CLI', () => {
     expect(r.accuracy).toBeGreaterThanOrEqual(0);
     const rnd = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '1', '--batch-size', '16', '--random-policy', '--json');
     expect(rnd.code, rnd.err).toBe(0);
+    // --keep-ratio sets the learned decisions (the budget); the random ones match their MACs (it made
+    // the random run keep the first patches by index, or now an error, before)
+    const rk = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '1', '--batch-size', '16', '--random-policy', '--keep-ratio', '0.3');
+    expect(rk.code, rk.err).toBe(0);
+    const learnedPct = Number(rk.out.match(/learned policy: accuracy [\d.]+ %, ([\d.]+) % of dense MACs/)![1]);
+    const randomPct = Number(rk.out.match(/MACs\/image [\d.]+ M = ([\d.]+) % of dense/)![1]);
+    expect(Math.abs(randomPct - learnedPct)).toBeLessThan(2);
     // distillation from the run's model (the teacher, frozen) into a copy of it
     const out2 = mkdtempSync(join(tmpdir(), 'vitrim-cli-'));
     const d = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--init', out, '--distill', '--epochs', '1', '--limit', '1', '--batch-size', '8', '--out', out2);

@@ -132,6 +132,9 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts0: AdaVitInferO
   if (rnd) {
     for (const k of ['patch', 'head', 'block'] as const) num(rnd[k], `random.${k}`, 'infer', (v) => v >= 0 && v <= 1, 'a probability in [0, 1]');
     int(rnd.seed ?? 0, 'random.seed', 'infer', 0, Number.MAX_SAFE_INTEGER);
+    // keepRatio ranks the gate logits; random decisions have none to rank (it kept the first patches
+    // by index before this check)
+    if (ratio !== undefined) throw new ArgumentError('infer: keepRatio does not apply to random decisions (random.patch is their patch keep rate)');
   }
   const B = x.shape[0];
   const N = m.numTokens;

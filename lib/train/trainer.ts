@@ -567,3 +567,39 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
   if (policy) res.kept = { patch: kept.patch / count, head: kept.head / count, block: kept.block / count };
   return res;
 }
+
+export interface MatchedRandom {
+  /** evaluate's `random` option: keep rates of random decisions that cost what the learned ones do. */
+  random: { patch: number; head: number; block: number; seed: number };
+  /** The learned policy's result on the data (with the same options). */
+  learned: EvalResult;
+}
+
+/**
+ * The control for a learned policy: random decisions at its cost. The head and sub-layer keep rates
+ * are the ones the policy reaches on `ds`; the patch keep rate is bisected (12 steps, on the first
+ * `probeImages` images, default 2000) until random decisions cost the policy's MACs (random drops
+ * are independent, so equal keep fractions alone would cost less than the learned, correlated ones).
+ * `evaluate(model, policy, ds, { random: r.random })` then gives the baseline's accuracy.
+ */
+export function matchedRandom(model: VisionTransformer, policy: AdaVitPolicy, ds: Dataset,
+  options?: (Omit<EvalOptions, 'random'> & { probeImages?: number; seed?: number }) | null): MatchedRandom {
+  if (!(policy instanceof AdaVitPolicy)) throw new ArgumentError(`matchedRandom: policy must be an AdaViT policy, got ${show(policy)}`);
+  const { probeImages = 2000, seed = 1, ...ev } = optsOf(options, 'matchedRandom');
+  int(probeImages, 'probeImages', 'matchedRandom', 1);
+  int(seed, 'seed', 'matchedRandom', 0);
+  if ((ev as EvalOptions).random !== undefined) throw new ArgumentError('matchedRandom: random is what it computes; do not pass it');
+  const learned = evaluate(model, policy, ds, ev);
+  const bs = ev.batchSize ?? 64;
+  const probe = Math.min(ev.limit ?? Infinity, Math.ceil(probeImages / bs));
+  const { threshold: _t, keepRatio: _k, ...rest } = ev; // the learned decisions' knobs; random ones have their own rates
+  let lo = 0;
+  let hi = 1;
+  for (let it = 0; it < 12; it++) {
+    const mid = (lo + hi) / 2;
+    const r = evaluate(model, policy, ds, { ...rest, limit: probe, random: { ...learned.kept!, patch: mid, seed } });
+    if (r.macs < learned.macs) lo = mid;
+    else hi = mid;
+  }
+  return { random: { ...learned.kept!, patch: (lo + hi) / 2, seed }, learned };
+}
