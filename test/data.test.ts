@@ -909,6 +909,7 @@ describe('fashion-mnist', () => {
       const dir = folder();
       rmSync(join(dir, 't10k-labels-idx1-ubyte'));
       expectIO(dir, /t10k-labels-idx1-ubyte.*not found/);
+      expectIO(join(dir, 't10k-images-idx3-ubyte'), /is not a directory \(dir names the folder of the IDX files\)/);
     });
 
     it('wrong magic, element type or rank', () => {

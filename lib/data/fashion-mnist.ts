@@ -115,9 +115,8 @@ function readFile(path: string): Uint8Array {
 /** Loads (or takes from the cache) one split's images and labels, fully validated. */
 export function loadFashionMnist(dir: string, split: 'train' | 'test'): SplitData {
   const abs = resolve(dir);
-  if (!existsSync(abs) || !statSync(abs).isDirectory()) {
-    throw new IOError(`fashion-mnist: directory ${abs} not found; ${INSTALL_HINT}`);
-  }
+  if (!existsSync(abs)) throw new IOError(`fashion-mnist: directory ${abs} not found; ${INSTALL_HINT}`);
+  if (!statSync(abs).isDirectory()) throw new IOError(`fashion-mnist: ${abs} is not a directory (dir names the folder of the IDX files); ${INSTALL_HINT}`);
   const prefix = split === 'train' ? 'train' : 't10k';
   const imgPath = findFile(abs, `${prefix}-images-idx3-ubyte`);
   const lblPath = findFile(abs, `${prefix}-labels-idx1-ubyte`);
