@@ -13,7 +13,7 @@ import { defineConfig } from 'vitest/config';
 //   test/cuda); VITRIM_EMU_ALL=1 includes them here too.
 const emuLib = resolve('build/Release/libvitrim_cuda_emu.so');
 const slowUnderEmulation = [
-  'attention', 'attention-varlen', 'gemm', 'layernorm', 'lib-device', 'loss', 'reduce', 'sample', 'softmax', 'topk',
+  'attention', 'attention-varlen', 'example-adavit', 'gemm', 'layernorm', 'lib-device', 'loss', 'reduce', 'sample', 'softmax', 'topk',
 ].map((f) => `test/cuda/${f}.test.ts`);
 
 // One input seed for the whole run, printed first, so a failure in any file can be replayed
