@@ -10,7 +10,7 @@
  *   5. load the run back from disk (vit.fromFile, policies.fromFile) and check it gives the same
  *      logits and decisions.
  *
- *   npx tsx examples/adavit-shapes.ts                                        # the README's main job, 3-5 min on 2 cores
+ *   npx tsx examples/adavit-shapes.ts                                        # the README's main job, 2-5 min on 2 cores
  *   npx tsx examples/adavit-shapes.ts --epochs 1 --ada-epochs 1 --limit 20   # a quick look
  *   npx tsx examples/adavit-shapes.ts --device cuda --precision bfloat16
  *
