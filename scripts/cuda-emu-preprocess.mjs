@@ -39,7 +39,7 @@ function matchFwd(s, start, open, close) {
 
 // `__launch_bounds__(N[, M]) name(params) {` -> `name(params) { ::emu::launch_bounds(N[, M]);`: the
 // emulation checks each launch's block size against the bound a GPU enforces. A declaration (`;`
-// before `{`) just loses the attribute. Lines are kept (the attribute is blanked on its own line).
+// before `{`) just loses the attribute. Line numbers are kept (the attribute is blanked in place).
 {
   let res = '';
   let from = 0;
@@ -53,7 +53,7 @@ function matchFwd(s, start, open, close) {
     const paramsClose = matchFwd(src, paramsOpen, '(', ')');
     let b = paramsClose + 1;
     while (/\s/.test(src[b])) b++;
-    res += src.slice(from, at) + ' '.repeat(close + 1 - at).replace(/[^\n]/g, ' ');
+    res += src.slice(from, at) + src.slice(at, close + 1).replace(/[^\n]/g, ' ');
     if (src[b] === '{') {
       res += src.slice(close + 1, b + 1) + ` ::emu::launch_bounds(${bounds.replace(/\n/g, ' ')});`;
       from = b + 1;
@@ -90,7 +90,11 @@ for (;;) {
   if (src[p] !== '(') throw new Error(`${input}: expected '(' after a launch configuration`);
   const close = matchFwd(src, p, '(', ')');
   const args = src.slice(p + 1, close).trim();
-  out += src.slice(pos, calleeStart) + `::emu::launch(${callee}, ::emu::Cfg(${cfg})${args ? `, ${args}` : ''})`;
+  const call = `::emu::launch(${callee}, ::emu::Cfg(${cfg})${args ? `, ${args}` : ''})`;
+  // the newlines the rewrite dropped (around <<< >>> and the trimmed arguments), so that the
+  // compiler's line numbers after a multi-line launch still match the .cu file
+  const lines = (t) => t.split('\n').length - 1;
+  out += src.slice(pos, calleeStart) + call + '\n'.repeat(lines(src.slice(calleeStart, close + 1)) - lines(call));
   pos = close + 1;
 }
 out += src.slice(pos);
