@@ -96,12 +96,13 @@ async function main(): Promise<void> {
   const rKnob = evaluate(model, policy, test, { ...ev, keepRatio: 0.25 });
   // The control: random decisions at the learned policy's cost (matchedRandom: heads and sub-layers
   // kept at the learned rates, the patch rate bisected until the MACs match).
-  const { random } = matchedRandom(model, policy, test, { ...ev, probeImages: 512 });
+  const { random, matched } = matchedRandom(model, policy, test, { ...ev, probeImages: 512 });
   const rRandom = evaluate(model, policy, test, { ...ev, random });
+  const randomName = matched ? 'random decisions, same MACs' : 'random decisions (MACs unmatched)';
   console.log(line('dense', rDense));
   console.log(line(`AdaViT (threshold ${policy.threshold})`, rAda));
   console.log(line('AdaViT, keepRatio 0.25', rKnob));
-  console.log(line('random decisions, same MACs', rRandom));
+  console.log(line(randomName, rRandom));
 
   console.log('\n4. decisions for three test images (# = patch kept, per gated block)');
   const b = test.getBatch([0, 1, 2]);

@@ -166,6 +166,9 @@ program.command('eval')
       const m = matchedRandom(model, policy, ds, { batchSize: o.batchSize, threshold: o.threshold, keepRatio: o.keepRatio, limit: o.limit, device, precision });
       const learned = m.learned;
       random = m.random;
+      if (!m.matched) {
+        console.error(`vitrim: random decisions cannot match the learned policy's cost by their patch rate: ${((100 * m.randomMacs) / learned.denseMacs).toFixed(1)} % of dense MACs against its ${((100 * learned.macs) / learned.denseMacs).toFixed(1)} %`);
+      }
       if (!o.json) console.log(`learned policy: accuracy ${(100 * learned.accuracy).toFixed(2)} %, ${((100 * learned.macs) / learned.denseMacs).toFixed(1)} % of dense MACs`);
     }
     // random decisions have their own keep rates: --threshold and --keep-ratio set the learned ones (and so the budget)

@@ -115,7 +115,8 @@ describe('matchedRandom', () => {
     for (const p of policy.parameters()) p.assign(randn([p.size], RUN_SEED + p.size, 0.5));
     const ds = data.shapes({ split: 'test', size: 32, length: 96, seed: RUN_SEED % 1000, numClasses: 4 });
     for (const knob of [{}, { keepRatio: 0.5 }]) {
-      const { random, learned } = matchedRandom(model, policy, ds, { batchSize: 32, ...knob });
+      const m = matchedRandom(model, policy, ds, { batchSize: 32, ...knob });
+      const { random, learned } = m;
       const { imagesPerSec: _a, ...same } = learned;
       const { imagesPerSec: _b, ...again } = evaluate(model, policy, ds, { batchSize: 32, ...knob });
       expect(same).toEqual(again); // the learned policy's result, with the same knobs
@@ -124,8 +125,17 @@ describe('matchedRandom', () => {
       expect(random.patch).toBeGreaterThanOrEqual(0);
       expect(random.patch).toBeLessThanOrEqual(1);
       const r = evaluate(model, policy, ds, { batchSize: 32, random });
-      // 12 bisection steps on these 96 images: measured within 0.2 % (6 seeds, both knobs)
-      expect(Math.abs(r.macs - learned.macs) / learned.macs, JSON.stringify(knob)).toBeLessThan(0.02);
+      expect(r.macs).toBe(m.randomMacs); // the probe is the whole set here
+      if (m.matched) {
+        // 12 bisection steps on these 96 images: measured within 0.2 % (6 seeds, both knobs)
+        expect(Math.abs(r.macs - learned.macs) / learned.macs, JSON.stringify(knob)).toBeLessThan(0.02);
+      } else {
+        // out of reach of the patch rate (seed 140201: learned heads run with the attention sub-layer,
+        // random ones independently): the rate stops at an end, on the side that comes closest
+        expect(Math.abs(r.macs - learned.macs) / learned.macs).toBeGreaterThan(0.02);
+        expect(random.patch < 0.001 || random.patch > 0.999, String(random.patch)).toBe(true);
+        expect(random.patch > 0.5).toBe(r.macs < learned.macs);
+      }
     }
     const x = tensor(ds.getBatch([0, 1]).images, [2, 3, 32, 32]);
     expect(() => adavitInfer(policy, x, { random: { patch: 0.5, head: 1, block: 1 }, keepRatio: 0.5 })).toThrow(/keepRatio does not apply to random decisions/);

@@ -573,6 +573,15 @@ export interface MatchedRandom {
   random: { patch: number; head: number; block: number; seed: number };
   /** The learned policy's result on the data (with the same options). */
   learned: EvalResult;
+  /** MACs per image of the random decisions at `random`, on the probe images. */
+  randomMacs: number;
+  /**
+   * Whether randomMacs is within 2 % of learned.macs. The patch rate is the only knob: where the
+   * learned cost lies outside what random patches can reach with the learned head and sub-layer
+   * rates (learned decisions that run heads only where the attention sub-layer runs cost more than
+   * independent ones at the same rates), the rate stops at 0 or 1 and this is false.
+   */
+  matched: boolean;
 }
 
 /**
@@ -601,5 +610,7 @@ export function matchedRandom(model: VisionTransformer, policy: AdaVitPolicy, ds
     if (r.macs < learned.macs) lo = mid;
     else hi = mid;
   }
-  return { random: { ...learned.kept!, patch: (lo + hi) / 2, seed }, learned };
+  const random = { ...learned.kept!, patch: (lo + hi) / 2, seed };
+  const randomMacs = evaluate(model, policy, ds, { ...rest, limit: probe, random }).macs;
+  return { random, learned, randomMacs, matched: Math.abs(randomMacs - learned.macs) <= 0.02 * learned.macs };
 }
