@@ -43,10 +43,7 @@ function dataset(name: string, split: 'train' | 'test', o: { dataDir?: string; i
 }
 
 async function loadModel(spec: string, over: Partial<VitConfig>): Promise<VisionTransformer> {
-  if (existsSync(spec)) {
-    const path = statSync(spec).isDirectory() ? join(spec, 'model.safetensors') : spec;
-    return fromFile(path, over);
-  }
+  if (existsSync(spec)) return fromFile(spec, over); // a file or a run directory
   if (PRESETS[spec]) return create({ ...PRESETS[spec], ...over });
   if (spec.includes('/') || spec.endsWith('.safetensors')) throw new InvalidArgumentError(`no such checkpoint or run directory: ${spec}`);
   return create(spec, over);

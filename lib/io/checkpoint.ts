@@ -6,6 +6,8 @@
  *   to timm names, q/k/v concatenated into `attn.qkv`.
  * Floating dtypes (F32, F16, BF16, F64) are converted to float32.
  */
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { ArgumentError } from '../errors.js';
 import { readSafetensors, writeSafetensors, type SafetensorsFile, type StTensorIn } from './safetensors.js';
 
@@ -96,6 +98,11 @@ function entriesOf(f: SafetensorsFile, path: string): StateDict {
     out.set(key, { shape: [s.q.shape[0] * 3, ...s.q.shape.slice(1)], data });
   }
   return out;
+}
+
+/** `path`, or `path/name` where path is a directory (a Trainer's run directory holds model.safetensors, policy.safetensors). */
+export function runFile(path: string, name: string): string {
+  return existsSync(path) && statSync(path).isDirectory() ? join(path, name) : path;
 }
 
 /** Reads a checkpoint into a timm-named float32 state dict, with its metadata. */

@@ -18,13 +18,11 @@
  * float32. The norms write their output in bfloat16 there (only bf16 GEMMs read it), and without
  * gradient proj and fc2 add the float32 residual in their GEMM's epilogue (ops.linearFused).
  */
-import { existsSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import { join } from 'node:path';
 import { lowOutDtype } from '../autocast.js';
 import { boolOpt, int, optsOf, show } from '../args.js';
 import { ArgumentError, MemoryError } from '../errors.js';
-import { CONFIG_KEY, readCheckpoint, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
+import { CONFIG_KEY, readCheckpoint, runFile, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
 import { full, Tensor, tidy } from '../tensor.js';
 import { truncNormal } from './init.js';
@@ -333,7 +331,7 @@ export function parameterCount(config: Partial<VitConfig> | string): number {
  */
 export async function fromFile(path: string, over: Partial<VitConfig> = {}): Promise<VisionTransformer> {
   if (typeof path !== 'string' || path === '') throw new ArgumentError(`vit.fromFile: path must be a non-empty string, got ${show(path)}`);
-  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'model.safetensors');
+  path = runFile(path, 'model.safetensors');
   const { state, metadata } = await readCheckpoint(path);
   let cfg: VitConfig;
   if (metadata[CONFIG_KEY]) {

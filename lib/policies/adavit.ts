@@ -30,12 +30,10 @@
  * decision network (its gate linears, tiny) and the sampling run in float32, so a decision never
  * depends on the bfloat16 rounding of its own gate logits.
  */
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { autocast, lowOutDtype } from '../autocast.js';
 import { boolOpt, int, num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
-import { readCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
+import { readCheckpoint, runFile, writeCheckpoint } from '../io/checkpoint.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
 import { Module, Parameter } from '../nn/module.js';
@@ -331,7 +329,7 @@ export async function fromFile(model: VisionTransformer, path: string, over?: Ad
   if (!(model instanceof VisionTransformer)) throw new ArgumentError(`policies.fromFile: model must be a VisionTransformer, got ${show(model)}`);
   if (typeof path !== 'string' || path === '') throw new ArgumentError(`policies.fromFile: path must be a non-empty string, got ${show(path)}`);
   const extra = optsOf(over, 'policies.fromFile');
-  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'policy.safetensors') : path;
+  const file = runFile(path, 'policy.safetensors');
   const { state, metadata } = await readCheckpoint(file);
   const kind = metadata[POLICY_KIND_KEY];
   if (kind !== 'adavit') {
