@@ -107,6 +107,19 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     // cuBLASLt rejects K = 0; the product is zero, so D = bias (+ C) is an elementwise fill.
     fail(ErrorKind::Internal, "lt_gemm: K = 0 must be handled by the caller");
   }
+  // Each pointer's alignment (part of the algorithm cache's key below). cuBLASLt's heuristic
+  // assumes 256-byte aligned operands unless told otherwise (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*,
+  // default 256) and may pick a kernel that faults on a less aligned one, so the preferences carry
+  // the true alignment. Every tensor starts at an allocation (256-aligned) today; this keeps a
+  // future view at an offset correct.
+  auto align = [](const void* p) {
+    uint32_t a = 256;
+    while (a > 1 && ((uintptr_t)p) % a != 0) a >>= 1;
+    return (int)a;
+  };
+  // Those preferences do not cover the BIAS epilogue's vector, whose kernels may assume 16 bytes:
+  // an under-aligned bias takes the fallback (the plain GEMM, then a bias pass).
+  if (bias && align(bias) < 16) return false;
   const bool tf32 = dt == DType::F32 && L.tf32;
   Desc op;
   lt_check(cublasLtMatmulDescCreate(&op.d, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F),
@@ -125,19 +138,25 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
              "BIAS_DATA_TYPE");
   }
   // Column-major views: our B is [N,K] (transB) or [K,N] row-major -> col-major rows/cols swap.
-  Layout la, lb, lc;
+  Layout la, lb, lc, lo;
   make_layout(la, dt, transB ? K : N, transB ? N : K, ldb, batch, sB);
   make_layout(lb, dt, transA ? M : K, transA ? K : M, lda, batch, sA);
   make_layout(lc, dto, N, M, ldd, batch, sD);
+  // Out of place (a residual C that is not D): D gets a descriptor of its own, as cuBLASLt's API
+  // tells the two cases apart (in place: C == D with Cdesc == Ddesc); not every algorithm writes
+  // out of place.
+  const bool out_of_place = C && C != D;
+  if (out_of_place) make_layout(lo, dto, N, M, ldd, batch, sD);
+  cublasLtMatrixLayout_t ld_l = out_of_place ? lo.l : lc.l;
 
-  // Algorithm: cached per problem. The key holds everything the heuristic depends on, including
-  // the pointers' 16-byte alignment class (cuBLASLt picks vectorised kernels on aligned data).
-  auto align = [](const void* p) { return (int)(((uintptr_t)p) % 16 == 0); };
+  // Algorithm: cached per problem; the key holds everything the heuristic depends on.
+  const uint32_t align_lt[4] = {(uint32_t)align(B), (uint32_t)align(A), (uint32_t)align(C ? C : D),
+                                (uint32_t)align(D)};  // cuBLASLt's A, B, C, D
   char key[256];
-  std::snprintf(key, sizeof key, "%d%d%d%d%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%lld,%lld,%lld|%d|%d%d%d%d%d|%d", (int)dt,
-                (int)dto, (int)dbias, transA, transB, tf32, (long long)M, (long long)N, (long long)K, (long long)lda, (long long)ldb,
-                (long long)ldd, (long long)sA, (long long)sB, (long long)sD, batch, bias != nullptr, C != nullptr,
-                align(A), align(B), align(D), align(bias) * 2 + align(C));
+  std::snprintf(key, sizeof key, "%d%d%d%d%d%d|%lld,%lld,%lld|%lld,%lld,%lld|%lld,%lld,%lld|%d|%d%d|%u,%u,%u,%u,%d", (int)dt,
+                (int)dto, (int)dbias, transA, transB, tf32, (long long)M, (long long)N, (long long)K, (long long)lda,
+                (long long)ldb, (long long)ldd, (long long)sA, (long long)sB, (long long)sD, batch, bias != nullptr,
+                C ? 1 + out_of_place : 0, align_lt[0], align_lt[1], align_lt[2], align_lt[3], bias ? align(bias) : 0);
   cublasLtMatmulAlgo_t algo;
   bool have = false;
   {
@@ -155,10 +174,20 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     lt_check(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &L.workspace_bytes, sizeof L.workspace_bytes),
              "MAX_WORKSPACE_BYTES");
+    const cublasLtMatmulPreferenceAttributes_t min_align[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; ++i)
+      lt_check(cublasLtMatmulPreferenceSetAttribute(pref.p, min_align[i], &align_lt[i], sizeof align_lt[i]),
+               "MIN_ALIGNMENT");
     cublasLtMatmulHeuristicResult_t res{};
     int n = 0;
-    lt_check(cublasLtMatmulAlgoGetHeuristic(L.handle, op.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &res, &n),
-             "AlgoGetHeuristic");
+    // cuBLASLt says "no algorithm" in either of two ways: CUBLAS_STATUS_NOT_SUPPORTED (what it does
+    // for a type combination or epilogue it has no kernel for), or success with a count of 0.
+    // Both are the fallback's case, not an error.
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(L.handle, op.d, la.l, lb.l, lc.l, ld_l, pref.p, 1, &res, &n);
+    if (hs == CUBLAS_STATUS_NOT_SUPPORTED) n = 0;
+    else lt_check(hs, "AlgoGetHeuristic");
     std::lock_guard<std::mutex> lk(L.mu);
     if (n <= 0) {
       if (L.none.size() > 4096) L.none.clear();
@@ -170,9 +199,18 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     L.algos.emplace(key, algo);
   }
   const float one = 1.f, zero = 0.f;
-  lt_check(cublasLtMatmul(L.handle, op.d, &one, B, la.l, A, lb.l, C ? &one : &zero, C ? C : D, lc.l, D, lc.l, &algo,
-                          L.workspace, L.workspace_bytes, stream()),
-           "Matmul");
+  const cublasStatus_t ms = cublasLtMatmul(L.handle, op.d, &one, B, la.l, A, lb.l, C ? &one : &zero, C ? C : D, lc.l,
+                                           D, ld_l, &algo, L.workspace, L.workspace_bytes, stream());
+  if (ms == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // The heuristic's algorithm turned out not to run this problem (it ran nothing): the problem
+    // joins those without one, and the caller falls back.
+    std::lock_guard<std::mutex> lk(L.mu);
+    L.algos.erase(key);
+    if (L.none.size() > 4096) L.none.clear();
+    L.none.emplace(key);
+    return false;
+  }
+  lt_check(ms, "Matmul");
   return true;
 }
 
@@ -197,11 +235,13 @@ static bool lt_no_mixed() {
   return e && *e && std::strcmp(e, "0") != 0;
 }
 
-// lt_gemm_try, or its fallbacks (both single-problem, dense D):
+// lt_gemm_try, or its fallbacks (all single-problem, dense D):
+// - no algorithm for bf16 A/B with float32 C/D: the bf16 GEMM (with the bias when it is bf16) into a
+//   temporary, then one pass D = tmp (+ float32 bias) (+ C) in fp32;
 // - no algorithm with the BIAS epilogue (alignment or dtype restrictions of the epilogue kernels):
 //   the plain GEMM, then a bias pass;
-// - no algorithm for bf16 A/B with float32 C/D: the bf16 GEMM (with the bias when it is bf16) into a
-//   temporary, then one pass D = tmp (+ float32 bias) (+ C) in fp32.
+// - no algorithm that writes out of place (a residual C that is not D): C copied into D, then the
+//   GEMM in place (C == D), with the bias epilogue or else a bias pass.
 static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                     int64_t sA, const void* B, int64_t ldb, int64_t sB, void* D, int64_t ldd, int64_t sD,
                     const void* bias, const void* C, int batch = 1, std::optional<DType> out_dtype = std::nullopt,
@@ -230,15 +270,27 @@ static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, in
     VITRIM_CUDA_LAUNCHED();
     return;
   }
-  if (!bias) none();
-  if (!lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, nullptr, C, batch, dto, dto))
-    none();
-  dispatch_float(dt, "bias", [&](auto tag) {
-    using T = decltype(tag);
-    add_bias_kernel<T, T, T><<<grid_for(M * N, 256), 256, 0, stream()>>>(static_cast<T*>(D), nullptr,
-                                                                        static_cast<const T*>(bias), nullptr, M, N);
-    VITRIM_CUDA_LAUNCHED();
-  });
+  // The plain GEMM (the first attempt had the bias epilogue), then in place: C copied into D.
+  auto plain_then_bias = [&](const void* c) {
+    if (!bias || !lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, nullptr, c, batch, dto,
+                              dto))
+      return false;
+    dispatch_float(dt, "bias", [&](auto tag) {
+      using T = decltype(tag);
+      add_bias_kernel<T, T, T><<<grid_for(M * N, 256), 256, 0, stream()>>>(static_cast<T*>(D), nullptr,
+                                                                          static_cast<const T*>(bias), nullptr, M, N);
+      VITRIM_CUDA_LAUNCHED();
+    });
+    return true;
+  };
+  if (plain_then_bias(C)) return;
+  if (C && C != D) {
+    VITRIM_CUDA_CHECK(cudaMemcpyAsync(D, C, (size_t)(M * N) * dtype_size(dto), cudaMemcpyDeviceToDevice, stream()));
+    if (lt_gemm_try(dt, transA, transB, M, N, K, A, lda, sA, B, ldb, sB, D, ldd, sD, bias, D, batch, dto, dbias) ||
+        plain_then_bias(D))
+      return;
+  }
+  none();
 }
 
 std::string gemm_init() {

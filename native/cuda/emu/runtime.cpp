@@ -575,7 +575,9 @@ cudaError_t cudaMalloc(void** p, size_t n) {
     *p = nullptr;
     return cudaErrorMemoryAllocation;
   }
-  *p = std::malloc(n ? n : 1);
+  // cudaMalloc's memory is at least 256-byte aligned (CUDA C++ Programming Guide; cuBLASLt's
+  // heuristic assumes as much unless told otherwise), malloc's only 16.
+  *p = std::aligned_alloc(256, (std::max<size_t>(n, 1) + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
   // Fresh device memory holds whatever was there before; large host allocations come from mmap,
   // zero-filled, which would hide a kernel that reads memory nobody wrote. Fill it as shared memory
@@ -585,7 +587,9 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 }
 // Pinned host memory is ordinary memory here: copies complete at once.
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
-  *p = std::malloc(n ? n : 1);
+  // cudaMalloc's memory is at least 256-byte aligned (CUDA C++ Programming Guide; cuBLASLt's
+  // heuristic assumes as much unless told otherwise), malloc's only 16.
+  *p = std::aligned_alloc(256, (std::max<size_t>(n, 1) + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
   std::memset(*p, 0xff, n);  // not zeroed on a GPU machine either: as cudaMalloc
   return cudaSuccess;
@@ -744,13 +748,13 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_EPILOGUE: std::memcpy(&e->epilogue, buf, std::min(size, sizeof e->epilogue)); break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: std::memcpy(&e->bias, buf, sizeof e->bias); break;
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: std::memcpy(&e->bias_type, buf, sizeof e->bias_type); break;
-    default: return (cublasStatus_t)7;  // CUBLAS_STATUS_INVALID_VALUE
+    default: return CUBLAS_STATUS_INVALID_VALUE;
   }
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t rows, uint64_t cols,
                                           int64_t ld) {
-  if (ld < (int64_t)std::max<uint64_t>(1, rows)) return (cublasStatus_t)7;
+  if (ld < (int64_t)std::max<uint64_t>(1, rows)) return CUBLAS_STATUS_INVALID_VALUE;
   auto* o = new cublasLtMatrixLayoutOpaque_t{};
   auto* e = new (o) EmuLayout();
   e->type = t;
@@ -769,36 +773,74 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublas
   EmuLayout* e = reinterpret_cast<EmuLayout*>(l);
   if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT) std::memcpy(&e->batch, buf, sizeof e->batch);
   else if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET) std::memcpy(&e->stride, buf, sizeof e->stride);
-  else return (cublasStatus_t)7;
+  else return CUBLAS_STATUS_INVALID_VALUE;
   return CUBLAS_STATUS_SUCCESS;
 }
+// A preference holds the four minimum alignments (cuBLASLt's default: 256 bytes each). The
+// heuristic copies them into the algorithm it returns, and cublasLtMatmul refuses a pointer less
+// aligned than its algorithm assumed (up to the 16 bytes of a vectorised load): on a GPU such a
+// kernel faults with a misaligned address. The BIAS epilogue's vector must be 16-byte aligned.
+struct EmuPref {
+  uint32_t min_align[4] = {256, 256, 256, 256};
+};
+static_assert(sizeof(EmuPref) <= sizeof(cublasLtMatmulPreferenceOpaque_t), "preference fits");
+static_assert(sizeof(EmuPref) <= sizeof(cublasLtMatmulAlgo_t), "algorithm fits");
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
-  *p = new cublasLtMatmulPreferenceOpaque_t{};
+  auto* o = new cublasLtMatmulPreferenceOpaque_t{};
+  new (o) EmuPref();
+  *p = o;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
   delete p;
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
-                                                    const void*, size_t) {
-  return CUBLAS_STATUS_SUCCESS;
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a,
+                                                    const void* buf, size_t size) {
+  EmuPref* e = reinterpret_cast<EmuPref*>(p);
+  switch (a) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return size == 8 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
+      if (size != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&e->min_align[a - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES], buf, 4);
+      return CUBLAS_STATUS_SUCCESS;
+    default: return CUBLAS_STATUS_INVALID_VALUE;
+  }
 }
 // VITRIM_EMU_LT_NO_BIAS=1 answers "no algorithm" for every BIAS-epilogue problem, as cuBLASLt may
 // for some alignments and dtypes: the tests then run lt_gemm's fallback (plain GEMM + bias pass).
+// It answers as cuBLASLt does, with CUBLAS_STATUS_NOT_SUPPORTED; VITRIM_EMU_LT_NO_BIAS=count
+// answers the other documented way, success with a count of 0.
+// VITRIM_EMU_LT_IN_PLACE_ONLY has no algorithm write out of place (C != D), as some cuBLASLt
+// algorithms cannot: =heuristic refuses a problem whose D has a descriptor other than C's; =matmul
+// lets the heuristic answer and refuses at cublasLtMatmul, for C and D at different addresses.
+static const char* emu_in_place_only() {
+  const char* e = std::getenv("VITRIM_EMU_LT_IN_PLACE_ONLY");
+  return e && *e && std::strcmp(e, "0") != 0 ? e : nullptr;
+}
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t,
-                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t Cdesc,
+                                              cublasLtMatrixLayout_t Ddesc,
+                                              cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t results[], int* returned) {
-  if (requested < 1) return (cublasStatus_t)7;
+  if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
   // read at each call, so that a test can set it around the calls it is about
   const char* e = std::getenv("VITRIM_EMU_LT_NO_BIAS");
   const bool no_bias = e && *e && std::strcmp(e, "0") != 0;
   if (no_bias && reinterpret_cast<const EmuDesc*>(desc)->epilogue == 4) {
     *returned = 0;
-    return CUBLAS_STATUS_SUCCESS;
+    return std::strcmp(e, "count") == 0 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const char* ipo = emu_in_place_only();
+  if (ipo && std::strcmp(ipo, "heuristic") == 0 && Cdesc != Ddesc) {
+    *returned = 0;
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   results[0] = cublasLtMatmulHeuristicResult_t{};
+  new (&results[0].algo) EmuPref(*reinterpret_cast<const EmuPref*>(pref));
   *returned = 1;
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -837,14 +879,31 @@ static void naive_matmul(EmuDesc d, float alpha, const void* A, EmuLayout la, co
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
                               cublasLtMatrixLayout_t Adesc, const void* B, cublasLtMatrixLayout_t Bdesc,
                               const void* beta, const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
-                              cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+                              cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t* algo, void*, size_t,
+                              cudaStream_t) {
   EmuDesc d = *reinterpret_cast<EmuDesc*>(desc);
+  if (algo) {
+    const EmuPref& ap = *reinterpret_cast<const EmuPref*>(algo);
+    const void* ptrs[4] = {A, B, C, D};
+    for (int i = 0; i < 4; ++i)
+      if ((uintptr_t)ptrs[i] % std::min<uint32_t>(std::max<uint32_t>(ap.min_align[i], 1), 16) != 0) {
+        std::fprintf(stderr, "emulated cuBLASLt: matrix %c at %p is less aligned than its algorithm assumes (%u bytes)\n",
+                     "ABCD"[i], ptrs[i], ap.min_align[i]);
+        return (cublasStatus_t)13;  // CUBLAS_STATUS_EXECUTION_FAILED: a GPU faults (misaligned address)
+      }
+  }
+  const char* ipo = emu_in_place_only();
+  if (ipo && std::strcmp(ipo, "matmul") == 0 && C != D) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (d.epilogue == 4 && (uintptr_t)d.bias % 16 != 0) {
+    std::fprintf(stderr, "emulated cuBLASLt: the BIAS epilogue's vector at %p is not 16-byte aligned\n", d.bias);
+    return (cublasStatus_t)13;
+  }
   EmuLayout la = *reinterpret_cast<EmuLayout*>(Adesc), lb = *reinterpret_cast<EmuLayout*>(Bdesc);
   EmuLayout lc = *reinterpret_cast<EmuLayout*>(Cdesc), ldd = *reinterpret_cast<EmuLayout*>(Ddesc);
   // Shapes must agree as cuBLASLt requires: op(A) [m,k], op(B) [k,n], C/D [m,n].
   uint64_t m = d.transa ? la.cols : la.rows, k = d.transa ? la.rows : la.cols;
   uint64_t kb = d.transb ? lb.cols : lb.rows, n = d.transb ? lb.rows : lb.cols;
-  if (k != kb || m != ldd.rows || n != ldd.cols || lc.rows != ldd.rows || lc.cols != ldd.cols) return (cublasStatus_t)7;
+  if (k != kb || m != ldd.rows || n != ldd.cols || lc.rows != ldd.rows || lc.cols != ldd.cols) return CUBLAS_STATUS_INVALID_VALUE;
   float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   if (emu::g_capturing) {
     emu::g_capture->push_back({cudaGraphNodeTypeKernel, [=]() { naive_matmul(d, a, A, la, B, lb, b, C, lc, D, ldd); }});
