@@ -7,6 +7,8 @@
 # VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the
 # threads of a block between barriers; the shuffle follows VITRIM_EMU_SEED, which vitest.config.ts sets
 # from the run's input seed (VITRIM_TEST_SEED, printed first) unless it is set.
+# VITRIM_EMU_SMS=132: the emulated GPU has an H100's SM count instead of 4, so that the launch
+# planning (tensor-core tiles, split-K, grid caps) takes the paths it takes there (slower).
 # Usage: scripts/test-cuda-emu.sh [vitest args, e.g. test/cuda/layernorm.test.ts]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -493,12 +493,20 @@ cudaError_t cudaGetDevice(int* d) {
   *d = 0;
   return cudaSuccess;
 }
+// The SM count: 4 by default, small, so that grid-stride loops iterate and stay cheap to emulate.
+// VITRIM_EMU_SMS=132 (an H100 SXM) makes the launch planning (tiles, split-K, grid caps) take the
+// paths it takes on that GPU.
+static int emu_sms() {
+  const char* e = std::getenv("VITRIM_EMU_SMS");
+  const int v = e && *e ? std::atoi(e) : 4;
+  return v >= 1 && v <= 1024 ? v : 4;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "CPU emulation of a CUDA device");
   p->major = 9;
   p->minor = 0;
-  p->multiProcessorCount = 4;  // small, so grid-stride loops iterate and stay cheap to emulate
+  p->multiProcessorCount = emu_sms();
   p->totalGlobalMem = (size_t)8 << 30;
   p->sharedMemPerBlock = 48 * 1024;
   p->sharedMemPerBlockOptin = 227 * 1024;
@@ -508,7 +516,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   switch (a) {
-    case cudaDevAttrMultiProcessorCount: *v = 4; break;
+    case cudaDevAttrMultiProcessorCount: *v = emu_sms(); break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
     case cudaDevAttrMaxSharedMemoryPerBlock: *v = 48 * 1024; break;
     case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
