@@ -595,8 +595,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 }
 // Pinned host memory is ordinary memory here: copies complete at once.
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
-  // cudaMalloc's memory is at least 256-byte aligned (CUDA C++ Programming Guide; cuBLASLt's
-  // heuristic assumes as much unless told otherwise), malloc's only 16.
+  // pinned host memory is page-aligned; at least cudaMalloc's 256 bytes here
   *p = std::aligned_alloc(256, (std::max<size_t>(n, 1) + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
   std::memset(*p, 0xff, n);  // not zeroed on a GPU machine either: as cudaMalloc
