@@ -157,6 +157,12 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
                 (int)dto, (int)dbias, transA, transB, tf32, (long long)M, (long long)N, (long long)K, (long long)lda,
                 (long long)ldb, (long long)ldd, (long long)sA, (long long)sB, (long long)sD, batch, bias != nullptr,
                 C ? 1 + out_of_place : 0, align_lt[0], align_lt[1], align_lt[2], align_lt[3], bias ? align(bias) : 0);
+  // A problem without an algorithm is remembered (with L.mu held); the caller falls back.
+  auto remember_none = [&] {
+    if (L.none.size() > 4096) L.none.clear();
+    L.none.emplace(key);
+    return false;
+  };
   cublasLtMatmulAlgo_t algo;
   bool have = false;
   {
@@ -189,11 +195,7 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     if (hs == CUBLAS_STATUS_NOT_SUPPORTED) n = 0;
     else lt_check(hs, "AlgoGetHeuristic");
     std::lock_guard<std::mutex> lk(L.mu);
-    if (n <= 0) {
-      if (L.none.size() > 4096) L.none.clear();
-      L.none.emplace(key);
-      return false;
-    }
+    if (n <= 0) return remember_none();
     algo = res.algo;
     if (L.algos.size() > 4096) L.algos.clear();  // bound: shapes of a varlen workload keep changing
     L.algos.emplace(key, algo);
@@ -206,9 +208,7 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     // joins those without one, and the caller falls back.
     std::lock_guard<std::mutex> lk(L.mu);
     L.algos.erase(key);
-    if (L.none.size() > 4096) L.none.clear();
-    L.none.emplace(key);
-    return false;
+    return remember_none();
   }
   lt_check(ms, "Matmul");
   return true;

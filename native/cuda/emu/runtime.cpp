@@ -824,9 +824,10 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
 // VITRIM_EMU_LT_IN_PLACE_ONLY has no algorithm write out of place (C != D), as some cuBLASLt
 // algorithms cannot: =heuristic refuses a problem whose D has a descriptor other than C's; =matmul
 // lets the heuristic answer and refuses at cublasLtMatmul, for C and D at different addresses.
-static const char* emu_in_place_only() {
-  const char* e = std::getenv("VITRIM_EMU_LT_IN_PLACE_ONLY");
-  return e && *e && std::strcmp(e, "0") != 0 ? e : nullptr;
+// Both read at each call, so that a test can set them around the calls they are about.
+static bool knob_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && *e && std::strcmp(e, "0") != 0 && (!value || std::strcmp(e, value) == 0);
 }
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t,
                                               cublasLtMatrixLayout_t, cublasLtMatrixLayout_t Cdesc,
@@ -834,15 +835,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
                                               cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t results[], int* returned) {
   if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
-  // read at each call, so that a test can set it around the calls it is about
-  const char* e = std::getenv("VITRIM_EMU_LT_NO_BIAS");
-  const bool no_bias = e && *e && std::strcmp(e, "0") != 0;
-  if (no_bias && reinterpret_cast<const EmuDesc*>(desc)->epilogue == 4) {
+  if (knob_is("VITRIM_EMU_LT_NO_BIAS", nullptr) && reinterpret_cast<const EmuDesc*>(desc)->epilogue == 4) {
     *returned = 0;
-    return std::strcmp(e, "count") == 0 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+    return knob_is("VITRIM_EMU_LT_NO_BIAS", "count") ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
   }
-  const char* ipo = emu_in_place_only();
-  if (ipo && std::strcmp(ipo, "heuristic") == 0 && Cdesc != Ddesc) {
+  if (knob_is("VITRIM_EMU_LT_IN_PLACE_ONLY", "heuristic") && Cdesc != Ddesc) {
     *returned = 0;
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
@@ -899,8 +896,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
         return (cublasStatus_t)13;  // CUBLAS_STATUS_EXECUTION_FAILED: a GPU faults (misaligned address)
       }
   }
-  const char* ipo = emu_in_place_only();
-  if (ipo && std::strcmp(ipo, "matmul") == 0 && C != D) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (knob_is("VITRIM_EMU_LT_IN_PLACE_ONLY", "matmul") && C != D) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (d.epilogue == 4 && (uintptr_t)d.bias % 16 != 0) {
     std::fprintf(stderr, "emulated cuBLASLt: the BIAS epilogue's vector at %p is not 16-byte aligned\n", d.bias);
     return (cublasStatus_t)13;
