@@ -235,7 +235,11 @@ static bool lt_no_mixed() {
   return e && *e && std::strcmp(e, "0") != 0;
 }
 
-// lt_gemm_try, or its fallbacks (all single-problem, dense D):
+// lt_gemm_try, or its fallbacks:
+// - no algorithm for a strided batch (a batch count above 1; matmul's shared B with transA has a B
+//   stride of 0, which not every algorithm may take): the batch's problems one at a time, each
+//   with the single-problem fallbacks below. Slow (a launch per problem) but correct.
+// The single-problem fallbacks (dense D):
 // - no algorithm for bf16 A/B with float32 C/D: the bf16 GEMM (with the bias when it is bf16) into a
 //   temporary, then one pass D = tmp (+ float32 bias) (+ C) in fp32;
 // - no algorithm with the BIAS epilogue (alignment or dtype restrictions of the epilogue kernels):
@@ -257,7 +261,15 @@ static void lt_gemm(DType dt, bool transA, bool transB, int64_t M, int64_t N, in
          " (transA=", transA, ", transB=", transB, ", lda=", lda, ", ldb=", ldb, ", ldd=", ldd, ", batch=", batch,
          ", output ", dtype_name(dto), ")");
   };
-  if (batch != 1 || ldd != N) none();
+  if (batch != 1) {
+    const size_t ea = dtype_size(dt), ed = dtype_size(dto);
+    for (int i = 0; i < batch; ++i)
+      lt_gemm(dt, transA, transB, M, N, K, static_cast<const char*>(A) + i * sA * ea, lda, 0,
+              static_cast<const char*>(B) + i * sB * ea, ldb, 0, static_cast<char*>(D) + i * sD * ed, ldd, 0, bias,
+              C ? static_cast<const char*>(C) + i * sD * ed : nullptr, 1, dto, dbias);
+    return;
+  }
+  if (ldd != N) none();
   if (mixed) {  // bf16 A/B, float32 C/D: the one mix linear_fused makes
     VITRIM_CHECK(dt == DType::BF16 && dto == DType::F32, Internal, "lt_gemm: unsupported dtype mix");
     Tensor tmp = alloc({M, N}, dt);

@@ -1,6 +1,6 @@
 // lt_gemm's fallbacks (native/cuda/gemm.cu) for problems cuBLASLt has no algorithm for, under the
 // emulated cuBLASLt's knobs (a GPU ignores them: emulation only): no BIAS-epilogue kernel, no
-// kernel that writes out of place, each answered as the library does (CUBLAS_STATUS_NOT_SUPPORTED)
+// kernel that writes out of place, none for a strided batch, each answered as the library does (CUBLAS_STATUS_NOT_SUPPORTED)
 // or the other documented way. Fresh random inputs against the CPU's op; each path told apart by
 // the nodes and kernels of a recorded graph. Kept out of gemm.test.ts so that the default emulated
 // set (CI) runs it: it takes well under a second.
@@ -84,4 +84,35 @@ describeCuda('cuda gemm: cuBLASLt fallbacks', () => {
     }
   });
 
+  // A batched matmul is one strided-batch cuBLASLt call (matmul's shared B with transA: a B stride of
+  // 0; a shared B without transA folds the batch into M and is not batched at all). With no
+  // algorithm for the batch, lt_gemm runs its problems one at a time: a GEMM per problem. The
+  // emulated cuBLASLt refuses a batch under VITRIM_EMU_LT_NO_BATCH=1 (any) or =shared (a stride of
+  // 0). Counted in a recorded graph: nb kernels for the fallback, 1 otherwise.
+  it.skipIf(!emulated)('matmul when cuBLASLt has no algorithm for the batch: one problem at a time', () => {
+    let M = 21;
+    const [nb, K, N] = [3, 24, 10];
+    for (const dtype of FLOAT_DTYPES) {
+      for (const shared of [false, true]) {
+        for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+          for (const knob of ['1', 'shared', undefined]) {
+            M += 1; // a problem of its own for lt_gemm's caches
+            const aShape = tA ? [nb, K, M] : [nb, M, K];
+            const bShape = (tB ? [N, K] : [K, N]);
+            const a = roundTo(r(aShape, 81 + M), dtype);
+            const b = roundTo(r(shared ? bShape : [nb, ...bShape], 82 + M, 0.3), dtype);
+            const [ac, bc] = [a, b].map((t) => cudaAs(t, dtype));
+            const what = `${dtype} shared=${shared} transA=${tA} transB=${tB} no-batch=${knob ?? 'unset'} M=${M}`;
+            const { y, kernels } = lt(() => withEnv('VITRIM_EMU_LT_NO_BATCH', knob, () =>
+              recorded(() => native.matmul(ac, bc, tA, tB))));
+            const batched = !(shared && !tA);
+            const refused = batched && (knob === '1' || (knob === 'shared' && shared));
+            expect(kernels, what).toBe(refused ? nb : 1);
+            expect(y.shape).toEqual([nb, M, N]);
+            expectRel(y, native.matmul(a, b, tA, tB), TOL[dtype], what);
+          }
+        }
+      }
+    }
+  });
 });

@@ -824,13 +824,15 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
 // VITRIM_EMU_LT_IN_PLACE_ONLY has no algorithm write out of place (C != D), as some cuBLASLt
 // algorithms cannot: =heuristic refuses a problem whose D has a descriptor other than C's; =matmul
 // lets the heuristic answer and refuses at cublasLtMatmul, for C and D at different addresses.
-// Both read at each call, so that a test can set them around the calls they are about.
+// VITRIM_EMU_LT_NO_BATCH has no algorithm for a strided batch: =1 for any batch count above 1,
+// =shared for one whose A or B has a batch stride of 0 (matmul's shared B with transA).
+// All read at each call, so that a test can set them around the calls they are about.
 static bool knob_is(const char* name, const char* value) {
   const char* e = std::getenv(name);
   return e && *e && std::strcmp(e, "0") != 0 && (!value || std::strcmp(e, value) == 0);
 }
-cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t,
-                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t Cdesc,
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t Adesc,
+                                              cublasLtMatrixLayout_t Bdesc, cublasLtMatrixLayout_t Cdesc,
                                               cublasLtMatrixLayout_t Ddesc,
                                               cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t results[], int* returned) {
@@ -838,6 +840,14 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   if (knob_is("VITRIM_EMU_LT_NO_BIAS", nullptr) && reinterpret_cast<const EmuDesc*>(desc)->epilogue == 4) {
     *returned = 0;
     return knob_is("VITRIM_EMU_LT_NO_BIAS", "count") ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const EmuLayout& la = *reinterpret_cast<const EmuLayout*>(Adesc);
+  const EmuLayout& lb = *reinterpret_cast<const EmuLayout*>(Bdesc);
+  const EmuLayout& ld = *reinterpret_cast<const EmuLayout*>(Ddesc);
+  if (ld.batch > 1 && (knob_is("VITRIM_EMU_LT_NO_BATCH", "1") ||
+                       (knob_is("VITRIM_EMU_LT_NO_BATCH", "shared") && (la.stride == 0 || lb.stride == 0)))) {
+    *returned = 0;
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   if (knob_is("VITRIM_EMU_LT_IN_PLACE_ONLY", "heuristic") && Cdesc != Ddesc) {
     *returned = 0;
