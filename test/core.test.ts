@@ -112,4 +112,16 @@ describe('cpu memory limit', () => {
     expect(msg).toMatch(/allocating 33554432 bytes on cpu would put 67108864 bytes in use, over the limit of 50331648/);
     expect(after).toBe('2');
   });
+
+  // No addon (a dependency's install script skipped, as npm 12 does unless allowScripts names it):
+  // importing vitrim fails with an error that says what to run, not a bare MODULE_NOT_FOUND.
+  it('says how to build or allow the addon when it cannot be loaded', () => {
+    const root = join(__dirname, '..');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', "await import('./lib/native.ts')"], {
+      cwd: root, encoding: 'utf8', env: { ...process.env, VITRIM_ADDON: join(root, 'no-such-dir', 'vitrim.node') },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/vitrim: the native addon could not be loaded \(Cannot find module .*no-such-dir/);
+    expect(r.stderr).toMatch(/npm install-scripts approve vitrim`, then `npm rebuild vitrim`/);
+  });
 });
