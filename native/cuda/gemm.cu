@@ -195,7 +195,8 @@ static bool lt_gemm_try(DType dt, bool transA, bool transB, int64_t M, int64_t N
     if (hs == CUBLAS_STATUS_NOT_SUPPORTED) n = 0;
     else lt_check(hs, "AlgoGetHeuristic");
     std::lock_guard<std::mutex> lk(L.mu);
-    if (n <= 0) return remember_none();
+    // A returned result carries its own status (the header: "inspect heuristicResultsArray[..].state").
+    if (n <= 0 || res.state != CUBLAS_STATUS_SUCCESS) return remember_none();
     algo = res.algo;
     if (L.algos.size() > 4096) L.algos.clear();  // bound: shapes of a varlen workload keep changing
     L.algos.emplace(key, algo);
