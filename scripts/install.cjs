@@ -17,6 +17,12 @@ if (!process.env.VITRIM_BUILD_FROM_SOURCE) {
     /* no prebuilt or build: build below */
   }
 }
+// Installed as another project's dependency (this package sits in a node_modules folder): skip what
+// only vitrim's own tests use (CMakeLists.txt's VITRIM_TEST_LIBS), unless the user chose.
+if (process.env.VITRIM_TEST_LIBS === undefined && root.split(path.sep).includes('node_modules')) {
+  process.env.VITRIM_TEST_LIBS = '0';
+  console.log('vitrim: installed as a dependency: building the addon and, where cuBLASLt is found, the CUDA backend (VITRIM_TEST_LIBS=1 builds the test libraries too)');
+}
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
 const args = [cmakeJs, 'compile', '--CDCMAKE_BUILD_TYPE=Release'];
 if (process.env.CMAKE_BUILD_PARALLEL_LEVEL === undefined) process.env.CMAKE_BUILD_PARALLEL_LEVEL = String(require('node:os').availableParallelism?.() ?? 2);

@@ -1,0 +1,53 @@
+// vitrim installed the way a user installs it: `npm pack` (the package.json "files" list, the
+// `prepare` build of dist/), then `npm install <tarball>` in a fresh project, whose install script
+// builds the addon from source (scripts/install.cjs; no prebuilt binary ships). Then the consumer
+// imports vitrim and runs a forward pass. As a dependency, the libraries only vitrim's own tests use
+// (the CUDA emulation, the cuBLASLt link check) are not built (CMakeLists.txt's VITRIM_TEST_LIBS).
+// Needs no network: the dependencies come from npm's cache, filled by this checkout's own install.
+// About a minute on 2 cores (the addon's compile).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+
+const root = join(__dirname, '..');
+const dir = mkdtempSync(join(tmpdir(), 'vitrim-install-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 600_000 });
+  return { code: r.status, out: `${r.stdout}\n${r.stderr}` };
+}
+
+it('installs from its tarball into a fresh project, builds the addon there, and runs', () => {
+  const pack = npm(['pack', '--pack-destination', dir, '--json'], root);
+  expect(pack.code, pack.out).toBe(0);
+  const tarball = join(dir, (JSON.parse(pack.out.slice(pack.out.indexOf('['), pack.out.lastIndexOf(']') + 1)) as { filename: string }[])[0].filename);
+  expect(existsSync(tarball)).toBe(true);
+
+  const app = join(dir, 'app');
+  const dep = join(app, 'node_modules', 'vitrim');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', type: 'module', private: true }));
+  // VITRIM_TEST_LIBS unset: install.cjs decides by where it sits (in node_modules).
+  const env = { VITRIM_TEST_LIBS: undefined, VITRIM_CUDA_EMU: undefined, VITRIM_BUILD_FROM_SOURCE: undefined };
+  const inst = npm(['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], app, env);
+  expect(inst.code, inst.out).toBe(0);
+  expect(inst.out).toMatch(/vitrim: installed as a dependency/);
+  const built = readdirSync(join(dep, 'build', 'Release'));
+  expect(built).toContain('vitrim.node');
+  expect(built.filter((f) => /emu|linkcheck|standin/.test(f)), built.join(', ')).toEqual([]);
+  expect(existsSync(join(dep, 'test'))).toBe(false); // tests stay out of the package
+
+  const script = `
+    import * as v from 'vitrim';
+    const m = v.vit.create({ imgSize: 16, patchSize: 8, embedDim: 16, depth: 1, numHeads: 2, numClasses: 3 });
+    const x = v.tensor(Float32Array.from({ length: 2 * 3 * 16 * 16 }, (_, i) => Math.sin(i)), [2, 3, 16, 16]);
+    const y = m.forward(x);
+    console.log(JSON.stringify({ shape: y.shape, finite: Array.from(y.toArray()).every(Number.isFinite),
+      cpu: v.backends().find((b) => b.device === 'cpu').available }));`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: app, encoding: 'utf8' });
+  expect(run.status, run.stderr).toBe(0);
+  expect(JSON.parse(run.stdout)).toEqual({ shape: [2, 3], finite: true, cpu: true });
+}, 900_000);
