@@ -50,4 +50,8 @@ it('installs from its tarball into a fresh project, builds the addon there, and 
   const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: app, encoding: 'utf8' });
   expect(run.status, run.stderr).toBe(0);
   expect(JSON.parse(run.stdout)).toEqual({ shape: [2, 3], finite: true, cpu: true });
+  // the package's bin, as `npx vitrim` finds it
+  const cli = spawnSync(join(app, 'node_modules', '.bin', 'vitrim'), ['info'], { cwd: app, encoding: 'utf8' });
+  expect(cli.status, cli.stderr).toBe(0);
+  expect(cli.stdout).toMatch(/cpu/);
 }, 900_000);
