@@ -48,7 +48,9 @@ fi
 
 if has cpu; then
   say "whole suite"
-  npx vitest run > "$OUT/all-tests.log" 2>&1 || status=1
+  # test/install.test.ts installs the packed tarball from npm's cache, which the GPU machine lacks
+  # (no registry there either): left to CI
+  npx vitest run --exclude test/install.test.ts > "$OUT/all-tests.log" 2>&1 || status=1
   tail -8 "$OUT/all-tests.log"
 fi
 
