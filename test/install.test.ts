@@ -6,7 +6,7 @@
 // Needs no network: the dependencies come from npm's cache, filled by this checkout's own install.
 // About a minute on 2 cores (the addon's compile).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -39,6 +39,11 @@ it('installs from its tarball into a fresh project, builds the addon there, and 
   expect(built).toContain('vitrim.node');
   expect(built.filter((f) => /emu|linkcheck|standin/.test(f)), built.join(', ')).toEqual([]);
   expect(existsSync(join(dep, 'test'))).toBe(false); // tests stay out of the package
+  // the source and declaration maps point at TypeScript sources that ship (debuggers, go-to-definition)
+  for (const map of ['dist/tensor.js.map', 'dist/tensor.d.ts.map']) {
+    const { sources } = JSON.parse(readFileSync(join(dep, map), 'utf8')) as { sources: string[] };
+    for (const src of sources) expect(existsSync(join(dep, 'dist', src)), `${map} -> ${src}`).toBe(true);
+  }
 
   const script = `
     import * as v from 'vitrim';
