@@ -55,6 +55,22 @@ it('installs from its tarball into a fresh project, builds the addon there, and 
   const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: app, encoding: 'utf8' });
   expect(run.status, run.stderr).toBe(0);
   expect(JSON.parse(run.stdout)).toEqual({ shape: [2, 3], finite: true, cpu: true });
+  // a TypeScript project type-checks against the shipped declarations (strict, no skipLibCheck; Node's
+  // types from this checkout: the declarations name Buffer and Symbol.dispose)
+  writeFileSync(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: {
+    target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
+    types: ['node'], typeRoots: [join(root, 'node_modules', '@types')] } }));
+  writeFileSync(join(app, 'main.ts'), `
+    import { vit, tensor, type VitConfig, type Tensor } from 'vitrim';
+    const cfg: Partial<VitConfig> = { imgSize: 16, patchSize: 8, embedDim: 16, depth: 1, numHeads: 2, numClasses: 3 };
+    const y: Tensor = vit.create(cfg).forward(tensor(new Float32Array(2 * 3 * 16 * 16), [2, 3, 16, 16]));
+    const n: readonly number[] = y.shape;
+    // @ts-expect-error: a shape is not a string
+    const bad: string = y.shape;
+    console.log(n, bad);`);
+  const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], { encoding: 'utf8' });
+  expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
+
   // the package's bin, as `npx vitrim` finds it
   const cli = spawnSync(join(app, 'node_modules', '.bin', 'vitrim'), ['info'], { cwd: app, encoding: 'utf8' });
   expect(cli.status, cli.stderr).toBe(0);
