@@ -3,6 +3,7 @@
 import { expect, it } from 'vitest';
 import { native } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
+import { withEnv } from '../../bench/env.js';
 import { describeCuda, emulated } from './helpers.js';
 
 describeCuda('cuda runtime', () => {
@@ -65,6 +66,33 @@ describeCuda('cuda runtime', () => {
     const msg = expectCode(() => native.full([2 ** 37], 0, 'float32', 'cuda'), 'ERR_VITRIM_MEMORY');
     expect(msg).toContain(String(2 ** 39));
     const y = native.full([4], 2, 'float32', 'cuda');
+    expect(Array.from(y.read())).toEqual([2, 2, 2, 2]);
+  });
+
+  // The allocator's answer to a full device: one retry with its cache given back to the driver,
+  // then a typed error naming the request. The emulated device has VITRIM_EMU_DEVICE_MB for what is
+  // allocated while that is set (a GPU ignores it: emulation only). On 48 MiB: 32 MiB allocated and
+  // freed stays cached; 40 MiB then fits only once the cache is released (without the retry it is an
+  // error); 64 MiB never fits. The sizes are multiples of the allocator's 2 MiB classes.
+  it.skipIf(!emulated)('a full device: the cache is released and the allocation retried, then a typed error', () => {
+    const cached = () => native.memory().find((m) => m.device === 'cuda')!.bytesCached;
+    native.synchronize();
+    native.emptyCache();
+    withEnv('VITRIM_EMU_DEVICE_MB', '48', () => {
+      const a = native.full([8 << 20], 1.5, 'float32', 'cuda'); // 32 MiB
+      a.free();
+      expect(cached()).toBeGreaterThanOrEqual(32 << 20);
+      const b = native.full([10 << 20], 2.5, 'float32', 'cuda'); // 40 MiB: after the retry
+      expect(cached()).toBe(0);
+      const r = b.read();
+      expect([r[0], r[(10 << 20) - 1]]).toEqual([2.5, 2.5]);
+      b.free();
+      const msg = expectCode(() => native.full([16 << 20], 0, 'float32', 'cuda'), 'ERR_VITRIM_MEMORY'); // 64 MiB
+      expect(msg).toContain(`allocating ${64 << 20} bytes on cuda`);
+      expect(msg).toMatch(/the device has \d+ of 50331648 bytes free/);
+      native.emptyCache();
+    });
+    const y = native.full([4], 2, 'float32', 'cuda'); // and work goes on
     expect(Array.from(y.read())).toEqual([2, 2, 2, 2]);
   });
 

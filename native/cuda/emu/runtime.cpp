@@ -577,9 +577,28 @@ cudaError_t cudaDeviceSynchronize(void) {
   return take_error();
 }
 
+// VITRIM_EMU_DEVICE_MB=N: a device with N MiB for what is allocated while it is set (read at each
+// cudaMalloc; such blocks count until freed, also after it is unset), so that a test can fill the
+// device and see the allocator's retry with its cache freed. cudaMemGetInfo reports that device.
+namespace {
+std::mutex g_cap_mu;
+std::unordered_map<void*, size_t> g_capped;  // blocks allocated under the cap, and their sizes
+size_t g_capped_bytes = 0;
+size_t device_cap() {
+  const char* e = std::getenv("VITRIM_EMU_DEVICE_MB");
+  return e && *e ? (size_t)std::strtoull(e, nullptr, 10) << 20 : 0;
+}
+}  // namespace
+
 cudaError_t cudaMalloc(void** p, size_t n) {
   // Tests ask for impossible sizes on purpose; refuse them as a GPU would.
-  if (n > ((size_t)8 << 30)) {
+  const size_t cap = device_cap();
+  bool over = n > ((size_t)8 << 30);
+  if (cap) {
+    std::lock_guard<std::mutex> lk(g_cap_mu);
+    over = over || n > cap - std::min(cap, g_capped_bytes);
+  }
+  if (over) {
     *p = nullptr;
     return cudaErrorMemoryAllocation;
   }
@@ -591,6 +610,11 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   // zero-filled, which would hide a kernel that reads memory nobody wrote. Fill it as shared memory
   // is filled (0xff: NaN as float or bf16, -1 as an integer), so such a read shows.
   std::memset(*p, 0xff, n);
+  if (cap) {
+    std::lock_guard<std::mutex> lk(g_cap_mu);
+    g_capped[*p] = n;
+    g_capped_bytes += n;
+  }
   return cudaSuccess;
 }
 // Pinned host memory is ordinary memory here: copies complete at once.
@@ -607,12 +631,22 @@ cudaError_t cudaFreeHost(void* p) {
 }
 cudaError_t cudaFree(void* p) {
   if (cudaError_t e = capture_refuses("cudaFree")) return e;
+  {
+    std::lock_guard<std::mutex> lk(g_cap_mu);
+    auto it = g_capped.find(p);
+    if (it != g_capped.end()) {
+      g_capped_bytes -= it->second;
+      g_capped.erase(it);
+    }
+  }
   std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
-  *free_b = (size_t)8 << 30;
-  *total_b = (size_t)8 << 30;
+  const size_t cap = device_cap();
+  *total_b = cap ? cap : (size_t)8 << 30;
+  std::lock_guard<std::mutex> lk(g_cap_mu);
+  *free_b = cap ? cap - std::min(cap, g_capped_bytes) : *total_b;
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
