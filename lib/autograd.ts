@@ -19,6 +19,45 @@ export interface GradNode {
   readonly backward: (g: NativeTensor) => (NativeTensor | null)[];
   saved: NativeTensor[];
   released: boolean;
+  /** Order of recording (graphMark()). */
+  readonly seq: number;
+}
+
+let nodeSeq = 0;
+/** The seq the next recorded node gets: nodes with seq >= a mark were recorded after it. */
+export function graphMark(): number {
+  return nodeSeq;
+}
+
+/**
+ * Frees what the nodes recorded since `mark` and reachable from `from` saved for backward, except
+ * the nodes a tensor of `keepers` reaches. For a tidy scope that threw: no later backward() can
+ * reach those nodes but through a kept tensor, and what they saved (a step's activations) would
+ * otherwise wait for the GC, which does not see device memory. Nodes recorded before the mark (a
+ * graph the caller built first) are left alone. A backward() through a freed node is the "already
+ * freed" error.
+ */
+export function releaseSince(mark: number, from: Iterable<Tensor>, keepers: Iterable<Tensor>): void {
+  const walk = (roots: Iterable<Tensor>, visit: (n: GradNode) => boolean) => {
+    const stack = [...roots];
+    const seen = new Set<GradNode>();
+    while (stack.length) {
+      const n = stack.pop()!.gradFn;
+      if (!n || n.seq < mark || seen.has(n)) continue;
+      seen.add(n);
+      if (!visit(n)) continue;
+      for (const x of n.inputs) if (x) stack.push(x);
+    }
+  };
+  const kept = new Set<GradNode>();
+  walk(keepers, (n) => (kept.add(n), true));
+  walk(from, (n) => {
+    if (kept.has(n)) return false;
+    for (const h of n.saved) h.free();
+    n.saved = [];
+    n.released = true;
+    return true;
+  });
 }
 
 let gradEnabled = true;
@@ -65,6 +104,7 @@ export function record(
     backward,
     saved,
     released: false,
+    seq: nodeSeq++,
   };
   return out;
 }

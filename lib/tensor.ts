@@ -12,7 +12,7 @@
 import { boolOpt, intList, optsOf, show } from './args.js';
 import { ArgumentError, DisposedError, rethrow } from './errors.js';
 import { native, type DType, type Device, type NativeTensor, type TypedData } from './native.js';
-import { backward, needsGrad, record, type GradNode } from './autograd.js';
+import { backward, graphMark, needsGrad, record, releaseSince, type GradNode } from './autograd.js';
 
 export type { DType, Device } from './native.js';
 
@@ -31,6 +31,8 @@ export class Tensor {
 
   /** Wraps a native handle (takes ownership). Library code; users call `tensor()` / ops. */
   constructor(h: NativeTensor, track = true) {
+    // `new Parameter(t)` / `new Tensor(t)` with a Tensor made an object whose every use failed later
+    if (h instanceof Tensor) throw new ArgumentError(`new ${new.target.name}(h) takes a native handle, got a Tensor: use Parameter.from(t), parameter(data, shape) or tensor(data, shape)`);
     this.#h = h;
     this.shape = Object.freeze(h.shape);
     this.dtype = h.dtype;
@@ -337,27 +339,40 @@ function collect(v: unknown, out: Set<Tensor>, depth = 0): void {
 /**
  * Runs fn and disposes every tensor created inside it except those it returns (in a Tensor, array,
  * Map or plain object) and those passed to keep(). Returned tensors move to the enclosing scope.
+ * When fn throws, its tensors are disposed all the same (keep()'s excepted), the graph recorded
+ * inside it is freed (autograd's releaseSince; not what a kept tensor reaches) and the error goes
+ * on: a failed step (out of memory, a bad input) leaves no device memory waiting for the GC.
  * An async fn is not supported (its tensors would outlive the scope): dispose them yourself there.
  */
 export function tidy<R>(fn: () => R): R {
   if (typeof fn !== 'function') throw new ArgumentError(`tidy: fn must be a function, got ${show(fn)}`);
   const scope = new Set<Tensor>();
+  const mark = graphMark();
   scopeStack.push(scope);
   let result: R;
   try {
     result = fn();
-  } finally {
+  } catch (e) {
     scopeStack.pop();
+    releaseSince(mark, scope, [...scope].filter((t) => kept.has(t)));
+    closeScope(scope, new Set());
+    throw e;
   }
+  scopeStack.pop();
   if (result instanceof Promise) throw new ArgumentError('tidy(fn): fn must be synchronous');
   const keepSet = new Set<Tensor>();
   collect(result, keepSet);
+  closeScope(scope, keepSet);
+  return result;
+}
+
+/** Disposes a closed scope's tensors but those returned or kept, which move to the enclosing scope. */
+function closeScope(scope: Set<Tensor>, returned: Set<Tensor>): void {
   for (const t of scope) {
-    if (keepSet.has(t) || kept.has(t)) {
+    if (returned.has(t) || kept.has(t)) {
       if (scopeStack.length) scopeStack[scopeStack.length - 1].add(t);
     } else t.dispose();
   }
-  return result;
 }
 
 const kept = new WeakSet<Tensor>();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backward, keep, memory, noGrad, ops, Parameter, tensor, tidy, Tensor } from '../lib/index.js';
+import { backward, keep, memory, noGrad, ops, Parameter, parameter, tensor, tidy, Tensor } from '../lib/index.js';
 import { ArgumentError, DisposedError } from '../lib/errors.js';
 import { dot, expectClose, finiteDiff, randn } from './helpers.js';
 
@@ -109,6 +109,65 @@ describe('tensors and scopes', () => {
     r.list[0].dispose();
     kept!.dispose();
     expect(live()).toBe(before);
+  });
+
+  it('tidy disposes its tensors when fn throws (keep() exempts) and the error goes on unchanged', () => {
+    const before = live();
+    let a: Tensor | undefined, k: Tensor | undefined, inner: Tensor | undefined;
+    const err = new RangeError('boom');
+    expect(() => tidy(() => {
+      a = tensor([1, 2, 3]);
+      k = keep(tensor([4]));
+      inner = tidy(() => tensor([5])); // returned by the inner scope: now the outer one's
+      throw err;
+    })).toThrow(err);
+    expect([a!.isDisposed, inner!.isDisposed, k!.isDisposed]).toEqual([true, true, false]);
+    expect(live() - before).toBe(1);
+    // the scope stack is intact: a tensor made now belongs to no scope, and tidy works again
+    const outside = tensor([6]);
+    const sum = tidy(() => ops.add(tensor([1]), tensor([2])));
+    expect(sum.dataSync()[0]).toBe(3);
+    expect(outside.isDisposed).toBe(false);
+    for (const t of [sum, outside, k!]) t.dispose();
+    expect(live()).toBe(before);
+  });
+
+  // The graph recorded inside a scope that threw is freed with it (what its nodes saved for
+  // backward: a step's activations), except what a keep()'d tensor reaches and a graph recorded
+  // before the scope; both still run backward.
+  it('a scope that throws frees the graph recorded inside it, not a kept or an earlier one', () => {
+    const w = parameter(randn([6, 5], 61), [6, 5]);
+    const x = tensor(randn([4, 5], 62), [4, 5]);
+    const earlier = ops.linear(x, w); // recorded before the scope
+    const before = live();
+    let k: Tensor | undefined;
+    expect(() => tidy(() => {
+      const h = tidy(() => ops.gelu(ops.linear(earlier, tensor(randn([3, 6], 63), [3, 6])))); // inner scope's graph
+      k = keep(ops.sum(ops.linear(x, w)));
+      void ops.mul(h, h);
+      throw new Error('boom');
+    })).toThrow('boom');
+    // live() counts storages: left is k alone (its graph saved x and w, which were there before);
+    // without the release, what the inner graph saved (the second weight, the linear's output under
+    // gelu, h under mul) would stay until the GC
+    expect(live() - before).toBe(1);
+    k!.backward();
+    const g1 = Array.from(w.grad!.dataSync());
+    w.grad!.dispose();
+    w.grad = null;
+    ops.sum(earlier).backward();
+    const g2 = Array.from(w.grad!.dataSync());
+    // d sum(x wᵀ)/dw = column sums of x, per output row: the same for both roots
+    const colSums = Array.from({ length: 5 }, (_, j) => [0, 1, 2, 3].reduce((a, i) => a + x.dataSync()[i * 5 + j], 0));
+    expectClose(g1, Array.from({ length: 30 }, (_, i) => colSums[i % 5]), 1e-6);
+    expectClose(g2, g1, 0);
+  });
+
+  it('new Parameter(tensor) is a typed error pointing at Parameter.from', () => {
+    const t = tensor([1, 2]);
+    expect(() => new Parameter(t as never)).toThrow(/Parameter\.from/);
+    expect(() => new Parameter(t as never)).toThrow(ArgumentError);
+    expect(Parameter.from(t).requiresGrad).toBe(true);
   });
 
   it('nested tidy moves returned tensors to the parent scope', () => {

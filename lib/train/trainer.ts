@@ -403,9 +403,25 @@ export class Trainer {
   /** Queues one optimisation step; its figures stay on the device (the caller frees them). */
   private queueStep(images: Float32Array, labels: Int32Array, shape: readonly number[]): StepStats {
     const B = labels.length;
-    const x = tensor(images, [B, ...shape], { device: this.device });
-    const y = tensor(labels, [B], { device: this.device });
     if (this.policy) this.policy.step = this.step;
+    const x = tensor(images, [B, ...shape], { device: this.device });
+    let y: Tensor | undefined;
+    try {
+      y = tensor(labels, [B], { device: this.device });
+      return this.runStep(x, y);
+    } catch (e) {
+      // A step that failed (out of memory, a bad label) leaves no partial gradients for the next;
+      // tidy has freed its tensors and the graph's saved activations.
+      this.backboneOpt?.zeroGrad();
+      this.policyOpt?.zeroGrad();
+      throw e;
+    } finally {
+      x.dispose();
+      y?.dispose();
+    }
+  }
+
+  private runStep(x: Tensor, y: Tensor): StepStats {
     const keep = (t: Tensor | null | undefined) => (t ? t.handle.reshape([1]) : null); // outlives tidy
     const r = tidy((): StepStats => {
       let logits!: Tensor;
@@ -437,8 +453,6 @@ export class Trainer {
     }
     this.backboneOpt?.zeroGrad();
     this.policyOpt?.zeroGrad();
-    x.dispose();
-    y.dispose();
     return r;
   }
 

@@ -1,6 +1,7 @@
 // The CUDA runtime: transfers, per-device memory accounting, the caching allocator, out-of-memory
 // as a typed error, and device errors at the tensor level. Skipped where no GPU is visible.
 import { expect, it } from 'vitest';
+import { Trainer, vit } from '../../lib/index.js';
 import { native } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
 import { withEnv } from '../../bench/env.js';
@@ -94,6 +95,32 @@ describeCuda('cuda runtime', () => {
     });
     const y = native.full([4], 2, 'float32', 'cuda'); // and work goes on
     expect(Array.from(y.read())).toEqual([2, 2, 2, 2]);
+  });
+
+  // A training step that runs out of device memory in its forward: a typed error, and nothing of the
+  // step left allocated (its tensors, the graph's saved activations, the batch) without waiting for
+  // the GC; the next step runs, from where the last good step left the weights. Emulation only (the
+  // device size is VITRIM_EMU_DEVICE_MB's).
+  it.skipIf(!emulated)('a training step out of memory frees what it made; the next step runs', () => {
+    const m = vit.create({ imgSize: 32, patchSize: 8, embedDim: 64, depth: 2, numHeads: 2, numClasses: 3 });
+    const tr = new Trainer({ model: m, device: 'cuda', log: 'silent', seed: 1 });
+    const B = 8;
+    const imgs = randn([B * 3 * 32 * 32], RUN_SEED + 71);
+    const labels = Int32Array.from({ length: B }, (_, i) => i % 3);
+    const live = () => native.memory().find((x) => x.device === 'cuda')!.liveTensors;
+    tr.trainStep(imgs, labels, [3, 32, 32]);
+    native.emptyCache(); // every block the next step needs is a fresh cudaMalloc, under the 1 MiB
+    const before = live();
+    const weights = m.parameters().map((p) => Array.from(p.dataSync()));
+    const msg = withEnv('VITRIM_EMU_DEVICE_MB', '1', () => expectCode(() => tr.trainStep(imgs, labels, [3, 32, 32]), 'ERR_VITRIM_MEMORY'));
+    expect(msg).toMatch(/out of memory allocating \d+ bytes on cuda/);
+    expect(live()).toBe(before);
+    expect(m.parameters().every((p) => p.grad === null || p.grad.dataSync().every((g) => g === 0))).toBe(true);
+    expect(m.parameters().map((p) => Array.from(p.dataSync()))).toEqual(weights);
+    const { loss } = tr.trainStep(imgs, labels, [3, 32, 32]);
+    expect(Number.isFinite(loss)).toBe(true);
+    expect(live()).toBe(before);
+    tr.dispose();
   });
 
   it('mixing devices in one op is ERR_VITRIM_DEVICE naming both arguments', () => {
