@@ -150,136 +150,160 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts0: AdaVitInferO
   const device = x.device;
   const low = lowersOn(device);
   const lnOut = low ? 'bfloat16' : null; // the norms feed bf16 GEMMs only (as in Block.forward)
+  // Every handle made below is freed on the way out, also when a call throws (out of memory): a
+  // failed inference leaves nothing allocated for the GC to find later. `tmp` holds a sub-layer's.
+  const tmp: (NativeTensor | null)[] = [];
+  const T = <H extends NativeTensor | null>(h: H): H => (tmp.push(h), h);
+  const freeTmp = () => {
+    for (const h of tmp.splice(0)) h?.free();
+  };
   return noGrad(() => {
     let t = m.embed(x);
-    for (let l = 0; l < policy.keepLayers; l++) {
-      const next = m.blocks[l].forward(t);
+    try {
+      for (let l = 0; l < policy.keepLayers; l++) {
+        const next = m.blocks[l].forward(t);
+        t.dispose();
+        t = next;
+        for (let b = 0; b < B; b++) macs[b] += attnMacs(c, N) + mlpMacs(c, N);
+      }
+    } catch (e) {
       t.dispose();
-      t = next;
-      for (let b = 0; b < B; b++) macs[b] += attnMacs(c, N) + mlpMacs(c, N);
+      throw e;
     }
     // From here the activations are updated in place: take a private handle on [B·N, C].
-    const own = castTo(native.copy(t.handle), 'float32');
-    const x2: NativeTensor = own.reshape([B * N, C]);
-    own.free(); // x2 holds the storage
-    t.dispose();
-    const x3 = x2.reshape([B, N, C]);
-    const tokensView = new Tensor(x3, false);
-    for (let l = policy.keepLayers; l < m.blocks.length; l++) {
-      const blk = m.blocks[l];
-      let zh: Float32Array;
-      let zb: Float32Array;
-      let zp: Float32Array;
-      if (rnd) {
-        // Uniform draws mapped to logits that pass the cut with the requested probability.
-        const draw = (n: number, p: number, k: number) => {
-          const u = native.random([n], 'uniform', rnd.seed ?? 0, l * 3 + k);
-          const d = u.read() as Float32Array;
-          u.free();
-          return d.map((v) => (v < p ? cut + 1 : cut - 1));
-        };
-        zh = draw(B * H, rnd.head, 0);
-        zb = draw(B * 2, rnd.block, 1);
-        zp = draw(B * (N - 1), rnd.patch, 2);
-      } else {
-        // All three gates in one GEMM over every token: the stacked weights [H + 2 + 1, C] (head,
-        // block, patch); the class-token rows give the head and block logits, the patch rows the
-        // patch logits. One narrow GEMM and one read-back instead of three plus slices.
-        const g = policy.gates[l - policy.keepLayers];
-        const K = H + 3;
-        const wcat = native.concat([g.head.weight.handle, g.block.weight.handle, g.patch.weight.handle], 0);
-        const bcat = native.concat([g.head.bias!.handle, g.block.bias!.handle, g.patch.bias!.handle], 0);
-        const zall = native.linearForward(x2, wcat, bcat);
-        const za = zall.read() as Float32Array;
-        for (const h of [wcat, bcat, zall]) h.free();
-        zh = new Float32Array(B * H);
-        zb = new Float32Array(B * 2);
-        zp = new Float32Array(B * (N - 1));
-        for (let b = 0; b < B; b++) {
-          const row = b * N * K;
-          for (let k = 0; k < H; k++) zh[b * H + k] = za[row + k];
-          zb[b * 2] = za[row + H];
-          zb[b * 2 + 1] = za[row + H + 1];
-          for (let j = 1; j < N; j++) zp[b * (N - 1) + j - 1] = za[row + j * K + H + 2];
-        }
-      }
-      gated++;
-      const rows: number[] = [];
-      const rowsMlp: number[] = [];
-      const cuAttn: number[] = [0];
-      const gates: number[] = [];
-      const kPatch = ratio === undefined ? -1 : Math.ceil(ratio * (N - 1));
-      const rec: BlockDecisions | undefined = decisions ? {
-        block: l, patches: new Uint8Array(B * (N - 1)), heads: new Uint8Array(B * H), sublayers: new Uint8Array(B * 2),
-        scores: zp.map((v) => 1 / (1 + Math.exp(-v / policy.tau))),
-      } : undefined;
-      if (rec) decisions!.push(rec);
-      for (let b = 0; b < B; b++) {
-        if (!rnd) macs[b] += N * C * (H + 3); // the gate GEMM as run: every token against all gates
-        const kept: number[] = [0];
-        if (!policy.gatePatches) for (let j = 1; j < N; j++) kept.push(j);
-        else if (kPatch >= 0) {
-          const order = Array.from({ length: N - 1 }, (_, j) => j).sort((p, q) => zp[b * (N - 1) + q] - zp[b * (N - 1) + p] || p - q);
-          for (let j = 0; j < kPatch; j++) kept.push(order[j] + 1);
-          kept.sort((p, q) => p - q);
-        } else for (let j = 1; j < N; j++) if (zp[b * (N - 1) + j - 1] > cut) kept.push(j);
-        let h = 0;
-        for (let k = 0; k < H; k++) {
-          const on = !policy.gateHeads || zh[b * H + k] > cut ? 1 : 0;
-          h += on;
-          gates.push(on);
-        }
-        const attnOn = !policy.gateBlocks || zb[b * 2] > cut;
-        const mlpOn = !policy.gateBlocks || zb[b * 2 + 1] > cut;
-        if (rec) {
-          for (const j of kept) if (j > 0) rec.patches[b * (N - 1) + j - 1] = 1;
-          for (let k = 0; k < H; k++) rec.heads[b * H + k] = gates[gates.length - H + k];
-          rec.sublayers[b * 2] = attnOn ? 1 : 0;
-          rec.sublayers[b * 2 + 1] = mlpOn ? 1 : 0;
-        }
-        keptPatch += (kept.length - 1) / (N - 1);
-        keptHead += h / H;
-        keptBlock += ((attnOn ? 1 : 0) + (mlpOn ? 1 : 0)) / 2;
-        const n = kept.length;
-        if (attnOn && h > 0) {
-          for (const j of kept) rows.push(b * N + j);
-          cuAttn.push(cuAttn[cuAttn.length - 1] + n);
-          macs[b] += attnMacs(c, n, h);
-        } else gates.length -= H; // this sample does not run attention
-        if (mlpOn) {
-          for (const j of kept) rowsMlp.push(b * N + j);
-          macs[b] += mlpMacs(c, n);
-        }
-      }
-      if (rows.length) {
-        const S = cuAttn.length - 1;
-        const r = upload(Int32Array.from(rows), [rows.length], device);
-        const cu = upload(Int32Array.from(cuAttn), [S + 1], device);
-        const hg = policy.gateHeads ? upload(Float32Array.from(gates), [S, H], device) : null;
-        const p = native.gatherRows(x2, r);
-        const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps, lnOut);
-        const qkv = packedLinear(ln, blk.attn.qkv, 'none', low);
-        const o = native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg);
-        // bf16 under autocast: indexAddRows adds it into the float32 stream as the cast would
-        const y = packedLinear(o, blk.attn.proj, 'none', low);
-        native.indexAddRows(x2, r, y);
-        for (const h of [r, cu, hg, p, ln, mean, rstd, qkv, o, y]) h?.free();
-      }
-      if (rowsMlp.length) {
-        const r = upload(Int32Array.from(rowsMlp), [rowsMlp.length], device);
-        const p = native.gatherRows(x2, r);
-        const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps, lnOut);
-        // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
-        const a = packedLinear(ln, blk.mlp.fc1, 'gelu', low);
-        const y = packedLinear(a, blk.mlp.fc2, 'none', low);
-        native.indexAddRows(x2, r, y);
-        for (const h of [r, p, ln, mean, rstd, a, y]) h.free();
-      }
+    let x2: NativeTensor;
+    try {
+      const own = castTo(native.copy(t.handle), 'float32');
+      x2 = own.reshape([B * N, C]);
+      own.free(); // x2 holds the storage
+    } finally {
+      t.dispose();
     }
-    const logits = m.classify(tokensView);
-    tokensView.dispose();
-    x2.free();
-    if (device !== 'cpu') native.synchronize(device); // ms covers the queued device work
+    const tokensView = new Tensor(x2.reshape([B, N, C]), false);
+    let logits: Tensor;
+    try {
+      for (let l = policy.keepLayers; l < m.blocks.length; l++) {
+        const blk = m.blocks[l];
+        let zh: Float32Array;
+        let zb: Float32Array;
+        let zp: Float32Array;
+        if (rnd) {
+          // Uniform draws mapped to logits that pass the cut with the requested probability.
+          const draw = (n: number, p: number, k: number) => {
+            const u = T(native.random([n], 'uniform', rnd.seed ?? 0, l * 3 + k));
+            const d = u.read() as Float32Array;
+            freeTmp();
+            return d.map((v) => (v < p ? cut + 1 : cut - 1));
+          };
+          zh = draw(B * H, rnd.head, 0);
+          zb = draw(B * 2, rnd.block, 1);
+          zp = draw(B * (N - 1), rnd.patch, 2);
+        } else {
+          // All three gates in one GEMM over every token: the stacked weights [H + 2 + 1, C] (head,
+          // block, patch); the class-token rows give the head and block logits, the patch rows the
+          // patch logits. One narrow GEMM and one read-back instead of three plus slices.
+          const g = policy.gates[l - policy.keepLayers];
+          const K = H + 3;
+          const wcat = T(native.concat([g.head.weight.handle, g.block.weight.handle, g.patch.weight.handle], 0));
+          const bcat = T(native.concat([g.head.bias!.handle, g.block.bias!.handle, g.patch.bias!.handle], 0));
+          const za = T(native.linearForward(x2, wcat, bcat)).read() as Float32Array;
+          freeTmp();
+          zh = new Float32Array(B * H);
+          zb = new Float32Array(B * 2);
+          zp = new Float32Array(B * (N - 1));
+          for (let b = 0; b < B; b++) {
+            const row = b * N * K;
+            for (let k = 0; k < H; k++) zh[b * H + k] = za[row + k];
+            zb[b * 2] = za[row + H];
+            zb[b * 2 + 1] = za[row + H + 1];
+            for (let j = 1; j < N; j++) zp[b * (N - 1) + j - 1] = za[row + j * K + H + 2];
+          }
+        }
+        gated++;
+        const rows: number[] = [];
+        const rowsMlp: number[] = [];
+        const cuAttn: number[] = [0];
+        const gates: number[] = [];
+        const kPatch = ratio === undefined ? -1 : Math.ceil(ratio * (N - 1));
+        const rec: BlockDecisions | undefined = decisions ? {
+          block: l, patches: new Uint8Array(B * (N - 1)), heads: new Uint8Array(B * H), sublayers: new Uint8Array(B * 2),
+          scores: zp.map((v) => 1 / (1 + Math.exp(-v / policy.tau))),
+        } : undefined;
+        if (rec) decisions!.push(rec);
+        for (let b = 0; b < B; b++) {
+          if (!rnd) macs[b] += N * C * (H + 3); // the gate GEMM as run: every token against all gates
+          const kept: number[] = [0];
+          if (!policy.gatePatches) for (let j = 1; j < N; j++) kept.push(j);
+          else if (kPatch >= 0) {
+            const order = Array.from({ length: N - 1 }, (_, j) => j).sort((p, q) => zp[b * (N - 1) + q] - zp[b * (N - 1) + p] || p - q);
+            for (let j = 0; j < kPatch; j++) kept.push(order[j] + 1);
+            kept.sort((p, q) => p - q);
+          } else for (let j = 1; j < N; j++) if (zp[b * (N - 1) + j - 1] > cut) kept.push(j);
+          let h = 0;
+          for (let k = 0; k < H; k++) {
+            const on = !policy.gateHeads || zh[b * H + k] > cut ? 1 : 0;
+            h += on;
+            gates.push(on);
+          }
+          const attnOn = !policy.gateBlocks || zb[b * 2] > cut;
+          const mlpOn = !policy.gateBlocks || zb[b * 2 + 1] > cut;
+          if (rec) {
+            for (const j of kept) if (j > 0) rec.patches[b * (N - 1) + j - 1] = 1;
+            for (let k = 0; k < H; k++) rec.heads[b * H + k] = gates[gates.length - H + k];
+            rec.sublayers[b * 2] = attnOn ? 1 : 0;
+            rec.sublayers[b * 2 + 1] = mlpOn ? 1 : 0;
+          }
+          keptPatch += (kept.length - 1) / (N - 1);
+          keptHead += h / H;
+          keptBlock += ((attnOn ? 1 : 0) + (mlpOn ? 1 : 0)) / 2;
+          const n = kept.length;
+          if (attnOn && h > 0) {
+            for (const j of kept) rows.push(b * N + j);
+            cuAttn.push(cuAttn[cuAttn.length - 1] + n);
+            macs[b] += attnMacs(c, n, h);
+          } else gates.length -= H; // this sample does not run attention
+          if (mlpOn) {
+            for (const j of kept) rowsMlp.push(b * N + j);
+            macs[b] += mlpMacs(c, n);
+          }
+        }
+        if (rows.length) {
+          const S = cuAttn.length - 1;
+          const r = T(upload(Int32Array.from(rows), [rows.length], device));
+          const cu = T(upload(Int32Array.from(cuAttn), [S + 1], device));
+          const hg = T(policy.gateHeads ? upload(Float32Array.from(gates), [S, H], device) : null);
+          const p = T(native.gatherRows(x2, r));
+          const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps, lnOut).map(T);
+          const qkv = T(packedLinear(ln, blk.attn.qkv, 'none', low));
+          const o = T(native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg));
+          // bf16 under autocast: indexAddRows adds it into the float32 stream as the cast would
+          const y = T(packedLinear(o, blk.attn.proj, 'none', low));
+          native.indexAddRows(x2, r, y);
+          freeTmp();
+        }
+        if (rowsMlp.length) {
+          const r = T(upload(Int32Array.from(rowsMlp), [rowsMlp.length], device));
+          const p = T(native.gatherRows(x2, r));
+          const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps, lnOut).map(T);
+          // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
+          const a = T(packedLinear(ln, blk.mlp.fc1, 'gelu', low));
+          const y = T(packedLinear(a, blk.mlp.fc2, 'none', low));
+          native.indexAddRows(x2, r, y);
+          freeTmp();
+        }
+      }
+      logits = m.classify(tokensView);
+    } finally {
+      freeTmp();
+      tokensView.dispose();
+      x2.free();
+    }
+    try {
+      if (device !== 'cpu') native.synchronize(device); // ms covers the queued device work
+    } catch (e) {
+      logits.dispose(); // a device error of the queued work
+      throw e;
+    }
     const denom = Math.max(1, gated * B);
     let total = 0;
     for (const v of macs) total += v;

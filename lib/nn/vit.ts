@@ -253,10 +253,15 @@ export class VisionTransformer extends Module {
   /** Token features after the blocks (before the final norm). */
   forwardFeatures(x: Tensor): Tensor {
     let t = this.embed(x);
-    for (const blk of this.blocks) {
-      const next = blk.forward(t);
-      t.dispose();
-      t = next;
+    try {
+      for (const blk of this.blocks) {
+        const next = blk.forward(t);
+        t.dispose();
+        t = next;
+      }
+    } catch (e) {
+      t.dispose(); // a block that threw (out of memory) has freed its own; this is the last input
+      throw e;
     }
     return t;
   }
@@ -264,9 +269,11 @@ export class VisionTransformer extends Module {
   /** Logits [B, numClasses]. */
   forward(x: Tensor): Tensor {
     const f = this.forwardFeatures(x);
-    const y = this.classify(f);
-    f.dispose();
-    return y;
+    try {
+      return this.classify(f);
+    } finally {
+      f.dispose();
+    }
   }
 
   /**

@@ -577,7 +577,7 @@ cudaError_t cudaDeviceSynchronize(void) {
   return take_error();
 }
 
-// VITRIM_EMU_DEVICE_MB=N: a device with N MiB for what is allocated while it is set (read at each
+// VITRIM_EMU_DEVICE_MB=N: a device with N MiB (a decimal: 0.25 is 256 KiB) for what is allocated while it is set (read at each
 // cudaMalloc; such blocks count until freed, also after it is unset), so that a test can fill the
 // device and see the allocator's retry with its cache freed. cudaMemGetInfo reports that device.
 namespace {
@@ -586,7 +586,7 @@ std::unordered_map<void*, size_t> g_capped;  // blocks allocated under the cap, 
 size_t g_capped_bytes = 0;
 size_t device_cap() {
   const char* e = std::getenv("VITRIM_EMU_DEVICE_MB");
-  return e && *e ? (size_t)std::strtoull(e, nullptr, 10) << 20 : 0;
+  return e && *e ? (size_t)(std::strtod(e, nullptr) * (1 << 20)) : 0;
 }
 }  // namespace
 

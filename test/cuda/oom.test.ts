@@ -1,0 +1,85 @@
+// Out of device memory at any point of the library's entry points: a typed error (ERR_VITRIM_MEMORY),
+// nothing the call made left allocated (its tensors, native temporaries and the graph's saved
+// activations are freed at once, not left for the GC, which does not see device memory), and the
+// next call gives the same answer as before the failure. The emulated device takes a size
+// (VITRIM_EMU_DEVICE_MB, counting what is allocated while it is set; a GPU ignores it: emulation
+// only); each entry point runs on a range of sizes, so that it fails at several places, and the
+// allocator's cache is emptied first so that every block is a fresh allocation.
+import { expect, it } from 'vitest';
+import { withEnv } from '../../bench/env.js';
+import { adavitInfer, createInferencePlan, emptyCache, memory, noGrad, ops, policies, tensor, tidy, vit, type Tensor } from '../../lib/index.js';
+import { RUN_SEED, expectCode, randn } from '../helpers.js';
+import { describeCuda, emulated } from './helpers.js';
+
+describeCuda('cuda: out of memory', () => {
+  it.skipIf(!emulated)('every entry point fails typed, frees what it made, and runs again unchanged', () => {
+    const m = vit.create({ imgSize: 32, patchSize: 8, embedDim: 64, depth: 3, numHeads: 2, numClasses: 3 }, { seed: RUN_SEED % 1000 });
+    m.to('cuda');
+    const p = policies.adavit(m, {});
+    p.to('cuda');
+    const B = 8;
+    const x = tensor(randn([B * 3 * 32 * 32], RUN_SEED + 91), [B, 3, 32, 32], { device: 'cuda' });
+    const y = tensor(Int32Array.from({ length: B }, (_, i) => i % 3), [B], { device: 'cuda' });
+    const live = () => memory().find((d) => d.device === 'cuda')!.liveTensors;
+    const read = (t: Tensor) => {
+      const v = Array.from(t.dataSync());
+      t.dispose();
+      return v;
+    };
+    // a training step's forward and backward; the gradients read, then dropped (so that a run
+    // leaves nothing behind: its graph is freed by backward, or by tidy when it throws)
+    const step = (loss: () => Tensor) => {
+      const l = tidy(() => {
+        const t = loss();
+        t.backward();
+        return t;
+      });
+      const grads = [...m.parameters(), ...p.parameters()].flatMap((q) => {
+        const g = q.grad ? Array.from(q.grad.dataSync().subarray(0, 4)) : [];
+        q.grad?.dispose();
+        q.grad = null;
+        return g;
+      });
+      return [...read(l), ...grads];
+    };
+    const cases: [string, () => number[]][] = [
+      ['forward (no grad)', () => read(noGrad(() => m.forward(x)))],
+      ['forward + backward', () => step(() => ops.crossEntropy(m.forward(x), y))],
+      ['policy forwardTrain + loss + backward', () => step(() => p.loss(p.forwardTrain(x), y).total)],
+      ['adavitInfer', () => read(adavitInfer(p, x).logits)],
+      ['adavitInfer keepRatio', () => read(adavitInfer(p, x, { keepRatio: 0.5, record: true }).logits)],
+      ['adavitInfer random', () => read(adavitInfer(p, x, { random: { patch: 0.5, head: 0.5, block: 0.7, seed: 3 } }).logits)],
+      ['inference plan', () => {
+        const plan = createInferencePlan(m, [3, 32, 32], { batch: B });
+        try {
+          return Array.from(plan.run(x).dataSync());
+        } finally {
+          plan.dispose();
+        }
+      }],
+    ];
+    for (const [name, run] of cases) {
+      const want = run();
+      let failed = 0;
+      for (const kib of [64, 256, 550, 1000]) {
+        emptyCache();
+        const before = live();
+        const what = `${name} on a ${kib} KiB device`;
+        let got: number[] | undefined;
+        withEnv('VITRIM_EMU_DEVICE_MB', String(kib / 1024), () => {
+          try {
+            got = run();
+          } catch (e) {
+            expect((e as { code?: string }).code, `${what}: ${String(e)}`).toBe('ERR_VITRIM_MEMORY');
+            failed++;
+          }
+        });
+        expect(live(), what).toBe(before);
+        if (got) expect(got, what).toEqual(want);
+        else expect(run(), `${what}: the next call`).toEqual(want);
+      }
+      expect(failed, `${name}: failed on some of the sizes`).toBeGreaterThan(0);
+    }
+    expectCode(() => withEnv('VITRIM_EMU_DEVICE_MB', '0.01', () => adavitInfer(p, x)), 'ERR_VITRIM_MEMORY');
+  });
+});
