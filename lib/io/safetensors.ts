@@ -265,6 +265,14 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
     await fsp.rm(tmp, { force: true }).catch(() => {});
     throw new SafetensorsError(`${path}: cannot write (${(e as Error).message})`);
   }
+  // The rename is in the directory's entries: flushed too, so that after a crash the name points at
+  // the new file (the old one is intact either way). Best effort: some file systems refuse it.
+  try {
+    const dir = await fsp.open(dirname(path), 'r');
+    await dir.sync().finally(() => dir.close());
+  } catch {
+    /* EINVAL / EISDIR / EPERM on file systems without directory fsync */
+  }
 }
 
 export async function writeSafetensors(path: string, tensors: Record<string, StTensorIn> | Map<string, StTensorIn>,
