@@ -56,3 +56,28 @@ it('every ```ts block of the README type-checks against the library', () => {
   const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8' });
   expect(tsc.status, `${tsc.stdout}${tsc.stderr}\n--- generated from README.md:\n${src}`).toBe(0);
 }, 120_000);
+
+// The options the README shows for the CLI (its command lines and the CLI section) exist: each
+// `--option` on a line that runs `vitrim <command>` (or continues one in the CLI section) appears in
+// that command's --help.
+it("every CLI option the README names is one the command's --help lists", () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const used = new Map<string, Set<string>>();
+  let cmd: string | null = null;
+  for (const line of readme.split('\n')) {
+    const m = /^(?:npx )?vitrim (info|train|eval|explain)\b/.exec(line.trim());
+    if (m) cmd = m[1];
+    else if (!/^\s{6,}\[?--/.test(line)) cmd = null; // a continuation is indented and starts with an option
+    if (!cmd) continue;
+    for (const [opt] of line.matchAll(/--[a-z][a-z-]*/g)) {
+      if (!used.has(cmd)) used.set(cmd, new Set());
+      used.get(cmd)!.add(opt);
+    }
+  }
+  expect([...used.keys()].sort()).toEqual(['eval', 'explain', 'train']);
+  for (const [c, opts] of used) {
+    const help = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'lib/cli.ts'), c, '--help'], { cwd: root, encoding: 'utf8' });
+    expect(help.status, help.stderr).toBe(0);
+    for (const o of opts) expect(help.stdout, `vitrim ${c} ${o}`).toMatch(new RegExp(`${o}(?![a-z-])`));
+  }
+}, 120_000);
