@@ -273,7 +273,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts0: AdaVitInferO
           const cu = T(upload(Int32Array.from(cuAttn), [S + 1], device));
           const hg = T(policy.gateHeads ? upload(Float32Array.from(gates), [S, H], device) : null);
           const p = T(native.gatherRows(x2, r));
-          const [ln, mean, rstd] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps, lnOut).map(T);
+          const [ln] = native.layernormForward(p, blk.norm1.weight.handle, blk.norm1.bias.handle, blk.norm1.eps, lnOut).map(T);
           const qkv = T(packedLinear(ln, blk.attn.qkv, 'none', low));
           const o = T(native.attentionVarlen(qkv, cu, H, (C / H) ** -0.5, hg));
           // bf16 under autocast: indexAddRows adds it into the float32 stream as the cast would
@@ -284,7 +284,7 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts0: AdaVitInferO
         if (rowsMlp.length) {
           const r = T(upload(Int32Array.from(rowsMlp), [rowsMlp.length], device));
           const p = T(native.gatherRows(x2, r));
-          const [ln, mean, rstd] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps, lnOut).map(T);
+          const [ln] = native.layernormForward(p, blk.norm2.weight.handle, blk.norm2.bias.handle, blk.norm2.eps, lnOut).map(T);
           // fc1 with GELU in the GEMM's store epilogue (as the dense inference path does)
           const a = T(packedLinear(ln, blk.mlp.fc1, 'gelu', low));
           const y = T(packedLinear(a, blk.mlp.fc2, 'none', low));

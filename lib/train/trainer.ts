@@ -412,8 +412,12 @@ export class Trainer {
     } catch (e) {
       // A step that failed (out of memory, a bad label) leaves no partial gradients for the next;
       // tidy has freed its tensors and the graph's saved activations.
-      this.backboneOpt?.zeroGrad();
-      this.policyOpt?.zeroGrad();
+      try {
+        this.backboneOpt?.zeroGrad();
+        this.policyOpt?.zeroGrad();
+      } catch {
+        /* the step's own error is the one to report */
+      }
       throw e;
     } finally {
       x.dispose();
