@@ -6,6 +6,7 @@
 // Needs no network: the dependencies come from npm's cache, filled by this checkout's own install.
 // About a minute on 2 cores (the addon's compile).
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,17 @@ function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) {
   const r = spawnSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 600_000 });
   return { code: r.status, out: `${r.stdout}\n${r.stderr}` };
 }
+
+// package.json's engines range holds no Node version that a runtime dependency refuses (cmake-js
+// builds the addon at install; commander runs the CLI).
+it("engines.node is within every runtime dependency's", () => {
+  const semver = createRequire(__filename)('semver') as { subset(a: string, b: string): boolean };
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines: { node: string }; dependencies: Record<string, string> };
+  for (const dep of Object.keys(pkg.dependencies)) {
+    const range = (JSON.parse(readFileSync(join(root, 'node_modules', dep, 'package.json'), 'utf8')) as { engines?: { node?: string } }).engines?.node;
+    if (range) expect(semver.subset(pkg.engines.node, range), `${dep} needs node ${range}; ours says ${pkg.engines.node}`).toBe(true);
+  }
+});
 
 it('installs from its tarball into a fresh project, builds the addon there, and runs', () => {
   const pack = npm(['pack', '--pack-destination', dir, '--json'], root);
