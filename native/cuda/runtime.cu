@@ -72,9 +72,14 @@ class Allocator {
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
       std::lock_guard<std::mutex> lk(mu_);
+      // The JS GC does not see device memory: tensors dropped without dispose() (and the graphs of
+      // forwards run with gradients but never backward) hold theirs until it runs. Say so.
       fail(e == cudaErrorMemoryAllocation ? ErrorKind::Memory : ErrorKind::Internal, "out of memory allocating ",
-           requested, " bytes on cuda (", cudaGetErrorString(e), "; vitrim holds ", in_use_, " bytes in use and ",
-           cached_, " cached; the device has ", free_b, " of ", total_b, " bytes free)");
+           requested, " bytes on cuda (", cudaGetErrorString(e), "; vitrim holds ", in_use_, " bytes in use by ",
+           live_, " blocks and ", cached_, " cached; the device has ", free_b, " of ", total_b,
+           " bytes free). Tensors dropped without dispose() keep their device memory until the JS garbage "
+           "collector runs: scope work in tidy(), dispose() what you no longer need, and run inference "
+           "under noGrad()");
     }
     std::lock_guard<std::mutex> lk(mu_);
     if (graph) owner_[p] = graph;

@@ -91,6 +91,7 @@ describeCuda('cuda runtime', () => {
       const msg = expectCode(() => native.full([16 << 20], 0, 'float32', 'cuda'), 'ERR_VITRIM_MEMORY'); // 64 MiB
       expect(msg).toContain(`allocating ${64 << 20} bytes on cuda`);
       expect(msg).toMatch(/the device has \d+ of 50331648 bytes free/);
+      expect(msg).toMatch(/dropped without dispose\(\).*tidy\(\).*noGrad\(\)/);
       native.emptyCache();
     });
     const y = native.full([4], 2, 'float32', 'cuda'); // and work goes on
