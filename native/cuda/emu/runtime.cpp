@@ -577,9 +577,10 @@ cudaError_t cudaDeviceSynchronize(void) {
   return take_error();
 }
 
-// VITRIM_EMU_DEVICE_MB=N: a device with N MiB (a decimal: 0.25 is 256 KiB) for what is allocated while it is set (read at each
-// cudaMalloc; such blocks count until freed, also after it is unset), so that a test can fill the
-// device and see the allocator's retry with its cache freed. cudaMemGetInfo reports that device.
+// VITRIM_EMU_DEVICE_MB=N: a device with N MiB (a decimal: 0.25 is 256 KiB) for what is allocated
+// while it is set (read at each cudaMalloc; such blocks count until freed, also after it is unset),
+// so that a test can fill the device and see the allocator's retry with its cache freed, or run an
+// entry point out of memory. cudaMemGetInfo reports that device.
 namespace {
 std::mutex g_cap_mu;
 std::unordered_map<void*, size_t> g_capped;  // blocks allocated under the cap, and their sizes
