@@ -7,7 +7,7 @@ export { Tensor, tensor, full, zeros, ones, tidy, keep, memory, emptyCache, cast
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export { autocast, autocastDtype, type AutocastDtype } from './autocast.js';
 export { backends, cudaAvailable, resolveDevice, setAllowTf32, setDeviceChecks, deviceChecks, synchronize, synchronizeAsync, type BackendInfo } from './backends.js';
-export * from './errors.js';
+export { VitrimError, ArgumentError, ShapeError, DTypeError, DeviceError, IndexError, DisposedError, MemoryError, IOError } from './errors.js';
 export * as ops from './ops/index.js';
 export { Module, Parameter, parameter } from './nn/module.js';
 export { Linear, LayerNorm } from './nn/layers.js';

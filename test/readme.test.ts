@@ -81,3 +81,14 @@ it("every CLI option the README names is one the command's --help lists", () => 
     for (const o of opts) expect(help.stdout, `vitrim ${c} ${o}`).toMatch(new RegExp(`${o}(?![a-z-])`));
   }
 }, 120_000);
+
+// The README lists the typed errors a user catches; the package exports them, and not the internal
+// helper that maps native errors onto them (errors.ts's rethrow, once exported through a star).
+it('exports the typed errors the README names, and no internal helper', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  for (const n of ['ShapeError', 'DTypeError', 'IndexError', 'DisposedError', 'ArgumentError', 'IOError', 'VitrimError']) {
+    expect(readme, n).toContain(`\`${n}\``);
+    expect(typeof (vitrim as Record<string, unknown>)[n], n).toBe('function');
+  }
+  expect(Object.keys(vitrim)).not.toContain('rethrow');
+});
