@@ -32,11 +32,19 @@ it("engines.node is within every runtime dependency's", () => {
   }
 });
 
-it('installs from its tarball into a fresh project, builds the addon there, and runs', () => {
+// `npm pack` once for the tests below (it runs `prepare`: dist/ is rebuilt from lib/)
+let packed: string | undefined;
+function tarballPath(): string {
+  if (packed) return packed;
   const pack = npm(['pack', '--pack-destination', dir, '--json'], root);
   expect(pack.code, pack.out).toBe(0);
-  const tarball = join(dir, (JSON.parse(pack.out.slice(pack.out.indexOf('['), pack.out.lastIndexOf(']') + 1)) as { filename: string }[])[0].filename);
-  expect(existsSync(tarball)).toBe(true);
+  packed = join(dir, (JSON.parse(pack.out.slice(pack.out.indexOf('['), pack.out.lastIndexOf(']') + 1)) as { filename: string }[])[0].filename);
+  expect(existsSync(packed)).toBe(true);
+  return packed;
+}
+
+it('installs from its tarball into a fresh project, builds the addon there, and runs', () => {
+  const tarball = tarballPath();
 
   const app = join(dir, 'app');
   const dep = join(app, 'node_modules', 'vitrim');
@@ -87,4 +95,29 @@ it('installs from its tarball into a fresh project, builds the addon there, and 
   const cli = spawnSync(join(app, 'node_modules', '.bin', 'vitrim'), ['info'], { cwd: app, encoding: 'utf8' });
   expect(cli.status, cli.stderr).toBe(0);
   expect(cli.stdout).toMatch(/cpu/);
+}, 900_000);
+
+// A CUDA toolkit that cannot build the backend (too old, an unsupported host compiler) must not
+// fail a user's install: the CPU addon is built first, the CUDA build's failure is a warning, and
+// backends() says why cuda is unavailable. Simulated with an nvcc flag that does not exist
+// (VITRIM_CUDA_FLAGS), on the CUDA objects that VITRIM_TEST_LIBS=1 builds even without cuBLASLt.
+const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
+it.skipIf(!nvcc)('a CUDA build that fails at install leaves a working CPU install and says why', () => {
+  const tarball = tarballPath();
+  const app = join(dir, 'app-cuda-fails');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app2', version: '1.0.0', type: 'module', private: true }));
+  const env = { VITRIM_TEST_LIBS: '1', VITRIM_CUDA_EMU: '0', VITRIM_CUDA_FLAGS: '--no-such-nvcc-flag', VITRIM_BUILD_FROM_SOURCE: undefined };
+  const inst = npm(['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], app, env);
+  expect(inst.code, inst.out).toBe(0);
+  expect(inst.out).toMatch(/vitrim: warning: the CUDA backend did not build during npm install \(.*no-such-nvcc-flag/);
+  const script = `
+    import * as v from 'vitrim';
+    const y = v.ops.add(v.tensor([1, 2]), v.tensor([3, 4]));
+    console.log(JSON.stringify({ y: y.toArray(), cuda: v.backends().find((b) => b.device === 'cuda').reasons }));`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: app, encoding: 'utf8' });
+  expect(run.status, run.stderr).toBe(0);
+  const r = JSON.parse(run.stdout) as { y: number[]; cuda: string[] };
+  expect(r.y).toEqual([4, 6]);
+  expect(r.cuda.join('\n')).toMatch(/the CUDA backend did not build during npm install .*VITRIM_CUDA_FLAGS.*npm rebuild vitrim/);
 }, 900_000);

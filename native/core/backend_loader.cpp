@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <string>
 
@@ -83,7 +84,15 @@ void try_load_cuda(CudaState& st) {
     if (!h) {
       const char* e = dlerror();
       std::string msg = e ? e : "unknown dlopen error";
-      if (msg.find("No such file") != std::string::npos)
+      // scripts/install.cjs leaves a note beside the addon when the CUDA build failed at install
+      std::string note;
+      if (msg.find("No such file") != std::string::npos && !dir.empty() && path == dir + "/libvitrim_cuda.so") {
+        std::ifstream f(dir + "/cuda-build-error.txt");
+        std::getline(f, note);
+      }
+      if (!note.empty())
+        st.reasons.push_back(note);
+      else if (msg.find("No such file") != std::string::npos)
         st.reasons.push_back(path + " not found (it is built only where the CUDA toolkit with cuBLASLt is installed)");
       else
         st.reasons.push_back("cannot load " + path + ": " + msg);
