@@ -246,7 +246,8 @@ function load(): Addon {
       `vitrim: the native addon could not be loaded (${(e as Error).message}). ` +
         'Run `npm install` (it builds from source with cmake-js when no prebuilt binary matches) ' +
         'or `npm run build`. Where vitrim is a dependency, npm 12 skips its install script unless ' +
-        'package.json allows it: `npm install-scripts approve vitrim`, then `npm rebuild vitrim`.',
+        'package.json allows it: `npm install-scripts approve vitrim`, then `npm rebuild vitrim` ' +
+        '(pnpm 10: `pnpm approve-builds`, then `pnpm rebuild vitrim`).',
     );
     (err as Error & { cause?: unknown }).cause = e;
     throw err;

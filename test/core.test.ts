@@ -123,5 +123,6 @@ describe('cpu memory limit', () => {
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/vitrim: the native addon could not be loaded \(Cannot find module .*no-such-dir/);
     expect(r.stderr).toMatch(/npm install-scripts approve vitrim`, then `npm rebuild vitrim`/);
+    expect(r.stderr).toMatch(/pnpm approve-builds`, then `pnpm rebuild vitrim`/);
   });
 });
