@@ -1,9 +1,9 @@
 // lt_gemm's fallbacks (native/cuda/gemm.cu) for problems cuBLASLt has no algorithm for, under the
 // emulated cuBLASLt's knobs (a GPU ignores them: emulation only): no BIAS-epilogue kernel, no
-// kernel that writes out of place, none for a strided batch, each answered as the library does (CUBLAS_STATUS_NOT_SUPPORTED)
-// or the other documented way. Fresh random inputs against the CPU's op; each path told apart by
-// the nodes and kernels of a recorded graph. Kept out of gemm.test.ts so that the default emulated
-// set (CI) runs it: it takes well under a second.
+// kernel that writes out of place, none for a strided batch, each answered as the library does
+// (CUBLAS_STATUS_NOT_SUPPORTED) or the other documented way. Fresh random inputs against the CPU's
+// op; each path told apart by the nodes and kernels of a recorded graph. Kept out of gemm.test.ts so
+// that the default emulated set (CI) runs it: it takes well under a second.
 import { beforeAll, expect, it } from 'vitest';
 import { withCublasLt, withEnv } from '../../bench/env.js';
 import { captureGraph } from '../../lib/infer/plan.js';
