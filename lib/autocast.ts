@@ -45,7 +45,10 @@ export function autocast<R>(dtype: AutocastDtype, fn: () => R): R {
   } finally {
     current = prev;
   }
-  if (r instanceof Promise) throw new ArgumentError('autocast(dtype, fn): fn must be synchronous');
+  if (r instanceof Promise) {
+    r.catch(() => {}); // as tidy: the caller gets this error; a later rejection must not end the process
+    throw new ArgumentError('autocast(dtype, fn): fn must be synchronous (an async fn was started; its promise is dropped)');
+  }
   return r;
 }
 

@@ -359,7 +359,12 @@ export function tidy<R>(fn: () => R): R {
     throw e;
   }
   scopeStack.pop();
-  if (result instanceof Promise) throw new ArgumentError('tidy(fn): fn must be synchronous');
+  if (result instanceof Promise) {
+    // The caller gets this error, not the promise: a later rejection would otherwise be unhandled,
+    // which ends a Node process.
+    result.catch(() => {});
+    throw new ArgumentError('tidy(fn): fn must be synchronous (an async fn was started; its promise is dropped)');
+  }
   const keepSet = new Set<Tensor>();
   collect(result, keepSet);
   closeScope(scope, keepSet);

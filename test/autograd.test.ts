@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backward, keep, memory, noGrad, ops, Parameter, parameter, tensor, tidy, Tensor } from '../lib/index.js';
+import { autocast, backward, keep, memory, noGrad, ops, Parameter, parameter, tensor, tidy, Tensor } from '../lib/index.js';
 import { ArgumentError, DisposedError } from '../lib/errors.js';
 import { dot, expectClose, finiteDiff, randn } from './helpers.js';
 
@@ -168,6 +168,18 @@ describe('tensors and scopes', () => {
     expect(() => new Parameter(t as never)).toThrow(/Parameter\.from/);
     expect(() => new Parameter(t as never)).toThrow(ArgumentError);
     expect(Parameter.from(t).requiresGrad).toBe(true);
+  });
+
+  // An async fn is refused, and its promise's later rejection does not end the process (vitest
+  // fails a run on an unhandled rejection, so the wait below would show it).
+  it('tidy and autocast refuse an async fn, and its later rejection is not left unhandled', async () => {
+    const later = async () => {
+      await null;
+      throw new Error('rejected after the call returned');
+    };
+    expect(() => tidy(later as never)).toThrow(/tidy\(fn\): fn must be synchronous/);
+    expect(() => autocast('bfloat16', later as never)).toThrow(/fn must be synchronous/);
+    await new Promise((r) => setTimeout(r, 20));
   });
 
   it('nested tidy moves returned tensors to the parent scope', () => {

@@ -68,6 +68,14 @@ export function captureGraph<R>(fn: () => R): { graph: CudaGraph; result: R } {
     native.graphAbort();
     throw e;
   }
+  if (result instanceof Promise) {
+    // Only the part before its first await would be recorded, the rest would run eagerly after the
+    // capture: a graph that silently does less than fn. Refused (and the promise's rejection kept
+    // from ending the process).
+    native.graphAbort();
+    result.catch(() => {});
+    throw new ArgumentError('captureGraph(fn): fn must be synchronous (an async fn was started; nothing was recorded)');
+  }
   try {
     return { graph: new CudaGraph(native.graphEnd()), result };
   } catch (e) {

@@ -2,6 +2,7 @@
 // directly gives; capture errors leave the process usable; destroyed graphs give their pool back;
 // graphStats counts the recorded kernels.
 import { expect, it } from 'vitest';
+import { captureGraph } from '../../lib/infer/plan.js';
 import { native } from '../../lib/native.js';
 import { RUN_SEED, expectCode, nt, randn } from '../helpers.js';
 import { describeCuda, expectRel } from './helpers.js';
@@ -88,6 +89,25 @@ describeCuda('cuda graphs', () => {
     native.graphReplay(g);
     expect(Array.from(y.read())).toEqual(new Array(8).fill(8));
     native.graphDestroy(g);
+  });
+
+  // An async fn would have only its part before the first await recorded: refused, nothing
+  // recorded, no capture left open, and its later rejection not left unhandled (vitest fails a run
+  // on one: the wait below would show it).
+  it('captureGraph refuses an async fn, aborts the capture, and work goes on', async () => {
+    const x = native.full([8], 1, 'float32', 'cuda');
+    const fn = async () => {
+      native.affine(x, 2, 0);
+      await null;
+      throw new Error('rejected after the call returned');
+    };
+    expectCode(() => captureGraph(fn as never), 'ERR_VITRIM_ARGUMENT');
+    expectCode(() => native.graphEnd(), 'ERR_VITRIM_ARGUMENT'); // no capture is open
+    const { graph, result } = captureGraph(() => native.affine(x, 2, 1));
+    graph.replay();
+    expect(Array.from(result.read())).toEqual(new Array(8).fill(3));
+    graph.dispose();
+    await new Promise((r) => setTimeout(r, 20));
   });
 
   it('refuses nested captures', () => {
