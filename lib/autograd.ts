@@ -62,16 +62,25 @@ export function releaseSince(mark: number, from: Iterable<Tensor>, keepers: Iter
 
 let gradEnabled = true;
 
-/** Runs fn with gradient recording off (inference, evaluation, optimiser steps). */
+/**
+ * Runs fn with gradient recording off (inference, evaluation, optimiser steps). fn must be
+ * synchronous: what an async fn runs after its first await would record gradients again.
+ */
 export function noGrad<R>(fn: () => R): R {
   if (typeof fn !== 'function') throw new ArgumentError(`noGrad: fn must be a function, got ${show(fn)}`);
   const prev = gradEnabled;
   gradEnabled = false;
+  let r: R;
   try {
-    return fn();
+    r = fn();
   } finally {
     gradEnabled = prev;
   }
+  if (r instanceof Promise) {
+    r.catch(() => {}); // as tidy: the caller gets this error; a later rejection must not end the process
+    throw new ArgumentError('noGrad(fn): fn must be synchronous (after its first await an async fn would record gradients; it was started, its promise is dropped)');
+  }
+  return r;
 }
 
 export function isGradEnabled(): boolean {

@@ -172,13 +172,14 @@ describe('tensors and scopes', () => {
 
   // An async fn is refused, and its promise's later rejection does not end the process (vitest
   // fails a run on an unhandled rejection, so the wait below would show it).
-  it('tidy and autocast refuse an async fn, and its later rejection is not left unhandled', async () => {
+  it('tidy, autocast and noGrad refuse an async fn, and its later rejection is not left unhandled', async () => {
     const later = async () => {
       await null;
       throw new Error('rejected after the call returned');
     };
     expect(() => tidy(later as never)).toThrow(/tidy\(fn\): fn must be synchronous/);
     expect(() => autocast('bfloat16', later as never)).toThrow(/fn must be synchronous/);
+    expect(() => noGrad(later as never)).toThrow(/noGrad\(fn\): fn must be synchronous/);
     await new Promise((r) => setTimeout(r, 20));
   });
 
