@@ -43,3 +43,15 @@ export function show(x: unknown): string {
   if (Array.isArray(x)) return `[${x.map(show).join(', ')}]`;
   return typeof x === 'object' && x !== null ? Object.prototype.toString.call(x) : String(x);
 }
+
+/**
+ * Refuses an async fn's result for a scope that must hold around all of fn (tidy, noGrad, autocast,
+ * captureGraph): an ArgumentError to the caller, and the dropped promise's rejection caught, which
+ * would otherwise be unhandled and end the Node process. `why` says what would go wrong after the
+ * first await.
+ */
+export function refuseAsync(result: unknown, call: string, why: string): void {
+  if (!(result instanceof Promise)) return;
+  result.catch(() => {});
+  throw new ArgumentError(`${call}: fn must be synchronous (${why}; the async fn was started and its promise dropped)`);
+}

@@ -26,6 +26,7 @@
  * except inside withCastCache (no gradient recorded; inference plans use it for their weights).
  */
 import { isGradEnabled } from './autograd.js';
+import { refuseAsync } from './args.js';
 import { ArgumentError } from './errors.js';
 import { cast, type Tensor } from './tensor.js';
 
@@ -45,10 +46,7 @@ export function autocast<R>(dtype: AutocastDtype, fn: () => R): R {
   } finally {
     current = prev;
   }
-  if (r instanceof Promise) {
-    r.catch(() => {}); // as tidy: the caller gets this error; a later rejection must not end the process
-    throw new ArgumentError('autocast(dtype, fn): fn must be synchronous (an async fn was started; its promise is dropped)');
-  }
+  refuseAsync(r, 'autocast(dtype, fn)', 'what runs after its first await would not be autocast');
   return r;
 }
 

@@ -6,7 +6,7 @@
  * accumulates gradients, writes leaf gradients to `.grad`, then frees what the graph saved (unless
  * retainGraph).
  */
-import { boolOpt, optsOf, show } from './args.js';
+import { boolOpt, optsOf, refuseAsync, show } from './args.js';
 import { ArgumentError, DisposedError, rethrow, VitrimError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
 import { Tensor, untracked } from './tensor.js';
@@ -76,10 +76,7 @@ export function noGrad<R>(fn: () => R): R {
   } finally {
     gradEnabled = prev;
   }
-  if (r instanceof Promise) {
-    r.catch(() => {}); // as tidy: the caller gets this error; a later rejection must not end the process
-    throw new ArgumentError('noGrad(fn): fn must be synchronous (after its first await an async fn would record gradients; it was started, its promise is dropped)');
-  }
+  refuseAsync(r, 'noGrad(fn)', 'what runs after its first await would record gradients');
   return r;
 }
 

@@ -9,7 +9,7 @@
  * `t.to('bfloat16')` / `t.to('float32')` cast; both are differentiable (the gradient goes back to the
  * source device / dtype). Readback (`dataSync()`, `data()`, `toArray()`, `item()`) works on any device.
  */
-import { boolOpt, intList, optsOf, show } from './args.js';
+import { boolOpt, intList, optsOf, refuseAsync, show } from './args.js';
 import { ArgumentError, DisposedError, rethrow } from './errors.js';
 import { native, type DType, type Device, type NativeTensor, type TypedData } from './native.js';
 import { backward, graphMark, needsGrad, record, releaseSince, type GradNode } from './autograd.js';
@@ -359,12 +359,7 @@ export function tidy<R>(fn: () => R): R {
     throw e;
   }
   scopeStack.pop();
-  if (result instanceof Promise) {
-    // The caller gets this error, not the promise: a later rejection would otherwise be unhandled,
-    // which ends a Node process.
-    result.catch(() => {});
-    throw new ArgumentError('tidy(fn): fn must be synchronous (an async fn was started; its promise is dropped)');
-  }
+  refuseAsync(result, 'tidy(fn)', "its tensors would outlive the scope");
   const keepSet = new Set<Tensor>();
   collect(result, keepSet);
   closeScope(scope, keepSet);

@@ -158,18 +158,8 @@ export function adavitInfer(policy: AdaVitPolicy, x: Tensor, opts0: AdaVitInferO
     for (const h of tmp.splice(0)) h?.free();
   };
   return noGrad(() => {
-    let t = m.embed(x);
-    try {
-      for (let l = 0; l < policy.keepLayers; l++) {
-        const next = m.blocks[l].forward(t);
-        t.dispose();
-        t = next;
-        for (let b = 0; b < B; b++) macs[b] += attnMacs(c, N) + mlpMacs(c, N);
-      }
-    } catch (e) {
-      t.dispose();
-      throw e;
-    }
+    const t = m.forwardBlocks(m.embed(x), policy.keepLayers);
+    for (let b = 0; b < B; b++) macs[b] += policy.keepLayers * (attnMacs(c, N) + mlpMacs(c, N));
     // From here the activations are updated in place: take a private handle on [B·N, C].
     let x2: NativeTensor;
     try {

@@ -19,7 +19,7 @@
  * data, device-side index checks). A dense ViT forward has none; the packed adaptive inference
  * (lib/infer/adavit-infer.ts) chooses its shapes from the data and is not a fixed-shape plan.
  */
-import { intList, optsOf, show } from '../args.js';
+import { intList, optsOf, refuseAsync, show } from '../args.js';
 import { ArgumentError, DeviceError, DisposedError, rethrow } from '../errors.js';
 import { autocast, recordCasts, withCastCache, type AutocastDtype } from '../autocast.js';
 import { noGrad } from '../autograd.js';
@@ -68,14 +68,8 @@ export function captureGraph<R>(fn: () => R): { graph: CudaGraph; result: R } {
     native.graphAbort();
     throw e;
   }
-  if (result instanceof Promise) {
-    // Only the part before its first await would be recorded, the rest would run eagerly after the
-    // capture: a graph that silently does less than fn. Refused (and the promise's rejection kept
-    // from ending the process).
-    native.graphAbort();
-    result.catch(() => {});
-    throw new ArgumentError('captureGraph(fn): fn must be synchronous (an async fn was started; nothing was recorded)');
-  }
+  if (result instanceof Promise) native.graphAbort(); // nothing recorded: the graph would lack what follows an await
+  refuseAsync(result, 'captureGraph(fn)', 'only its part before the first await would be recorded');
   try {
     return { graph: new CudaGraph(native.graphEnd()), result };
   } catch (e) {

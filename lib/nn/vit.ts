@@ -252,15 +252,23 @@ export class VisionTransformer extends Module {
 
   /** Token features after the blocks (before the final norm). */
   forwardFeatures(x: Tensor): Tensor {
-    let t = this.embed(x);
+    return this.forwardBlocks(this.embed(x));
+  }
+
+  /**
+   * Runs blocks [0, end) on tokens t and takes t over: each block's input is disposed once used, the
+   * current one also when a block throws (out of memory; the block has freed its own). end = 0
+   * returns t itself.
+   */
+  forwardBlocks(t: Tensor, end = this.blocks.length): Tensor {
     try {
-      for (const blk of this.blocks) {
-        const next = blk.forward(t);
+      for (let l = 0; l < end; l++) {
+        const next = this.blocks[l].forward(t);
         t.dispose();
         t = next;
       }
     } catch (e) {
-      t.dispose(); // a block that threw (out of memory) has freed its own; this is the last input
+      t.dispose();
       throw e;
     }
     return t;

@@ -84,15 +84,16 @@ void try_load_cuda(CudaState& st) {
     if (!h) {
       const char* e = dlerror();
       std::string msg = e ? e : "unknown dlopen error";
+      const bool missing = msg.find("No such file") != std::string::npos;
       // scripts/install.cjs leaves a note beside the addon when the CUDA build failed at install
       std::string note;
-      if (msg.find("No such file") != std::string::npos && !dir.empty() && path == dir + "/libvitrim_cuda.so") {
+      if (missing && !dir.empty() && path == dir + "/libvitrim_cuda.so") {
         std::ifstream f(dir + "/cuda-build-error.txt");
         std::getline(f, note);
       }
       if (!note.empty())
         st.reasons.push_back(note);
-      else if (msg.find("No such file") != std::string::npos)
+      else if (missing)
         st.reasons.push_back(path + " not found (it is built only where the CUDA toolkit with cuBLASLt is installed)");
       else
         st.reasons.push_back("cannot load " + path + ": " + msg);
