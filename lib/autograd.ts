@@ -7,7 +7,8 @@
  * retainGraph).
  */
 import { boolOpt, optsOf, refuseAsync, show } from './args.js';
-import { ArgumentError, DisposedError, rethrow, VitrimError } from './errors.js';
+import { ArgumentError, DisposedError, rethrow } from './errors.js';
+import { freeOnThrow } from './handles.js';
 import { native, type NativeTensor } from './native.js';
 import { Tensor, untracked } from './tensor.js';
 
@@ -133,6 +134,47 @@ function accumulate(map: Map<Tensor, NativeTensor>, t: Tensor, g: NativeTensor):
   g.free();
 }
 
+/** Runs t's node on its gradient g (consumed) and accumulates what it returns into its inputs'. */
+function backwardNode(grads: Map<Tensor, NativeTensor>, node: GradNode, t: Tensor, g: NativeTensor): void {
+  let gin: (NativeTensor | null)[];
+  try {
+    gin = node.backward(g);
+  } catch (e) {
+    rethrow(e, `backward of ${node.name}`);
+  }
+  grads.delete(t);
+  g.free();
+  node.inputs.forEach((x, k) => {
+    const gx = gin[k];
+    if (!gx) return;
+    if (!x) {
+      gx.free();
+      return;
+    }
+    // A gradient has its tensor's dtype (backward ops return their inputs' dtype; this guards the
+    // accumulation of float32 and bfloat16 contributions under mixed precision).
+    accumulate(grads, x, gx.dtype !== x.dtype && x.dtype !== 'int32' ? castFree(gx, x.dtype) : gx);
+  });
+}
+
+/** Adds a leaf's gradient g (consumed) into its .grad (when it requires one). */
+function accumulateLeaf(grads: Map<Tensor, NativeTensor>, t: Tensor, g: NativeTensor): void {
+  if (!t.requiresGrad || t.isDisposed) {
+    grads.delete(t);
+    g.free();
+    return;
+  }
+  const gt = g.shape.join() === t.shape.join() ? g : g.reshape([...t.shape]);
+  if (t.grad && !t.grad.isDisposed) {
+    const sum = native.binary('add', t.grad.handle, gt);
+    t.grad.dispose();
+    t.grad = untracked(sum);
+    if (gt !== g) gt.free();
+  } else t.grad = untracked(gt);
+  grads.delete(t);
+  if (gt !== g) g.free();
+}
+
 /**
  * Backpropagates from `root`. A non-scalar root needs `grad` (same shape). Leaves with requiresGrad
  * receive (accumulate into) `.grad`. The graph is freed afterwards unless opts.retainGraph.
@@ -168,60 +210,29 @@ export function backward(root: Tensor, grad?: Tensor | null, opts?: { retainGrap
   }
   const grads = new Map<Tensor, NativeTensor>();
   try {
-    let g0: NativeTensor;
     if (grad) {
       if (!(grad instanceof Tensor)) throw new ArgumentError('backward: grad must be a Tensor');
       if (grad.shape.join() !== root.shape.join()) throw new ArgumentError(`backward: grad shape [${grad.shape}] differs from the root's [${root.shape}]`);
-      g0 = grad.device === root.device ? native.copy(grad.handle) : native.toDevice(grad.handle, root.device);
-      if (g0.dtype !== root.dtype && root.dtype !== 'int32') g0 = castFree(g0, root.dtype);
+      const g0 = grad.device === root.device ? native.copy(grad.handle) : native.toDevice(grad.handle, root.device);
+      grads.set(root, g0); // before the cast: freed by the catch below if that fails
+      if (g0.dtype !== root.dtype && root.dtype !== 'int32') grads.set(root, castFree(g0, root.dtype));
     } else {
       if (root.size !== 1) throw new ArgumentError(`backward: a non-scalar root (shape [${root.shape}]) needs an explicit grad`);
-      g0 = native.full([...root.shape], 1, root.dtype === 'int32' ? 'float32' : root.dtype, root.device);
+      grads.set(root, native.full([...root.shape], 1, root.dtype === 'int32' ? 'float32' : root.dtype, root.device));
     }
-    grads.set(root, g0);
     for (let i = order.length - 1; i >= 0; i--) {
       const t = order[i];
       const g = grads.get(t);
       if (!g) continue;
       const node = t.gradFn;
-      if (!node) {
-        grads.delete(t);
-        if (t.requiresGrad && !t.isDisposed) {
-          const gt = g.shape.join() === t.shape.join() ? g : g.reshape([...t.shape]);
-          if (gt !== g) g.free();
-          if (t.grad && !t.grad.isDisposed) {
-            const sum = native.binary('add', t.grad.handle, gt);
-            t.grad.dispose();
-            gt.free();
-            t.grad = untracked(sum);
-          } else t.grad = untracked(gt);
-        } else g.free();
-        continue;
-      }
-      if (node.released) throw new ArgumentError(`backward: the graph through '${node.name}' was already freed`);
-      let gin: (NativeTensor | null)[];
-      try {
-        gin = node.backward(g);
-      } catch (e) {
-        rethrow(e, `backward of ${node.name}`);
-      }
-      grads.delete(t);
-      g.free();
-      node.inputs.forEach((x, k) => {
-        const gx = gin[k];
-        if (!gx) return;
-        if (!x) {
-          gx.free();
-          return;
-        }
-        // A gradient has its tensor's dtype (backward ops return their inputs' dtype; this guards the
-        // accumulation of float32 and bfloat16 contributions under mixed precision).
-        accumulate(grads, x, gx.dtype !== x.dtype && x.dtype !== 'int32' ? castFree(gx, x.dtype) : gx);
-      });
+      if (node?.released) throw new ArgumentError(`backward: the graph through '${node.name}' was already freed`);
+      // Every handle this step makes (a node's temporaries and gradients, their sums) is freed at once
+      // when it throws midway (out of device memory at a node's second allocation, say); g stays in
+      // `grads` until it is consumed, so the catch below frees it.
+      freeOnThrow(() => (node ? backwardNode(grads, node, t, g) : accumulateLeaf(grads, t, g)));
     }
   } catch (e) {
     for (const g of grads.values()) g.free();
-    if (e instanceof VitrimError) throw e;
     rethrow(e, 'backward');
   }
   if (!retainGraph) {

@@ -46,9 +46,24 @@ const BY_CODE: Record<string, new (m: string) => VitrimError> = {
   ERR_VITRIM_IO: IOError,
 };
 
+// Marks an error made by nativeError (not yet named after the op that raised it: see rethrow).
+const FROM_NATIVE = Symbol('vitrim.fromNative');
+
+/**
+ * The addon's error factory (native.setErrorFactory): every native failure is made here as the typed
+ * class of its code, so that one reaching the user from any native call, also one no `rethrow`
+ * wraps (a multi-step composition in a trainer, say), is a MemoryError, ShapeError, ... with the code.
+ */
+export function nativeError(code: string, message: string): VitrimError {
+  const Cls = BY_CODE[code];
+  const e = Cls ? new Cls(message) : new VitrimError(message, code);
+  Object.defineProperty(e, FROM_NATIVE, { value: true });
+  return e;
+}
+
 /** Re-throws a native error as the matching typed error, prefixed with the op's name. */
 export function rethrow(e: unknown, op: string): never {
-  if (e instanceof VitrimError) throw e;
+  if (e instanceof VitrimError && !(FROM_NATIVE in e)) throw e;
   const err = e as Error & { code?: string };
   const Cls = err?.code ? BY_CODE[err.code] : undefined;
   // native messages mostly name their op already: not twice

@@ -12,6 +12,7 @@
  *   clamp is formed exactly as k·(1 − s) + s with s = [k > 1], so a factor below 1 is the quotient
  *   itself and above 1 is exactly 1.
  */
+import { freeOnThrow } from '../handles.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 
 function freeAll(...hs: NativeTensor[]): void {
@@ -25,6 +26,10 @@ export class RunningSums {
 
   /** sums[key] += weight · x, for a one-element float32 tensor x on the device (not taken over). */
   add(key: string, x: NativeTensor, weight = 1): void {
+    freeOnThrow(() => this.addTerm(key, x, weight));
+  }
+
+  private addTerm(key: string, x: NativeTensor, weight: number): void {
     const flat = x.reshape([1]);
     const f32 = x.dtype === 'float32' ? flat : native.cast(flat, 'float32');
     const term = native.affine(f32, weight, 0);
@@ -60,19 +65,21 @@ export class RunningSums {
 
 /** The number of rows of `logits` [B, C] whose argmax is `labels` [B] (int32), as a float32 [1]. */
 export function correctCount(logits: NativeTensor, labels: NativeTensor): NativeTensor {
-  const B = labels.shape[0];
-  const [values, idx] = native.topk(logits, 1, true);
-  const pred = native.cast(idx, 'float32');
-  const lab = native.cast(labels, 'float32');
-  const predFlat = pred.reshape([B]);
-  const diff = native.binary('sub', predFlat, lab);
-  const dist = native.unary('abs', diff);
-  const wrong = native.step(dist, 0.5);
-  const nWrong = native.reduce('sum', wrong, [], false);
-  const flat = nWrong.reshape([1]);
-  const correct = native.affine(flat, -1, B);
-  freeAll(values, idx, pred, lab, predFlat, diff, dist, wrong, nWrong, flat);
-  return correct;
+  return freeOnThrow(() => {
+    const B = labels.shape[0];
+    const [values, idx] = native.topk(logits, 1, true);
+    const pred = native.cast(idx, 'float32');
+    const lab = native.cast(labels, 'float32');
+    const predFlat = pred.reshape([B]);
+    const diff = native.binary('sub', predFlat, lab);
+    const dist = native.unary('abs', diff);
+    const wrong = native.step(dist, 0.5);
+    const nWrong = native.reduce('sum', wrong, [], false);
+    const flat = nWrong.reshape([1]);
+    const correct = native.affine(flat, -1, B);
+    freeAll(values, idx, pred, lab, predFlat, diff, dist, wrong, nWrong, flat);
+    return correct;
+  });
 }
 
 /**
@@ -81,15 +88,17 @@ export function correctCount(logits: NativeTensor, labels: NativeTensor): Native
  * coef = min(1, maxNorm / (norm + 1e-6)) (float32 [1]), which AdamW.step takes as its gradient scale.
  */
 export function clipCoef(grads: NativeTensor[], maxNorm: number): { coef: NativeTensor; norm: NativeTensor } {
-  const sq = native.sumSquares(grads);
-  const norm = native.unary('sqrt', sq);
-  const den = native.affine(norm, 1, 1e-6);
-  const num = native.full([1], maxNorm, 'float32', norm.device);
-  const k = native.binary('div', num, den);
-  const s = native.step(k, 1);
-  const keep = native.affine(s, -1, 1);
-  const kk = native.binary('mul', k, keep);
-  const coef = native.binary('add', kk, s);
-  freeAll(sq, den, num, k, s, keep, kk);
-  return { coef, norm };
+  return freeOnThrow(() => {
+    const sq = native.sumSquares(grads);
+    const norm = native.unary('sqrt', sq);
+    const den = native.affine(norm, 1, 1e-6);
+    const num = native.full([1], maxNorm, 'float32', norm.device);
+    const k = native.binary('div', num, den);
+    const s = native.step(k, 1);
+    const keep = native.affine(s, -1, 1);
+    const kk = native.binary('mul', k, keep);
+    const coef = native.binary('add', kk, s);
+    freeAll(sq, den, num, k, s, keep, kk);
+    return { coef, norm };
+  });
 }

@@ -8,6 +8,7 @@
  */
 import { num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
+import { freeOnThrow } from '../handles.js';
 import { native, type Device, type NativeTensor } from '../native.js';
 import type { Parameter } from '../nn/module.js';
 import { Tensor, untracked } from '../tensor.js';
@@ -63,21 +64,20 @@ export class AdamW {
     if (gradScale !== undefined && gradScale !== null && !(gradScale instanceof Tensor)) {
       throw new ArgumentError('AdamW.step: gradScale must be a Tensor (one float32 element) or null');
     }
-    this.t++;
     const groups = new Map<Device, { p: NativeTensor[]; g: NativeTensor[]; m: NativeTensor[]; v: NativeTensor[] }>();
     for (const p of this.params) {
       if (!p.grad || p.isDisposed) continue;
       let s = this.state.get(p);
+      // a moment pair is made whole or not at all (out of memory at v frees m at once)
       if (!s) {
-        s = { m: native.full([...p.shape], 0, 'float32', p.device), v: native.full([...p.shape], 0, 'float32', p.device) };
+        s = freeOnThrow(() => ({ m: native.full([...p.shape], 0, 'float32', p.device), v: native.full([...p.shape], 0, 'float32', p.device) }));
         this.state.set(p, s);
       } else if (s.m.device !== p.device) {
         // the parameter moved (Module.to): its moments follow
-        const m = native.toDevice(s.m, p.device);
-        const v = native.toDevice(s.v, p.device);
-        s.m.free();
-        s.v.free();
-        s = { m, v };
+        const old = s;
+        s = freeOnThrow(() => ({ m: native.toDevice(old.m, p.device), v: native.toDevice(old.v, p.device) }));
+        old.m.free();
+        old.v.free();
         this.state.set(p, s);
       }
       let grp = groups.get(p.device);
@@ -87,6 +87,9 @@ export class AdamW {
       grp.m.push(s.m);
       grp.v.push(s.v);
     }
+    // counted once the moments are in place: a step that failed before any update leaves t (and so
+    // the next step's bias correction) as it was
+    this.t++;
     for (const grp of groups.values()) {
       native.adamwStepMulti(grp.p, grp.g, grp.m, grp.v, this.lr, this.betas[0], this.betas[1], this.eps,
         this.weightDecay, this.t, gradScale ? gradScale.handle : null);

@@ -426,38 +426,52 @@ export class Trainer {
   }
 
   private runStep(x: Tensor, y: Tensor): StepStats {
-    const keep = (t: Tensor | null | undefined) => (t ? t.handle.reshape([1]) : null); // outlives tidy
-    const r = tidy((): StepStats => {
-      let logits!: Tensor;
-      let loss!: Tensor;
-      let usage: StepStats['usage'];
-      // forward and loss under autocast (a no-op for 'float32' and on the CPU); backward outside it
-      autocast(this.precision, () => {
-        if (this.policy) {
-          const out = this.policy.forwardTrain(x);
-          logits = out.logits;
-          loss = this.policy.loss(out, y, { labelSmoothing: this.opts.labelSmoothing }).total;
-          usage = { patch: keep(out.usage.patch), head: keep(out.usage.head), block: keep(out.usage.block) };
-        } else {
-          logits = this.model.forward(x);
-          loss = ops.crossEntropy(logits, y, { labelSmoothing: this.opts.labelSmoothing });
-        }
-        if (this.opts.distill) loss = ops.add(loss, ops.scale(this.distillLoss(x, logits), this.opts.distill.alpha ?? 0.5));
-      });
-      loss.backward();
-      return { loss: keep(loss)!, correct: correctCount(logits.handle, y.handle), usage };
-    });
-    const params = [...(this.backboneOpt ? this.model.parameters() : []), ...(this.policy ? this.policy.parameters() : [])];
-    const clip = this.clipFactor(params);
+    // the step's figures: handles that outlive tidy, freed here when the step throws after making them
+    const made: NativeTensor[] = [];
+    const keep = (t: Tensor | null | undefined) => {
+      if (!t) return null;
+      const h = t.handle.reshape([1]);
+      made.push(h);
+      return h;
+    };
     try {
-      this.backboneOpt?.step(clip);
-      this.policyOpt?.step(clip);
-    } finally {
-      clip?.dispose();
+      const r = tidy((): StepStats => {
+        let logits!: Tensor;
+        let loss!: Tensor;
+        let usage: StepStats['usage'];
+        // forward and loss under autocast (a no-op for 'float32' and on the CPU); backward outside it
+        autocast(this.precision, () => {
+          if (this.policy) {
+            const out = this.policy.forwardTrain(x);
+            logits = out.logits;
+            loss = this.policy.loss(out, y, { labelSmoothing: this.opts.labelSmoothing }).total;
+            usage = { patch: keep(out.usage.patch), head: keep(out.usage.head), block: keep(out.usage.block) };
+          } else {
+            logits = this.model.forward(x);
+            loss = ops.crossEntropy(logits, y, { labelSmoothing: this.opts.labelSmoothing });
+          }
+          if (this.opts.distill) loss = ops.add(loss, ops.scale(this.distillLoss(x, logits), this.opts.distill.alpha ?? 0.5));
+        });
+        loss.backward();
+        const correct = correctCount(logits.handle, y.handle);
+        made.push(correct);
+        return { loss: keep(loss)!, correct, usage };
+      });
+      const params = [...(this.backboneOpt ? this.model.parameters() : []), ...(this.policy ? this.policy.parameters() : [])];
+      const clip = this.clipFactor(params);
+      try {
+        this.backboneOpt?.step(clip);
+        this.policyOpt?.step(clip);
+      } finally {
+        clip?.dispose();
+      }
+      this.backboneOpt?.zeroGrad();
+      this.policyOpt?.zeroGrad();
+      return r;
+    } catch (e) {
+      for (const h of made) h.free();
+      throw e;
     }
-    this.backboneOpt?.zeroGrad();
-    this.policyOpt?.zeroGrad();
-    return r;
   }
 
   private distillLoss(x: Tensor, logits: Tensor): Tensor {
@@ -554,30 +568,36 @@ export function evaluate(model: VisionTransformer, policy: AdaVitPolicy | null, 
   const dense = denseMacs(model.config);
   for (const batch of batches(ds, { batchSize: bs, shuffle: false, limit: opts.limit })) {
     const B = batch.labels.length;
+    // x and y are freed when the batch fails too (out of device memory, say): nothing left to the GC
     const x = tensor(batch.images, [B, ...ds.imageShape], { device });
-    const y = tensor(batch.labels, [B], { device });
-    tidy(() => noGrad(() => autocast(precision, () => {
-      let logits: Tensor;
-      if (policy) {
-        const r = adavitInfer(policy, x, { threshold: opts.threshold, keepRatio: opts.keepRatio, random: opts.random });
-        logits = r.logits;
-        macs += r.macs * B;
-        ms += r.ms;
-        for (const k of ['patch', 'head', 'block'] as const) kept[k] += r.kept[k] * B;
-      } else {
-        const t0 = performance.now();
-        logits = model.forward(x);
-        logits.dataSync();
-        ms += performance.now() - t0;
-        macs += dense * B;
-      }
-      lossSum += ops.crossEntropy(logits, y).item() * B;
-      const pred = ops.topk(logits, 1).indices.dataSync() as Int32Array;
-      for (let i = 0; i < B; i++) if (pred[i] === batch.labels[i]) correct++;
-    })));
+    let y: Tensor | undefined;
+    try {
+      y = tensor(batch.labels, [B], { device });
+      const labels = y;
+      tidy(() => noGrad(() => autocast(precision, () => {
+        let logits: Tensor;
+        if (policy) {
+          const r = adavitInfer(policy, x, { threshold: opts.threshold, keepRatio: opts.keepRatio, random: opts.random });
+          logits = r.logits;
+          macs += r.macs * B;
+          ms += r.ms;
+          for (const k of ['patch', 'head', 'block'] as const) kept[k] += r.kept[k] * B;
+        } else {
+          const t0 = performance.now();
+          logits = model.forward(x);
+          logits.dataSync();
+          ms += performance.now() - t0;
+          macs += dense * B;
+        }
+        lossSum += ops.crossEntropy(logits, labels).item() * B;
+        const pred = ops.topk(logits, 1).indices.dataSync() as Int32Array;
+        for (let i = 0; i < B; i++) if (pred[i] === batch.labels[i]) correct++;
+      })));
+    } finally {
+      x.dispose();
+      y?.dispose();
+    }
     count += B;
-    x.dispose();
-    y.dispose();
   }
   // NaN figures for nothing evaluated would read as a result
   if (count === 0) throw new ArgumentError(`evaluate: no images to evaluate (${ds.name ?? 'the dataset'} is empty${opts.limit === 0 ? ', or limit is 0' : ''})`);

@@ -116,7 +116,25 @@ static int64_t cpu_memory_limit() {
   return limit;
 }
 
+// Fault injection for tests (cpu_alloc_faults): while armed with n > 0, the n-th CPU tensor allocation
+// counted from the arming and every one after it fail as out of memory, so that a test can fail an
+// entry point at each of its allocations in turn (a size limit only ever fails the allocations that
+// set a new peak) and check that nothing is left allocated. One relaxed load when unarmed.
+static std::atomic<int64_t> g_fail_from{0};
+static std::atomic<int64_t> g_alloc_count{0};
+
+int64_t cpu_alloc_faults(int64_t fail_from) {
+  VITRIM_CHECK(fail_from >= 0, Argument, "cpuAllocFaults: n must be >= 0, got ", fail_from);
+  const int64_t counted = g_alloc_count.exchange(0);
+  g_fail_from.store(fail_from);
+  return counted;
+}
+
 static std::shared_ptr<Storage> cpu_storage(size_t nbytes) {
+  const int64_t nth = g_alloc_count.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (const int64_t from = g_fail_from.load(std::memory_order_relaxed); from > 0 && nth >= from)
+    fail(ErrorKind::Memory, "out of memory allocating ", nbytes, " bytes on cpu (injected: allocation ", nth,
+         ", failing from ", from, ")");
   const int64_t limit = cpu_memory_limit();
   if (limit > 0 && (int64_t)nbytes > limit - g_bytes[0].load()) {
     fail(ErrorKind::Memory, "allocating ", nbytes, " bytes on cpu would put ", g_bytes[0].load() + (int64_t)nbytes,

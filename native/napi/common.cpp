@@ -14,13 +14,36 @@ std::vector<OpEntry>& op_registry() {
   return r;
 }
 
+// The JS function that makes an error object from (code, message): lib/errors.ts's typed classes, so
+// that an error reaching the user from any native call is a MemoryError, ShapeError, ... (set once
+// at load by setErrorFactory; until then, and if it fails, a plain Error carrying the code).
+// (Never destroyed, as JsTensor::ctor: a static's destructor would run after the env is gone.)
+static Napi::FunctionReference* g_error_factory = nullptr;
+
 Napi::Error js_error(Napi::Env env, const std::exception& e) {
   const char* code = "ERR_VITRIM_INTERNAL";
   if (auto* ve = dynamic_cast<const vitrim::Error*>(&e)) code = error_code(ve->kind());
   else if (dynamic_cast<const std::bad_alloc*>(&e)) code = "ERR_VITRIM_MEMORY";
+  if (g_error_factory != nullptr) {
+    napi_value args[2] = {Napi::String::New(env, code), Napi::String::New(env, e.what())};
+    napi_value made = nullptr;
+    if (napi_call_function(env, env.Undefined(), g_error_factory->Value(), 2, args, &made) == napi_ok && made != nullptr &&
+        Napi::Value(env, made).IsObject())
+      return Napi::Error(env, made);
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+  }
   Napi::Error err = Napi::Error::New(env, e.what());
   err.Set("code", Napi::String::New(env, code));
   return err;
+}
+
+void set_error_factory(const Napi::Function& f) {
+  if (g_error_factory == nullptr) g_error_factory = new Napi::FunctionReference();
+  *g_error_factory = Napi::Persistent(f);
 }
 
 void throw_js(Napi::Env env, const std::exception& e) { js_error(env, e).ThrowAsJavaScriptException(); }
@@ -182,10 +205,47 @@ DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* what) {
   fail(ErrorKind::DType, what, " must be 'float32', 'bfloat16' or 'int32', got '", s, "'");
 }
 
+// Handles wrapped while a tracking scope is open (trackBegin / trackEnd), so that trackEnd can free
+// what a failed composition of native calls made (a backward node that threw midway, say) at once
+// rather than leave it to the GC, which does not see device memory. Plain pointers: a wrapper the GC
+// finalises inside the scope clears its own slot (~JsTensor), so no reference per handle is needed.
+// Per thread: an env's calls and finalisers run on its own.
+static thread_local std::vector<JsTensor*> tracked;
+static thread_local std::vector<size_t> track_marks;
+
 Napi::Value wrap(Napi::Env env, const Tensor& t) {
   Napi::Object o = JsTensor::ctor->New({});
-  JsTensor::Unwrap(o)->t = t;
+  JsTensor* w = JsTensor::Unwrap(o);
+  w->t = t;
+  if (!track_marks.empty()) {
+    w->track_slot = tracked.size();
+    tracked.push_back(w);
+  }
   return o;
+}
+
+void untrack(JsTensor* w) {
+  if (w->track_slot < tracked.size() && tracked[w->track_slot] == w) tracked[w->track_slot] = nullptr;
+  w->track_slot = JsTensor::kUntracked;
+}
+
+size_t track_begin() {
+  track_marks.push_back(tracked.size());
+  return track_marks.size();
+}
+
+void track_end(size_t depth, bool free_all) {
+  VITRIM_CHECK(depth >= 1 && depth == track_marks.size(), Argument, "trackEnd: scope ", depth,
+               " is not the innermost open one (", track_marks.size(), " open)");
+  const size_t mark = track_marks.back();
+  track_marks.pop_back();
+  for (size_t i = mark; i < tracked.size(); ++i) {
+    if (JsTensor* w = tracked[i]) {
+      if (free_all) w->t.reset();
+      w->track_slot = JsTensor::kUntracked;
+    }
+  }
+  tracked.resize(mark);
 }
 
 Napi::Value wrap_opt(Napi::Env env, const std::optional<Tensor>& t) {

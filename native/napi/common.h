@@ -14,6 +14,8 @@
 
 namespace vitrim::napi {
 
+class JsTensor;
+
 using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
 struct OpEntry {
   const char* name;
@@ -86,6 +88,13 @@ DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* what);
 
 // ---- results ----
 Napi::Value wrap(Napi::Env env, const Tensor& t);
+// Tracking scopes over wrap(): track_begin() opens one and returns its depth; track_end(depth, free_all)
+// closes the innermost (depth must match), freeing every handle wrapped inside it when free_all.
+void set_error_factory(const Napi::Function& f);
+size_t track_begin();
+// A wrapper being finalised leaves its tracking slot (called by ~JsTensor).
+void untrack(JsTensor* w);
+void track_end(size_t depth, bool free_all);
 Napi::Value wrap_opt(Napi::Env env, const std::optional<Tensor>& t);  // none -> null
 Napi::Value wrap_list(Napi::Env env, std::initializer_list<Napi::Value> vals);
 

@@ -189,6 +189,18 @@ static const Backend& graph_backend() {
   return b;
 }
 
+VITRIM_OP(setErrorFactory) {
+  VITRIM_CHECK(info[0].IsFunction(), Argument, "setErrorFactory: factory must be a function");
+  set_error_factory(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+VITRIM_OP(cpuAllocFaults) { return Napi::Number::New(info.Env(), (double)cpu_alloc_faults(arg_int(info, 0, "n"))); }
+VITRIM_OP(trackBegin) { return Napi::Number::New(info.Env(), (double)track_begin()); }
+VITRIM_OP(trackEnd) {
+  track_end((size_t)arg_int(info, 0, "scope"), arg_bool(info, 1, "free"));
+  return info.Env().Undefined();
+}
+
 VITRIM_OP(graphBegin) {
   graph_backend().capture_begin();
   return info.Env().Undefined();

@@ -33,7 +33,10 @@ bool JsTensor::is(Napi::Value v) {
 }
 
 JsTensor::JsTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsTensor>(info) {}
-JsTensor::~JsTensor() { t.reset(); }
+JsTensor::~JsTensor() {
+  if (track_slot != kUntracked) untrack(this);
+  t.reset();
+}
 
 #define WRAP_BODY(body)                        \
   try {                                        \

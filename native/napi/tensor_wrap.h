@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <cstdint>
 #include <optional>
 
 #include "vitrim/tensor.h"
@@ -18,6 +19,9 @@ class JsTensor : public Napi::ObjectWrap<JsTensor> {
   ~JsTensor() override;
 
   std::optional<Tensor> t;
+  // Its index in the open tracking scopes' list (common.cpp's wrap / track_end), or kUntracked.
+  static constexpr size_t kUntracked = SIZE_MAX;
+  size_t track_slot = kUntracked;
 
  private:
   Napi::Value shape(const Napi::CallbackInfo& info);

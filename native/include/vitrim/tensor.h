@@ -153,6 +153,9 @@ struct MemoryStats {
   int64_t host_pinned_bytes = 0;  // page-locked host memory kept for uploads (cuda)
 };
 MemoryStats memory_stats(Device d);
+// Test hook: counts CPU tensor allocations; fail_from > 0 makes the fail_from-th one from now on and
+// every later one fail (ErrorKind::Memory), 0 disarms. Returns the count since the previous call.
+int64_t cpu_alloc_faults(int64_t fail_from);
 // Returns cached (free) CPU blocks to the system (the CUDA cache: Backend::empty_cache).
 void empty_cache();
 
