@@ -7,7 +7,9 @@
 // the GC collects its graph when backward() was never called, by design.)
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, ops, tensor, Tensor, type DType } from '../lib/index.js';
+import { ArgumentError, memory, ops, tensor, tidy, Tensor, type DType } from '../lib/index.js';
+import { MemoryError } from '../lib/errors.js';
+import { native } from '../lib/native.js';
 import { expectThrowsLike, isTypedError } from './fuzz-helpers.js';
 import { RUN_SEED } from './helpers.js';
 
@@ -124,17 +126,23 @@ const show = (d: D): string => {
   }
 };
 
-/** Calls op; then backward through the sum of each float output that requires grad. Throws only a typed VitrimError. */
+/**
+ * Calls op; then backward through the sum of each float output that has a graph (an op's output has
+ * a gradFn, not requiresGrad, which is a leaf's). Throws only a typed VitrimError.
+ */
 function run(op: string, args: unknown[]): void {
   const results: Tensor[] = [];
   try {
     const r = (ops as unknown as Record<string, (...a: unknown[]) => unknown>)[op](...args);
     if (r instanceof Tensor) results.push(r);
     else if (r && typeof r === 'object') for (const x of Object.values(r)) if (x instanceof Tensor) results.push(x);
-    for (const y of results) {
+    for (const y of [...results]) {
       y.dataSync();
-      if (y.requiresGrad && y.dtype !== 'int32') {
-        const s = ops.sum(y);
+      if ((y.requiresGrad || y.gradFn) && y.dtype !== 'int32') {
+        // bfloat16 is storage only on the cpu: summed as float32 (backward through the cast)
+        const f = y.dtype === 'bfloat16' ? ops.cast(y, 'float32') : y;
+        if (f !== y) results.push(f);
+        const s = ops.sum(f);
         results.push(s);
         s.backward();
       }
@@ -172,6 +180,58 @@ describe('fuzzing the public ops (cpu), with gradients', () => {
         }),
         { numRuns: RUNS, seed: RUN_SEED + 77 * k },
       );
+    });
+  }
+});
+
+// Out of memory at each allocation of each op's coherent call and its backward in turn (injected:
+// native.cpuAllocFaults(k) fails the k-th CPU allocation on): a MemoryError, and nothing left
+// allocated once the call's tidy scope is closed and the inputs' gradients dropped (a native
+// temporary of a failed composition would be, until the GC).
+describe('ops out of memory at every allocation: typed, nothing left behind', () => {
+  const live = () => memory().find((d) => d.device === 'cpu')!.liveTensors;
+  for (const [k, op] of Object.keys(SPECS).entries()) {
+    const spec = SPECS[op];
+    if (!spec.coherent) continue;
+    it(op, () => {
+      for (const descs of fc.sample(spec.coherent!, { numRuns: 3, seed: RUN_SEED + 31 * k })) {
+        const made: Tensor[] = [];
+        try {
+          const args = descs.map((d) => make(d, made));
+          const once = () => {
+            try {
+              tidy(() => run(op, args));
+            } finally {
+              for (const t of made) {
+                t.grad?.dispose();
+                t.grad = null;
+              }
+            }
+          };
+          const before = live();
+          native.cpuAllocFaults(0);
+          once();
+          const allocs = native.cpuAllocFaults(0);
+          expect(live()).toBe(before);
+          for (let j = 1; j <= allocs; j++) {
+            const what = `ops.${op}(${descs.map(show).join(', ')}) failing from allocation ${j} of ${allocs}`;
+            native.cpuAllocFaults(j);
+            let err: unknown;
+            try {
+              once();
+            } catch (e) {
+              err = e;
+            } finally {
+              native.cpuAllocFaults(0);
+            }
+            expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+            expect(live(), what).toBe(before);
+          }
+        } finally {
+          native.cpuAllocFaults(0);
+          for (const t of made) t.dispose();
+        }
+      }
     });
   }
 });
