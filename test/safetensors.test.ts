@@ -1,8 +1,8 @@
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseSafetensors, readSafetensors, SafetensorsError, serializeSafetensors, writeSafetensors } from '../lib/io/safetensors.js';
+import { parseSafetensors, readSafetensors, SafetensorsError, serializeSafetensors, writeFilesAtomic, writeSafetensors } from '../lib/io/safetensors.js';
 import { ArgumentError } from '../lib/errors.js';
 import { readCheckpoint } from '../lib/io/checkpoint.js';
 import { randn } from './helpers.js';
@@ -188,5 +188,26 @@ describe('safetensors', () => {
     await expect(writeSafetensors(join(dir, 'missing/x.safetensors'), {})).rejects.toThrow(SafetensorsError);
     await expect(readSafetensors(join(dir, 'nope.safetensors'))).rejects.toThrow(/cannot read/);
     expect(() => serializeSafetensors({ a: { dtype: 'F32', shape: [3], data: new Float32Array(2) } })).toThrow(/needs 12 bytes/);
+  });
+
+  it('writes several files as one save: none is replaced unless all were written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vitrim-st-'));
+    const [a, b] = [join(dir, 'a.bin'), join(dir, 'b.bin')];
+    writeFileSync(a, 'old a');
+    writeFileSync(b, 'old b');
+    await writeFilesAtomic([[a, new Uint8Array([1, 2])], [b, new Uint8Array([3])]]);
+    expect([...readFileSync(a)]).toEqual([1, 2]);
+    expect([...readFileSync(b)]).toEqual([3]);
+    // the second cannot be written (its directory is missing): the first target keeps its contents
+    const err = await writeFilesAtomic([[a, new Uint8Array([9])], [join(dir, 'missing', 'c.bin'), new Uint8Array([9])]]).catch((e) => e);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(String(err)).toMatch(/missing\/c\.bin: cannot write/);
+    expect([...readFileSync(a)]).toEqual([1, 2]);
+    expect(readdirSync(dir).sort()).toEqual(['a.bin', 'b.bin']); // no temporary left
+    // a target that cannot be replaced (a directory) after another was: the error says which was
+    mkdirSync(join(dir, 'd.bin'));
+    const err2 = await writeFilesAtomic([[a, new Uint8Array([7])], [join(dir, 'd.bin'), new Uint8Array([7])]]).catch((e) => e);
+    expect(String(err2)).toMatch(/d\.bin: cannot write .*; already replaced: .*a\.bin/);
+    expect(readdirSync(dir).sort()).toEqual(['a.bin', 'b.bin', 'd.bin']);
   });
 });

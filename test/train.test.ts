@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adavitInfer, ArgumentError, data, DisposedError, evaluate, matchedRandom, memory, noGrad, policies, tensor, Trainer, vit, VisionTransformer } from '../lib/index.js';
+import { adavitInfer, ArgumentError, data, DisposedError, IOError, evaluate, matchedRandom, memory, noGrad, policies, tensor, Trainer, vit, VisionTransformer } from '../lib/index.js';
 import { randint, randn, RUN_SEED } from './helpers.js';
 
 describe('training on the procedural data set (CI-sized)', () => {
@@ -62,6 +62,41 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     expect(Array.from(m3.head.weight.dataSync())).toEqual(Array.from(m.head.weight.dataSync()));
     const more = await t3.fit(train, { epochs: 3, batchSize: 32, limit: 2 });
     expect(more.map((r) => r.epoch)).toEqual([3]);
+  });
+
+  it('resume refuses a run directory whose files come from two saves, before restoring anything', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'vitrim-train-'));
+    const cfg = { imgSize: 16, patchSize: 8, inChans: 3, embedDim: 16, depth: 2, numHeads: 2, numClasses: 3 };
+    const m = vit.create(cfg, { seed: RUN_SEED % 1000 });
+    const train = data.shapes({ split: 'train', size: 16, length: 64, seed: 2, numClasses: 3 });
+    const t = new Trainer({ model: m, policy: policies.adavit(m, {}), outDir: out, log: 'silent' });
+    await t.fit(train, { epochs: 1, batchSize: 16, limit: 2 });
+    const oldState = readFileSync(join(out, 'trainer-state.safetensors'));
+    const oldPolicy = readFileSync(join(out, 'policy.safetensors'));
+    await t.fit(train, { epochs: 2, batchSize: 16, limit: 2 });
+    const fresh = () => {
+      const m2 = vit.create(cfg, { seed: RUN_SEED % 1000 + 1 });
+      return { m2, t2: new Trainer({ model: m2, policy: policies.adavit(m2, {}), outDir: out, log: 'silent' }) };
+    };
+    // as a crash between the renames of the second save would leave it: the trainer state of the first
+    writeFileSync(join(out, 'trainer-state.safetensors'), oldState);
+    const { m2, t2 } = fresh();
+    const before = Array.from(m2.head.weight.dataSync());
+    const err = await t2.resume().catch((e) => e);
+    expect(err).toBeInstanceOf(IOError);
+    expect(String(err)).toMatch(/holds files from different saves \(model\.safetensors: step 4 .*trainer-state\.safetensors: step 2 /);
+    expect(Array.from(m2.head.weight.dataSync())).toEqual(before); // nothing restored
+    expect(t2.epoch).toBe(0);
+    // the policy from the first save, the rest from the second: refused too
+    await t.save();
+    writeFileSync(join(out, 'policy.safetensors'), oldPolicy);
+    await expect(fresh().t2.resume()).rejects.toThrow(/policy\.safetensors: step 2 /);
+    // one whole save resumes
+    await t.save();
+    const again = fresh();
+    expect(await again.t2.resume()).toBe(true);
+    expect(again.t2.epoch).toBe(2);
+    expect(Array.from(again.m2.head.weight.dataSync())).toEqual(Array.from(m.head.weight.dataSync()));
   });
 });
 

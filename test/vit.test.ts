@@ -3,7 +3,8 @@ import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, MemoryError, memory, noGrad, ops, tensor, tidy, vit } from '../lib/index.js';
-import { CONFIG_KEY, writeCheckpoint } from '../lib/io/checkpoint.js';
+import { checkpointBytes, CONFIG_KEY } from '../lib/io/checkpoint.js';
+import { writeFileAtomic } from '../lib/io/safetensors.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { expectClose, randn } from './helpers.js';
 
@@ -91,7 +92,7 @@ describe('VisionTransformer save / load', () => {
     const p = join(dir, 'hostile.safetensors');
     const m = vit.create({ ...tinyCfg, depth: 1 }, { seed: 3 });
     // the file's tensors are a depth-1 model, its config metadata asks for a million blocks
-    await writeCheckpoint(p, m.stateDict(), { [CONFIG_KEY]: JSON.stringify({ ...m.config, depth: 1_000_000 }) });
+    await writeFileAtomic(p, checkpointBytes(m.stateDict(), { [CONFIG_KEY]: JSON.stringify({ ...m.config, depth: 1_000_000 }) }));
     m.dispose();
     const live = memory()[0].liveTensors;
     const t0 = performance.now();

@@ -9,7 +9,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ArgumentError } from '../errors.js';
-import { readSafetensors, writeSafetensors, type SafetensorsFile, type StTensorIn } from './safetensors.js';
+import { readSafetensors, serializeSafetensors, type SafetensorsFile, type StTensorIn } from './safetensors.js';
 
 export interface StateEntry {
   shape: number[];
@@ -111,9 +111,9 @@ export async function readCheckpoint(path: string): Promise<{ state: StateDict; 
   return { state: entriesOf(f, path), metadata: f.metadata };
 }
 
-/** Writes a state dict (float32) atomically, with metadata (config JSON under CONFIG_KEY). */
-export async function writeCheckpoint(path: string, state: Iterable<[string, StateEntry]>, metadata: Record<string, string>): Promise<void> {
+/** A state dict (float32) with metadata (config JSON under CONFIG_KEY) as safetensors bytes. */
+export function checkpointBytes(state: Iterable<[string, StateEntry]>, metadata: Record<string, string>): Uint8Array {
   const tensors = new Map<string, StTensorIn>();
   for (const [name, e] of state) tensors.set(name, { dtype: 'F32', shape: e.shape, data: e.data });
-  await writeSafetensors(path, tensors, { format: 'pt', ...metadata });
+  return serializeSafetensors(tensors, { format: 'pt', ...metadata });
 }

@@ -251,27 +251,55 @@ export function serializeSafetensors(tensors: Record<string, StTensorIn> | Map<s
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   if (typeof path !== 'string' || path === '') throw new ArgumentError(`writeFileAtomic: path must be a non-empty string, got ${show(path)}`);
   if (!(bytes instanceof Uint8Array)) throw new ArgumentError(`writeFileAtomic: bytes must be a Uint8Array (or Buffer), got ${show(bytes)}`);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  let fh: Awaited<ReturnType<typeof fsp.open>> | undefined;
+  await writeFilesAtomic([[path, bytes]]);
+}
+
+/**
+ * Writes several files as one save: every file goes to a temporary beside its target first (written,
+ * fsynced); only when all of them are written are they renamed over their targets, in order, so that
+ * a failure while writing (a full disk, say) leaves every target as it was. A crash between two renames
+ * can still leave targets from two saves: a reader that needs them together marks them with one id
+ * (Trainer.save / resume).
+ */
+export async function writeFilesAtomic(files: readonly (readonly [string, Uint8Array])[]): Promise<void> {
+  const staged: { path: string; tmp: string }[] = [];
   try {
-    fh = await fsp.open(tmp, 'wx');
-    await fh.writeFile(bytes);
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fsp.rename(tmp, path);
-  } catch (e) {
-    if (fh) await fh.close().catch(() => {});
-    await fsp.rm(tmp, { force: true }).catch(() => {});
-    throw new SafetensorsError(`${path}: cannot write (${(e as Error).message})`);
+    for (const [path, bytes] of files) {
+      const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+      let fh: Awaited<ReturnType<typeof fsp.open>> | undefined;
+      try {
+        fh = await fsp.open(tmp, 'wx');
+        staged.push({ path, tmp });
+        await fh.writeFile(bytes);
+        await fh.sync();
+      } catch (e) {
+        throw new SafetensorsError(`${path}: cannot write (${(e as Error).message})`);
+      } finally {
+        await fh?.close().catch(() => {});
+      }
+    }
+    for (let i = 0; i < staged.length; i++) {
+      const { path, tmp } = staged[i];
+      try {
+        await fsp.rename(tmp, path);
+      } catch (e) {
+        const done = staged.slice(0, i).map((f) => f.path);
+        throw new SafetensorsError(`${path}: cannot write (${(e as Error).message})${done.length ? `; already replaced: ${done.join(', ')}` : ''}`);
+      }
+      staged[i].tmp = '';
+    }
+  } finally {
+    for (const { tmp } of staged) if (tmp) await fsp.rm(tmp, { force: true }).catch(() => {});
   }
-  // The rename is in the directory's entries: flushed too, so that after a crash the name points at
-  // the new file (the old one is intact either way). Best effort: some file systems refuse it.
-  try {
-    const dir = await fsp.open(dirname(path), 'r');
-    await dir.sync().finally(() => dir.close());
-  } catch {
-    /* EINVAL / EISDIR / EPERM on file systems without directory fsync */
+  // The renames are in the directories' entries: flushed too, so that after a crash the names point at
+  // the new files (the old ones are intact either way). Best effort: some file systems refuse it.
+  for (const dir of new Set(files.map(([path]) => dirname(path)))) {
+    try {
+      const dh = await fsp.open(dir, 'r');
+      await dh.sync().finally(() => dh.close());
+    } catch {
+      /* EINVAL / EISDIR / EPERM on file systems without directory fsync */
+    }
   }
 }
 

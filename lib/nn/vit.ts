@@ -22,7 +22,8 @@ import { totalmem } from 'node:os';
 import { lowOutDtype } from '../autocast.js';
 import { boolOpt, int, optsOf, show } from '../args.js';
 import { ArgumentError, MemoryError } from '../errors.js';
-import { CONFIG_KEY, readCheckpoint, runFile, writeCheckpoint, type StateDict } from '../io/checkpoint.js';
+import { checkpointBytes, CONFIG_KEY, readCheckpoint, runFile, type StateDict } from '../io/checkpoint.js';
+import { writeFileAtomic } from '../io/safetensors.js';
 import * as ops from '../ops/index.js';
 import { full, Tensor, tidy } from '../tensor.js';
 import { truncNormal } from './init.js';
@@ -297,7 +298,12 @@ export class VisionTransformer extends Module {
 
   /** Saves weights (timm names, float32) with the config in the metadata; atomic. */
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
-    await writeCheckpoint(path, this.stateDict(), { ...metadata, [CONFIG_KEY]: JSON.stringify(this.config) });
+    await writeFileAtomic(path, this.checkpointBytes(metadata));
+  }
+
+  /** The bytes save() writes (safetensors), for writing them with other files as one save. */
+  checkpointBytes(metadata: Record<string, string> = {}): Uint8Array {
+    return checkpointBytes(this.stateDict(), { ...metadata, [CONFIG_KEY]: JSON.stringify(this.config) });
   }
 }
 

@@ -33,7 +33,8 @@
 import { autocast, lowOutDtype } from '../autocast.js';
 import { boolOpt, int, num, optsOf, show } from '../args.js';
 import { ArgumentError } from '../errors.js';
-import { readCheckpoint, runFile, writeCheckpoint } from '../io/checkpoint.js';
+import { checkpointBytes, readCheckpoint, runFile } from '../io/checkpoint.js';
+import { writeFileAtomic } from '../io/safetensors.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
 import { Module, Parameter } from '../nn/module.js';
@@ -296,7 +297,12 @@ export class AdaVitPolicy extends Module {
    */
   async save(path: string): Promise<void> {
     if (typeof path !== 'string' || path === '') throw new ArgumentError(`AdaVitPolicy.save: path must be a non-empty string, got ${show(path)}`);
-    await writeCheckpoint(path, this.stateDict(), { [POLICY_KIND_KEY]: this.kind, [POLICY_CONFIG_KEY]: JSON.stringify(this.options()) });
+    await writeFileAtomic(path, this.checkpointBytes());
+  }
+
+  /** The bytes save() writes (safetensors), for writing them with other files as one save. */
+  checkpointBytes(metadata: Record<string, string> = {}): Uint8Array {
+    return checkpointBytes(this.stateDict(), { ...metadata, [POLICY_KIND_KEY]: this.kind, [POLICY_CONFIG_KEY]: JSON.stringify(this.options()) });
   }
 
   /** Policy parameters only (the decision network). */

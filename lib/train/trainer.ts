@@ -23,16 +23,18 @@
  *   'deferred'), so a bad label or index is thrown as its typed error at the next read instead of
  *   costing a sync per op. `trainStep` (the public single step) reads its figures, so it syncs.
  */
+import { randomBytes } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { boolOpt, int, intList, num, optsOf, show } from '../args.js';
-import { ArgumentError, DisposedError } from '../errors.js';
+import { ArgumentError, DisposedError, IOError } from '../errors.js';
 import { noGrad } from '../autograd.js';
 import { batches, checkDataset, type Dataset } from '../data/dataset.js';
 import { adavitInfer } from '../infer/adavit-infer.js';
 import { denseMacs } from '../infer/flops.js';
-import { readCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
+import { checkpointBytes, readCheckpoint } from '../io/checkpoint.js';
+import { writeFilesAtomic } from '../io/safetensors.js';
 import { autocast } from '../autocast.js';
 import { deviceChecks, resolveDevice, setDeviceChecks } from '../backends.js';
 import { native, type Device, type NativeTensor } from '../native.js';
@@ -97,6 +99,9 @@ function freeStats(s: StepStats): void {
   s.correct.free();
   for (const u of Object.values(s.usage ?? {})) u?.free();
 }
+
+/** Metadata key of the id a Trainer.save gives each of its files (resume checks they match). */
+export const SAVE_ID_KEY = 'vitrim.save';
 
 export interface FitOptions {
   epochs: number;
@@ -490,13 +495,19 @@ export class Trainer {
     return evaluate(this.model, this.policy, ds, { ...optsOf(opts, 'evaluate'), device: this.device, precision: this.precision });
   }
 
-  /** Writes model, policy and trainer state to outDir (atomic files). */
+  /**
+   * Writes model, policy and trainer state to outDir as one save: all three are written to temporary
+   * files first and renamed into place only when all are written (a failure while writing leaves the
+   * previous save whole), and each carries the save's id, so that resume() refuses a directory whose
+   * files come from two saves (a crash between the renames).
+   */
   async save(dir = this.opts.outDir): Promise<void> {
     this.alive('save');
     if (!dir) throw new ArgumentError('Trainer.save: no directory (set outDir)');
     mkdirSync(dir, { recursive: true });
-    await this.model.save(join(dir, 'model.safetensors'));
-    if (this.policy) await this.policy.save(join(dir, 'policy.safetensors'));
+    const id = { [SAVE_ID_KEY]: `step ${this.step} (${randomBytes(6).toString('hex')})` };
+    const files: [string, Uint8Array][] = [[join(dir, 'model.safetensors'), this.model.checkpointBytes(id)]];
+    if (this.policy) files.push([join(dir, 'policy.safetensors'), this.policy.checkpointBytes(id)]);
     const state = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const [tag, opt] of [['backbone', this.backboneOpt], ['policy', this.policyOpt]] as const) {
       if (!opt) continue;
@@ -505,23 +516,36 @@ export class Trainer {
         state.set(`${tag}.${name}.v`, { shape: s.shape, data: s.v });
       }
     }
-    await writeCheckpoint(join(dir, 'trainer-state.safetensors'), state, {
+    files.push([join(dir, 'trainer-state.safetensors'), checkpointBytes(state, {
+      ...id,
       'vitrim.trainer': JSON.stringify({ epoch: this.epoch, step: this.step, backboneT: this.backboneOpt?.t ?? 0, policyT: this.policyOpt?.t ?? 0 }),
-    });
+    })]);
+    await writeFilesAtomic(files);
   }
 
-  /** Restores model, policy and optimizer state from outDir. */
+  /**
+   * Restores model, policy and optimizer state from outDir. All files are read and checked to come
+   * from one save before anything is restored (an IOError otherwise; saves made before save ids
+   * existed carry none and are taken as they are).
+   */
   async resume(dir = this.opts.outDir): Promise<boolean> {
     this.alive('resume');
     if (!dir || !existsSync(join(dir, 'trainer-state.safetensors'))) return false;
-    await this.model.load(join(dir, 'model.safetensors'));
-    if (this.policy) this.policy.loadStateDict((await readCheckpoint(join(dir, 'policy.safetensors'))).state);
-    const { state, metadata } = await readCheckpoint(join(dir, 'trainer-state.safetensors'));
-    const meta = JSON.parse(metadata['vitrim.trainer'] ?? '{}');
+    const names = ['model.safetensors', ...(this.policy ? ['policy.safetensors'] : []), 'trainer-state.safetensors'];
+    const read = await Promise.all(names.map((n) => readCheckpoint(join(dir, n))));
+    const ids = read.map((r) => r.metadata[SAVE_ID_KEY]);
+    if (new Set(ids).size > 1) {
+      throw new IOError(`Trainer.resume: ${dir} holds files from different saves (${names.map((n, i) => `${n}: ${ids[i] ?? 'no save id'}`).join(', ')}); `
+        + 'a save was interrupted between writing them. Load the model alone (vit.fromFile) or train from scratch');
+    }
+    const trainer = read[read.length - 1];
+    const meta = JSON.parse(trainer.metadata['vitrim.trainer'] ?? '{}');
+    this.model.loadStateDict(read[0].state);
+    if (this.policy) this.policy.loadStateDict(read[1].state);
     this.epoch = meta.epoch ?? 0;
     this.step = meta.step ?? 0;
-    if (this.backboneOpt) this.backboneOpt.loadStateByName('backbone', this.model.namedParameters(), state, meta.backboneT ?? 0);
-    if (this.policyOpt && this.policy) this.policyOpt.loadStateByName('policy', this.policy.namedParameters(), state, meta.policyT ?? 0);
+    if (this.backboneOpt) this.backboneOpt.loadStateByName('backbone', this.model.namedParameters(), trainer.state, meta.backboneT ?? 0);
+    if (this.policyOpt && this.policy) this.policyOpt.loadStateByName('policy', this.policy.namedParameters(), trainer.state, meta.policyT ?? 0);
     return true;
   }
 
