@@ -91,10 +91,15 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     await t.save();
     writeFileSync(join(out, 'policy.safetensors'), oldPolicy);
     await expect(fresh().t2.resume()).rejects.toThrow(/policy\.safetensors: step 2 /);
+    // ... and so does loading the run as vitrim eval does (model, then its policy)
+    const loaded = await vit.fromFile(out);
+    await expect(policies.fromFile(loaded, out)).rejects.toThrow(/policy\.safetensors \(step 2 .*\) and model\.safetensors \(step 4 .*\) come from different saves/);
+    await expect(policies.fromFile(loaded, join(out, 'policy.safetensors'))).resolves.toBeDefined(); // a file named alone: the user's choice
     // one whole save resumes
     await t.save();
     const again = fresh();
     expect(await again.t2.resume()).toBe(true);
+    await expect(policies.fromFile(loaded, out)).resolves.toBeDefined();
     expect(again.t2.epoch).toBe(2);
     expect(Array.from(again.m2.head.weight.dataSync())).toEqual(Array.from(m.head.weight.dataSync()));
   });

@@ -6,7 +6,7 @@
  *   to timm names, q/k/v concatenated into `attn.qkv`.
  * Floating dtypes (F32, F16, BF16, F64) are converted to float32.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, promises as fsp, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ArgumentError } from '../errors.js';
 import { readSafetensors, serializeSafetensors, type SafetensorsFile, type StTensorIn } from './safetensors.js';
@@ -116,4 +116,30 @@ export function checkpointBytes(state: Iterable<[string, StateEntry]>, metadata:
   const tensors = new Map<string, StTensorIn>();
   for (const [name, e] of state) tensors.set(name, { dtype: 'F32', shape: e.shape, data: e.data });
   return serializeSafetensors(tensors, { format: 'pt', ...metadata });
+}
+
+/** Metadata key of the id a Trainer.save gives each file of one save (resume and policies.fromFile check them). */
+export const SAVE_ID_KEY = 'vitrim.save';
+
+/**
+ * The save id in a checkpoint's metadata, read from its header alone (not its tensors); undefined
+ * where there is none or the file cannot be read as one (its own load reports that).
+ */
+export async function saveIdOf(path: string): Promise<string | undefined> {
+  let fh: Awaited<ReturnType<typeof fsp.open>> | undefined;
+  try {
+    fh = await fsp.open(path, 'r');
+    const len = Buffer.alloc(8);
+    if ((await fh.read(len, 0, 8, 0)).bytesRead !== 8) return undefined;
+    const n = Number(len.readBigUInt64LE(0));
+    if (n < 2 || n > (1 << 24)) return undefined;
+    const head = Buffer.alloc(n);
+    if ((await fh.read(head, 0, n, 8)).bytesRead !== n) return undefined;
+    const id = (JSON.parse(head.toString('utf8')) as { __metadata__?: Record<string, unknown> }).__metadata__?.[SAVE_ID_KEY];
+    return typeof id === 'string' ? id : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await fh?.close().catch(() => {});
+  }
 }

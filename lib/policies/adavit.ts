@@ -30,10 +30,11 @@
  * decision network (its gate linears, tiny) and the sampling run in float32, so a decision never
  * depends on the bfloat16 rounding of its own gate logits.
  */
+import { join } from 'node:path';
 import { autocast, lowOutDtype } from '../autocast.js';
 import { boolOpt, int, num, optsOf, show } from '../args.js';
-import { ArgumentError } from '../errors.js';
-import { checkpointBytes, readCheckpoint, runFile } from '../io/checkpoint.js';
+import { ArgumentError, IOError } from '../errors.js';
+import { checkpointBytes, readCheckpoint, runFile, SAVE_ID_KEY, saveIdOf } from '../io/checkpoint.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import * as ops from '../ops/index.js';
 import { Linear } from '../nn/layers.js';
@@ -337,6 +338,15 @@ export async function fromFile(model: VisionTransformer, path: string, over?: Ad
   const extra = optsOf(over, 'policies.fromFile');
   const file = runFile(path, 'policy.safetensors');
   const { state, metadata } = await readCheckpoint(file);
+  if (file !== path) {
+    // a run directory: its model and policy must come from one Trainer.save (a crash between the
+    // renames of a save leaves one of each; vit.fromFile(dir) would then have loaded the other)
+    const mine = metadata[SAVE_ID_KEY];
+    const model = await saveIdOf(join(path, 'model.safetensors'));
+    if (mine !== undefined && model !== undefined && mine !== model) {
+      throw new IOError(`${path}: policy.safetensors (${mine}) and model.safetensors (${model}) come from different saves: a save was interrupted`);
+    }
+  }
   const kind = metadata[POLICY_KIND_KEY];
   if (kind !== 'adavit') {
     throw new ArgumentError(`${file}: not an AdaViT policy file (its '${POLICY_KIND_KEY}' metadata is ${kind === undefined ? 'missing' : JSON.stringify(kind)})`);

@@ -33,7 +33,7 @@ import { noGrad } from '../autograd.js';
 import { batches, checkDataset, type Dataset } from '../data/dataset.js';
 import { adavitInfer } from '../infer/adavit-infer.js';
 import { denseMacs } from '../infer/flops.js';
-import { checkpointBytes, readCheckpoint } from '../io/checkpoint.js';
+import { checkpointBytes, readCheckpoint, SAVE_ID_KEY } from '../io/checkpoint.js';
 import { writeFilesAtomic } from '../io/safetensors.js';
 import { autocast } from '../autocast.js';
 import { deviceChecks, resolveDevice, setDeviceChecks } from '../backends.js';
@@ -99,9 +99,6 @@ function freeStats(s: StepStats): void {
   s.correct.free();
   for (const u of Object.values(s.usage ?? {})) u?.free();
 }
-
-/** Metadata key of the id a Trainer.save gives each of its files (resume checks they match). */
-export const SAVE_ID_KEY = 'vitrim.save';
 
 export interface FitOptions {
   epochs: number;
