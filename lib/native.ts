@@ -102,6 +102,23 @@ export interface Addon {
    * that synchronises: a read, synchronize(), a copy to the cpu). Graph replays always defer.
    */
   setDeviceChecks(mode: 'immediate' | 'deferred'): void;
+  /** Sets the function that makes the error objects native failures throw (lib/errors.ts's nativeError). */
+  setErrorFactory(factory: (code: string, message: string) => Error): void;
+  /**
+   * Tracking scopes: every handle made while one is open (by any op, reshape included) is recorded.
+   * trackBegin() opens one and returns its depth; trackEnd(depth, free) closes the innermost (depth
+   * must match, else ERR_VITRIM_ARGUMENT) and, when `free`, frees every handle made inside it, so that
+   * a composition of native calls that throws midway (a backward node out of device memory) leaves
+   * nothing to the GC. Open one only around synchronous code, and always close it (try/finally).
+   */
+  trackBegin(): number;
+  trackEnd(scope: number, free: boolean): void;
+  /**
+   * Test hook (fault injection): `n` > 0 makes the n-th CPU tensor allocation from now and every
+   * later one fail with ERR_VITRIM_MEMORY; 0 disarms. Returns the CPU allocations counted since the
+   * previous call (so: call with 0, run, call with 0 again to count a run's allocations).
+   */
+  cpuAllocFaults(n: number): number;
   /**
    * CUDA graphs. graphBegin() starts recording the ops issued next (they are recorded, not run);
    * graphEnd() instantiates them and returns a graph id; graphReplay(id) re-runs the recorded work
@@ -111,23 +128,6 @@ export interface Addon {
    * (idempotent). graphStats(id) says what a replay runs: the graph's nodes and, of those, its
    * kernels (launches). All of them need the cuda backend (ERR_VITRIM_DEVICE otherwise).
    */
-  /**
-   * Tracking scopes: every handle made while one is open (by any op, reshape included) is recorded.
-   * trackBegin() opens one and returns its depth; trackEnd(depth, free) closes the innermost (depth
-   * must match, else ERR_VITRIM_ARGUMENT) and, when `free`, frees every handle made inside it, so that
-   * a composition of native calls that throws midway (a backward node out of device memory) leaves
-   * nothing to the GC. Open one only around synchronous code, and always close it (try/finally).
-   */
-  /** Sets the function that makes the error objects native failures throw (lib/errors.ts's nativeError). */
-  setErrorFactory(factory: (code: string, message: string) => Error): void;
-  trackBegin(): number;
-  trackEnd(scope: number, free: boolean): void;
-  /**
-   * Test hook (fault injection): `n` > 0 makes the n-th CPU tensor allocation from now and every
-   * later one fail with ERR_VITRIM_MEMORY; 0 disarms. Returns the CPU allocations counted since the
-   * previous call (so: call with 0, run, call with 0 again to count a run's allocations).
-   */
-  cpuAllocFaults(n: number): number;
   graphBegin(): void;
   graphEnd(): number;
   graphAbort(): void;

@@ -7,8 +7,10 @@
  * - Evaluation: accuracy, usage of each gated unit, MACs per image from the decisions actually taken
  *   and measured images/s (policy models run the packed inference that really skips work).
  * - Checkpoints in `outDir`: model.safetensors (timm names + config; loadable by vit.fromFile),
- *   policy.safetensors, trainer-state.safetensors (optimizer moments, epoch, step, RNG state in the
- *   metadata). All written atomically; `resume: true` continues from them.
+ *   policy.safetensors, trainer-state.safetensors (optimizer moments; epoch, step and the optimizers'
+ *   step counts in the metadata: no RNG state is needed, the shuffle is keyed by the epoch and the
+ *   policy's sampling noise by the step). Written as one save (all files, then all renames; each carries the save's id, which
+ *   resume checks); `resume: true` continues from them.
  * - Progress: a progress bar on a terminal, plain log lines otherwise; metrics as JSONL.
  * - Device: `device` ('cpu' | 'cuda' | 'auto'; default: where the model already is, cpu for a new
  *   one) — the model, policy and teacher are moved there in place and every batch is uploaded there.
