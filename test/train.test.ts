@@ -76,9 +76,16 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     await straight.t.fit(train, { epochs: 3, batchSize: 16, limit: 3 });
     const dir = mkdtempSync(join(tmpdir(), 'vitrim-train-'));
     await mk(dir).t.fit(train, { epochs: 1, batchSize: 16, limit: 3 });
+    // as a crash during the second epoch's save leaves it: its line logged, a torn line after it
+    const metrics = join(dir, 'metrics.jsonl');
+    writeFileSync(metrics, `${readFileSync(metrics, 'utf8')}{"epoch":2,"step":6,"trainLoss":1}\n{"epoch":3,"st`);
     const resumed = mk(dir);
     await resumed.t.fit(train, { epochs: 3, batchSize: 16, limit: 3, resume: true });
     expect(resumed.t.step).toBe(9);
+    // one line per epoch: the stale second-epoch line and the torn one were dropped by the resume
+    const lines = readFileSync(metrics, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => [l.epoch, l.step])).toEqual([[1, 3], [2, 6], [3, 9]]);
+    expect(lines[1].trainLoss).not.toBe(1);
     const bits = (x: { m: VisionTransformer; p: { stateDict(): Map<string, { data: Float32Array }> } }) =>
       [...x.m.stateDict(), ...x.p.stateDict()].map(([k, e]) => [k, Array.from(e.data)]);
     expect(bits(resumed)).toEqual(bits(straight));

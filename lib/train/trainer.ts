@@ -26,7 +26,7 @@
  *   costing a sync per op. `trainStep` (the public single step) reads its figures, so it syncs.
  */
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { boolOpt, int, intList, num, optsOf, show } from '../args.js';
@@ -36,7 +36,7 @@ import { batches, checkDataset, type Dataset } from '../data/dataset.js';
 import { adavitInfer } from '../infer/adavit-infer.js';
 import { denseMacs } from '../infer/flops.js';
 import { checkpointBytes, readCheckpoint, SAVE_ID_KEY } from '../io/checkpoint.js';
-import { writeFilesAtomic } from '../io/safetensors.js';
+import { writeFileAtomic, writeFilesAtomic } from '../io/safetensors.js';
 import { autocast } from '../autocast.js';
 import { deviceChecks, resolveDevice, setDeviceChecks } from '../backends.js';
 import { native, type Device, type NativeTensor } from '../native.js';
@@ -144,6 +144,25 @@ export interface EpochRecord {
   usage?: { patch: number | null; head: number | null; block: number | null };
   eval?: EvalResult;
   seconds: number;
+}
+
+/**
+ * Drops the lines of a run's metrics.jsonl past `epoch` (and a torn last line): the epochs after the
+ * save a run resumes from are trained again and logged again, and their first lines would otherwise
+ * stay beside the second (an epoch logged, then a crash before or during its save). Atomic rewrite.
+ */
+async function trimMetrics(path: string, epoch: number): Promise<void> {
+  if (!existsSync(path)) return;
+  const lines = readFileSync(path, 'utf8').split('\n').filter((l) => l !== '');
+  const kept = lines.filter((l) => {
+    try {
+      const e = (JSON.parse(l) as { epoch?: unknown }).epoch;
+      return typeof e === 'number' && e <= epoch;
+    } catch {
+      return false;
+    }
+  });
+  if (kept.length !== lines.length) await writeFileAtomic(path, new TextEncoder().encode(kept.map((l) => `${l}\n`).join('')));
 }
 
 /**
@@ -538,13 +557,19 @@ export class Trainer {
         + 'a save was interrupted between writing them. Load the model alone (vit.fromFile) or train from scratch');
     }
     const trainer = read[read.length - 1];
-    const meta = JSON.parse(trainer.metadata['vitrim.trainer'] ?? '{}');
+    let meta: { epoch?: number; step?: number; backboneT?: number; policyT?: number };
+    try {
+      meta = JSON.parse(trainer.metadata['vitrim.trainer'] ?? '{}');
+    } catch {
+      throw new IOError(`Trainer.resume: ${join(dir, 'trainer-state.safetensors')}: its vitrim.trainer metadata is not valid JSON`);
+    }
     this.model.loadStateDict(read[0].state);
     if (this.policy) this.policy.loadStateDict(read[1].state);
     this.epoch = meta.epoch ?? 0;
     this.step = meta.step ?? 0;
     if (this.backboneOpt) this.backboneOpt.loadStateByName('backbone', this.model.namedParameters(), trainer.state, meta.backboneT ?? 0);
     if (this.policyOpt && this.policy) this.policyOpt.loadStateByName('policy', this.policy.namedParameters(), trainer.state, meta.policyT ?? 0);
+    if (dir === this.opts.outDir) await trimMetrics(join(dir, 'metrics.jsonl'), this.epoch);
     return true;
   }
 
