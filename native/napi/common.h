@@ -28,9 +28,11 @@ struct OpRegistrar {
 
 // The JS error for a C++ exception: message, and `code` ERR_VITRIM_<kind> (a vitrim::Error's kind,
 // MEMORY for bad_alloc, INTERNAL otherwise). throw_js makes it the pending JS exception (called from
-// the catch blocks); promises reject with js_error.
+// the catch blocks); promises reject with js_error. Made by the JS factory set_error_factory gave
+// (lib/errors.ts's typed classes) once one is set.
 Napi::Error js_error(Napi::Env env, const std::exception& e);
 void throw_js(Napi::Env env, const std::exception& e);
+void set_error_factory(const Napi::Function& f);
 // Report the change in native bytes since the last call to V8 (napi_adjust_external_memory).
 void sync_external_memory(Napi::Env env);
 
@@ -90,11 +92,10 @@ DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* what);
 Napi::Value wrap(Napi::Env env, const Tensor& t);
 // Tracking scopes over wrap(): track_begin() opens one and returns its depth; track_end(depth, free_all)
 // closes the innermost (depth must match), freeing every handle wrapped inside it when free_all.
-void set_error_factory(const Napi::Function& f);
 size_t track_begin();
+void track_end(size_t depth, bool free_all);
 // A wrapper being finalised leaves its tracking slot (called by ~JsTensor).
 void untrack(JsTensor* w);
-void track_end(size_t depth, bool free_all);
 Napi::Value wrap_opt(Napi::Env env, const std::optional<Tensor>& t);  // none -> null
 Napi::Value wrap_list(Napi::Env env, std::initializer_list<Napi::Value> vals);
 
