@@ -14,20 +14,25 @@ std::vector<OpEntry>& op_registry() {
   return r;
 }
 
-// The JS function that makes an error object from (code, message): lib/errors.ts's typed classes, so
-// that an error reaching the user from any native call is a MemoryError, ShapeError, ... (set once
-// at load by setErrorFactory; until then, and if it fails, a plain Error carrying the code).
-// (Never destroyed, as JsTensor::ctor: a static's destructor would run after the env is gone.)
-static Napi::FunctionReference* g_error_factory = nullptr;
+EnvData& env_data(Napi::Env env) {
+  EnvData* d = env.GetInstanceData<EnvData>();
+  if (d == nullptr) {
+    d = new EnvData();
+    env.SetInstanceData<EnvData>(d);  // deleted with the env
+  }
+  return *d;
+}
 
 Napi::Error js_error(Napi::Env env, const std::exception& e) {
   const char* code = "ERR_VITRIM_INTERNAL";
   if (auto* ve = dynamic_cast<const vitrim::Error*>(&e)) code = error_code(ve->kind());
   else if (dynamic_cast<const std::bad_alloc*>(&e)) code = "ERR_VITRIM_MEMORY";
-  if (g_error_factory != nullptr) {
+  // made by the env's error factory (lib/errors.ts's typed classes) once native.setErrorFactory set
+  // it; until then, and if it fails, a plain Error carrying the code
+  if (const EnvData* d = env.GetInstanceData<EnvData>(); d != nullptr && !d->error_factory.IsEmpty()) {
     napi_value args[2] = {Napi::String::New(env, code), Napi::String::New(env, e.what())};
     napi_value made = nullptr;
-    if (napi_call_function(env, env.Undefined(), g_error_factory->Value(), 2, args, &made) == napi_ok && made != nullptr &&
+    if (napi_call_function(env, env.Undefined(), d->error_factory.Value(), 2, args, &made) == napi_ok && made != nullptr &&
         Napi::Value(env, made).IsObject())
       return Napi::Error(env, made);
     bool pending = false;
@@ -39,11 +44,6 @@ Napi::Error js_error(Napi::Env env, const std::exception& e) {
   Napi::Error err = Napi::Error::New(env, e.what());
   err.Set("code", Napi::String::New(env, code));
   return err;
-}
-
-void set_error_factory(const Napi::Function& f) {
-  if (g_error_factory == nullptr) g_error_factory = new Napi::FunctionReference();
-  *g_error_factory = Napi::Persistent(f);
 }
 
 void throw_js(Napi::Env env, const std::exception& e) { js_error(env, e).ThrowAsJavaScriptException(); }
@@ -214,7 +214,7 @@ static thread_local std::vector<JsTensor*> tracked;
 static thread_local std::vector<size_t> track_marks;
 
 Napi::Value wrap(Napi::Env env, const Tensor& t) {
-  Napi::Object o = JsTensor::ctor->New({});
+  Napi::Object o = env_data(env).tensor_ctor.New({});
   JsTensor* w = JsTensor::Unwrap(o);
   w->t = t;
   if (!track_marks.empty()) {

@@ -16,6 +16,16 @@ namespace vitrim::napi {
 
 class JsTensor;
 
+// What each env (the main thread, each worker thread) keeps of its own: the NativeTensor class that
+// wrap() instantiates and is() checks against, and the function errors are made with (lib/errors.ts).
+// An env's references are valid in that env only: a process-wide copy would hand the main thread a
+// class from a worker's env (and break it once that worker ended).
+struct EnvData {
+  Napi::FunctionReference tensor_ctor;
+  Napi::FunctionReference error_factory;
+};
+EnvData& env_data(Napi::Env env);
+
 using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
 struct OpEntry {
   const char* name;
@@ -28,11 +38,10 @@ struct OpRegistrar {
 
 // The JS error for a C++ exception: message, and `code` ERR_VITRIM_<kind> (a vitrim::Error's kind,
 // MEMORY for bad_alloc, INTERNAL otherwise). throw_js makes it the pending JS exception (called from
-// the catch blocks); promises reject with js_error. Made by the JS factory set_error_factory gave
-// (lib/errors.ts's typed classes) once one is set.
+// the catch blocks); promises reject with js_error. Made by the env's error factory (EnvData;
+// lib/errors.ts's typed classes) once native.setErrorFactory set one.
 Napi::Error js_error(Napi::Env env, const std::exception& e);
 void throw_js(Napi::Env env, const std::exception& e);
-void set_error_factory(const Napi::Function& f);
 // Report the change in native bytes since the last call to V8 (napi_adjust_external_memory).
 void sync_external_memory(Napi::Env env);
 

@@ -191,7 +191,7 @@ static const Backend& graph_backend() {
 
 VITRIM_OP(setErrorFactory) {
   VITRIM_CHECK(info[0].IsFunction(), Argument, "setErrorFactory: factory must be a function");
-  set_error_factory(info[0].As<Napi::Function>());
+  env_data(info.Env()).error_factory = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
 }
 VITRIM_OP(cpuAllocFaults) { return Napi::Number::New(info.Env(), (double)cpu_alloc_faults(arg_int(info, 0, "n"))); }

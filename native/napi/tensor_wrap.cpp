@@ -7,8 +7,6 @@
 
 namespace vitrim::napi {
 
-Napi::FunctionReference* JsTensor::ctor = nullptr;
-
 Napi::Function JsTensor::define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeTensor",
                                  {
@@ -23,13 +21,14 @@ Napi::Function JsTensor::define(Napi::Env env) {
                                      InstanceMethod<&JsTensor::reshape>("reshape"),
                                      InstanceMethod<&JsTensor::same_storage>("sameStorage"),
                                  });
-  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  env_data(env).tensor_ctor = Napi::Persistent(f);
   return f;
 }
 
 bool JsTensor::is(Napi::Value v) {
-  if (!v.IsObject() || ctor == nullptr) return false;
-  return v.As<Napi::Object>().InstanceOf(ctor->Value());
+  if (!v.IsObject()) return false;
+  const EnvData* d = v.Env().GetInstanceData<EnvData>();
+  return d != nullptr && !d->tensor_ctor.IsEmpty() && v.As<Napi::Object>().InstanceOf(d->tensor_ctor.Value());
 }
 
 JsTensor::JsTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsTensor>(info) {}

@@ -13,7 +13,6 @@ namespace vitrim::napi {
 class JsTensor : public Napi::ObjectWrap<JsTensor> {
  public:
   static Napi::Function define(Napi::Env env);
-  static Napi::FunctionReference* ctor;
   static bool is(Napi::Value v);
   explicit JsTensor(const Napi::CallbackInfo& info);
   ~JsTensor() override;
