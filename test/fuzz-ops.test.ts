@@ -9,9 +9,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, memory, ops, tensor, tidy, Tensor, type DType } from '../lib/index.js';
 import { MemoryError } from '../lib/errors.js';
-import { native } from '../lib/native.js';
 import { expectThrowsLike, isTypedError } from './fuzz-helpers.js';
 import { RUN_SEED } from './helpers.js';
+import { eachAllocFailing } from './oom-helpers.js';
 
 const RUNS = Number(process.env.VITRIM_FUZZ_RUNS ?? 200);
 
@@ -193,7 +193,7 @@ describe('ops out of memory at every allocation: typed, nothing left behind', ()
   for (const [k, op] of Object.keys(SPECS).entries()) {
     const spec = SPECS[op];
     if (!spec.coherent) continue;
-    it(op, () => {
+    it(op, async () => {
       for (const descs of fc.sample(spec.coherent!, { numRuns: 3, seed: RUN_SEED + 31 * k })) {
         const made: Tensor[] = [];
         try {
@@ -209,26 +209,15 @@ describe('ops out of memory at every allocation: typed, nothing left behind', ()
             }
           };
           const before = live();
-          native.cpuAllocFaults(0);
-          once();
-          const allocs = native.cpuAllocFaults(0);
-          expect(live()).toBe(before);
-          for (let j = 1; j <= allocs; j++) {
-            const what = `ops.${op}(${descs.map(show).join(', ')}) failing from allocation ${j} of ${allocs}`;
-            native.cpuAllocFaults(j);
-            let err: unknown;
-            try {
-              once();
-            } catch (e) {
-              err = e;
-            } finally {
-              native.cpuAllocFaults(0);
-            }
-            expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
-            expect(live(), what).toBe(before);
-          }
+          await eachAllocFailing(once, {
+            plain: () => expect(live()).toBe(before),
+            failed: (err, at) => {
+              const what = `ops.${op}(${descs.map(show).join(', ')}) ${at}`;
+              expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+              expect(live(), what).toBe(before);
+            },
+          });
         } finally {
-          native.cpuAllocFaults(0);
           for (const t of made) t.dispose();
         }
       }

@@ -6,10 +6,11 @@
 // allocations in turn: a memory limit only ever fails the allocations that set a new peak, which
 // leaves most of a backward pass untested (test/cuda/oom.test.ts runs the emulated device by size).
 import { afterEach, expect, it } from 'vitest';
-import { adavitInfer, data, evaluate, memory, noGrad, ops, policies, tensor, tidy, Trainer, vit, type EvalResult, type Tensor } from '../lib/index.js';
+import { adavitInfer, data, evaluate, memory, noGrad, ops, policies, tensor, Trainer, vit, type EvalResult, type Tensor } from '../lib/index.js';
 import { MemoryError } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { RUN_SEED, randn } from './helpers.js';
+import { eachAllocFailing, readAndDispose, stepValues } from './oom-helpers.js';
 
 const live = () => memory().find((d) => d.device === 'cpu')!.liveTensors;
 
@@ -17,7 +18,7 @@ afterEach(() => {
   native.cpuAllocFaults(0);
 });
 
-it('every allocation of every entry point can fail: typed, nothing left allocated, the next call unchanged', () => {
+it('every allocation of every entry point can fail: typed, nothing left allocated, the next call unchanged', async () => {
   const m = vit.create({ imgSize: 16, patchSize: 8, embedDim: 32, depth: 2, numHeads: 2, numClasses: 3 }, { seed: RUN_SEED % 1000 });
   const p = policies.adavit(m, {});
   const B = 4;
@@ -25,32 +26,8 @@ it('every allocation of every entry point can fail: typed, nothing left allocate
   const x = tensor(xd, [B, 3, 16, 16]);
   const yd = Int32Array.from({ length: B }, (_, i) => i % 3);
   const y = tensor(yd, [B]);
-  const read = (t: Tensor) => {
-    const v = Array.from(t.dataSync());
-    t.dispose();
-    return v;
-  };
-  const clearGrads = () => {
-    for (const q of [...m.parameters(), ...p.parameters()]) {
-      q.grad?.dispose();
-      q.grad = null;
-    }
-  };
-  // a training step's forward and backward; the gradients read, then dropped (what a failed backward
-  // accumulated into .grad is the caller's, as in PyTorch: dropped here too)
-  const step = (loss: () => Tensor) => {
-    try {
-      const l = tidy(() => {
-        const t = loss();
-        t.backward();
-        return t;
-      });
-      const grads = [...m.parameters(), ...p.parameters()].flatMap((q) => (q.grad ? Array.from(q.grad.dataSync().subarray(0, 4)) : []));
-      return [...read(l), ...grads];
-    } finally {
-      clearGrads();
-    }
-  };
+  const read = readAndDispose;
+  const step = (loss: () => Tensor) => stepValues([...m.parameters(), ...p.parameters()], loss);
   const ds = data.shapes({ split: 'test', size: 16, length: 5, numClasses: 3, seed: RUN_SEED % 1000 });
   const figures = (r: EvalResult) => [r.accuracy, r.loss, r.count, r.macs, r.kept?.patch ?? -1, r.kept?.head ?? -1, r.kept?.block ?? -1];
   const cases: [string, () => number[]][] = [
@@ -66,31 +43,26 @@ it('every allocation of every entry point can fail: typed, nothing left allocate
   let points = 0;
   for (const [name, run] of cases) {
     const before = live();
-    native.cpuAllocFaults(0);
-    const want = run();
-    const allocs = native.cpuAllocFaults(0);
-    expect(live(), `${name}: a plain run`).toBe(before);
-    expect(allocs, name).toBeGreaterThan(3);
-    for (let k = 1; k <= allocs; k++) {
-      const what = `${name}, failing from allocation ${k} of ${allocs} (seed ${RUN_SEED})`;
-      native.cpuAllocFaults(k);
-      let err: unknown;
-      try {
-        run();
-      } catch (e) {
-        err = e;
-      }
-      native.cpuAllocFaults(0);
-      expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
-      expect(live(), what).toBe(before);
-      points++;
-    }
+    let want: number[] = [];
+    const allocs = await eachAllocFailing(run, {
+      plain: (result, n) => {
+        want = result;
+        expect(live(), `${name}: a plain run`).toBe(before);
+        expect(n, name).toBeGreaterThan(3);
+      },
+      failed: (err, at) => {
+        const what = `${name}, ${at}`;
+        expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+        expect(live(), what).toBe(before);
+        points++;
+      },
+    });
     expect(run(), `${name}: after ${allocs} failures`).toEqual(want);
   }
   expect(points).toBeGreaterThan(100);
 });
 
-it("a Trainer step that fails at any allocation leaves nothing allocated and zero gradients; the next step runs", () => {
+it("a Trainer step that fails at any allocation leaves nothing allocated and zero gradients; the next step runs", async () => {
   const m = vit.create({ imgSize: 16, patchSize: 8, embedDim: 32, depth: 2, numHeads: 2, numClasses: 3 }, { seed: RUN_SEED % 1000 });
   const p = policies.adavit(m, {});
   const tr = new Trainer({ model: m, policy: p, optimizer: { lr: 1e-3 }, clipGrad: 1 });
@@ -99,24 +71,15 @@ it("a Trainer step that fails at any allocation leaves nothing allocated and zer
   const lab = Int32Array.from({ length: B }, (_, i) => (i * 2) % 3);
   tr.trainStep(img, lab, [3, 16, 16]); // the optimizer's moments exist from here on
   const before = live();
-  native.cpuAllocFaults(0);
-  tr.trainStep(img, lab, [3, 16, 16]);
-  const allocs = native.cpuAllocFaults(0);
-  expect(live()).toBe(before);
-  for (let k = 1; k <= allocs; k++) {
-    const what = `trainStep failing from allocation ${k} of ${allocs} (seed ${RUN_SEED})`;
-    native.cpuAllocFaults(k);
-    let err: unknown;
-    try {
-      tr.trainStep(img, lab, [3, 16, 16]);
-    } catch (e) {
-      err = e;
-    }
-    native.cpuAllocFaults(0);
-    expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
-    expect(live(), what).toBe(before);
-    for (const q of [...m.parameters(), ...p.parameters()]) if (q.grad) expect(Array.from(q.grad.dataSync()).every((v) => v === 0), what).toBe(true);
-  }
+  await eachAllocFailing(() => tr.trainStep(img, lab, [3, 16, 16]), {
+    plain: () => expect(live()).toBe(before),
+    failed: (err, at) => {
+      const what = `trainStep ${at}`;
+      expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+      expect(live(), what).toBe(before);
+      for (const q of [...m.parameters(), ...p.parameters()]) if (q.grad) expect(Array.from(q.grad.dataSync()).every((v) => v === 0), what).toBe(true);
+    },
+  });
   const r = tr.trainStep(img, lab, [3, 16, 16]);
   expect(Number.isFinite(r.loss)).toBe(true);
   expect(live()).toBe(before);
@@ -138,24 +101,17 @@ it('Trainer.fit with distillation and evaluation, failing at any allocation: typ
     }
   };
   const before = live();
-  native.cpuAllocFaults(0);
-  await fit();
-  const allocs = native.cpuAllocFaults(0);
-  expect(live()).toBe(before);
-  expect(allocs).toBeGreaterThan(100);
-  for (let k = 1; k <= allocs; k++) {
-    const what = `fit failing from allocation ${k} of ${allocs} (seed ${RUN_SEED})`;
-    native.cpuAllocFaults(k);
-    let err: unknown;
-    try {
-      await fit();
-    } catch (e) {
-      err = e;
-    }
-    native.cpuAllocFaults(0);
-    expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
-    expect(live(), what).toBe(before);
-  }
+  await eachAllocFailing(fit, {
+    plain: (_, allocs) => {
+      expect(live()).toBe(before);
+      expect(allocs).toBeGreaterThan(100);
+    },
+    failed: (err, at) => {
+      const what = `fit ${at}`;
+      expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+      expect(live(), what).toBe(before);
+    },
+  });
   expect((await fit())[0].eval?.count).toBe(3);
   expect(live()).toBe(before);
 });

@@ -9,9 +9,10 @@
 // each allocation in turn, on the CPU.
 import { expect, it } from 'vitest';
 import { withEnv } from '../../bench/env.js';
-import { adavitInfer, createInferencePlan, emptyCache, memory, noGrad, ops, policies, tensor, tidy, vit, type Tensor } from '../../lib/index.js';
+import { adavitInfer, createInferencePlan, emptyCache, memory, noGrad, ops, policies, tensor, vit, type Tensor } from '../../lib/index.js';
 import { MemoryError } from '../../lib/errors.js';
 import { RUN_SEED, expectCode, randn } from '../helpers.js';
+import { readAndDispose, stepValues } from '../oom-helpers.js';
 import { describeCuda, emulated } from './helpers.js';
 
 describeCuda('cuda: out of memory', () => {
@@ -24,30 +25,8 @@ describeCuda('cuda: out of memory', () => {
     const x = tensor(randn([B * 3 * 32 * 32], RUN_SEED + 91), [B, 3, 32, 32], { device: 'cuda' });
     const y = tensor(Int32Array.from({ length: B }, (_, i) => i % 3), [B], { device: 'cuda' });
     const live = () => memory().find((d) => d.device === 'cuda')!.liveTensors;
-    const read = (t: Tensor) => {
-      const v = Array.from(t.dataSync());
-      t.dispose();
-      return v;
-    };
-    // a training step's forward and backward; the gradients read, then dropped (so that a run
-    // leaves nothing behind: its graph is freed by backward, or by tidy when it throws; what a failed
-    // backward accumulated into .grad is the caller's, as in PyTorch: dropped here too)
-    const step = (loss: () => Tensor) => {
-      try {
-        const l = tidy(() => {
-          const t = loss();
-          t.backward();
-          return t;
-        });
-        const grads = [...m.parameters(), ...p.parameters()].flatMap((q) => (q.grad ? Array.from(q.grad.dataSync().subarray(0, 4)) : []));
-        return [...read(l), ...grads];
-      } finally {
-        for (const q of [...m.parameters(), ...p.parameters()]) {
-          q.grad?.dispose();
-          q.grad = null;
-        }
-      }
-    };
+    const read = readAndDispose;
+    const step = (loss: () => Tensor) => stepValues([...m.parameters(), ...p.parameters()], loss);
     // the step cases also run on devices that last until their backward (measured: the dense step's
     // backward runs out between 1.85 and 2.5 MiB, the policy's between 2.3 and 3 MiB), where its
     // first allocations fail (a size only fails those that set a new peak; a node failing midway

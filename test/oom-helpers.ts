@@ -1,0 +1,66 @@
+/**
+ * Helpers of the out-of-memory tests (test/oom.test.ts, test/fuzz-ops.test.ts, test/cuda/oom.test.ts):
+ * a training step's values with its gradients dropped afterwards, and the fault-injection sweep that
+ * fails each CPU allocation of a run in turn (native.cpuAllocFaults).
+ */
+import { tidy, type Tensor } from '../lib/index.js';
+import { native } from '../lib/native.js';
+import { RUN_SEED } from './helpers.js';
+
+/** t's values; t disposed. */
+export function readAndDispose(t: Tensor): number[] {
+  const v = Array.from(t.dataSync());
+  t.dispose();
+  return v;
+}
+
+/**
+ * A training step's forward and backward (in tidy): the loss and the first 4 values of each of
+ * `params`' gradients, which are dropped afterwards, also when the step throws (what a failed
+ * backward accumulated into .grad is the caller's, as in PyTorch), so that a run leaves nothing.
+ */
+export function stepValues(params: Iterable<Tensor>, loss: () => Tensor): number[] {
+  const ps = [...params];
+  try {
+    const l = tidy(() => {
+      const t = loss();
+      t.backward();
+      return t;
+    });
+    const grads = ps.flatMap((q) => (q.grad ? Array.from(q.grad.dataSync().subarray(0, 4)) : []));
+    return [...readAndDispose(l), ...grads];
+  } finally {
+    for (const q of ps) {
+      q.grad?.dispose();
+      q.grad = null;
+    }
+  }
+}
+
+/**
+ * Runs `run` once as it is (then `plain(result, allocs)`, allocs: the CPU allocations it made), then
+ * once per allocation k, failing the k-th and every later one, and calls `failed(err, what)` after
+ * each with the hook disarmed (err: what run threw, undefined if nothing). Returns the count.
+ */
+export async function eachAllocFailing<R>(
+  run: () => R | Promise<R>,
+  checks: { plain?: (result: R, allocs: number) => void; failed: (err: unknown, what: string) => void },
+): Promise<number> {
+  native.cpuAllocFaults(0);
+  const result = await run();
+  const allocs = native.cpuAllocFaults(0);
+  checks.plain?.(result, allocs);
+  for (let k = 1; k <= allocs; k++) {
+    native.cpuAllocFaults(k);
+    let err: unknown;
+    try {
+      await run();
+    } catch (e) {
+      err = e;
+    } finally {
+      native.cpuAllocFaults(0);
+    }
+    checks.failed(err, `failing from allocation ${k} of ${allocs} (seed ${RUN_SEED})`);
+  }
+  return allocs;
+}
