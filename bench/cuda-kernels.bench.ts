@@ -86,6 +86,31 @@ function dispatchRow(device: 'cpu' | 'cuda', reps: number): Row {
 }
 
 /**
+ * What autograd's backward adds per graph node to make a failed node free what it made
+ * (lib/handles.ts freeOnThrow: native.trackBegin + trackEnd around it), in µs, beside `dispatch` (a
+ * tiny op's call + free measured just before in the same run): their ratio.
+ */
+function trackScopeRow(dispatch: Row, reps: number): Row {
+  const n = 20000;
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) native.trackEnd(native.trackBegin(), false);
+    ts.push(((performance.now() - t0) / n) * 1000);
+  }
+  const value = median(ts);
+  return { name: 'dispatch trackBegin + trackEnd cpu', shape: '-', value, unit: 'us', compare: { name: dispatch.name, value: dispatch.value },
+    ratio: value / dispatch.value, note: 'per backward node' };
+}
+
+/** The dispatch rows: cuda where it is available; the cpu one with the tracking scope beside it. */
+function dispatchRows(devices: readonly ('cpu' | 'cuda')[], reps: number): Row[] {
+  const rows = devices.map((d) => dispatchRow(d, reps));
+  rows.push(trackScopeRow(rows[0], reps));
+  return rows;
+}
+
+/**
  * GPU ms per call of fn, from a CUDA graph of `inner` calls replayed `reps` times (median): for
  * batch-1 kernels, which run for a few µs, about what one launch from Node costs, so that timing
  * them eagerly would time the launches. fn runs once eagerly first (module load, heuristics); the
@@ -127,7 +152,7 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
   const cuda = native.backends().find((b) => b.device === 'cuda')!;
   if (!cuda.available) {
     console.log(`cuda unavailable, only the cpu dispatch row: ${cuda.reasons.join('; ')}`);
-    return want0('dispatch') ? [dispatchRow('cpu', reps0)] : [];
+    return want0('dispatch') ? dispatchRows(['cpu'], reps0) : [];
   }
   console.log(`cuda: ${cuda.detail}`);
   native.setAllowTf32(false);
@@ -447,6 +472,6 @@ export async function run(opts: BenchOptions): Promise<Row[]> {
     }
   }
 
-  if (want('dispatch')) for (const d of ['cpu', 'cuda'] as const) rows.push(dispatchRow(d, reps));
+  if (want('dispatch')) rows.push(...dispatchRows(['cpu', 'cuda'], reps));
   return rows;
 }
