@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs test/cuda on the CPU against the CUDA emulation (native/cuda/emu/emu.h): builds
 # build/Release/libvitrim_cuda_emu.so (VITRIM_CUDA_EMU=asan: libvitrim_cuda_emu_asan.so, with
-# AddressSanitizer) and points the addon at it.
+# AddressSanitizer; VITRIM_CUDA_EMU=race: libvitrim_cuda_emu_race.so, whose race check fails a launch
+# at the first shared- or global-memory hazard between threads of a block, the stand-in for
+# compute-sanitizer racecheck; see native/cuda/emu/runtime.cpp) and points the addon at it.
 # VITRIM_LAUNCH_CHECK=1: afterwards, scripts/launch-check.mjs checks every launch the tests made
 # against the registers, __launch_bounds__ and shared memory nvcc gives its kernel.
 # VITRIM_EMU_ORDER=forward|reverse|random (default random) orders the blocks of a grid and the
@@ -19,6 +21,7 @@ mode=${VITRIM_CUDA_EMU:-1}
 # target, so the default library stays usable by `npm test`).
 target=vitrim_cuda_emu
 [ "$mode" = asan ] && target=vitrim_cuda_emu_asan
+[ "$mode" = race ] && target=vitrim_cuda_emu_race
 cmake build -DVITRIM_CUDA_EMU=1 > /dev/null
 cmake --build build --target vitrim $target 2>&1 | grep -E "error|warning: " || true
 lib="$PWD/build/Release/lib$target.so"

@@ -1286,7 +1286,9 @@ template <class T>
 __global__ void keep_prep_kernel(const T* keep, float* kf, int64_t n, int32_t* flag) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float v = to_f(keep[i]);
-    if (flag && !(v >= 0.f && v <= 1.f)) *flag = 1;  // no flag: the values are known to lie in [0, 1]
+    // no flag: the values are known to lie in [0, 1]. Atomic: threads that find bad values at once
+    // would otherwise write the flag concurrently, a data race under the CUDA memory model.
+    if (flag && !(v >= 0.f && v <= 1.f)) atomicOr(flag, 1);
     if (kf) kf[i] = v;
   }
 }

@@ -69,7 +69,7 @@ template <>
 struct StoreCast<int32_t> {
   __device__ __forceinline__ static int32_t conv(float v, int32_t* bad) {
     if (!(isfinite(v) && v < 2147483648.0f && v >= -2147483648.0f)) {
-      *bad = 1;  // every writer writes 1: a benign race
+      atomicOr(bad, 1);  // several threads may find one at once: plain stores would race
       return 0;
     }
     return (int32_t)v;  // truncation toward zero

@@ -22,9 +22,9 @@
 // m16n8k16 bf16 and m16n8k8 tf32, ldmatrix, cp.async) are models written from the PTX ISA's
 // fragment layouts and semantics (below; mma_bf16.cuh / mma_tf32.cuh call them under
 // VITRIM_CUDA_EMU): a kernel and the model could share a misreading of the ISA, which only a GPU
-// run rules out. What it cannot show: data races between threads that a GPU would interleave
-// differently, the timing of anything, and float rounding of fast-math intrinsics (the emulated
-// intrinsics are the accurate functions).
+// run rules out. Data races a shuffled order does not expose are the race check's
+// (libvitrim_cuda_emu_race.so, runtime.cpp). What it cannot show: the timing of anything, and the
+// float rounding of fast-math intrinsics (the emulated intrinsics are the accurate functions).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -119,6 +119,9 @@ void syncwarp(unsigned mask);
 // All lanes of `mask` publish `v`; returns the 32 published values of this warp (by lane).
 const uint64_t* warp_exchange(unsigned mask, uint64_t v);
 unsigned lane_id();
+// The message of the last error the emulation raised (a kernel's fault, a refused launch), for
+// the emulation's own tests; cudaGetErrorString says only the kind.
+std::string last_error_detail();
 
 template <class T>
 T shfl_from(unsigned mask, T v, int src) {
@@ -143,7 +146,10 @@ T shfl_from(unsigned mask, T v, int src) {
 
 inline void __syncthreads() { ::emu::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::syncwarp(mask); }
-inline void __threadfence() {}
+namespace emu {
+void threadfence();  // the race check's release/acquire between blocks (runtime.cpp)
+}
+inline void __threadfence() { ::emu::threadfence(); }
 inline void __threadfence_block() {}
 
 // width: the shuffle acts within segments of `width` lanes (a power of two <= 32).
@@ -187,44 +193,58 @@ inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred
 inline unsigned __activemask() { return 0xffffffffu; }
 
 // ---- atomics: fibers of one OS thread never interleave inside these ----
+// The race check (runtime.cpp) does not count their accesses: atomics do not race with each other.
+namespace emu {
+struct RaceQuiet {
+  RaceQuiet();
+  ~RaceQuiet();
+};
+}  // namespace emu
 template <class T>
 T atomicAdd(T* p, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   *p = old + v;
   return old;
 }
 template <class T>
 T atomicSub(T* p, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   *p = old - v;
   return old;
 }
 template <class T>
 T atomicMax(T* p, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   *p = std::max(old, v);
   return old;
 }
 template <class T>
 T atomicMin(T* p, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   *p = std::min(old, v);
   return old;
 }
 template <class T>
 T atomicExch(T* p, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   *p = v;
   return old;
 }
 template <class T>
 T atomicOr(T* p, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   *p = old | v;
   return old;
 }
 template <class T>
 T atomicCAS(T* p, T cmp, T v) {
+  ::emu::RaceQuiet quiet;
   T old = *p;
   if (old == cmp) *p = v;
   return old;

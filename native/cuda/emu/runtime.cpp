@@ -4,6 +4,7 @@
 // and a naive cuBLASLt (double-precision accumulation) behind the declarations of cublaslt_api.h.
 // Nothing here is fast: it exists so that test/cuda can run without a GPU.
 #include <dlfcn.h>
+#include <link.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -33,14 +34,31 @@ constexpr size_t kMaxSmem = 227 * 1024;  // an H100's opt-in maximum per block
 
 enum class State { Ready, AtBarrier, AtWarp, Done };
 
+// A fiber's saved context. On x86-64 (outside AddressSanitizer builds, whose stack bookkeeping
+// follows swapcontext) a switch saves the callee-saved registers and the FPU / SSE control words on
+// the fiber's own stack and swaps stack pointers (emu_switch below): no system call, where glibc's
+// swapcontext makes one (sigprocmask) each way, the emulation's largest single cost.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define VITRIM_EMU_ASM_SWITCH 1
+struct Context {
+  void* sp = nullptr;
+};
+#else
+struct Context {
+  ucontext_t uc;
+};
+#endif
+
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   char* stack = nullptr;
   State state = State::Ready;
   Lane lane{};
   unsigned linear = 0;      // thread index within the block
   unsigned warp_mask = 0;   // mask of the collective this fiber waits in
   uint64_t warp_gen = 0;    // which collective (per-warp sequence number)
+  bool warp_is_sync = false;  // the collective it waits in is __syncwarp (orders memory; shuffles do not)
+  uint32_t fences = 0;        // __threadfence()s made (the race check)
   struct Copy {
     void* dst;
     const void* src;
@@ -52,23 +70,278 @@ struct Fiber {
 
 struct Warp {
   uint64_t gen = 0;             // collectives completed
+  uint32_t syncs = 0;           // __syncwarp()s completed (the race check's intra-warp ordering)
   uint64_t slots[2][32] = {};   // published values, double-buffered by gen parity
 };
 
 struct Block {
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
-  ucontext_t sched;
+  Context sched;
   Fiber* running = nullptr;
   dim3 bdim, gdim;
   std::vector<unsigned char> smem;
   const std::function<void()>* body = nullptr;
+  const void* kernel = nullptr;
   std::string error;
 };
 
 Block* g_block = nullptr;
 Lane g_host_lane{};  // threadIdx/blockIdx outside a kernel (never meaningful; avoids a null deref)
 dim3 g_host_dim(1, 1, 1);
+
+// ---- race check (libvitrim_cuda_emu_race.so; VITRIM_EMU_RACE) ----
+// The stand-in for compute-sanitizer's racecheck where no GPU is: the kernel sources of that library
+// are compiled with GCC's -fsanitize=thread instrumentation, which calls __tsan_readN/__tsan_writeN
+// before every memory access; the hooks (below, in this uninstrumented file) keep a shadow record
+// per byte touched from kernel code: the thread that last wrote it and the last reader, each with
+// the barrier epoch and its warp's __syncwarp count at the time. An access is a hazard when another
+// thread of the same block wrote (read-after-write, write-after-write) or read (write-after-read)
+// the byte in the same epoch (no __syncthreads between them) and the two are not lanes of one warp
+// with a __syncwarp between them. Shuffles and the other warp collectives do not order memory (the
+// CUDA programming guide says as much), so they do not count. Both shared and global memory are
+// checked within a block (racecheck checks shared memory only). Global memory is also checked
+// between the blocks of one launch, which a GPU runs in no set order: a byte two blocks write, or
+// one writes and another reads, is a hazard, unless the read is published: the writer made a
+// __threadfence() after its write and the reader one before its read (split-K's last CTA: fence,
+// atomic count, fence, read the others' partials). Not checked: accesses to a fiber's own stack,
+// atomics (emu.h's atomic* pause the check), accesses in different launches (stream order).
+// Simplifications: a __syncwarp with a partial mask orders the whole warp; the reader's fence may
+// precede the atomic that tells it the writers are done (it does in split-K); cp.async copies count
+// as the issuing thread's accesses when its wait_group retires them.
+// The first hazard fails the launch with both accesses' kernel, threads and source lines (addr2line,
+// where it is installed). VITRIM_EMU_RACECHECK=0 turns the check off in that library.
+uint32_t g_epoch = 1;
+void race_new_epoch() { ++g_epoch; }
+#ifdef VITRIM_EMU_RACE
+struct Shadow {
+  uint32_t w_epoch, w_sync, w_pc;  // last write: epoch, the writer's warp's __syncwarp count, code offset
+  uint32_t r_epoch, r_sync, r_pc;  // last read, the same
+  uint32_t w_block, r_block;       // the last writer's and reader's block (linear index in the grid)
+  uint32_t w_fence;                // __threadfence()s the writer had made in this launch before the write
+  uint16_t w_tid, r_tid;           // linear thread indices within the block
+  uint8_t r_many;                  // this epoch's readers: 0 one thread, 1 several of one warp, 2 of several warps
+  uint8_t r_blocks;                // this launch's readers: 0 one block, 1 several blocks
+};
+constexpr size_t kPage = 4096;
+std::unordered_map<uintptr_t, std::unique_ptr<Shadow[]>> g_shadow;
+uintptr_t g_shadow_last_key = ~uintptr_t(0);
+Shadow* g_shadow_last = nullptr;
+uint32_t g_launch_epoch = 0;                     // the first epoch of the running launch
+std::unordered_map<uint64_t, uint32_t> g_fences;  // (block, thread) -> __threadfence()s in this launch
+int g_race_quiet = 0;  // > 0 inside an emulated atomic
+const bool g_race_on = [] {
+  const char* e = std::getenv("VITRIM_EMU_RACECHECK");
+  return !(e && std::strcmp(e, "0") == 0);
+}();
+uintptr_t lib_base() {
+  static uintptr_t base = [] {
+    Dl_info info;
+    return dladdr(reinterpret_cast<const void*>(&lib_base), &info) ? (uintptr_t)info.dli_fbase : 0;
+  }();
+  return base;
+}
+// The library's own image (code, data, and the static `__shared__` arrays, which are per block on a
+// GPU and so never shared between blocks).
+std::pair<uintptr_t, uintptr_t> lib_image() {
+  static const std::pair<uintptr_t, uintptr_t> range = [] {
+    std::pair<uintptr_t, uintptr_t> r{lib_base(), lib_base()};
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* data) {
+          auto* r = static_cast<std::pair<uintptr_t, uintptr_t>*>(data);
+          if ((uintptr_t)info->dlpi_addr != r->first) return 0;
+          for (int i = 0; i < info->dlpi_phnum; ++i)
+            if (info->dlpi_phdr[i].p_type == PT_LOAD)
+              r->second = std::max<uintptr_t>(r->second, info->dlpi_addr + info->dlpi_phdr[i].p_vaddr +
+                                                             info->dlpi_phdr[i].p_memsz);
+          return 1;
+        },
+        &r);
+    return r;
+  }();
+  return range;
+}
+uint64_t fence_key(uint32_t block, unsigned tid) { return (uint64_t)block << 11 | tid; }
+void race_fence() {
+  if (g_block && g_block->running) {
+    Fiber* f = g_block->running;
+    const Lane& l = f->lane;
+    const uint32_t blk = l.bid.x + g_block->gdim.x * (l.bid.y + g_block->gdim.y * l.bid.z);
+    g_fences[fence_key(blk, f->linear)] = ++f->fences;
+  }
+}
+void race_launch() {
+  g_launch_epoch = g_epoch + 1;  // the first block's start opens the next epoch
+  g_fences.clear();
+  // Records of earlier epochs never match again; drop them when they grow past ~1 GiB of shadow.
+  if (g_shadow.size() * kPage * sizeof(Shadow) > ((size_t)1 << 30)) {
+    g_shadow.clear();
+    g_shadow_last_key = ~uintptr_t(0);
+    g_shadow_last = nullptr;
+  }
+}
+Shadow& shadow_of(uintptr_t a) {
+  const uintptr_t key = a / kPage;
+  if (key != g_shadow_last_key) {
+    auto& page = g_shadow[key];
+    if (!page) {
+      page.reset(new Shadow[kPage]);
+      std::memset(page.get(), 0, kPage * sizeof(Shadow));
+    }
+    g_shadow_last_key = key;
+    g_shadow_last = page.get();
+  }
+  return g_shadow_last[a % kPage];
+}
+// addr2line's lines for `args` (one per output line, the build folder's path dropped), or none
+// where it is missing.
+std::vector<std::string> addr2line(const char* args, uint32_t pc) {
+  std::vector<std::string> out;
+  Dl_info info;
+  if (!dladdr(reinterpret_cast<const void*>(lib_base() + pc), &info) || !info.dli_fname) return out;
+  char cmd[1024];
+  std::snprintf(cmd, sizeof cmd, "addr2line %s -e '%s' 0x%x 2>/dev/null", args, info.dli_fname, pc);
+  if (FILE* p = popen(cmd, "r")) {
+    char line[1024];
+    while (std::fgets(line, sizeof line, p)) {
+      std::string l = line;
+      while (!l.empty() && (l.back() == '\n' || l.back() == '\r')) l.pop_back();
+      if (l.find('/') != std::string::npos && l.find(':') != std::string::npos) l = l.substr(l.rfind('/') + 1);
+      const size_t disc = l.find(" (discriminator");
+      if (disc != std::string::npos) l.erase(disc);
+      if (!l.empty() && l.rfind("??", 0) != 0) out.push_back(l);
+    }
+    pclose(p);
+  }
+  return out;
+}
+std::string where(uint32_t pc) {
+  // The return address is the instruction after the call to the hook; one byte back lies inside it.
+  std::string lines;
+  for (const std::string& l : addr2line("-C -i", pc - 1)) lines += (lines.empty() ? "" : " <- ") + l;
+  if (!lines.empty()) return lines;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "+0x%x", pc);
+  return buf;
+}
+std::string thread_name(const Block& b, unsigned linear) {
+  char buf[64];
+  const dim3& d = b.bdim;
+  std::snprintf(buf, sizeof buf, "(%u,%u,%u)", linear % d.x, linear / d.x % d.y, linear / (d.x * d.y));
+  return buf;
+}
+std::string kernel_name(const void* k) {
+  // The library exports none of its kernels' symbols (dladdr finds no name): its debug information does.
+  const uint32_t off = (uint32_t)((uintptr_t)k - lib_base());
+  const std::vector<std::string> l = addr2line("-C -f", off);
+  if (!l.empty()) return l[0];
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "kernel +0x%x", off);
+  return buf;
+}
+std::string block_name(const Block& b, uint32_t linear) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "(%u,%u,%u)", linear % b.gdim.x, linear / b.gdim.x % b.gdim.y,
+                linear / (b.gdim.x * b.gdim.y));
+  return buf;
+}
+// `other_block` is the block of the other access: this one's for a hazard within the block.
+void race_report(Block& b, const char* kind, uintptr_t addr, unsigned me, uint32_t my_pc, uint32_t my_block,
+                 unsigned other, uint32_t other_pc, uint32_t other_block, bool other_wrote) {
+  if (!b.error.empty()) return;
+  const uintptr_t lo = (uintptr_t)b.smem.data();
+  char mem[96];
+  if (addr - lo < b.smem.size())
+    std::snprintf(mem, sizeof mem, "dynamic shared memory byte %zu", (size_t)(addr - lo));
+  else if (addr - lib_image().first < lib_image().second - lib_image().first)
+    // `__shared__` arrays are statics of the library here (emu.h)
+    std::snprintf(mem, sizeof mem, "static __shared__ memory at %p", (void*)addr);
+  else
+    std::snprintf(mem, sizeof mem, "global memory at %p", (void*)addr);
+  const bool across = other_block != my_block;
+  b.error = std::string("race check: ") + kind + " hazard " + (across ? "between blocks " : "") + "in " +
+            kernel_name(b.kernel) + ", block " + block_name(b, my_block) + ", " + mem + ": thread " +
+            thread_name(b, me) + " at " + where(my_pc) + (kind[0] == 'r' ? " reads" : " writes") + " what thread " +
+            thread_name(b, other) + (across ? " of block " + block_name(b, other_block) : std::string()) + " at " +
+            where(other_pc) + (other_wrote ? " wrote" : " read") +
+            (across ? " in the same launch (a grid's blocks run in no set order: only the writer's __threadfence "
+                      "after its write and the reader's after an atomic that saw it order them)"
+                    : " with no __syncthreads (or __syncwarp, within a warp) between them");
+}
+void race_access(const void* p, size_t n, bool write, const void* ret) {
+  Block* b = g_block;
+  if (!b || !b->running || g_race_quiet > 0 || !g_race_on || !b->error.empty()) return;
+  Fiber* f = b->running;
+  const uintptr_t a = (uintptr_t)p;
+  if (a - (uintptr_t)f->stack < kStack) return;  // the thread's own locals
+  const unsigned me = f->linear, warp = me / 32;
+  const uint32_t sync = b->warps[warp].syncs, ep = g_epoch, pc = (uint32_t)((uintptr_t)ret - lib_base());
+  const Lane& l = f->lane;
+  const uint32_t blk = l.bid.x + b->gdim.x * (l.bid.y + b->gdim.y * l.bid.z);
+  // Shared memory is the block's own: only global memory is checked between blocks.
+  static const std::pair<uintptr_t, uintptr_t> image = lib_image();
+  const bool global = a - (uintptr_t)b->smem.data() >= b->smem.size() && a - image.first >= image.second - image.first;
+  // Another thread's access is ordered before this one if it was by a lane of this warp before a
+  // __syncwarp this lane has passed since.
+  auto ordered = [&](unsigned other, uint32_t other_sync) {
+    return other == me || (other / 32 == warp && other_sync != sync);
+  };
+  // One shadow page lookup for an access within a page (all but the rare straddling ones).
+  Shadow* run = (a % kPage) + n <= kPage ? &shadow_of(a) : nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    Shadow& s = run ? run[i] : shadow_of(a + i);
+    const bool w_this_launch = global && s.w_epoch >= g_launch_epoch && s.w_block != blk;
+    const bool r_this_launch = global && s.r_epoch >= g_launch_epoch && (s.r_block != blk || s.r_blocks);
+    if (write) {
+      if (s.w_epoch == ep && !ordered(s.w_tid, s.w_sync))
+        return race_report(*b, "write-after-write", a + i, me, pc, blk, s.w_tid, s.w_pc, blk, true);
+      if (w_this_launch)
+        return race_report(*b, "write-after-write", a + i, me, pc, blk, s.w_tid, s.w_pc, s.w_block, true);
+      // several readers of one warp: ordered only by a __syncwarp after the latest of them
+      const bool war = s.r_epoch == ep && (s.r_many == 2   ? true
+                                           : s.r_many == 1 ? s.r_tid / 32 != warp || s.r_sync == sync
+                                                           : !ordered(s.r_tid, s.r_sync));
+      if (war) return race_report(*b, "write-after-read", a + i, me, pc, blk, s.r_tid, s.r_pc, blk, false);
+      if (r_this_launch)
+        return race_report(*b, "write-after-read", a + i, me, pc, blk, s.r_tid, s.r_pc, s.r_block, false);
+      s.w_epoch = ep;
+      s.w_tid = (uint16_t)me;
+      s.w_sync = sync;
+      s.w_pc = pc;
+      s.w_block = blk;
+      s.w_fence = f->fences;
+    } else {
+      if (s.w_epoch == ep && !ordered(s.w_tid, s.w_sync))
+        return race_report(*b, "read-after-write", a + i, me, pc, blk, s.w_tid, s.w_pc, blk, true);
+      if (w_this_launch) {
+        // Published: the writer fenced after writing, and this thread fenced (after the atomic that
+        // told it so) before reading.
+        auto wf = f->fences > 0 ? g_fences.find(fence_key(s.w_block, s.w_tid)) : g_fences.end();
+        const bool published = wf != g_fences.end() && wf->second > s.w_fence;
+        if (!published)
+          return race_report(*b, "read-after-write", a + i, me, pc, blk, s.w_tid, s.w_pc, s.w_block, true);
+      }
+      if (s.r_epoch < g_launch_epoch) s.r_blocks = 0;
+      else if (s.r_block != blk) s.r_blocks = 1;
+      if (s.r_epoch != ep) {
+        s.r_epoch = ep;
+        s.r_many = 0;
+      } else if (s.r_tid != me) {
+        s.r_many = std::max<uint8_t>(s.r_many, s.r_tid / 32 == warp ? 1 : 2);
+      }
+      s.r_tid = (uint16_t)me;
+      s.r_sync = sync;
+      s.r_pc = pc;
+      s.r_block = blk;
+    }
+  }
+}
+#else
+void race_launch() {}
+void race_fence() {}
+inline void race_access(const void*, size_t, bool, const void*) {}
+int g_race_quiet = 0;
+#endif
 
 std::vector<char*>& stack_pool() {
   static std::vector<char*> p;
@@ -86,20 +359,104 @@ char* get_stack() {
   return static_cast<char*>(m);
 }
 
-void fiber_entry(unsigned lo, unsigned hi) {
-  Fiber* f = reinterpret_cast<Fiber*>(((uintptr_t)hi << 32) | lo);
+#ifdef VITRIM_EMU_ASM_SWITCH
+}  // namespace
+}  // namespace emu
+// emu_switch(save, to): pushes rbp, rbx, r12-r15 and the x87 / MXCSR control words, stores the stack
+// pointer in *save, loads `to` and pops the same from there. A new fiber's stack is laid out as if
+// it had been switched away from at the start of emu_fiber_start, which calls r13(r12).
+extern "C" void vitrim_emu_switch(void** save, void* to);
+extern "C" void vitrim_emu_fiber_start();
+asm(R"(
+  .text
+  .p2align 4
+  .globl vitrim_emu_switch
+  .hidden vitrim_emu_switch
+  .type vitrim_emu_switch,@function
+vitrim_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $16, %rsp
+  fnstcw (%rsp)
+  stmxcsr 8(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  fldcw (%rsp)
+  ldmxcsr 8(%rsp)
+  addq $16, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size vitrim_emu_switch, .-vitrim_emu_switch
+
+  .p2align 4
+  .globl vitrim_emu_fiber_start
+  .hidden vitrim_emu_fiber_start
+  .type vitrim_emu_fiber_start,@function
+vitrim_emu_fiber_start:
+  movq %r12, %rdi
+  callq *%r13
+  ud2
+  .size vitrim_emu_fiber_start, .-vitrim_emu_fiber_start
+)");
+namespace emu {
+namespace {
+void context_switch(Context& save, Context& to) { vitrim_emu_switch(&save.sp, to.sp); }
+void context_make(Context& c, char* stack, size_t size, void (*fn)(Fiber*), Fiber* f) {
+  // From the top (16-byte aligned): the return address into emu_fiber_start (so that its call
+  // finds the stack aligned as the ABI wants), rbp, rbx, r12 = f, r13 = fn, r14, r15, then the
+  // control words, copied from this thread's.
+  uint64_t* top = reinterpret_cast<uint64_t*>(((uintptr_t)(stack + size)) & ~(uintptr_t)15);
+  uint64_t* sp = top - 9;
+  std::memset(sp, 0, 9 * sizeof(uint64_t));
+  top[-1] = (uint64_t)(uintptr_t)&vitrim_emu_fiber_start;
+  top[-4] = (uint64_t)(uintptr_t)f;
+  top[-5] = (uint64_t)(uintptr_t)fn;
+  uint16_t cw;
+  uint32_t mxcsr;
+  asm volatile("fnstcw %0" : "=m"(cw));
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  std::memcpy(&sp[0], &cw, sizeof cw);
+  std::memcpy(&sp[1], &mxcsr, sizeof mxcsr);
+  c.sp = sp;
+}
+#else
+void context_switch(Context& save, Context& to) { swapcontext(&save.uc, &to.uc); }
+void fiber_entry_uc(unsigned lo, unsigned hi);
+void context_make(Context& c, char* stack, size_t size, void (*)(Fiber*), Fiber* f) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(f);
+  makecontext(&c.uc, (void (*)())fiber_entry_uc, 2, (unsigned)(p & 0xffffffffu), (unsigned)(p >> 32));
+}
+#endif
+
+void fiber_main(Fiber* f) {
   try {
     (*g_block->body)();
   } catch (const std::exception& e) {
     if (g_block->error.empty()) g_block->error = std::string("exception in kernel: ") + e.what();
   }
   f->state = State::Done;
-  swapcontext(&f->ctx, &g_block->sched);
+  context_switch(f->ctx, g_block->sched);  // never resumed
 }
+#ifndef VITRIM_EMU_ASM_SWITCH
+void fiber_entry_uc(unsigned lo, unsigned hi) { fiber_main(reinterpret_cast<Fiber*>(((uintptr_t)hi << 32) | lo)); }
+#endif
 
 void yield_to_scheduler() {
   Fiber* f = g_block->running;
-  swapcontext(&f->ctx, &g_block->sched);
+  context_switch(f->ctx, g_block->sched);
 }
 
 // One pass: run every ready fiber until it blocks or ends; then release a barrier or a warp
@@ -157,7 +514,7 @@ bool step(Block& b) {
     Fiber& f = b.fibers[idx[k]];
     if (f.state != State::Ready) continue;
     b.running = &f;
-    swapcontext(&b.sched, &f.ctx);
+    context_switch(b.sched, f.ctx);
     b.running = nullptr;
     progressed = true;
     if (!b.error.empty()) return true;
@@ -171,6 +528,7 @@ bool step(Block& b) {
   if (live > 0 && at_barrier == live) {
     for (Fiber& f : b.fibers)
       if (f.state == State::AtBarrier) f.state = State::Ready;
+    race_new_epoch();
     return true;
   }
   // Warp collectives: release a warp when every lane of the mask is waiting in it.
@@ -190,9 +548,14 @@ bool step(Block& b) {
     }
     if (!any) continue;
     if ((waiting & mask) == mask) {
+      bool is_sync = false;
       for (unsigned l = 0; l < 32; ++l)
-        if (mask >> l & 1u) b.fibers[w * 32 + l].state = State::Ready;
+        if (mask >> l & 1u) {
+          is_sync |= b.fibers[w * 32 + l].warp_is_sync;
+          b.fibers[w * 32 + l].state = State::Ready;
+        }
       b.warps[w].gen++;
+      if (is_sync) b.warps[w].syncs++;
       progressed = true;
     }
   }
@@ -236,6 +599,7 @@ std::vector<CapturedOp>* g_capture = nullptr;
 std::unordered_map<const void*, size_t> g_func_smem;
 }  // namespace
 
+std::string last_error_detail() { return g_last_detail; }
 Lane& cur() { return g_block && g_block->running ? g_block->running->lane : g_host_lane; }
 const dim3& block_dim() { return g_block ? g_block->bdim : g_host_dim; }
 const dim3& grid_dim() { return g_block ? g_block->gdim : g_host_dim; }
@@ -262,10 +626,14 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t v) {
   f->warp_mask = mask;
   f->warp_gen = gen;
   yield_to_scheduler();
+  f->warp_is_sync = false;
   return wp.slots[gen & 1];
 }
 
-void syncwarp(unsigned mask) { warp_exchange(mask, 0); }
+void syncwarp(unsigned mask) {
+  g_block->running->warp_is_sync = true;
+  warp_exchange(mask, 0);
+}
 
 void cp_async16(void* dst, const void* src, int src_size) {
   Fiber* f = g_block ? g_block->running : nullptr;
@@ -291,6 +659,8 @@ void cp_async_wait(int n) {
   Fiber* f = g_block->running;
   while ((int)f->cp_groups.size() > n) {
     for (const Fiber::Copy& c : f->cp_groups.front()) {
+      race_access(c.src, (size_t)c.src_size, false, __builtin_return_address(0));
+      race_access(c.dst, 16, true, __builtin_return_address(0));
       std::memcpy(c.dst, c.src, (size_t)c.src_size);
       std::memset(static_cast<char*>(c.dst) + c.src_size, 0, (size_t)(16 - c.src_size));
     }
@@ -303,18 +673,14 @@ static void run_block(const Cfg& cfg, const std::function<void()>& body, uint3 b
   b.fibers.assign(n, Fiber{});
   b.warps.assign((n + 31) / 32, Warp{});
   std::fill(b.smem.begin(), b.smem.end(), (unsigned char)0xff);
+  race_new_epoch();  // nothing a block does is ordered with another block's threads by a barrier
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = b.fibers[i];
     f.linear = i;
     f.lane.tid = make_uint3(i % cfg.block.x, (i / cfg.block.x) % cfg.block.y, i / (cfg.block.x * cfg.block.y));
     f.lane.bid = bid;
     f.stack = get_stack();
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack;
-    f.ctx.uc_stack.ss_size = kStack;
-    f.ctx.uc_link = nullptr;
-    uintptr_t p = reinterpret_cast<uintptr_t>(&f);
-    makecontext(&f.ctx, (void (*)())fiber_entry, 2, (unsigned)(p & 0xffffffffu), (unsigned)(p >> 32));
+    context_make(f.ctx, f.stack, kStack, fiber_main, &f);
   }
   // Fibers that exited while others wait in a warp collective naming them: a GPU would hang or
   // read garbage; report it.
@@ -393,6 +759,8 @@ cudaError_t run_kernel(const Cfg& cfg, std::function<void()> body, const void* k
   b.gdim = g;
   b.smem.assign(cfg.smem, 0xff);
   b.body = &body;
+  b.kernel = kernel;
+  race_launch();
   g_block = &b;
   // The blocks, too, run in VITRIM_EMU_ORDER's order where it is set: a GPU runs them in no set
   // order (split-K's last CTA, for one, may be any split of its tile). Grids past 2^24 blocks keep
@@ -962,3 +1330,55 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
 }
 
 }  // extern "C"
+
+#ifdef VITRIM_EMU_RACE
+// The hooks GCC's -fsanitize=thread instrumentation calls (the kernel sources of
+// libvitrim_cuda_emu_race.so are compiled with it; this file is not, and no ThreadSanitizer runtime
+// is linked: these are the whole of it). Hidden like the rest of the library.
+namespace emu {
+RaceQuiet::RaceQuiet() { ++g_race_quiet; }
+RaceQuiet::~RaceQuiet() { --g_race_quiet; }
+void threadfence() { race_fence(); }
+}  // namespace emu
+#define VITRIM_RACE_HOOKS(N)                                                                              \
+  void __tsan_read##N(void* p) { emu::race_access(p, N, false, __builtin_return_address(0)); }           \
+  void __tsan_write##N(void* p) { emu::race_access(p, N, true, __builtin_return_address(0)); }           \
+  void __tsan_unaligned_read##N(void* p) { emu::race_access(p, N, false, __builtin_return_address(0)); } \
+  void __tsan_unaligned_write##N(void* p) { emu::race_access(p, N, true, __builtin_return_address(0)); } \
+  void __tsan_volatile_read##N(void* p) { emu::race_access(p, N, false, __builtin_return_address(0)); }  \
+  void __tsan_volatile_write##N(void* p) { emu::race_access(p, N, true, __builtin_return_address(0)); }
+extern "C" {
+VITRIM_RACE_HOOKS(1)
+VITRIM_RACE_HOOKS(2)
+VITRIM_RACE_HOOKS(4)
+VITRIM_RACE_HOOKS(8)
+VITRIM_RACE_HOOKS(16)
+void __tsan_read_range(void* p, unsigned long n) { emu::race_access(p, n, false, __builtin_return_address(0)); }
+void __tsan_write_range(void* p, unsigned long n) { emu::race_access(p, n, true, __builtin_return_address(0)); }
+void __tsan_init() {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit() {}
+void __tsan_vptr_update(void**, void*) {}
+void __tsan_vptr_read(void**) {}
+// Compiler-generated atomics (guards of function-local statics, shared_ptr counts) in host code:
+// done as the uninstrumented code would do them.
+unsigned char __tsan_atomic8_load(const volatile unsigned char* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }
+void __tsan_atomic8_store(volatile unsigned char* a, unsigned char v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); }
+int __tsan_atomic32_load(const volatile int* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }
+void __tsan_atomic32_store(volatile int* a, int v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); }
+int __tsan_atomic32_fetch_add(volatile int* a, int v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }
+int __tsan_atomic32_fetch_sub(volatile int* a, int v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
+long __tsan_atomic64_load(const volatile long* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }
+void __tsan_atomic64_store(volatile long* a, long v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); }
+long __tsan_atomic64_fetch_add(volatile long* a, long v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }
+long __tsan_atomic64_fetch_sub(volatile long* a, long v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
+void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+void __tsan_atomic_signal_fence(int) {}
+}
+#else
+namespace emu {
+RaceQuiet::RaceQuiet() {}
+RaceQuiet::~RaceQuiet() {}
+void threadfence() {}
+}  // namespace emu
+#endif
