@@ -114,11 +114,11 @@ export interface Addon {
   trackBegin(): number;
   trackEnd(scope: number, free: boolean): void;
   /**
-   * Test hook (fault injection): `n` > 0 makes the n-th CPU tensor allocation from now and every
-   * later one fail with ERR_VITRIM_MEMORY; 0 disarms. Returns the CPU allocations counted since the
-   * previous call (so: call with 0, run, call with 0 again to count a run's allocations).
+   * Test hook (fault injection): `n` > 0 makes the n-th tensor allocation on `device` from now and
+   * every later one fail with ERR_VITRIM_MEMORY; 0 disarms. Returns the allocations on that device
+   * counted since the previous call (so: call with 0, run, call with 0 again to count a run's).
    */
-  cpuAllocFaults(n: number): number;
+  allocFaults(device: Device, n: number): number;
   /**
    * CUDA graphs. graphBegin() starts recording the ops issued next (they are recorded, not run);
    * graphEnd() instantiates them and returns a graph id; graphReplay(id) re-runs the recorded work

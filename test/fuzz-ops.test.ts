@@ -185,7 +185,7 @@ describe('fuzzing the public ops (cpu), with gradients', () => {
 });
 
 // Out of memory at each allocation of each op's coherent call and its backward in turn (injected:
-// native.cpuAllocFaults(k) fails the k-th CPU allocation on): a MemoryError, and nothing left
+// native.allocFaults('cpu', k) fails the k-th CPU allocation on): a MemoryError, and nothing left
 // allocated once the call's tidy scope is closed and the inputs' gradients dropped (a native
 // temporary of a failed composition would be, until the GC).
 describe('ops out of memory at every allocation: typed, nothing left behind', () => {

@@ -329,7 +329,7 @@ describe('linearFused packed-weight cache', () => {
       'gumbelSoftmaxBackward', 'info', 'layernormBackward', 'layernormForward', 'linearBackward', 'linearCacheStats',
       'linearForward', 'linearFused', 'matmul', 'memory', 'patchify', 'permute', 'random', 'reduce', 'scatterTokens',
       'setNumThreads', 'slice', 'sliceBackward', 'softmaxBackward', 'softmaxForward', 'step', 'sumSquares', 'sumTo', 'topk', 'unary',
-      'unaryBackward', 'unpatchify', 'cpuAllocFaults', 'setErrorFactory', 'trackBegin', 'trackEnd',
+      'unaryBackward', 'unpatchify', 'allocFaults', 'setErrorFactory', 'trackBegin', 'trackEnd',
       'NativeTensor.constructor', 'NativeTensor.device', 'NativeTensor.dtype', 'NativeTensor.free',
       'NativeTensor.freed', 'NativeTensor.nbytes', 'NativeTensor.read', 'NativeTensor.reshape',
       'NativeTensor.sameStorage', 'NativeTensor.shape',

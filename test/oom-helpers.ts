@@ -1,9 +1,9 @@
 /**
  * Helpers of the out-of-memory tests (test/oom.test.ts, test/fuzz-ops.test.ts, test/cuda/oom.test.ts):
  * a training step's values with its gradients dropped afterwards, and the fault-injection sweep that
- * fails each CPU allocation of a run in turn (native.cpuAllocFaults).
+ * fails each allocation of a run on one device in turn (native.allocFaults).
  */
-import { tidy, type Tensor } from '../lib/index.js';
+import { tidy, type Device, type Tensor } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { RUN_SEED } from './helpers.js';
 
@@ -38,29 +38,31 @@ export function stepValues(params: Iterable<Tensor>, loss: () => Tensor): number
 }
 
 /**
- * Runs `run` once as it is (then `plain(result, allocs)`, allocs: the CPU allocations it made), then
- * once per allocation k, failing the k-th and every later one, and calls `failed(err, what)` after
- * each with the hook disarmed (err: what run threw, undefined if nothing). Returns the count.
+ * Runs `run` once as it is (then `plain(result, allocs)`, allocs: the allocations it made on
+ * `device`, default cpu), then once per allocation k, failing the k-th and every later one, and
+ * calls `failed(err, what)` after each with the hook disarmed (err: what run threw, undefined if
+ * nothing). Returns the count.
  */
 export async function eachAllocFailing<R>(
   run: () => R | Promise<R>,
   checks: { plain?: (result: R, allocs: number) => void; failed: (err: unknown, what: string) => void },
+  device: Device = 'cpu',
 ): Promise<number> {
-  native.cpuAllocFaults(0);
+  native.allocFaults(device, 0);
   const result = await run();
-  const allocs = native.cpuAllocFaults(0);
+  const allocs = native.allocFaults(device, 0);
   checks.plain?.(result, allocs);
   for (let k = 1; k <= allocs; k++) {
-    native.cpuAllocFaults(k);
+    native.allocFaults(device, k);
     let err: unknown;
     try {
       await run();
     } catch (e) {
       err = e;
     } finally {
-      native.cpuAllocFaults(0);
+      native.allocFaults(device, 0);
     }
-    checks.failed(err, `failing from allocation ${k} of ${allocs} (seed ${RUN_SEED})`);
+    checks.failed(err, `failing from ${device} allocation ${k} of ${allocs} (seed ${RUN_SEED})`);
   }
   return allocs;
 }

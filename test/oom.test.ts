@@ -1,7 +1,7 @@
 // Out of memory at every allocation of the library's entry points, on the CPU: a typed error
 // (ERR_VITRIM_MEMORY), nothing the call made left allocated (its tensors, the native temporaries of an
 // op or a backward node that failed midway, the graph's saved activations), and the next call gives
-// the same answer as before the failure. The failures are injected (native.cpuAllocFaults(k): the
+// the same answer as before the failure. The failures are injected (native.allocFaults('cpu', k): the
 // k-th CPU allocation from then on and all later ones fail), so that each case fails at each of its
 // allocations in turn: a memory limit only ever fails the allocations that set a new peak, which
 // leaves most of a backward pass untested (test/cuda/oom.test.ts runs the emulated device by size).
@@ -15,7 +15,7 @@ import { eachAllocFailing, readAndDispose, stepValues } from './oom-helpers.js';
 const live = () => memory().find((d) => d.device === 'cpu')!.liveTensors;
 
 afterEach(() => {
-  native.cpuAllocFaults(0);
+  native.allocFaults('cpu', 0);
 });
 
 it('every allocation of every entry point can fail: typed, nothing left allocated, the next call unchanged', async () => {

@@ -43,6 +43,7 @@ static Backend make_cpu_backend() {
   b.synchronize = [] {};
   b.memory_stats = [] { return memory_stats(Device::CPU); };
   b.empty_cache = [] { vitrim::empty_cache(); };
+  b.alloc_faults = &cpu_alloc_faults;
   b.describe = [] { return std::string("cpu"); };
   b.set_allow_tf32 = [](bool) {};
 #define VITRIM_CPU_MEMBER(name) b.name = &cpu::name;

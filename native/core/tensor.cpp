@@ -124,7 +124,7 @@ static std::atomic<int64_t> g_fail_from{0};
 static std::atomic<int64_t> g_alloc_count{0};
 
 int64_t cpu_alloc_faults(int64_t fail_from) {
-  VITRIM_CHECK(fail_from >= 0, Argument, "cpuAllocFaults: n must be >= 0, got ", fail_from);
+  VITRIM_CHECK(fail_from >= 0, Argument, "allocFaults: n must be >= 0, got ", fail_from);
   const int64_t counted = g_alloc_count.exchange(0);
   g_fail_from.store(fail_from);
   return counted;

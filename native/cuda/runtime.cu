@@ -47,6 +47,10 @@ class Allocator {
     return (n + (2u << 20) - 1) / (2u << 20) * (2u << 20);
   }
   void* take(size_t requested) {
+    const int64_t nth = count_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (const int64_t from = fail_from_.load(std::memory_order_relaxed); from > 0 && nth >= from)
+      fail(ErrorKind::Memory, "out of memory allocating ", requested, " bytes on cuda (injected: allocation ", nth,
+           ", failing from ", from, ")");
     size_t cls = round(requested);
     int64_t graph = 0;
     {
@@ -94,6 +98,13 @@ class Allocator {
     auto it = owner_.find(p);
     if (it != owner_.end()) pools_[it->second][cls].push_back(p);  // stays reserved for its graph
     else free_[cls].push_back(p);
+  }
+  // Fault injection (Backend::alloc_faults): see backend.h. One relaxed load per take when unarmed.
+  int64_t faults(int64_t from) {
+    VITRIM_CHECK(from >= 0, Argument, "allocFaults: n must be >= 0, got ", from);
+    const int64_t counted = count_.exchange(0);
+    fail_from_.store(from);
+    return counted;
   }
   // Gives the global cache back to the driver; graph pools stay (their graphs still use them).
   void release_all() {
@@ -163,6 +174,7 @@ class Allocator {
   int64_t capturing_ = 0;
   size_t cached_ = 0, in_use_ = 0;
   int64_t live_ = 0;
+  std::atomic<int64_t> count_{0}, fail_from_{0};  // fault injection (faults())
 };
 Allocator& allocator() {
   static Allocator* a = new Allocator();
@@ -758,6 +770,7 @@ extern "C" __attribute__((visibility("default"))) const vitrim::Backend* vitrim_
       allocator().release_all();
       staging().release_all();
     };
+    b.alloc_faults = [](int64_t n) { return allocator().faults(n); };
     b.describe = &describe;
     b.set_allow_tf32 = &vitrim::cuda::set_allow_tf32;
     b.capture_begin = &capture_begin;

@@ -194,7 +194,13 @@ VITRIM_OP(setErrorFactory) {
   env_data(info.Env()).error_factory = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
 }
-VITRIM_OP(cpuAllocFaults) { return Napi::Number::New(info.Env(), (double)cpu_alloc_faults(arg_int(info, 0, "n"))); }
+VITRIM_OP(allocFaults) {
+  const Device dev = arg_device(info, 0, "device");
+  const int64_t n = arg_int(info, 1, "n");
+  const Backend& b = backend(dev);
+  VITRIM_CHECK(b.alloc_faults != nullptr, Device, "allocFaults: the ", device_name(dev), " backend has no fault injection");
+  return Napi::Number::New(info.Env(), (double)b.alloc_faults(n));
+}
 VITRIM_OP(trackBegin) { return Napi::Number::New(info.Env(), (double)track_begin()); }
 VITRIM_OP(trackEnd) {
   track_end((size_t)arg_int(info, 0, "scope"), arg_bool(info, 1, "free"));

@@ -5,14 +5,16 @@
 // (VITRIM_EMU_DEVICE_MB, counting what is allocated while it is set; a GPU ignores it: emulation
 // only); each entry point runs on a range of sizes, so that it fails at several places (a training
 // step's also in its backward), and the allocator's cache is emptied first so that every block is a
-// fresh allocation. A size only ever fails the allocations that set a new peak: test/oom.test.ts fails
-// each allocation in turn, on the CPU.
+// fresh allocation. A size only ever fails the allocations that set a new peak: the second test fails
+// each device allocation in turn (native.allocFaults('cuda', k); on a GPU too), in float32 and under
+// bf16 autocast, whose casts and bf16 paths exist on cuda only.
 import { expect, it } from 'vitest';
 import { withEnv } from '../../bench/env.js';
-import { adavitInfer, createInferencePlan, emptyCache, memory, noGrad, ops, policies, tensor, vit, type Tensor } from '../../lib/index.js';
+import { adavitInfer, autocast, createInferencePlan, emptyCache, memory, noGrad, ops, policies, tensor, Trainer, vit, type Tensor } from '../../lib/index.js';
+import { native } from '../../lib/native.js';
 import { MemoryError } from '../../lib/errors.js';
 import { RUN_SEED, expectCode, randn } from '../helpers.js';
-import { readAndDispose, stepValues } from '../oom-helpers.js';
+import { eachAllocFailing, readAndDispose, stepValues } from '../oom-helpers.js';
 import { describeCuda, emulated } from './helpers.js';
 
 describeCuda('cuda: out of memory', () => {
@@ -74,5 +76,72 @@ describeCuda('cuda: out of memory', () => {
       if (more.length) expect(inBackwardFailed, `${name}: failed in backward on some of the sizes`).toBeGreaterThan(0);
     }
     expectCode(() => withEnv('VITRIM_EMU_DEVICE_MB', '0.01', () => adavitInfer(p, x)), 'ERR_VITRIM_MEMORY');
+  });
+
+  it('every device allocation of every entry point can fail, float32 and bf16 autocast: typed, nothing left, the next call unchanged', async () => {
+    const m = vit.create({ imgSize: 16, patchSize: 8, embedDim: 32, depth: 2, numHeads: 2, numClasses: 3 }, { seed: RUN_SEED % 1000 });
+    m.to('cuda');
+    const p = policies.adavit(m, {});
+    p.to('cuda');
+    const B = 4;
+    const x = tensor(randn([B * 3 * 16 * 16], RUN_SEED + 93), [B, 3, 16, 16], { device: 'cuda' });
+    const y = tensor(Int32Array.from({ length: B }, (_, i) => i % 3), [B], { device: 'cuda' });
+    const live = () => memory().find((d) => d.device === 'cuda')!.liveTensors;
+    const read = readAndDispose;
+    const step = (loss: () => Tensor) => stepValues([...m.parameters(), ...p.parameters()], loss);
+    const bf16 = <R>(fn: () => R) => () => autocast('bfloat16', fn);
+    const cases: [string, () => number[]][] = [
+      ['forward + backward', () => step(() => ops.crossEntropy(m.forward(x), y, { labelSmoothing: 0.1 }))],
+      ['bf16: forward (no grad)', bf16(() => read(noGrad(() => m.forward(x))))],
+      ['bf16: forward + backward', bf16(() => step(() => ops.crossEntropy(m.forward(x), y)))],
+      ['bf16: policy forwardTrain + loss + backward', bf16(() => step(() => p.loss(p.forwardTrain(x), y).total))],
+      ['bf16: adavitInfer keepRatio', bf16(() => read(adavitInfer(p, x, { keepRatio: 0.5 }).logits))],
+    ];
+    try {
+      let points = 0;
+      for (const [name, run] of cases) {
+        const before = live();
+        let want: number[] = [];
+        const allocs = await eachAllocFailing(run, {
+          plain: (result, n) => {
+            want = result;
+            expect(live(), `${name}: a plain run`).toBe(before);
+            expect(n, name).toBeGreaterThan(3);
+          },
+          failed: (err, at) => {
+            const what = `${name}, ${at}`;
+            expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+            expect(String(err), what).toContain('injected');
+            expect(live(), what).toBe(before);
+            points++;
+          },
+        }, 'cuda');
+        expect(run(), `${name}: after ${allocs} failures`).toEqual(want);
+      }
+      expect(points).toBeGreaterThan(100);
+
+      // A bf16 Trainer step: fails typed at each allocation, leaves zero gradients and nothing
+      // allocated, and the next step runs.
+      const tr = new Trainer({ model: m, policy: p, optimizer: { lr: 1e-3 }, clipGrad: 1, precision: 'bfloat16' });
+      const img = randn([B * 3 * 16 * 16], RUN_SEED + 94);
+      const lab = Int32Array.from({ length: B }, (_, i) => (i * 2) % 3);
+      tr.trainStep(img, lab, [3, 16, 16]); // the optimizer's moments exist from here on
+      const before = live();
+      await eachAllocFailing(() => tr.trainStep(img, lab, [3, 16, 16]), {
+        plain: () => expect(live()).toBe(before),
+        failed: (err, at) => {
+          const what = `bf16 trainStep ${at}`;
+          expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+          expect(live(), what).toBe(before);
+          for (const q of [...m.parameters(), ...p.parameters()])
+            if (q.grad) expect(Array.from(q.grad.dataSync()).every((v) => v === 0), what).toBe(true);
+        },
+      }, 'cuda');
+      expect(Number.isFinite(tr.trainStep(img, lab, [3, 16, 16]).loss)).toBe(true);
+      expect(live()).toBe(before);
+      tr.dispose();
+    } finally {
+      native.allocFaults('cuda', 0);
+    }
   });
 });

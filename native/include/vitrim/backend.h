@@ -16,7 +16,7 @@
 namespace vitrim {
 
 // Bumped whenever Backend's layout or the meaning of a member changes.
-constexpr int kBackendAbi = 8;
+constexpr int kBackendAbi = 9;
 
 // X(name) for every op a backend provides; each is decltype(&cpu::name).
 #define VITRIM_BACKEND_OPS(X)                                                                               \
@@ -52,6 +52,10 @@ struct Backend {
   void (*check_deferred)() = nullptr;
   MemoryStats (*memory_stats)() = nullptr;
   void (*empty_cache)() = nullptr;  // gives cached blocks back to the driver
+  // Fault injection for tests: with n > 0, the n-th tensor allocation on this device counted from
+  // this call, and every later one, fails as out of memory (0 disarms). Returns the allocations
+  // counted since the previous call.
+  int64_t (*alloc_faults)(int64_t n) = nullptr;
   // A line for `vitrim info` / backends(): GPU name, compute capability, memory, versions.
   std::string (*describe)() = nullptr;
   // TF32 for float32 GEMMs (off by default: float32 results then match the CPU to 1e-5).
