@@ -1,7 +1,6 @@
 // examples/adavit-shapes.ts on cuda in bfloat16 mixed precision: dense training, AdaViT fine-tuning
 // with distillation, the four evaluations (matchedRandom included), packed inference with recorded
-// decisions and the reload from disk, end to end on the GPU. Under the emulation it takes minutes
-// (listed in vitest.config.ts's slowUnderEmulation: scripts/test-cuda-emu.sh runs it).
+// decisions and the reload from disk, end to end on the GPU. Under the emulation it takes about 50 s.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -38,7 +38,8 @@ enum class State { Ready, AtBarrier, AtWarp, Done };
 // follows swapcontext) a switch saves the callee-saved registers and the FPU / SSE control words on
 // the fiber's own stack and swaps stack pointers (emu_switch below): no system call, where glibc's
 // swapcontext makes one (sigprocmask) each way, the emulation's largest single cost.
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+// -DVITRIM_EMU_UCONTEXT=1 keeps swapcontext (to compare, or to rule the switch out).
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(VITRIM_EMU_UCONTEXT)
 #define VITRIM_EMU_ASM_SWITCH 1
 struct Context {
   void* sp = nullptr;
@@ -446,6 +447,8 @@ void fiber_main(Fiber* f) {
     (*g_block->body)();
   } catch (const std::exception& e) {
     if (g_block->error.empty()) g_block->error = std::string("exception in kernel: ") + e.what();
+  } catch (...) {  // nothing may unwind past this frame: the fiber's stack has no caller
+    if (g_block->error.empty()) g_block->error = "exception in kernel";
   }
   f->state = State::Done;
   context_switch(f->ctx, g_block->sched);  // never resumed
