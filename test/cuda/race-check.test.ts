@@ -4,7 +4,8 @@
 // to race (a missing __syncthreads before a read and before a write, threads writing one word, lanes
 // of a warp ordered by a shuffle instead of a __syncwarp, two warps behind a __syncwarp, a global
 // write collision, dynamic shared memory; between blocks of one launch, a read of what another block
-// wrote, a write collision, split-K's last-block sum without the writers' __threadfence) must each
+// wrote, a write collision, a write after other blocks' reads, split-K's last-block sum without the
+// writers' __threadfence) must each
 // fail their launch naming the hazard, the kernel and the source lines; their corrected versions
 // (the fenced last-block sum included), atomics and per-thread 2-byte halves of one word must not. Where the emulation is built (CI): the build folder has the target.
 import { spawnSync } from 'node:child_process';
@@ -23,8 +24,8 @@ describe.skipIf(!emulated || !configured)('race check of the CUDA emulation', ()
     expect(out, run.stderr).toMatch(/^0 failed$/m);
     expect(run.status).toBe(0);
     const lines = out.trim().split('\n');
-    // 21 cases, each "ok": the program checks each outcome; here, that they ran and said what they found
-    expect(lines.filter((l) => l.startsWith('ok ')).length).toBe(21);
+    // 22 cases, each "ok": the program checks each outcome; here, that they ran and said what they found
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBe(22);
     const hazard = (name: string) => lines.find((l) => l.startsWith(`ok ${name}: `)) ?? '';
     expect(hazard('waw_shared')).toMatch(/write-after-write hazard in \(anonymous namespace\)::waw_shared\(float\*, bool\), block \(0,0,0\), static __shared__ memory at 0x[0-9a-f]+: thread \(\d+,0,0\) at race_selftest\.cpp:\d+ writes what thread \(\d+,0,0\) at race_selftest\.cpp:\d+ wrote/);
     expect(hazard('raw_dynamic')).toMatch(/dynamic shared memory byte \d+/);

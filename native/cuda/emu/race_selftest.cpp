@@ -111,6 +111,13 @@ __global__ void cross_raw(float* buf) {
   if (blockIdx.x == 1) buf[64 + t] = buf[t];
 }
 __global__ void cross_waw(float* buf) { buf[threadIdx.x] = (float)blockIdx.x; }
+// Every block reads buf[t]; the last block also writes it: a write after other blocks' reads, which
+// the record names as "another block" (its last reader is the writing block itself).
+__global__ void cross_war(float* buf, float* out) {
+  const unsigned t = threadIdx.x;
+  out[blockIdx.x * 64 + t] = buf[t];
+  if (blockIdx.x == gridDim.x - 1) buf[t] = 0.f;
+}
 
 // Split-K's ending: each block writes its partials, fences, counts itself in; the last block fences
 // and sums every block's partials. Published: no hazard. Without the writers' fence it is one.
@@ -196,6 +203,7 @@ int main() {
   // (a write-after-read where block 1 runs first)
   expect("cross_raw", "hazard between blocks|global memory at", cross_raw, 2, 64, 0, out);
   expect("cross_waw", "write-after-write hazard between blocks", cross_waw, 3, 64, 0, out);
+  expect("cross_war", "hazard between blocks", cross_war, 3, 64, 0, part, out);
   expect("last_block_sums fenced", "", last_block_sums, 4, 64, 0, part, counter, out, true);
   expect("last_block_sums unfenced", "read-after-write hazard between blocks", last_block_sums, 4, 64, 0, part,
          counter, out, false);

@@ -240,6 +240,7 @@ std::string kernel_name(const void* k) {
   std::snprintf(buf, sizeof buf, "kernel +0x%x", off);
   return buf;
 }
+constexpr uint32_t kAnotherBlock = ~uint32_t(0);  // a block of the launch the record does not name
 std::string block_name(const Block& b, uint32_t linear) {
   char buf[48];
   std::snprintf(buf, sizeof buf, "(%u,%u,%u)", linear % b.gdim.x, linear / b.gdim.x % b.gdim.y,
@@ -260,11 +261,15 @@ void race_report(Block& b, const char* kind, uintptr_t addr, unsigned me, uint32
   else
     std::snprintf(mem, sizeof mem, "global memory at %p", (void*)addr);
   const bool across = other_block != my_block;
+  const std::string whom = other_block == kAnotherBlock
+                               ? "a thread of another block"
+                               : "thread " + thread_name(b, other) +
+                                     (across ? " of block " + block_name(b, other_block) : std::string()) + " at " +
+                                     where(other_pc);
   b.error = std::string("race check: ") + kind + " hazard " + (across ? "between blocks " : "") + "in " +
             kernel_name(b.kernel) + ", block " + block_name(b, my_block) + ", " + mem + ": thread " +
-            thread_name(b, me) + " at " + where(my_pc) + (kind[0] == 'r' ? " reads" : " writes") + " what thread " +
-            thread_name(b, other) + (across ? " of block " + block_name(b, other_block) : std::string()) + " at " +
-            where(other_pc) + (other_wrote ? " wrote" : " read") +
+            thread_name(b, me) + " at " + where(my_pc) + (kind[0] == 'r' ? " reads" : " writes") + " what " + whom +
+            (other_wrote ? " wrote" : " read") +
             (across ? " in the same launch (a grid's blocks run in no set order: only the writer's __threadfence "
                       "after its write and the reader's after an atomic that saw it order them)"
                     : " with no __syncthreads (or __syncwarp, within a warp) between them");
@@ -303,8 +308,9 @@ void race_access(const void* p, size_t n, bool write, const void* ret) {
                                            : s.r_many == 1 ? s.r_tid / 32 != warp || s.r_sync == sync
                                                            : !ordered(s.r_tid, s.r_sync));
       if (war) return race_report(*b, "write-after-read", a + i, me, pc, blk, s.r_tid, s.r_pc, blk, false);
-      if (r_this_launch)
-        return race_report(*b, "write-after-read", a + i, me, pc, blk, s.r_tid, s.r_pc, s.r_block, false);
+      if (r_this_launch)  // the last reader may be this block, after another block's read (r_blocks)
+        return race_report(*b, "write-after-read", a + i, me, pc, blk, s.r_tid, s.r_pc,
+                           s.r_block != blk ? s.r_block : kAnotherBlock, false);
       s.w_epoch = ep;
       s.w_tid = (uint16_t)me;
       s.w_sync = sync;
