@@ -3,7 +3,9 @@
  * a training step's values with its gradients dropped afterwards, and the fault-injection sweep that
  * fails each allocation of a run on one device in turn (native.allocFaults).
  */
+import { expect } from 'vitest';
 import { tidy, type Device, type Tensor } from '../lib/index.js';
+import { MemoryError } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { RUN_SEED } from './helpers.js';
 
@@ -65,4 +67,39 @@ export async function eachAllocFailing<R>(
     checks.failed(err, `failing from ${device} allocation ${k} of ${allocs} (seed ${RUN_SEED})`);
   }
   return allocs;
+}
+
+/**
+ * eachAllocFailing over named entry points: a plain run leaves `live()` unchanged and makes more than
+ * 3 allocations on `device`; each failing run throws a MemoryError (and passes `alsoFailed`) with
+ * `live()` unchanged; after the sweep the entry point gives the plain run's numbers. Returns the
+ * failure points checked.
+ */
+export async function eachCaseAllocFailing(
+  cases: [string, () => number[]][],
+  live: () => number,
+  device: Device = 'cpu',
+  alsoFailed?: (err: unknown, what: string) => void,
+): Promise<number> {
+  let points = 0;
+  for (const [name, run] of cases) {
+    const before = live();
+    let want: number[] = [];
+    const allocs = await eachAllocFailing(run, {
+      plain: (result, n) => {
+        want = result;
+        expect(live(), `${name}: a plain run`).toBe(before);
+        expect(n, name).toBeGreaterThan(3);
+      },
+      failed: (err, at) => {
+        const what = `${name}, ${at}`;
+        expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
+        alsoFailed?.(err, what);
+        expect(live(), what).toBe(before);
+        points++;
+      },
+    }, device);
+    expect(run(), `${name}: after ${allocs} failures`).toEqual(want);
+  }
+  return points;
 }

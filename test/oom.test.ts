@@ -10,7 +10,7 @@ import { adavitInfer, data, evaluate, memory, noGrad, ops, policies, tensor, Tra
 import { MemoryError } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { RUN_SEED, randn } from './helpers.js';
-import { eachAllocFailing, readAndDispose, stepValues } from './oom-helpers.js';
+import { eachAllocFailing, eachCaseAllocFailing, readAndDispose, stepValues } from './oom-helpers.js';
 
 const live = () => memory().find((d) => d.device === 'cpu')!.liveTensors;
 
@@ -40,25 +40,7 @@ it('every allocation of every entry point can fail: typed, nothing left allocate
     ['evaluate (dense)', () => figures(evaluate(m, null, ds, { batchSize: 3 }))],
     ['evaluate (policy, keepRatio)', () => figures(evaluate(m, p, ds, { batchSize: 3, keepRatio: 0.5 }))],
   ];
-  let points = 0;
-  for (const [name, run] of cases) {
-    const before = live();
-    let want: number[] = [];
-    const allocs = await eachAllocFailing(run, {
-      plain: (result, n) => {
-        want = result;
-        expect(live(), `${name}: a plain run`).toBe(before);
-        expect(n, name).toBeGreaterThan(3);
-      },
-      failed: (err, at) => {
-        const what = `${name}, ${at}`;
-        expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
-        expect(live(), what).toBe(before);
-        points++;
-      },
-    });
-    expect(run(), `${name}: after ${allocs} failures`).toEqual(want);
-  }
+  const points = await eachCaseAllocFailing(cases, live);
   expect(points).toBeGreaterThan(100);
 });
 

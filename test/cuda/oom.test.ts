@@ -14,7 +14,7 @@ import { adavitInfer, autocast, createInferencePlan, emptyCache, memory, noGrad,
 import { native } from '../../lib/native.js';
 import { MemoryError } from '../../lib/errors.js';
 import { RUN_SEED, expectCode, randn } from '../helpers.js';
-import { eachAllocFailing, readAndDispose, stepValues } from '../oom-helpers.js';
+import { eachAllocFailing, eachCaseAllocFailing, readAndDispose, stepValues } from '../oom-helpers.js';
 import { describeCuda, emulated } from './helpers.js';
 
 describeCuda('cuda: out of memory', () => {
@@ -98,26 +98,7 @@ describeCuda('cuda: out of memory', () => {
       ['bf16: adavitInfer keepRatio', bf16(() => read(adavitInfer(p, x, { keepRatio: 0.5 }).logits))],
     ];
     try {
-      let points = 0;
-      for (const [name, run] of cases) {
-        const before = live();
-        let want: number[] = [];
-        const allocs = await eachAllocFailing(run, {
-          plain: (result, n) => {
-            want = result;
-            expect(live(), `${name}: a plain run`).toBe(before);
-            expect(n, name).toBeGreaterThan(3);
-          },
-          failed: (err, at) => {
-            const what = `${name}, ${at}`;
-            expect(err, `${what}: ${String(err)}`).toBeInstanceOf(MemoryError);
-            expect(String(err), what).toContain('injected');
-            expect(live(), what).toBe(before);
-            points++;
-          },
-        }, 'cuda');
-        expect(run(), `${name}: after ${allocs} failures`).toEqual(want);
-      }
+      const points = await eachCaseAllocFailing(cases, live, 'cuda', (err, what) => expect(String(err), what).toContain('injected'));
       expect(points).toBeGreaterThan(100);
 
       // A bf16 Trainer step: fails typed at each allocation, leaves zero gradients and nothing
