@@ -8,14 +8,9 @@ import { defineConfig } from 'vitest/config';
 // - 'cuda-emu': where no GPU is visible but build/Release/libvitrim_cuda_emu.so was built (the CUDA
 //   emulation, native/cuda/emu: the build makes it wherever the CUDA headers exist and no GPU is
 //   visible, as on CI), the CUDA tests run against the CPU emulation of the CUDA kernels: every
-//   kernel's logic, launch configuration and error path, at emulation speed. By default the files
-//   whose GPU-sized shapes take minutes to emulate are left to scripts/test-cuda-emu.sh (all of
-//   test/cuda); VITRIM_EMU_ALL=1 includes them here too.
+//   kernel's logic, launch configuration and error path, at emulation speed (tests shrink their
+//   GPU-sized batches there: `emulated` in test/cuda/helpers.ts).
 const emuLib = resolve('build/Release/libvitrim_cuda_emu.so');
-// (example-adavit, gemm, layernorm, loss, reduce, sample, softmax and topk left this list when the
-// emulation's fibers stopped making a system call per switch: 243 s for the eight on one core.)
-const slowUnderEmulation = ['attention', 'attention-varlen', 'lib-device'].map((f) => `test/cuda/${f}.test.ts`);
-
 // One input seed for the whole run, printed first, so a failure in any file can be replayed
 // (VITRIM_TEST_SEED=<seed> npm test); each test file's process would otherwise read its own clock.
 const seed = process.env.VITRIM_TEST_SEED ?? String(Date.now() % 1_000_000);
@@ -47,7 +42,6 @@ export default defineConfig({
               ...base,
               name: 'cuda-emu',
               include: ['test/cuda/**/*.test.ts'],
-              exclude: process.env.VITRIM_EMU_ALL ? [] : slowUnderEmulation,
               // blocks and threads in a shuffled order between barriers (emu.h): a missing barrier,
               // or a result that depends on which block runs last, shows up here
               env: { ...base.env, VITRIM_CUDA_LIB: emuLib, VITRIM_EMU_ORDER: process.env.VITRIM_EMU_ORDER ?? 'random' },

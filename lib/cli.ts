@@ -94,6 +94,7 @@ program.command('train')
   .option('--label-smoothing <s>', 'label smoothing', num('label-smoothing', false, 0), 0)
   .option('--distill', 'distil from the frozen --init model (AdaViT)')
   .option('--limit <n>', 'batches per epoch (quick runs)', num('limit', true, 1))
+  .option('--eval-limit <n>', 'test batches evaluated after each epoch (quick runs; default: the whole test split)', num('eval-limit', true, 1))
   .option('--seed <n>', 'seed', num('seed', true, 0), 0)
   .option('--threads <n>', 'CPU threads', num('threads', true, 1))
   .option('--out <dir>', 'output directory (checkpoints, metrics.jsonl)', 'runs/latest')
@@ -127,7 +128,7 @@ program.command('train')
       warmupEpochs: o.warmup, labelSmoothing: o.labelSmoothing,
       distill: teacher ? { teacher, alpha: 0.5 } : undefined,
     });
-    await trainer.fit(train, { epochs: o.epochs, batchSize: o.batchSize, eval: test, limit: o.limit, resume: !!o.resume });
+    await trainer.fit(train, { epochs: o.epochs, batchSize: o.batchSize, eval: test, limit: o.limit, evalLimit: o.evalLimit, resume: !!o.resume });
     console.log(`saved to ${o.out}`);
   });
 

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -32,9 +32,11 @@ describe('vitrim CLI', () => {
     const out = mkdtempSync(join(tmpdir(), 'vitrim-cli-'));
     // --precision bfloat16 is a no-op on the cpu (test/cuda/lib-device.test.ts runs the CLI on cuda)
     const t = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--epochs', '1', '--limit', '2', '--batch-size', '16', '--out', out,
-      '--device', 'cpu', '--precision', 'bfloat16');
+      '--device', 'cpu', '--precision', 'bfloat16', '--eval-limit', '3');
     expect(t.code, t.err).toBe(0);
     for (const f of ['model.safetensors', 'policy.safetensors', 'trainer-state.safetensors', 'metrics.jsonl']) expect(existsSync(join(out, f)), f).toBe(true);
+    const evalCount = (dir: string) => JSON.parse(readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').pop()!).eval.count;
+    expect(evalCount(out)).toBe(3 * 16); // --eval-limit batches of the test split
     const e = vitrim('eval', '--data', 'shapes', '--checkpoint', out, '--limit', '2', '--batch-size', '16', '--json');
     expect(e.code, e.err).toBe(0);
     const r = JSON.parse(e.out);
@@ -56,6 +58,7 @@ describe('vitrim CLI', () => {
     const d = vitrim('train', '--data', 'shapes', '--policy', 'adavit', '--init', out, '--distill', '--epochs', '1', '--limit', '1', '--batch-size', '8', '--out', out2);
     expect(d.code, d.err).toBe(0);
     expect(existsSync(join(out2, 'model.safetensors'))).toBe(true);
+    expect(evalCount(out2)).toBe(2000); // the whole test split without --eval-limit
     const nd = vitrim('train', '--data', 'shapes', '--distill', '--epochs', '1', '--limit', '1', '--out', out2);
     expect(nd.code).toBe(1);
     expect(nd.err).toMatch(/--distill needs --init <checkpoint>/);

@@ -271,6 +271,9 @@ describe('datasets, configs and buffers handed to the wrong function: typed erro
     await expect(t.fit(good, { epochs: 1, batchSize: 2, eval: {} as never })).rejects.toThrow(/fit: eval must be a Dataset/);
     await expect(t.fit(good, null as never)).rejects.toThrow(/fit: options \{ epochs/);
     await expect(t.fit(good, { epochs: 1, limit: 'x' as never })).rejects.toThrow(/fit: limit must be an integer/);
+    for (const evalLimit of [0, 1.5, 'x', -1]) {
+      await expect(t.fit(good, { epochs: 1, eval: good, evalLimit: evalLimit as never })).rejects.toThrow(/fit: evalLimit must be (an integer|≥ 1)/);
+    }
     await expect(t.fit(good, { epochs: 1, resume: 'yes' as never })).rejects.toThrow(/fit: resume must be a boolean/);
     const big = datasets.shapes({ length: 8, size: 32, numClasses: 3 });
     await expect(t.fit(big, { epochs: 1, batchSize: 2 })).rejects.toThrow(/fit: train: its images are \[3,32,32\], the model takes \[3,16,16\]/);

@@ -41,6 +41,8 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     expect(hist[1].eval!.macs).toBeLessThanOrEqual(hist[1].eval!.denseMacs + gateMacs);
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.map((l) => l.epoch)).toEqual([1, 2]);
+    // the whole test split (128) after each epoch by default; evalLimit batches of it on request
+    expect(hist.map((r) => r.eval!.count)).toEqual([128, 128]);
 
     // the run directory, as a user loads it
     const m2 = await vit.fromFile(out);
@@ -60,8 +62,9 @@ describe('AdaViT end to end: train → save → load → infer', () => {
     expect(await t3.resume()).toBe(true);
     expect(t3.epoch).toBe(2);
     expect(Array.from(m3.head.weight.dataSync())).toEqual(Array.from(m.head.weight.dataSync()));
-    const more = await t3.fit(train, { epochs: 3, batchSize: 32, limit: 2 });
+    const more = await t3.fit(train, { epochs: 3, batchSize: 32, limit: 2, eval: test, evalBatchSize: 16, evalLimit: 3 });
     expect(more.map((r) => r.epoch)).toEqual([3]);
+    expect(more[0].eval!.count).toBe(48);
   });
 
   it('a run resumed from its save ends with the same bits as one run straight through (no RNG state is saved: none is needed)', async () => {

@@ -109,6 +109,8 @@ export interface FitOptions {
   evalBatchSize?: number;
   /** Limit the number of training batches per epoch (quick runs). */
   limit?: number;
+  /** Limit the number of `eval` batches after each epoch (quick runs); default: the whole set. */
+  evalLimit?: number;
   resume?: boolean;
 }
 
@@ -287,12 +289,13 @@ export class Trainer {
   /** Trains for `epochs`; returns one record per epoch. */
   async fit(train: Dataset, fo: FitOptions): Promise<EpochRecord[]> {
     this.alive('fit');
-    if (!fo || typeof fo !== 'object') throw new ArgumentError(`fit: options { epochs, batchSize?, eval?, limit?, resume? } are required, got ${show(fo)}`);
+    if (!fo || typeof fo !== 'object') throw new ArgumentError(`fit: options { epochs, batchSize?, eval?, evalBatchSize?, limit?, evalLimit?, resume? } are required, got ${show(fo)}`);
     const bs = fo.batchSize ?? 64;
     if (!Number.isInteger(fo.epochs) || fo.epochs < 1) throw new ArgumentError(`fit: epochs must be a positive integer, got ${show(fo.epochs)}`);
     if (!Number.isInteger(bs) || bs < 1) throw new ArgumentError(`fit: batchSize must be a positive integer, got ${show(bs)}`);
     if (fo.limit !== undefined) int(fo.limit, 'limit', 'fit', 1);
     if (fo.evalBatchSize !== undefined) int(fo.evalBatchSize, 'evalBatchSize', 'fit', 1);
+    if (fo.evalLimit !== undefined) int(fo.evalLimit, 'evalLimit', 'fit', 1);
     boolOpt(fo.resume, false, 'resume', 'fit');
     checkData(train, this.model, 'fit: train');
     if (fo.eval !== undefined && fo.eval !== null) checkData(fo.eval, this.model, 'fit: eval');
@@ -370,7 +373,7 @@ export class Trainer {
           seconds: (performance.now() - t0) / 1000,
         };
         if (this.policy) rec.usage = { patch: (totals.patch ?? 0) / seen, head: (totals.head ?? 0) / seen, block: (totals.block ?? 0) / seen };
-        if (fo.eval) rec.eval = this.evaluate(fo.eval, { batchSize: fo.evalBatchSize ?? bs });
+        if (fo.eval) rec.eval = this.evaluate(fo.eval, { batchSize: fo.evalBatchSize ?? bs, limit: fo.evalLimit });
         this.model.train();
         records.push(rec);
         this.logLine(rec);
