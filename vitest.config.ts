@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
@@ -34,6 +35,10 @@ const base = {
 
 export default defineConfig({
   test: {
+    // vitest's default is one worker less than the cores: on CI's 2 cores a single file at a time,
+    // while most files (the emulated CUDA ones above all) keep one core busy. VITRIM_TEST_WORKERS=N
+    // sets it.
+    maxWorkers: Number(process.env.VITRIM_TEST_WORKERS) || Math.max(2, availableParallelism() - 1),
     projects: [
       { test: { ...base, name: 'vitrim', include: ['test/**/*.test.ts'] } },
       ...(existsSync(emuLib) && !process.env.VITRIM_CUDA_LIB
