@@ -29,6 +29,9 @@ lib="$PWD/build/Release/lib$target.so"
 export VITRIM_CUDA_LIB="$lib"
 # blocks and threads in a shuffled order (as the cuda-emu project of vitest.config.ts); forward: =forward
 export VITRIM_EMU_ORDER=${VITRIM_EMU_ORDER:-random}
+# the children the tests spawn (examples, the CLI) get the tests' own 30 minutes: under ASan or the
+# race check an emulated example run takes several times the 5 minutes they have by default
+export VITRIM_TEST_CHILD_TIMEOUT_MS=${VITRIM_TEST_CHILD_TIMEOUT_MS:-1800000}
 if [ "$mode" = asan ]; then
   export LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1
 fi

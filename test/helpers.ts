@@ -155,11 +155,18 @@ export function expectCode(fn: () => unknown, code: string): string {
   throw new Error(`expected an error with code ${code}, but nothing was thrown`);
 }
 
+/**
+ * How long a child process a test spawns (an example, the CLI) may run: 5 minutes, or
+ * VITRIM_TEST_CHILD_TIMEOUT_MS (scripts/test-cuda-emu.sh sets 30 minutes: under AddressSanitizer or
+ * the race check the emulated examples take several times longer).
+ */
+export const CHILD_TIMEOUT_MS = Number(process.env.VITRIM_TEST_CHILD_TIMEOUT_MS) || 300_000;
+
 /** Runs examples/<file> as a user would (node + tsx, a child process): exit code, stdout, stderr. */
 export function runExample(file: string, ...args: string[]): { code: number | null; out: string; err: string } {
   const root = join(__dirname, '..');
   const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'examples', file), ...args], {
-    cwd: root, encoding: 'utf8', timeout: 300_000,
+    cwd: root, encoding: 'utf8', timeout: CHILD_TIMEOUT_MS,
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }

@@ -14,7 +14,12 @@ import { native } from '../../lib/native.js';
 import { nt, randn } from '../helpers.js';
 import { emulated, toCuda } from './helpers.js';
 
-const hasNvcc = spawnSync('nvcc', ['--version']).status === 0;
+// The check's children (node, nvcc, nm) run without the AddressSanitizer runtime that
+// `VITRIM_CUDA_EMU=asan scripts/test-cuda-emu.sh` preloads into this process: nvcc crashes under it.
+const childEnv = { ...process.env };
+delete childEnv.LD_PRELOAD;
+
+const hasNvcc = spawnSync('nvcc', ['--version'], { env: childEnv }).status === 0;
 const dir = mkdtempSync(join(tmpdir(), 'vitrim-launch-log-'));
 const log = join(dir, 'launches.log');
 // read by the emulation at its first launch in this process (a static), so set before any
@@ -27,7 +32,7 @@ interface Report { rows: Row[]; problems: string[] }
 function check(logFile: string): { status: number | null; out: string; report: Report | null } {
   const json = join(dir, `report-${Math.random().toString(36).slice(2)}.json`);
   const p = spawnSync(process.execPath, ['scripts/launch-check.mjs', '--log', logFile, '--lib', process.env.VITRIM_CUDA_LIB!,
-    '--sources', 'softmax.cu,convert.cu', '--json', json], { encoding: 'utf8' });
+    '--sources', 'softmax.cu,convert.cu', '--json', json], { encoding: 'utf8', env: childEnv });
   let report: Report | null = null;
   try {
     report = JSON.parse(readFileSync(json, 'utf8')) as Report;

@@ -17,7 +17,7 @@ import {
 import type { Dataset } from '../../lib/data/dataset.js';
 import { readSafetensors } from '../../lib/io/safetensors.js';
 import type { AdaVitPolicy } from '../../lib/policies/adavit.js';
-import { expectCode, randn, RUN_SEED } from '../helpers.js';
+import { CHILD_TIMEOUT_MS, expectCode, randn, RUN_SEED } from '../helpers.js';
 import { describeCuda, emulated, expectRel, TOL } from './helpers.js';
 
 const FIXTURE = join(__dirname, '../fixtures/vit-tiny-ref.safetensors');
@@ -431,10 +431,12 @@ describeCuda('Module.to and Tensor.to round trips', () => {
 });
 
 describeCuda('CLI on cuda', () => {
-  // Under the CUDA emulation (CPU) the child processes take seconds to minutes: their timeouts grow with it.
-  it('train --device cuda --precision bfloat16, then eval --device cuda', { timeout: emulated ? 600_000 : 300_000 }, () => {
+  // Under the CUDA emulation (CPU) the child processes take seconds to minutes (more under a
+  // sanitizer: CHILD_TIMEOUT_MS); their timeouts grow with it.
+  const childTimeout = emulated ? CHILD_TIMEOUT_MS : 120_000;
+  it('train --device cuda --precision bfloat16, then eval --device cuda', { timeout: 3 * childTimeout }, () => {
     const root = join(__dirname, '../..');
-    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(root, 'lib/cli.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: emulated ? 300_000 : 120_000 });
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(root, 'lib/cli.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: childTimeout });
     const out = mkdtempSync(join(tmpdir(), 'vitrim-cuda-cli-'));
     // the epoch's evaluation: the whole test split (2000 images) on a GPU, one batch of it emulated
     const t = run('train', '--data', 'shapes', '--policy', 'adavit', '--epochs', '1', '--limit', '2', '--batch-size', '16', '--out', out,
