@@ -36,9 +36,9 @@ const base = {
 export default defineConfig({
   test: {
     // vitest's default is one worker less than the cores: on CI's 2 cores a single file at a time,
-    // while most files (the emulated CUDA ones above all) keep one core busy. VITRIM_TEST_WORKERS=N
-    // sets it.
-    maxWorkers: Number(process.env.VITRIM_TEST_WORKERS) || Math.max(2, availableParallelism() - 1),
+    // while most files (the emulated CUDA ones above all) keep one core busy. `--maxWorkers=N`
+    // on the command line still sets it.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
     projects: [
       { test: { ...base, name: 'vitrim', include: ['test/**/*.test.ts'] } },
       ...(existsSync(emuLib) && !process.env.VITRIM_CUDA_LIB
